@@ -1,0 +1,567 @@
+//! Decoding of interaction commands from every accepted wire format.
+//!
+//! One entry point, [`decode_command`], takes the payload and what the
+//! transport knows about the message (key, properties, a stable identity)
+//! and returns a [`Command`]. The formats (documented in the README):
+//!
+//! | selector                                   | format |
+//! |--------------------------------------------|--------|
+//! | content type `application/msgpack`          | canonical command in MessagePack |
+//! | property `name=BuildInteractionsInfo`       | the original saga step |
+//! | JSON `"type":"create_interaction"`          | the original hand-test command |
+//! | JSON with `target_element_id`               | the original `TrackInteraction` |
+//! | JSON with a `target` object                 | the canonical command |
+//!
+//! Defaults: the user key is the payload's `user_id`, else the message key,
+//! else the interaction id (as the original's per-interaction aggregate
+//! did). The interaction id is the payload's `interaction_id`, else the
+//! `commandId` property, else a UUIDv5 of the message identity, so a
+//! redelivered message always gets the same id. `occurred_at` is the
+//! payload's `occurred_at`/`timestamp`, else the `eventTime` property (ms),
+//! else the publish time.
+
+use super::{CommandFormat, RejectReason, Target, TrackInteraction};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Largest payload accepted (the HTTP limit too).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Namespace of the UUIDv5 ids derived from message identities.
+const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_0c2e_9b7d_4e41_8d2a_5f3c_71e0_a9b4);
+
+/// What the transport knows about a message besides its payload.
+#[derive(Debug, Clone, Default)]
+pub struct MessageMeta<'a> {
+    /// The message (partition) key, if any.
+    pub key: Option<&'a str>,
+    /// Message properties (`name`, `content-type`, `correlationId`, ...).
+    pub properties: Option<&'a HashMap<String, String>>,
+    /// A stable identity of this message across redeliveries (e.g.
+    /// `embedded:2:1042`), used to derive ids when the payload has none.
+    pub identity: &'a str,
+    /// When the message was published (fallback for `occurred_at`).
+    pub published_at: DateTime<Utc>,
+}
+
+impl MessageMeta<'_> {
+    fn prop(&self, name: &str) -> Option<&str> {
+        self.properties
+            .and_then(|p| p.get(name))
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// A decoded command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Track(TrackInteraction),
+    BuildInteractionsInfo(BuildInteractionsInfo),
+}
+
+/// The original saga step: "give me the interactions on this element in
+/// this date range".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildInteractionsInfo {
+    pub saga_id: String,
+    pub post_id: String,
+    pub start_date: NaiveDate,
+    pub end_date: NaiveDate,
+    pub correlation_id: Option<String>,
+}
+
+/// Why a payload could not be decoded. Never retryable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct DecodeError {
+    pub reason: RejectReason,
+    pub message: String,
+}
+
+fn err(reason: RejectReason, message: impl Into<String>) -> DecodeError {
+    DecodeError {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// A user id may be a string or (original hand test) a number.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+enum StringOrNumber {
+    S(String),
+    I(i64),
+    U(u64),
+    F(f64),
+}
+
+impl StringOrNumber {
+    fn into_string(self) -> String {
+        match self {
+            Self::S(s) => s,
+            Self::I(i) => i.to_string(),
+            Self::U(u) => u.to_string(),
+            Self::F(f) => f.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+struct WireTarget {
+    #[serde(default)]
+    id: Option<StringOrNumber>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+/// The union of the fields of every JSON format; which ones are set tells
+/// the format apart.
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct Wire {
+    #[serde(default, rename = "type")]
+    command_type: Option<String>,
+    #[serde(default)]
+    interaction_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<StringOrNumber>,
+    #[serde(default)]
+    interaction_type: Option<String>,
+    /// `create_interaction` names the type `interaction`.
+    #[serde(default)]
+    interaction: Option<String>,
+    #[serde(default)]
+    target: Option<WireTarget>,
+    #[serde(default)]
+    target_element_id: Option<StringOrNumber>,
+    #[serde(default)]
+    target_element_type: Option<String>,
+    #[serde(default)]
+    campaign_id: Option<StringOrNumber>,
+    #[serde(default)]
+    affiliate_id: Option<StringOrNumber>,
+    #[serde(default)]
+    occurred_at: Option<String>,
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireSaga {
+    saga_id: String,
+    payload: WireSagaPayload,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireSagaPayload {
+    post_id: String,
+    start_date: String,
+    end_date: String,
+}
+
+/// Parses an RFC 3339 timestamp, or a bare `YYYY-MM-DDTHH:MM:SS` taken as UTC.
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(Utc.from_utc_datetime(&t));
+        }
+    }
+    None
+}
+
+/// Parses `YYYY-MM-DD` (a date may also come as a full timestamp: its day is used).
+pub fn parse_day(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .ok()
+        .or_else(|| parse_timestamp(s).map(|t| t.date_naive()))
+}
+
+/// Derives the idempotency key of a message that carries none.
+pub fn derived_id(identity: &str) -> String {
+    Uuid::new_v5(&DERIVED_ID_NAMESPACE, identity.as_bytes()).to_string()
+}
+
+fn is_msgpack(content_type: &str) -> bool {
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        ct.as_str(),
+        "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack"
+    )
+}
+
+fn is_json(content_type: &str) -> bool {
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    ct == "application/json" || ct == "text/json" || ct.ends_with("+json") || ct == "text/plain"
+}
+
+/// Decodes one message into a command.
+pub fn decode_command(payload: &[u8], meta: &MessageMeta<'_>) -> Result<Command, DecodeError> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(err(
+            RejectReason::Oversize,
+            format!(
+                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+                payload.len()
+            ),
+        ));
+    }
+    let name = meta.prop("name");
+    let content_type = meta
+        .prop("content-type")
+        .or_else(|| meta.prop("content_type"));
+    match name {
+        None | Some("TrackInteraction") => {}
+        Some("BuildInteractionsInfo") => {
+            return decode_saga(payload, meta).map(Command::BuildInteractionsInfo)
+        }
+        Some(other) => {
+            return Err(err(
+                RejectReason::UnknownCommand,
+                format!("unknown command name {other:?}"),
+            ));
+        }
+    }
+    let wire: Wire = match content_type {
+        Some(ct) if is_msgpack(ct) => rmp_serde::from_slice(payload)
+            .map_err(|e| err(RejectReason::Malformed, format!("invalid MessagePack: {e}")))?,
+        Some(ct) if !is_json(ct) => {
+            return Err(err(
+                RejectReason::UnsupportedEncoding,
+                format!("unsupported content type {ct:?}"),
+            ));
+        }
+        _ => serde_json::from_slice(payload).map_err(|e| {
+            err(
+                RejectReason::Malformed,
+                format!("invalid JSON command: {e}"),
+            )
+        })?,
+    };
+    let format = match (
+        content_type.is_some_and(is_msgpack),
+        wire.command_type.as_deref(),
+    ) {
+        (true, _) => CommandFormat::MessagePack,
+        (false, Some("create_interaction")) => CommandFormat::OriginalCreate,
+        (false, Some(other)) => {
+            return Err(err(
+                RejectReason::UnknownCommand,
+                format!("unknown command type {other:?}"),
+            ));
+        }
+        (false, None) if wire.target.is_some() => CommandFormat::Canonical,
+        (false, None) if wire.target_element_id.is_some() || wire.target_element_type.is_some() => {
+            CommandFormat::OriginalTrack
+        }
+        (false, None) if name == Some("TrackInteraction") => CommandFormat::OriginalTrack,
+        (false, None) => CommandFormat::Canonical,
+    };
+    Ok(Command::Track(build_track(wire, format, meta)?))
+}
+
+fn build_track(
+    wire: Wire,
+    format: CommandFormat,
+    meta: &MessageMeta<'_>,
+) -> Result<TrackInteraction, DecodeError> {
+    let interaction_id = wire
+        .interaction_id
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| meta.prop("commandId").map(str::to_owned))
+        .unwrap_or_else(|| derived_id(meta.identity));
+    let user_id = wire
+        .user_id
+        .map(StringOrNumber::into_string)
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| meta.key.filter(|k| !k.is_empty()).map(str::to_owned))
+        .unwrap_or_else(|| interaction_id.clone());
+    let interaction_type = wire
+        .interaction_type
+        .or(wire.interaction)
+        .unwrap_or_default();
+    let target = match (wire.target, format) {
+        (Some(t), _) => Target {
+            id: t.id.map(StringOrNumber::into_string).unwrap_or_default(),
+            kind: t.kind.unwrap_or_default(),
+        },
+        (None, CommandFormat::OriginalCreate) => Target {
+            id: "none".into(),
+            kind: "none".into(),
+        },
+        (None, _) => Target {
+            id: wire
+                .target_element_id
+                .map(StringOrNumber::into_string)
+                .unwrap_or_default(),
+            kind: wire.target_element_type.unwrap_or_default(),
+        },
+    };
+    let occurred_at = match wire.occurred_at.or(wire.timestamp) {
+        Some(s) => parse_timestamp(&s).ok_or_else(|| {
+            err(
+                RejectReason::Malformed,
+                format!("invalid timestamp {s:?} (RFC 3339 expected)"),
+            )
+        })?,
+        None => meta
+            .prop("eventTime")
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or(meta.published_at),
+    };
+    Ok(TrackInteraction {
+        interaction_id,
+        user_id,
+        interaction_type,
+        target,
+        campaign_id: wire.campaign_id.map(StringOrNumber::into_string),
+        affiliate_id: wire.affiliate_id.map(StringOrNumber::into_string),
+        occurred_at,
+        correlation_id: wire
+            .correlation_id
+            .or_else(|| meta.prop("correlationId").map(str::to_owned)),
+        format,
+    })
+}
+
+fn decode_saga(
+    payload: &[u8],
+    meta: &MessageMeta<'_>,
+) -> Result<BuildInteractionsInfo, DecodeError> {
+    let w: WireSaga = serde_json::from_slice(payload).map_err(|e| {
+        err(
+            RejectReason::Malformed,
+            format!("invalid BuildInteractionsInfo: {e}"),
+        )
+    })?;
+    let day = |s: &str| {
+        parse_day(s).ok_or_else(|| {
+            err(
+                RejectReason::Malformed,
+                format!("invalid date {s:?} (YYYY-MM-DD expected)"),
+            )
+        })
+    };
+    let (start_date, end_date) = (day(&w.payload.start_date)?, day(&w.payload.end_date)?);
+    if end_date < start_date {
+        return Err(err(
+            RejectReason::Malformed,
+            "end_date is before start_date",
+        ));
+    }
+    Ok(BuildInteractionsInfo {
+        saga_id: w.saga_id,
+        post_id: w.payload.post_id,
+        start_date,
+        end_date,
+        correlation_id: meta.prop("correlationId").map(str::to_owned),
+    })
+}
+
+/// The canonical command as the HTTP API and the load generator send it;
+/// also the MessagePack shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanonicalCommand {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interaction_id: Option<String>,
+    pub user_id: String,
+    pub interaction_type: String,
+    pub target: Target,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affiliate_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta<'a>(
+        key: Option<&'a str>,
+        props: Option<&'a HashMap<String, String>>,
+    ) -> MessageMeta<'a> {
+        MessageMeta {
+            key,
+            properties: props,
+            identity: "embedded:0:42",
+            published_at: Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap(),
+        }
+    }
+
+    fn track(payload: &str, m: &MessageMeta<'_>) -> TrackInteraction {
+        match decode_command(payload.as_bytes(), m).unwrap() {
+            Command::Track(t) => t,
+            other => panic!("expected a track command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn canonical_json() {
+        let t = track(
+            r#"{"interaction_id":"7d3c","user_id":"u-1","interaction_type":"click","target":{"id":"post-9","type":"post"},"campaign_id":"c-1","affiliate_id":"a-7","occurred_at":"2026-11-29T10:00:00Z"}"#,
+            &meta(None, None),
+        );
+        assert_eq!(t.format, CommandFormat::Canonical);
+        assert_eq!(t.interaction_id, "7d3c");
+        assert_eq!(t.user_id, "u-1");
+        assert_eq!(
+            t.target,
+            Target {
+                id: "post-9".into(),
+                kind: "post".into()
+            }
+        );
+        assert_eq!(t.affiliate_id.as_deref(), Some("a-7"));
+        assert_eq!(
+            t.occurred_at,
+            Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn original_track_interaction_uses_key_then_id() {
+        let mut props = HashMap::new();
+        props.insert("name".to_string(), "TrackInteraction".to_string());
+        props.insert("correlationId".to_string(), "corr-1".to_string());
+        let body = r#"{"interaction_type":"click","target_element_id":"post-42","target_element_type":"post","campaign_id":"camp-7","timestamp":"2025-09-10T12:00:00Z"}"#;
+        let keyed = track(body, &meta(Some("user-5"), Some(&props)));
+        assert_eq!(keyed.format, CommandFormat::OriginalTrack);
+        assert_eq!(keyed.user_id, "user-5");
+        assert_eq!(keyed.correlation_id.as_deref(), Some("corr-1"));
+        assert_eq!(keyed.target.id, "post-42");
+        // No key: the interaction id (derived from the identity) is the key.
+        let unkeyed = track(body, &meta(None, Some(&props)));
+        assert_eq!(unkeyed.user_id, unkeyed.interaction_id);
+        assert_eq!(unkeyed.interaction_id, derived_id("embedded:0:42"));
+    }
+
+    #[test]
+    fn original_create_interaction_numeric_user() {
+        let t = track(
+            r#"{"type":"create_interaction","user_id":123,"interaction":"like","timestamp":"2024-06-01T12:00:00Z"}"#,
+            &meta(Some("test"), None),
+        );
+        assert_eq!(t.format, CommandFormat::OriginalCreate);
+        assert_eq!(t.user_id, "123");
+        assert_eq!(t.interaction_type, "like");
+        assert_eq!(t.target.id, "none");
+        assert_eq!(t.campaign_id, None);
+    }
+
+    #[test]
+    fn derived_id_is_stable_per_identity() {
+        assert_eq!(derived_id("a:1"), derived_id("a:1"));
+        assert_ne!(derived_id("a:1"), derived_id("a:2"));
+    }
+
+    #[test]
+    fn msgpack_canonical() {
+        let c = CanonicalCommand {
+            interaction_id: Some("i-9".into()),
+            user_id: "u-2".into(),
+            interaction_type: "view".into(),
+            target: Target {
+                id: "b-1".into(),
+                kind: "banner".into(),
+            },
+            campaign_id: Some("c-2".into()),
+            affiliate_id: None,
+            occurred_at: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+        };
+        let bytes = rmp_serde::to_vec_named(&c).unwrap();
+        let mut props = HashMap::new();
+        props.insert(
+            "content-type".to_string(),
+            "application/msgpack".to_string(),
+        );
+        match decode_command(&bytes, &meta(None, Some(&props))).unwrap() {
+            Command::Track(t) => {
+                assert_eq!(t.format, CommandFormat::MessagePack);
+                assert_eq!(t.interaction_id, "i-9");
+                assert_eq!(t.user_id, "u-2");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn saga_step() {
+        let mut props = HashMap::new();
+        props.insert("name".to_string(), "BuildInteractionsInfo".to_string());
+        let body = r#"{"saga_id":"s-1","payload":{"post_id":"post-42","start_date":"2025-09-01","end_date":"2025-09-30"}}"#;
+        match decode_command(body.as_bytes(), &meta(None, Some(&props))).unwrap() {
+            Command::BuildInteractionsInfo(b) => {
+                assert_eq!(b.saga_id, "s-1");
+                assert_eq!(b.end_date, NaiveDate::from_ymd_opt(2025, 9, 30).unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_inputs_have_reasons() {
+        let m = meta(None, None);
+        let reason = |p: &[u8], m: &MessageMeta<'_>| decode_command(p, m).unwrap_err().reason;
+        assert_eq!(reason(b"{not json", &m), RejectReason::Malformed);
+        assert_eq!(reason(b"[1,2]", &m), RejectReason::Malformed);
+        assert_eq!(reason(&[0xff, 0xfe], &m), RejectReason::Malformed);
+        assert_eq!(
+            reason(br#"{"type":"delete_everything"}"#, &m),
+            RejectReason::UnknownCommand
+        );
+        assert_eq!(
+            reason(br#"{"user_id":"u","interaction_type":"click","target":{"id":"x","type":"y"},"occurred_at":"yesterday"}"#, &m),
+            RejectReason::Malformed
+        );
+        assert_eq!(
+            reason(&vec![b' '; MAX_PAYLOAD_BYTES + 1], &m),
+            RejectReason::Oversize
+        );
+        let mut props = HashMap::new();
+        props.insert("name".to_string(), "DropTables".to_string());
+        assert_eq!(
+            reason(b"{}", &meta(None, Some(&props))),
+            RejectReason::UnknownCommand
+        );
+        let mut props = HashMap::new();
+        props.insert("content-type".to_string(), "application/xml".to_string());
+        assert_eq!(
+            reason(b"<a/>", &meta(None, Some(&props))),
+            RejectReason::UnsupportedEncoding
+        );
+    }
+
+    #[test]
+    fn missing_timestamp_falls_back_to_event_time_then_publish_time() {
+        let mut props = HashMap::new();
+        props.insert("eventTime".to_string(), "1764410400000".to_string());
+        let body = r#"{"user_id":"u","interaction_type":"click","target":{"id":"x","type":"y"},"campaign_id":"c"}"#;
+        let t = track(body, &meta(None, Some(&props)));
+        assert_eq!(t.occurred_at.timestamp_millis(), 1_764_410_400_000);
+        let t = track(body, &meta(None, None));
+        assert_eq!(
+            t.occurred_at,
+            Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap()
+        );
+    }
+}

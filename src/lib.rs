@@ -1,0 +1,11 @@
+//! AlpesPartners Tracking: an actor-based stream processor that turns
+//! interaction commands (click, view, like) into an immutable event journal
+//! and live statistics.
+//!
+//! The map of the actors, their messages, and where events are persisted
+//! and messages acknowledged is `actors.md` at the top of the repository.
+
+pub mod domain;
+pub mod log;
+pub mod projections;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The embedded durable partitioned command log (see the module docs of `log`).

@@ -1,0 +1,120 @@
+//! The command log: where interaction commands wait to be processed.
+//!
+//! Two small traits keep the actors independent of the transport:
+//! [`CommandLog`] appends (the HTTP ingest path) and opens partitions;
+//! a [`PartitionSource`] delivers records of one partition and takes acks.
+//! The embedded implementation ([`embedded`]) is a durable partitioned log
+//! on local disk; the Pulsar one slots in beside it.
+//!
+//! Contract every implementation keeps (the consumer actor relies on it):
+//! - a record appended and confirmed (`append` returned `Ok`) survives a
+//!   crash of the process;
+//! - a record is delivered again after a restart unless it was acked and the
+//!   ack was committed (at-least-once);
+//! - within a partition, records are delivered in append order.
+
+pub mod embedded;
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Errors of the command log. `Io` and `Unavailable` are retryable (the
+/// caller may try again later); `Closed` means shutdown, `Corrupt` needs an
+/// operator.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("command log I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("command log unavailable: {0}")]
+    Unavailable(String),
+    #[error("command log is closed")]
+    Closed,
+    #[error("command log corrupt: {0}")]
+    Corrupt(String),
+    #[error("record too large: {0} bytes")]
+    TooLarge(usize),
+    #[error("no such partition: {0}")]
+    NoSuchPartition(u32),
+}
+
+impl LogError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Io(_) | Self::Unavailable(_))
+    }
+}
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRecord {
+    /// The routing key (the user key); chooses the partition.
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub properties: HashMap<String, String>,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// One delivery of a record to a consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub partition: u32,
+    /// Identifies this delivery to [`Acker::ack`]; unique and increasing
+    /// within a partition source (the offset, for the embedded log).
+    pub id: u64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub properties: HashMap<String, String>,
+    /// Milliseconds since the epoch at which the record was appended.
+    pub published_at_ms: i64,
+    /// How many times this record was delivered before (0 the first time).
+    pub redelivery_count: u32,
+    /// A stable identity of the record across redeliveries (for derived ids).
+    pub identity: String,
+}
+
+/// The write side and the partition directory of a command log.
+#[async_trait]
+pub trait CommandLog: Send + Sync + 'static {
+    /// Number of partitions.
+    fn partitions(&self) -> u32;
+
+    /// Appends records; returns once they are durable (group-committed).
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<Appended>, LogError>;
+
+    /// Opens the source of one partition, positioned after the last
+    /// committed ack (so unacked records are delivered again).
+    async fn open(
+        &self,
+        partition: u32,
+    ) -> Result<(Box<dyn PartitionSource>, Arc<dyn Acker>), LogError>;
+
+    /// Flushes what can be flushed (committed acks, open files) at shutdown.
+    async fn close(&self) -> Result<(), LogError>;
+}
+
+/// The read side of one partition. Owned by one reader task.
+#[async_trait]
+pub trait PartitionSource: Send + 'static {
+    /// Waits for the next records (at most `max`, at least one).
+    /// Returns `Err(LogError::Closed)` once the log is closed.
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, LogError>;
+}
+
+/// The ack side of one partition, shared with the consumer actor.
+#[async_trait]
+pub trait Acker: Send + Sync + 'static {
+    /// Marks deliveries as processed. Acks may arrive out of order; the
+    /// implementation commits only what is safe (a contiguous prefix, for
+    /// an offset-based log).
+    async fn ack(&self, ids: &[u64]) -> Result<(), LogError>;
+
+    /// Makes the acks so far durable (called periodically and at shutdown).
+    async fn commit(&self) -> Result<(), LogError>;
+}

@@ -1,0 +1,274 @@
+//! The event store: the journal of `InteractionTracked` events (and of
+//! rejected commands), its indexes, and the projection tables.
+//!
+//! [`EventStore`] is the one trait the actors talk to; the embedded
+//! implementation ([`embedded`], an LSM on local disk) and the ScyllaDB one
+//! keep the same contract, checked by one shared suite ([`contract`]).
+//!
+//! Contract:
+//! - [`EventStore::write`] is one durable commit (group commit): when it
+//!   returns `Ok`, every appended group and rejection in it survives a crash.
+//! - A group is appended only if the user's last stored sequence number is
+//!   `expected_last_seq` and none of its interaction ids is already stored
+//!   (otherwise the group gets a [`GroupOutcome::Conflict`] and nothing of it
+//!   is written): per user the journal is gap-free, and an interaction id
+//!   is at most one event.
+//! - Every appended event and rejection gets a store-wide position, strictly
+//!   increasing in commit order; projections are applied in that order and
+//!   remember the last position they applied (their checkpoint) atomically
+//!   with the change, so applying a record twice has no effect.
+
+pub mod contract;
+pub mod embedded;
+
+use crate::domain::{InteractionTracked, InteractionType, Rejection};
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// Errors of a store. `Unavailable` and `Timeout` are retryable (the
+/// consumer backs off and tries again, never dead-letters for them);
+/// `Corrupt` and `Codec` are not.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store timed out: {0}")]
+    Timeout(String),
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Codec(#[from] crate::domain::event::EventCodecError),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
+    }
+}
+
+/// An event with its store-wide position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub pos: u64,
+    pub event: InteractionTracked,
+}
+
+/// A rejected command with its store-wide position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRejection {
+    pub pos: u64,
+    pub rejection: Rejection,
+}
+
+/// One record of the journal, in position order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JournalRecord {
+    Event(StoredEvent),
+    Rejection(StoredRejection),
+}
+
+impl JournalRecord {
+    pub fn pos(&self) -> u64 {
+        match self {
+            Self::Event(e) => e.pos,
+            Self::Rejection(r) => r.pos,
+        }
+    }
+}
+
+/// Events of one user to append after `expected_last_seq`; their `seq`
+/// must be `expected_last_seq + 1, + 2, ...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendGroup {
+    pub user_id: String,
+    pub expected_last_seq: u64,
+    pub events: Vec<InteractionTracked>,
+}
+
+/// One commit's worth of writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub groups: Vec<AppendGroup>,
+    pub rejections: Vec<Rejection>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.rejections.is_empty()
+    }
+}
+
+/// Why a group was not appended. Not an error of the store: the aggregate
+/// reloads its state and decides again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendConflict {
+    /// Someone else appended for this user (or the aggregate's state is stale).
+    SeqMismatch { expected: u64, actual: u64 },
+    /// An interaction id of the group is already stored (for `owner`).
+    InteractionIdTaken {
+        interaction_id: String,
+        owner: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOutcome {
+    /// Appended; the events got positions `first_pos..first_pos+len`.
+    Appended {
+        first_pos: u64,
+    },
+    Conflict(AppendConflict),
+}
+
+/// Result of [`EventStore::write`], in the order of the batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WriteOutcome {
+    pub groups: Vec<GroupOutcome>,
+    /// `Some(pos)` if recorded now, `None` if this command id was already
+    /// rejected before (idempotent).
+    pub rejections: Vec<Option<u64>>,
+}
+
+/// The projections the store maintains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectionKind {
+    /// Per UTC day (of `occurred_at`), interaction type and campaign: count
+    /// and unique users.
+    DailyStats,
+    /// Per UTC day (of recording): commands that ended `ok` and `error`.
+    Status,
+    /// Per user: totals by type, first and last interaction.
+    UserStats,
+}
+
+impl ProjectionKind {
+    pub const ALL: [ProjectionKind; 3] = [Self::DailyStats, Self::Status, Self::UserStats];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DailyStats => "daily_stats",
+            Self::Status => "status",
+            Self::UserStats => "user_stats",
+        }
+    }
+}
+
+/// A row of the daily statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct DailyStat {
+    pub day: NaiveDate,
+    pub interaction_type: InteractionType,
+    /// `None` for commands without a campaign (the original hand-test format).
+    pub campaign_id: Option<String>,
+    pub count: u64,
+    pub unique_users: u64,
+}
+
+/// A row of the status projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct StatusStat {
+    pub day: NaiveDate,
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+/// The per-user statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStats {
+    pub user_id: String,
+    pub total: u64,
+    pub clicks: u64,
+    pub views: u64,
+    pub likes: u64,
+    pub last_seq: u64,
+    pub first_occurred_at: chrono::DateTime<chrono::Utc>,
+    pub last_occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Filter of [`EventStore::daily_stats`] (days inclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsQuery {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub campaign_id: Option<String>,
+    pub interaction_type: Option<InteractionType>,
+}
+
+/// The store the actors and the read API use.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// A short name for logs and metrics (`embedded`, `scylla`).
+    fn kind(&self) -> &'static str;
+
+    /// Appends groups and records rejections in one durable commit.
+    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome, StoreError>;
+
+    /// The user's last sequence number (0 if the user has no event).
+    async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError>;
+
+    /// The event with this interaction id.
+    async fn interaction(&self, interaction_id: &str) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// The user's events with `seq > after_seq`, in sequence order.
+    async fn user_events(
+        &self,
+        user_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The newest events first, starting below `before_pos` (all if `None`).
+    async fn recent(
+        &self,
+        before_pos: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Events on a target element whose `occurred_at` day is in `from..=to`.
+    async fn by_target(
+        &self,
+        target_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Journal records with `pos > after_pos`, in position order.
+    async fn scan(&self, after_pos: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError>;
+
+    /// The position of the last record committed (0 if none).
+    async fn head(&self) -> Result<u64, StoreError>;
+
+    /// The last position applied to a projection.
+    async fn checkpoint(&self, projection: ProjectionKind) -> Result<u64, StoreError>;
+
+    /// Applies records (ascending positions) to a projection, skipping those
+    /// at or below its checkpoint, and moves the checkpoint, atomically.
+    /// Returns the new checkpoint.
+    async fn apply(
+        &self,
+        projection: ProjectionKind,
+        records: &[JournalRecord],
+    ) -> Result<u64, StoreError>;
+
+    /// Empties a projection and sets its checkpoint to 0 (for rebuilds).
+    async fn reset(&self, projection: ProjectionKind) -> Result<(), StoreError>;
+
+    async fn daily_stats(&self, query: &StatsQuery) -> Result<Vec<DailyStat>, StoreError>;
+
+    async fn status_stats(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StatusStat>, StoreError>;
+
+    async fn user_stats(&self, user_id: &str) -> Result<Option<UserStats>, StoreError>;
+
+    /// Every user that has stats (for verification), in any order.
+    async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError>;
+
+    /// Makes everything written so far durable (at shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+}
