@@ -5,7 +5,13 @@
 //! The map of the actors, their messages, and where events are persisted
 //! and messages acknowledged is `actors.md` at the top of the repository.
 
+pub mod actors;
+pub mod app;
+pub mod config;
 pub mod domain;
+pub mod http;
+pub mod internal_events;
 pub mod log;
 pub mod projections;
 pub mod store;
+pub mod verify;

@@ -1,0 +1,243 @@
+//! `UserAggregate`: the event-sourced aggregate of one user.
+//!
+//! It receives batches of that user's commands from its partition consumer,
+//! in delivery order, and for each: applies the rules, drops duplicates
+//! (same interaction id already stored or earlier in the batch), assigns the
+//! next sequence numbers, and asks the journal writer to append them as one
+//! group *conditional on the user's last sequence number*. Only after the
+//! writer confirms the commit does it report the outcomes to the consumer,
+//! which acknowledges the deliveries. A conflict (someone appended for this
+//! user meanwhile, or an id got taken) reloads the state and decides again;
+//! a store failure reports every command as retryable and forgets the
+//! cached state, so nothing is acknowledged that is not durable.
+//!
+//! The state (last sequence number) is loaded lazily on the first batch
+//! rather than in `pre_start`, so the consumer never waits on a store read
+//! to spawn an aggregate.
+
+use super::consumer::{ConsumerMsg, Outcome, Work};
+use super::writer::{WriteFailed, WriterMsg};
+use super::Names;
+use crate::domain::{validate, RejectReason, Rejection};
+use crate::internal_events as ev;
+use crate::store::{AppendConflict, AppendGroup, EventStore, GroupOutcome};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Conflicts resolved by reloading before giving up on a batch (retryable).
+const MAX_CONFLICT_ROUNDS: usize = 3;
+
+pub enum AggregateMsg {
+    /// Commands of this user, in delivery order.
+    Commands(Vec<Work>),
+}
+
+pub struct UserAggregate;
+
+pub struct AggregateArgs {
+    pub user_id: String,
+    pub store: Arc<dyn EventStore>,
+    pub names: Names,
+    pub consumer: ActorRef<ConsumerMsg>,
+    pub write_timeout: Duration,
+}
+
+pub struct AggregateState {
+    user_id: String,
+    store: Arc<dyn EventStore>,
+    names: Names,
+    consumer: ActorRef<ConsumerMsg>,
+    write_timeout: Duration,
+    /// The user's last durable sequence number; `None` until loaded or
+    /// after a failure made it uncertain.
+    last_seq: Option<u64>,
+}
+
+impl Actor for UserAggregate {
+    type Msg = AggregateMsg;
+    type State = AggregateState;
+    type Arguments = AggregateArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        a: AggregateArgs,
+    ) -> Result<AggregateState, ActorProcessingErr> {
+        Ok(AggregateState {
+            user_id: a.user_id,
+            store: a.store,
+            names: a.names,
+            consumer: a.consumer,
+            write_timeout: a.write_timeout,
+            last_seq: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: AggregateMsg,
+        state: &mut AggregateState,
+    ) -> Result<(), ActorProcessingErr> {
+        let AggregateMsg::Commands(works) = msg;
+        let started = Instant::now();
+        let outcomes = match process(state, &works).await {
+            Ok(outcomes) => outcomes,
+            Err(failed) => {
+                state.last_seq = None;
+                let outcome = Outcome::Retry {
+                    retryable: failed.retryable,
+                    error: failed.message,
+                };
+                works
+                    .iter()
+                    .map(|w| (w.delivery_id, outcome.clone()))
+                    .collect()
+            }
+        };
+        ev::processing(started.elapsed().as_secs_f64());
+        state.consumer.send_message(ConsumerMsg::Processed {
+            user_id: state.user_id.clone(),
+            outcomes,
+        })?;
+        Ok(())
+    }
+}
+
+/// Decides and persists one batch; `Err` means nothing may be acknowledged.
+async fn process(
+    state: &mut AggregateState,
+    works: &[Work],
+) -> Result<Vec<(u64, Outcome)>, WriteFailed> {
+    for _round in 0..MAX_CONFLICT_ROUNDS {
+        let last_seq = match state.last_seq {
+            Some(s) => s,
+            None => state
+                .store
+                .last_seq(&state.user_id)
+                .await
+                .map_err(|e| WriteFailed::from(&e))?,
+        };
+        state.last_seq = Some(last_seq);
+        let now = chrono::Utc::now();
+        let mut outcomes = Vec::with_capacity(works.len());
+        let mut events = Vec::new();
+        let mut rejections = Vec::new();
+        let mut published = Vec::new();
+        let mut seen = HashSet::new();
+        for w in works {
+            match validate(&w.command, now) {
+                Err(v) => {
+                    ev::command_rejected(v.reason, &v.message);
+                    rejections.push(Rejection {
+                        command_id: w.command.interaction_id.clone(),
+                        reason: v.reason,
+                        detail: v.message,
+                        rejected_at: now,
+                    });
+                    outcomes.push((w.delivery_id, Outcome::Rejected(v.reason)));
+                }
+                Ok(mut event) => {
+                    let id = event.interaction_id.clone();
+                    if !seen.insert(id.clone()) {
+                        outcomes.push((w.delivery_id, Outcome::Duplicate));
+                        continue;
+                    }
+                    match state
+                        .store
+                        .interaction(&id)
+                        .await
+                        .map_err(|e| WriteFailed::from(&e))?
+                    {
+                        Some(stored) if stored.event.user_id == state.user_id => {
+                            outcomes.push((w.delivery_id, Outcome::Duplicate));
+                        }
+                        Some(_) => {
+                            let reason = RejectReason::ConflictingInteractionId;
+                            let detail = "interaction id already used by another user".to_string();
+                            ev::command_rejected(reason, &detail);
+                            rejections.push(Rejection {
+                                command_id: format!("{id}#{}", state.user_id),
+                                reason,
+                                detail,
+                                rejected_at: now,
+                            });
+                            outcomes.push((w.delivery_id, Outcome::Rejected(reason)));
+                        }
+                        None => {
+                            event.seq = last_seq + events.len() as u64 + 1;
+                            events.push(event);
+                            published.push(w.published_at_ms);
+                            outcomes.push((w.delivery_id, Outcome::Persisted));
+                        }
+                    }
+                }
+            }
+        }
+        let appended = events.len() as u64;
+        let duplicates = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Duplicate))
+            .count();
+        if events.is_empty() && rejections.is_empty() {
+            ev::commands_duplicate(duplicates as u64);
+            return Ok(outcomes);
+        }
+        let group = (!events.is_empty()).then(|| AppendGroup {
+            user_id: state.user_id.clone(),
+            expected_last_seq: last_seq,
+            events,
+        });
+        let writer: ActorRef<WriterMsg> = state.names.writer().ok_or_else(|| WriteFailed {
+            retryable: true,
+            message: "journal writer unavailable".into(),
+        })?;
+        let reply = writer
+            .call(
+                |reply| WriterMsg::Write {
+                    group,
+                    rejections,
+                    published_at_ms: published,
+                    reply,
+                },
+                Some(state.write_timeout),
+            )
+            .await;
+        let reply = match reply {
+            Ok(ractor::rpc::CallResult::Success(r)) => r?,
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                return Err(WriteFailed {
+                    retryable: true,
+                    message: "group commit timed out".into(),
+                })
+            }
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                return Err(WriteFailed {
+                    retryable: true,
+                    message: "journal writer unavailable".into(),
+                })
+            }
+        };
+        match reply.group {
+            None | Some(GroupOutcome::Appended { .. }) => {
+                state.last_seq = Some(last_seq + appended);
+                ev::commands_duplicate(duplicates as u64);
+                return Ok(outcomes);
+            }
+            Some(GroupOutcome::Conflict(AppendConflict::SeqMismatch { actual, .. })) => {
+                tracing::debug!(user_id = %state.user_id, actual, "sequence conflict; reloading");
+                state.last_seq = None;
+            }
+            Some(GroupOutcome::Conflict(AppendConflict::InteractionIdTaken { .. })) => {
+                // The next round finds the id in the store and decides again.
+                state.last_seq = None;
+            }
+        }
+    }
+    Err(WriteFailed {
+        retryable: true,
+        message: "conflicts did not settle; retrying later".into(),
+    })
+}

@@ -1,0 +1,236 @@
+//! The actor tree (see `actors.md` for the map):
+//!
+//! ```text
+//! RootSupervisor
+//! ├── JournalWriter          group commit of events and rejections
+//! ├── Projector × 3          daily stats, status, user stats
+//! └── PartitionConsumer × N  one per partition of the command log
+//!     └── UserAggregate × *  one per live user, spawned on demand, passivated
+//! ```
+
+pub mod aggregate;
+pub mod consumer;
+pub mod projector;
+pub mod supervisor;
+pub mod writer;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Tunables of the pipeline (from the command line).
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Deliveries a partition consumer holds unacknowledged at most
+    /// (flow control: the reader waits when the window is full).
+    pub max_in_flight: usize,
+    /// Live aggregates per process (divided among partitions).
+    pub max_live_aggregates: usize,
+    /// An aggregate idle this long is passivated.
+    pub aggregate_idle: Duration,
+    /// Deliveries of a command whose processing keeps failing (its
+    /// aggregate panics) before it is dead-lettered.
+    pub max_deliveries: u32,
+    /// First back-off after a transient failure; doubles up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long an aggregate waits for its group commit.
+    pub write_timeout: Duration,
+    /// Most events in one group commit.
+    pub max_write_batch: usize,
+    /// How often consumers commit acknowledged offsets.
+    pub commit_interval: Duration,
+    /// Restarts of a supervised actor tolerated within `restart_window`
+    /// before the supervisor escalates (the process exits non-zero).
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 4096,
+            max_live_aggregates: 50_000,
+            aggregate_idle: Duration::from_secs(60),
+            max_deliveries: 5,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            max_write_batch: 8192,
+            commit_interval: Duration::from_millis(200),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// The back-off before the `attempt`-th retry (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        (self.retry_base * factor).min(self.retry_max)
+    }
+}
+
+/// Process health shared by the actors and the HTTP endpoint.
+#[derive(Debug, Default)]
+pub struct Health {
+    started: AtomicBool,
+    draining: AtomicBool,
+    store_failing: AtomicBool,
+    consumers_up: AtomicU32,
+    consumers_expected: AtomicU32,
+    live_aggregates: AtomicUsize,
+    peak_aggregates: AtomicUsize,
+}
+
+impl Health {
+    pub fn set_started(&self, partitions: u32) {
+        self.consumers_expected.store(partitions, Ordering::SeqCst);
+        self.started.store(true, Ordering::SeqCst);
+        self.publish();
+    }
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.publish();
+    }
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+    pub fn store_result(&self, ok: bool) {
+        if self.store_failing.swap(!ok, Ordering::SeqCst) == ok {
+            self.publish();
+        }
+    }
+    pub fn consumer_up(&self) {
+        self.consumers_up.fetch_add(1, Ordering::SeqCst);
+        self.publish();
+    }
+    pub fn consumer_down(&self) {
+        let _ = self
+            .consumers_up
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.publish();
+    }
+    /// Ready: started, every partition consumed, store answering, not draining.
+    pub fn is_ready(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+            && !self.draining.load(Ordering::SeqCst)
+            && !self.store_failing.load(Ordering::SeqCst)
+            && self.consumers_up.load(Ordering::SeqCst)
+                >= self.consumers_expected.load(Ordering::SeqCst)
+    }
+    /// Why not ready, for the readiness endpoint.
+    pub fn reason(&self) -> &'static str {
+        if !self.started.load(Ordering::SeqCst) {
+            "starting"
+        } else if self.draining.load(Ordering::SeqCst) {
+            "draining"
+        } else if self.store_failing.load(Ordering::SeqCst) {
+            "store unavailable"
+        } else if self.consumers_up.load(Ordering::SeqCst)
+            < self.consumers_expected.load(Ordering::SeqCst)
+        {
+            "consumers restarting"
+        } else {
+            "ready"
+        }
+    }
+    /// Counts an aggregate spawned (+1) or stopped (-1).
+    pub fn aggregates_changed(&self, delta: isize) {
+        let now = if delta >= 0 {
+            self.live_aggregates
+                .fetch_add(delta as usize, Ordering::SeqCst)
+                + delta as usize
+        } else {
+            let d = delta.unsigned_abs();
+            self.live_aggregates
+                .fetch_sub(d, Ordering::SeqCst)
+                .saturating_sub(d)
+        };
+        self.peak_aggregates.fetch_max(now, Ordering::SeqCst);
+        crate::internal_events::live_aggregates_changed(delta as f64);
+    }
+    /// Live aggregates now, and the most seen at once.
+    pub fn aggregates(&self) -> (usize, usize) {
+        (
+            self.live_aggregates.load(Ordering::SeqCst),
+            self.peak_aggregates.load(Ordering::SeqCst),
+        )
+    }
+    fn publish(&self) {
+        crate::internal_events::ready(self.is_ready());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let c = PipelineConfig::default();
+        assert_eq!(c.backoff(1), Duration::from_millis(100));
+        assert_eq!(c.backoff(2), Duration::from_millis(200));
+        assert_eq!(c.backoff(30), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn health_readiness() {
+        let h = Health::default();
+        assert!(!h.is_ready());
+        h.set_started(2);
+        assert_eq!(h.reason(), "consumers restarting");
+        h.consumer_up();
+        h.consumer_up();
+        assert!(h.is_ready());
+        h.store_result(false);
+        assert_eq!(h.reason(), "store unavailable");
+        h.store_result(true);
+        assert!(h.is_ready());
+        h.set_draining();
+        assert!(!h.is_ready());
+    }
+}
+
+/// Names of the singleton actors of one service instance in ractor's
+/// registry. Prefixed per instance so several services can live in one
+/// process (the tests do that); looked up on use so a restarted writer or
+/// projector is found under the same name.
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            prefix: format!("svc{}", NEXT.fetch_add(1, Ordering::SeqCst)),
+        }
+    }
+
+    pub fn writer_name(&self) -> String {
+        format!("{}/journal-writer", self.prefix)
+    }
+
+    pub fn projector_name(&self, kind: crate::store::ProjectionKind) -> String {
+        format!("{}/projector/{}", self.prefix, kind.as_str())
+    }
+
+    pub fn writer(&self) -> Option<ractor::ActorRef<writer::WriterMsg>> {
+        ractor::ActorRef::where_is(self.writer_name())
+    }
+
+    pub fn projector(
+        &self,
+        kind: crate::store::ProjectionKind,
+    ) -> Option<ractor::ActorRef<projector::ProjectorMsg>> {
+        ractor::ActorRef::where_is(self.projector_name(kind))
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::new()
+    }
+}

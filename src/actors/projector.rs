@@ -1,0 +1,176 @@
+//! `Projector`: one actor per projection (daily stats, status, user stats).
+//!
+//! The writer hands it committed journal records in position order. The
+//! projector applies them with [`EventStore::apply`], which skips records at
+//! or below the projection's checkpoint and moves the checkpoint in the same
+//! atomic write as the rows: applying twice changes nothing, and a crash
+//! between the journal commit and the projection write only leaves the
+//! projection behind. Behind is repaired from the journal: at start
+//! (`pre_start` catches up before the consumers are spawned), when a batch
+//! arrives with a gap (a message lost while the actor was restarting), and
+//! on a periodic tick that compares the checkpoint with the journal head.
+
+use crate::internal_events as ev;
+use crate::store::{EventStore, JournalRecord, ProjectionKind, StoreError};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Records read from the journal per catch-up step.
+const CATCH_UP_CHUNK: usize = 4096;
+/// How often a projector checks it is not behind the journal.
+const TICK: Duration = Duration::from_secs(1);
+
+pub enum ProjectorMsg {
+    /// Records just committed, in position order.
+    Committed(Arc<Vec<JournalRecord>>),
+    /// Apply what was buffered (sent by the projector to itself).
+    Flush,
+    /// Periodic check against the journal head.
+    Tick,
+}
+
+/// Sends committed records to every projector that is alive. A projector
+/// that is restarting misses them and catches up from the journal instead.
+pub fn broadcast(names: &super::Names, records: Arc<Vec<JournalRecord>>) {
+    for kind in ProjectionKind::ALL {
+        if let Some(actor) = names.projector(kind) {
+            let _ = actor.send_message(ProjectorMsg::Committed(records.clone()));
+        }
+    }
+}
+
+pub struct Projector;
+
+pub struct ProjectorArgs {
+    pub kind: ProjectionKind,
+    pub store: Arc<dyn EventStore>,
+}
+
+pub struct ProjectorState {
+    kind: ProjectionKind,
+    store: Arc<dyn EventStore>,
+    checkpoint: u64,
+    buffer: Vec<Arc<Vec<JournalRecord>>>,
+    flush_scheduled: bool,
+}
+
+impl Actor for Projector {
+    type Msg = ProjectorMsg;
+    type State = ProjectorState;
+    type Arguments = ProjectorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ProjectorArgs,
+    ) -> Result<ProjectorState, ActorProcessingErr> {
+        let checkpoint = args.store.checkpoint(args.kind).await?;
+        let mut state = ProjectorState {
+            kind: args.kind,
+            store: args.store,
+            checkpoint,
+            buffer: Vec::new(),
+            flush_scheduled: false,
+        };
+        catch_up(&mut state, u64::MAX).await?;
+        myself.send_interval(TICK, || ProjectorMsg::Tick);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: ProjectorMsg,
+        state: &mut ProjectorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ProjectorMsg::Committed(records) => {
+                state.buffer.push(records);
+                if !state.flush_scheduled {
+                    state.flush_scheduled = true;
+                    myself.send_message(ProjectorMsg::Flush)?;
+                }
+            }
+            ProjectorMsg::Flush => {
+                state.flush_scheduled = false;
+                let buffered = std::mem::take(&mut state.buffer);
+                if let Err(e) = apply_buffered(state, &buffered).await {
+                    // The journal has the records: the tick catches up later.
+                    ev::store_error("projection_apply", &e);
+                }
+            }
+            ProjectorMsg::Tick => {
+                if let Err(e) = catch_up(state, u64::MAX).await {
+                    ev::store_error("projection_catch_up", &e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn apply_buffered(
+    state: &mut ProjectorState,
+    buffered: &[Arc<Vec<JournalRecord>>],
+) -> Result<(), StoreError> {
+    let mut fresh: Vec<JournalRecord> = Vec::new();
+    for records in buffered {
+        for r in records.iter() {
+            if r.pos() > state.checkpoint + fresh.len() as u64 {
+                if r.pos() != state.checkpoint + fresh.len() as u64 + 1 {
+                    // A gap: records were committed that we never received.
+                    apply(state, &fresh).await?;
+                    fresh.clear();
+                    catch_up(state, r.pos() - 1).await?;
+                    if r.pos() != state.checkpoint + 1 {
+                        // Already applied, or still a gap: never skip over
+                        // a record; the tick catches up from the journal.
+                        continue;
+                    }
+                }
+                fresh.push(r.clone());
+            }
+        }
+    }
+    apply(state, &fresh).await?;
+    let started = chrono::Utc::now();
+    for r in &fresh {
+        if let JournalRecord::Event(e) = r {
+            let recorded = e.event.recorded_or_occurred();
+            ev::end_to_end(
+                "projected",
+                (started - recorded).num_microseconds().unwrap_or(0) as f64 / 1e6,
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn apply(state: &mut ProjectorState, records: &[JournalRecord]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    state.checkpoint = state.store.apply(state.kind, records).await?;
+    Ok(())
+}
+
+/// Applies journal records after the checkpoint, up to `until` (inclusive).
+async fn catch_up(state: &mut ProjectorState, until: u64) -> Result<(), StoreError> {
+    loop {
+        let records = state.store.scan(state.checkpoint, CATCH_UP_CHUNK).await?;
+        let records: Vec<JournalRecord> =
+            records.into_iter().filter(|r| r.pos() <= until).collect();
+        if records.is_empty() {
+            break;
+        }
+        let full = records.len() == CATCH_UP_CHUNK;
+        apply(state, &records).await?;
+        if !full {
+            break;
+        }
+    }
+    let head = state.store.head().await?;
+    ev::projection_lag(state.kind.as_str(), head.saturating_sub(state.checkpoint));
+    Ok(())
+}

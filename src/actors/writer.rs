@@ -1,0 +1,225 @@
+//! `JournalWriter`: the single writer of the journal, doing group commit.
+//!
+//! Aggregates (and consumers, for commands that never reach an aggregate)
+//! send [`WriterMsg::Write`]; the writer collects every request that is in
+//! its mailbox, commits them with one [`EventStore::write`] (one fsync), and
+//! only then answers each request and hands the committed records, in
+//! position order, to the projectors. Batching needs no timer: while a
+//! commit is in progress new requests queue up in the mailbox, and the
+//! `Flush` the writer sends itself lands behind them.
+
+use super::projector;
+use super::{Health, Names};
+use crate::domain::Rejection;
+use crate::internal_events as ev;
+use crate::store::{
+    AppendGroup, EventStore, GroupOutcome, JournalRecord, StoreError, StoredEvent, StoredRejection,
+    WriteBatch,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The answer to one write request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteReply {
+    /// Outcome of the group, if the request carried one.
+    pub group: Option<GroupOutcome>,
+}
+
+/// A failed commit, as seen by the requester. Retryable when the store
+/// said so (the requester backs off and tries again).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct WriteFailed {
+    pub retryable: bool,
+    pub message: String,
+}
+
+impl From<&StoreError> for WriteFailed {
+    fn from(e: &StoreError) -> Self {
+        Self {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+pub enum WriterMsg {
+    /// Append a user's events (optional) and record rejections, durably.
+    Write {
+        group: Option<AppendGroup>,
+        rejections: Vec<Rejection>,
+        /// Milliseconds since the epoch at which the commands were published
+        /// (for the end-to-end latency of the persisted stage).
+        published_at_ms: Vec<i64>,
+        reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
+    },
+    /// Commit what is pending (sent by the writer to itself).
+    Flush,
+}
+
+pub struct JournalWriter;
+
+pub struct WriterArgs {
+    pub names: Names,
+    pub store: Arc<dyn EventStore>,
+    pub health: Arc<Health>,
+    pub max_batch: usize,
+}
+
+struct Pending {
+    group: Option<AppendGroup>,
+    rejections: Vec<Rejection>,
+    published_at_ms: Vec<i64>,
+    reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
+}
+
+pub struct WriterState {
+    names: Names,
+    store: Arc<dyn EventStore>,
+    health: Arc<Health>,
+    max_batch: usize,
+    pending: Vec<Pending>,
+    pending_events: usize,
+    flush_scheduled: bool,
+}
+
+impl Actor for JournalWriter {
+    type Msg = WriterMsg;
+    type State = WriterState;
+    type Arguments = WriterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: WriterArgs,
+    ) -> Result<WriterState, ActorProcessingErr> {
+        Ok(WriterState {
+            names: args.names,
+            store: args.store,
+            health: args.health,
+            max_batch: args.max_batch.max(1),
+            pending: Vec::new(),
+            pending_events: 0,
+            flush_scheduled: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: WriterMsg,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WriterMsg::Write {
+                group,
+                rejections,
+                published_at_ms,
+                reply,
+            } => {
+                state.pending_events +=
+                    group.as_ref().map_or(0, |g| g.events.len()) + rejections.len();
+                state.pending.push(Pending {
+                    group,
+                    rejections,
+                    published_at_ms,
+                    reply,
+                });
+                if state.pending_events >= state.max_batch {
+                    commit(state).await;
+                } else if !state.flush_scheduled {
+                    state.flush_scheduled = true;
+                    myself.send_message(WriterMsg::Flush)?;
+                }
+            }
+            WriterMsg::Flush => {
+                state.flush_scheduled = false;
+                commit(state).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Requests still pending get an answer (retryable) instead of a timeout.
+        commit(state).await;
+        Ok(())
+    }
+}
+
+/// Commits everything pending, answers the requesters, feeds the projectors.
+async fn commit(state: &mut WriterState) {
+    if state.pending.is_empty() {
+        return;
+    }
+    let pending = std::mem::take(&mut state.pending);
+    let events = std::mem::take(&mut state.pending_events);
+    let mut batch = WriteBatch::default();
+    // Index of each request's group in `batch.groups`, and its rejections range.
+    let mut slots = Vec::with_capacity(pending.len());
+    for p in &pending {
+        let g = p.group.as_ref().map(|g| {
+            batch.groups.push(g.clone());
+            batch.groups.len() - 1
+        });
+        let start = batch.rejections.len();
+        batch.rejections.extend(p.rejections.iter().cloned());
+        slots.push((g, start..batch.rejections.len()));
+    }
+    let started = Instant::now();
+    let result = state.store.write(batch.clone()).await;
+    ev::store_write(started.elapsed().as_secs_f64(), events);
+    state.health.store_result(result.is_ok());
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            ev::store_error("write", &e);
+            let failed = WriteFailed::from(&e);
+            for p in pending {
+                let _ = p.reply.send(Err(failed.clone()));
+            }
+            return;
+        }
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut records: Vec<JournalRecord> = Vec::with_capacity(events);
+    let mut persisted = 0u64;
+    for (p, (g, rej_range)) in pending.into_iter().zip(slots) {
+        let group = g.and_then(|i| Some((outcome.groups.get(i)?.clone(), batch.groups.get(i)?)));
+        if let Some((GroupOutcome::Appended { first_pos }, appended)) = &group {
+            for (k, e) in appended.events.iter().enumerate() {
+                records.push(JournalRecord::Event(StoredEvent {
+                    pos: first_pos + k as u64,
+                    event: e.clone(),
+                }));
+            }
+            persisted += appended.events.len() as u64;
+            for published in &p.published_at_ms {
+                ev::end_to_end("persisted", (now_ms - published) as f64 / 1000.0);
+            }
+        }
+        for i in rej_range {
+            if let (Some(Some(pos)), Some(r)) = (outcome.rejections.get(i), batch.rejections.get(i))
+            {
+                records.push(JournalRecord::Rejection(StoredRejection {
+                    pos: *pos,
+                    rejection: r.clone(),
+                }));
+            }
+        }
+        let _ = p.reply.send(Ok(WriteReply {
+            group: group.map(|(o, _)| o),
+        }));
+    }
+    ev::events_persisted(persisted);
+    if !records.is_empty() {
+        records.sort_by_key(JournalRecord::pos);
+        projector::broadcast(&state.names, Arc::new(records));
+    }
+}

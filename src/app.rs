@@ -1,0 +1,198 @@
+//! Glue: opens the log and the store, starts the actor tree and the HTTP
+//! endpoint, and runs until shutdown (then drains). `main` only parses the
+//! configuration and calls [`run`]; tests call it too, on port 0.
+
+use crate::actors::supervisor::{RootSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::actors::{Health, Names, PipelineConfig};
+use crate::http::{self, AppState};
+use crate::internal_events;
+use crate::log::embedded::EmbeddedLog;
+use crate::log::CommandLog;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::EventStore;
+use anyhow::Context;
+use ractor::Actor;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+/// What `run` needs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub partitions: u32,
+    pub shutdown_grace: Duration,
+    pub pipeline: PipelineConfig,
+}
+
+/// Opens the embedded store under the data dir.
+pub fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>> {
+    let dir = data_dir.join("store");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let store = EmbeddedStore::open(&dir)
+        .with_context(|| format!("opening the event store in {}", dir.display()))?;
+    Ok(store)
+}
+
+/// Opens the embedded command log under the data dir.
+pub async fn open_log(
+    data_dir: &std::path::Path,
+    partitions: u32,
+) -> anyhow::Result<Arc<dyn CommandLog>> {
+    let dir = data_dir.join("log");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = EmbeddedLog::open(&dir, partitions)
+        .await
+        .with_context(|| format!("opening the command log in {}", dir.display()))?;
+    Ok(log)
+}
+
+/// A running service, for tests: its address, its log and store, and a
+/// handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub health: Arc<Health>,
+    pub log: Arc<dyn CommandLog>,
+    pub store: Arc<dyn EventStore>,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Graceful stop (as SIGTERM would); returns what `run` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.done.await.context("service task panicked")?
+    }
+}
+
+/// Starts the service in the background (binds first, so `addr` is known).
+pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let health = Arc::new(Health::default());
+    let store = open_store(&config.data_dir)?;
+    let log = open_log(&config.data_dir, config.partitions).await?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (h, l, s) = (health.clone(), log.clone(), store.clone());
+    let done = tokio::spawn(async move {
+        serve(config, listener, h, l, s, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Ok(Running {
+        addr,
+        health,
+        log,
+        store,
+        stop: Some(stop),
+        done,
+    })
+}
+
+/// Runs the service until `shutdown` completes, then drains.
+pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let store = open_store(&config.data_dir)?;
+    let log = open_log(&config.data_dir, config.partitions).await?;
+    serve(
+        config,
+        listener,
+        Arc::new(Health::default()),
+        log,
+        store,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve(
+    config: ServiceConfig,
+    listener: TcpListener,
+    health: Arc<Health>,
+    log: Arc<dyn CommandLog>,
+    store: Arc<dyn EventStore>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = internal_events::install_metrics()?;
+    let upkeep = {
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(internal_events::upkeep_interval());
+            loop {
+                tick.tick().await;
+                m.run_upkeep();
+            }
+        })
+    };
+    internal_events::ready(false);
+    let addr = listener.local_addr()?;
+    tracing::info!(data_dir = %config.data_dir.display(), partitions = config.partitions, "listening on http://{addr}");
+
+    let (http_stop, http_stop_rx) = watch::channel(false);
+    let state = AppState {
+        log: log.clone(),
+        store: store.clone(),
+        health: health.clone(),
+        metrics,
+    };
+    let http_task = tokio::spawn(http::serve(listener, state, http_stop_rx));
+
+    let args = SupervisorArgs {
+        log: log.clone(),
+        store: store.clone(),
+        health: health.clone(),
+        config: config.pipeline.clone(),
+        names: Names::new(),
+    };
+    let (supervisor, supervisor_done) = Actor::spawn(None, RootSupervisor, args)
+        .await
+        .context("starting the actor tree")?;
+    tracing::info!("ready");
+
+    let mut supervisor_done = supervisor_done;
+    let escalated = tokio::select! {
+        _ = shutdown => None,
+        r = &mut supervisor_done => Some(r),
+    };
+    let result = match escalated {
+        Some(r) => {
+            health.set_draining();
+            Err(anyhow::anyhow!("the actor tree stopped: {r:?}"))
+        }
+        None => {
+            tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining");
+            health.set_draining();
+            let drained = supervisor
+                .call(SupervisorMsg::Drain, Some(config.shutdown_grace))
+                .await;
+            supervisor.stop(None);
+            let _ = tokio::time::timeout(Duration::from_secs(5), supervisor_done).await;
+            match drained {
+                Ok(ractor::rpc::CallResult::Success(())) => Ok(()),
+                other => Err(anyhow::anyhow!(
+                    "drain did not finish within the grace period: {other:?}"
+                )),
+            }
+        }
+    };
+    let _ = http_stop.send(true);
+    let _ = http_task.await;
+    upkeep.abort();
+    log.close().await.context("closing the command log")?;
+    store.flush().await.context("flushing the store")?;
+    tracing::info!(ok = result.is_ok(), "stopped");
+    result
+}

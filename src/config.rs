@@ -1,0 +1,176 @@
+//! Command-line configuration: every flag has an environment fallback
+//! (`TRACKING_*`, plus the original system's `PULSAR_URL`,
+//! `TOPIC_COMMANDS_TRACKING` and `SUBSCRIPTION_NAME`).
+
+use crate::actors::PipelineConfig;
+use crate::app::ServiceConfig;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracking",
+    version,
+    about = "AlpesPartners Tracking: interaction commands in, events and live statistics out."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `run` (the default command).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default when no command is given).
+    Run(RunArgs),
+    /// Recompute every projection from the journal and compare; exits 1 on
+    /// any difference (and prints it). Run it with the service stopped.
+    Verify(StoreArgs),
+    /// Recompute the projections from the journal and replace them.
+    Rebuild(StoreArgs),
+}
+
+/// Where the data lives (every command takes these).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded command log and event store.
+    #[arg(long, env = "TRACKING_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address of the HTTP endpoint (API, health, readiness, metrics).
+    #[arg(long, env = "TRACKING_LISTEN", default_value = "127.0.0.1:8010")]
+    pub listen: SocketAddr,
+    /// Partitions of the embedded command log (fixed once the log exists).
+    #[arg(long, env = "TRACKING_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub partitions: u32,
+    /// Time allowed to drain on SIGTERM/SIGINT (e.g. 25s, 500ms, 1m).
+    #[arg(long, env = "TRACKING_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Unacknowledged deliveries per partition (flow control).
+    #[arg(long, env = "TRACKING_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// Live per-user aggregates per process (memory bound).
+    #[arg(long, env = "TRACKING_MAX_LIVE_AGGREGATES", default_value_t = 50_000)]
+    pub max_live_aggregates: usize,
+    /// Idle time after which an aggregate is passivated.
+    #[arg(long, env = "TRACKING_AGGREGATE_IDLE", default_value = "60s", value_parser = parse_duration)]
+    pub aggregate_idle: Duration,
+    /// Deliveries of a command that keeps failing before it is dead-lettered.
+    #[arg(long, env = "TRACKING_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: u32,
+    /// Most events per group commit.
+    #[arg(long, env = "TRACKING_MAX_WRITE_BATCH", default_value_t = 8192)]
+    pub max_write_batch: usize,
+    /// Log format: text or json.
+    #[arg(long, env = "TRACKING_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Pulsar service URL (the original's PULSAR_URL). Pulsar mode is not in
+    /// this build yet: setting it is refused rather than ignored.
+    #[arg(long, env = "PULSAR_URL")]
+    pub pulsar_url: Option<String>,
+    /// Commands topic (the original's TOPIC_COMMANDS_TRACKING).
+    #[arg(
+        long,
+        env = "TOPIC_COMMANDS_TRACKING",
+        default_value = "persistent://public/default/commands.tracking"
+    )]
+    pub topic_commands: String,
+    /// Subscription name (the original's SUBSCRIPTION_NAME).
+    #[arg(long, env = "SUBSCRIPTION_NAME", default_value = "tracking")]
+    pub subscription: String,
+}
+
+impl RunArgs {
+    pub fn service_config(&self) -> anyhow::Result<ServiceConfig> {
+        if let Some(url) = &self.pulsar_url {
+            anyhow::bail!(
+                "PULSAR_URL/--pulsar-url is set ({url}) but this build runs on the embedded log only; \
+                 unset it to use the embedded default"
+            );
+        }
+        if self.max_in_flight == 0 || self.max_write_batch == 0 || self.max_deliveries == 0 {
+            anyhow::bail!(
+                "--max-in-flight, --max-write-batch and --max-deliveries must be at least 1"
+            );
+        }
+        Ok(ServiceConfig {
+            listen: self.listen,
+            data_dir: self.store.data_dir.clone(),
+            partitions: self.partitions,
+            shutdown_grace: self.shutdown_grace,
+            pipeline: PipelineConfig {
+                max_in_flight: self.max_in_flight,
+                max_live_aggregates: self.max_live_aggregates.max(self.partitions as usize),
+                aggregate_idle: self.aggregate_idle,
+                max_deliveries: self.max_deliveries,
+                max_write_batch: self.max_write_batch,
+                ..PipelineConfig::default()
+            },
+        })
+    }
+}
+
+/// Parses `250ms`, `25s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 500ms, 25s, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("25s"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn run_is_the_default_and_subcommands_parse() {
+        let cli = Cli::try_parse_from(["tracking", "--partitions", "8"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.partitions, 8);
+        let cli = Cli::try_parse_from(["tracking", "verify", "--data-dir", "/tmp/x"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Verify(s)) if s.data_dir == PathBuf::from("/tmp/x"))
+        );
+        assert!(Cli::try_parse_from(["tracking", "--partitions", "0"]).is_err());
+    }
+}

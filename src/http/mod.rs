@@ -1,0 +1,118 @@
+//! The HTTP endpoint (hyper 1, HTTP/1.1): ingest, reads, health, readiness
+//! and Prometheus metrics.
+//!
+//! Hardening: at most `MAX_CONNECTIONS` connections (accepting waits when
+//! full), a header read timeout, a body read timeout and the 64 KiB body
+//! limit. Every error is JSON `{"error":{"code":..,"message":..}}`; a bad
+//! request is a 4xx, never a 5xx or a panic.
+
+mod query;
+mod routes;
+
+use crate::actors::Health;
+use crate::log::CommandLog;
+use crate::store::EventStore;
+use bytes_body::Body;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+mod bytes_body {
+    pub type Body = http_body_util::Full<hyper::body::Bytes>;
+}
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Time allowed to send the request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to send the request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    pub log: Arc<dyn CommandLog>,
+    pub store: Arc<dyn EventStore>,
+    pub health: Arc<Health>,
+    pub metrics: PrometheusHandle,
+}
+
+/// Serves until `shutdown` turns true; then stops accepting (connections in
+/// progress finish on their own).
+pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(
+    state: AppState,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let (route, response) = routes::route(&state, req).await;
+    crate::internal_events::http_request(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(response)
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The error JSON: `{"error":{"code":..,"message":..}}`.
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message.into()}}),
+    )
+}

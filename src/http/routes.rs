@@ -1,0 +1,358 @@
+//! The routes. Each handler maps a request onto the store or the log and
+//! every failure onto a 4xx (client) or a 503 (store or log unavailable:
+//! retryable) with the error JSON.
+
+use super::query::{percent_decode, BadParam, Query};
+use super::{error, json, AppState, Body, BODY_TIMEOUT};
+use crate::domain::codec::{decode_command, Command, MessageMeta, MAX_PAYLOAD_BYTES};
+use crate::domain::validate;
+use crate::log::NewRecord;
+use crate::store::{StatsQuery, StoreError, StoredEvent};
+use chrono::{Duration, Utc};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json as j, Value};
+use std::collections::HashMap;
+
+/// Longest day range of a stats query.
+const MAX_RANGE_DAYS: i64 = 366;
+
+pub async fn route(state: &AppState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let method = req.method().clone();
+    let query = match Query::parse(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return ("bad_query", bad_request(e)),
+    };
+    match (segments.as_slice(), &method) {
+        (["tracking", "health"], &Method::GET) => {
+            ("health", json(StatusCode::OK, &j!({"status": "ok"})))
+        }
+        (["tracking", "ready"], &Method::GET) => ("ready", ready(state)),
+        (["metrics"], &Method::GET) => ("metrics", metrics(state)),
+        (["tracking", "interactions"], &Method::POST) => {
+            ("post_interaction", post_interaction(state, req).await)
+        }
+        (["tracking", "interactions"], &Method::GET) => {
+            ("list_interactions", respond(recent(state, &query).await))
+        }
+        (["tracking", "interactions", id], &Method::GET) => {
+            ("get_interaction", respond(get_interaction(state, id).await))
+        }
+        (["tracking", "users", user, "interactions"], &Method::GET) => (
+            "user_interactions",
+            respond(user_interactions(state, user, &query).await),
+        ),
+        (["tracking", "users", user, "stats"], &Method::GET) => {
+            ("user_stats", respond(user_stats(state, user).await))
+        }
+        (["tracking", "stats", "daily"], &Method::GET) => {
+            ("stats_daily", respond(daily(state, &query).await))
+        }
+        (["tracking", "stats", "status"], &Method::GET) => {
+            ("stats_status", respond(status(state, &query).await))
+        }
+        (
+            ["tracking", "health" | "ready" | "interactions" | "stats", ..]
+            | ["tracking", "users", ..]
+            | ["metrics"],
+            _,
+        ) if known_path(&segments) => (
+            "method_not_allowed",
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            ),
+        ),
+        _ => (
+            "not_found",
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {path}"),
+            ),
+        ),
+    }
+}
+
+fn known_path(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        ["tracking", "health"]
+            | ["tracking", "ready"]
+            | ["metrics"]
+            | ["tracking", "interactions"]
+            | ["tracking", "interactions", _]
+            | ["tracking", "users", _, "interactions" | "stats"]
+            | ["tracking", "stats", "daily" | "status"]
+    )
+}
+
+/// A handler's failure.
+enum Fail {
+    BadRequest(String),
+    NotFound(String),
+    Unavailable(String),
+}
+
+impl From<BadParam> for Fail {
+    fn from(e: BadParam) -> Self {
+        Fail::BadRequest(e.0)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        crate::internal_events::store_error("read", &e);
+        Fail::Unavailable(e.to_string())
+    }
+}
+
+fn respond(result: Result<Value, Fail>) -> Response<Body> {
+    match result {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(Fail::BadRequest(m)) => error(StatusCode::BAD_REQUEST, "bad_request", m),
+        Err(Fail::NotFound(m)) => error(StatusCode::NOT_FOUND, "not_found", m),
+        Err(Fail::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+    }
+}
+
+fn bad_request(e: BadParam) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, "bad_request", e.0)
+}
+
+fn ready(state: &AppState) -> Response<Body> {
+    if state.health.is_ready() {
+        json(StatusCode::OK, &j!({"status": "ready"}))
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &j!({"status": state.health.reason()}),
+        )
+    }
+}
+
+fn metrics(state: &AppState) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// Accepts a command in any JSON format, validates it, and appends it to the
+/// log; 202 once the append is durable.
+async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    if state.health.is_draining() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the worker is shutting down",
+        );
+    }
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("invalid").to_ascii_lowercase());
+    if let Some(ct) = &content_type {
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if mime != "application/json" && !mime.ends_with("+json") {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("content type must be application/json, got {mime:?}"),
+            );
+        }
+    }
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_PAYLOAD_BYTES) {
+        return too_large();
+    }
+    let body = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_PAYLOAD_BYTES).collect(),
+    )
+    .await
+    {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "request body not received in time",
+            )
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large()
+        }
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("could not read the body: {e}"),
+            )
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    // The id is decided here so the client gets it; the payload is kept as
+    // sent (its format decides its rules) and the id travels as `commandId`.
+    let generated = uuid::Uuid::new_v4().to_string();
+    let mut properties = HashMap::new();
+    properties.insert("commandId".to_string(), generated.clone());
+    properties.insert("content-type".to_string(), "application/json".to_string());
+    let meta = MessageMeta {
+        key: None,
+        properties: Some(&properties),
+        identity: &generated,
+        published_at: Utc::now(),
+    };
+    let cmd = match decode_command(&body, &meta) {
+        Ok(Command::Track(cmd)) => cmd,
+        Ok(Command::BuildInteractionsInfo(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown_command",
+                "only interaction commands are accepted here",
+            )
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.reason.as_str(), e.message),
+    };
+    if let Err(v) = validate(&cmd, Utc::now()) {
+        return error(StatusCode::BAD_REQUEST, v.reason.as_str(), v.message);
+    }
+    let record = NewRecord {
+        key: cmd.user_id.clone(),
+        payload: body.to_vec(),
+        properties,
+    };
+    match state.log.append(vec![record]).await {
+        Ok(_) => {
+            crate::internal_events::appended(1);
+            json(
+                StatusCode::ACCEPTED,
+                &j!({"interaction_id": cmd.interaction_id}),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "append to the command log failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        }
+    }
+}
+
+fn too_large() -> Response<Body> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than {MAX_PAYLOAD_BYTES} bytes"),
+    )
+}
+
+/// The JSON of one stored event.
+pub fn item(e: &StoredEvent) -> Value {
+    let ev = &e.event;
+    j!({
+        "interaction_id": ev.interaction_id,
+        "user_id": ev.user_id,
+        "seq": ev.seq,
+        "interaction_type": ev.interaction_type,
+        "target": {"id": ev.target.id, "type": ev.target.kind},
+        "campaign_id": ev.campaign_id,
+        "affiliate_id": ev.affiliate_id,
+        "correlation_id": ev.correlation_id,
+        "occurred_at": ev.occurred_at,
+        "recorded_at": ev.recorded_or_occurred(),
+        "schema_version": ev.schema_version,
+    })
+}
+
+fn segment(raw: &str) -> Result<String, Fail> {
+    let s = percent_decode(raw, false)?;
+    if s.is_empty() {
+        return Err(Fail::BadRequest("empty path segment".into()));
+    }
+    Ok(s)
+}
+
+async fn get_interaction(state: &AppState, id: &str) -> Result<Value, Fail> {
+    let id = segment(id)?;
+    match state.store.interaction(&id).await? {
+        Some(e) => Ok(item(&e)),
+        None => Err(Fail::NotFound(format!("no interaction {id}"))),
+    }
+}
+
+/// The newest interactions first (the original's list endpoint), paged by
+/// position.
+async fn recent(state: &AppState, q: &Query) -> Result<Value, Fail> {
+    let limit = q.limit(100, 1000)?;
+    let mut events = state.store.recent(q.cursor()?, limit + 1).await?;
+    let next = (events.len() > limit).then(|| events[limit - 1].pos.to_string());
+    events.truncate(limit);
+    Ok(j!({"items": events.iter().map(item).collect::<Vec<_>>(), "next_cursor": next}))
+}
+
+async fn user_interactions(state: &AppState, user: &str, q: &Query) -> Result<Value, Fail> {
+    let user = segment(user)?;
+    let limit = q.limit(100, 1000)?;
+    let after = q.cursor()?.unwrap_or(0);
+    let mut events = state.store.user_events(&user, after, limit + 1).await?;
+    let next = (events.len() > limit).then(|| events[limit - 1].event.seq.to_string());
+    events.truncate(limit);
+    Ok(j!({"items": events.iter().map(item).collect::<Vec<_>>(), "next_cursor": next}))
+}
+
+async fn user_stats(state: &AppState, user: &str) -> Result<Value, Fail> {
+    let user = segment(user)?;
+    match state.store.user_stats(&user).await? {
+        Some(s) => Ok(serde_json::to_value(s).unwrap_or(Value::Null)),
+        None => Err(Fail::NotFound(format!("no interactions of user {user}"))),
+    }
+}
+
+/// `from`/`to` (inclusive UTC days); defaults: the last 30 days.
+fn day_range(q: &Query) -> Result<(chrono::NaiveDate, chrono::NaiveDate), Fail> {
+    let to = q.day("to")?.unwrap_or_else(|| Utc::now().date_naive());
+    let from = q.day("from")?.unwrap_or(to - Duration::days(29));
+    if from > to {
+        return Err(Fail::BadRequest("from must not be after to".into()));
+    }
+    if (to - from).num_days() >= MAX_RANGE_DAYS {
+        return Err(Fail::BadRequest(format!(
+            "the range may span at most {MAX_RANGE_DAYS} days"
+        )));
+    }
+    Ok((from, to))
+}
+
+async fn daily(state: &AppState, q: &Query) -> Result<Value, Fail> {
+    let (from, to) = day_range(q)?;
+    let query = StatsQuery {
+        from,
+        to,
+        campaign_id: q.str("campaign_id").map(str::to_owned),
+        interaction_type: q.interaction_type()?,
+    };
+    let items = state.store.daily_stats(&query).await?;
+    Ok(j!({"items": items}))
+}
+
+async fn status(state: &AppState, q: &Query) -> Result<Value, Fail> {
+    let (from, to) = day_range(q)?;
+    let items = state.store.status_stats(from, to).await?;
+    Ok(j!({"items": items}))
+}

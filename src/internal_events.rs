@@ -1,0 +1,258 @@
+//! Instrumentation: every metric and the log line that goes with it, as
+//! named events, so handlers stay readable and names stay consistent.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds`
+//! histograms, bounded labels). No user id, interaction id or payload is
+//! ever a label; ids appear only in debug logs.
+
+use crate::domain::RejectReason;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const RECEIVED: &str = "tracking_commands_received_total";
+pub const PERSISTED: &str = "tracking_events_persisted_total";
+pub const REJECTED: &str = "tracking_commands_rejected_total";
+pub const DUPLICATES: &str = "tracking_commands_duplicate_total";
+pub const REDELIVERED: &str = "tracking_commands_redelivered_total";
+pub const DEAD_LETTERED: &str = "tracking_commands_dead_lettered_total";
+pub const RETRIES: &str = "tracking_commands_retried_total";
+pub const E2E_LATENCY: &str = "tracking_end_to_end_latency_seconds";
+pub const PROCESSING: &str = "tracking_processing_duration_seconds";
+pub const STORE_WRITE: &str = "tracking_store_write_duration_seconds";
+pub const STORE_BATCH: &str = "tracking_store_write_batch_events";
+pub const STORE_ERRORS: &str = "tracking_store_errors_total";
+pub const LIVE_AGGREGATES: &str = "tracking_live_aggregates";
+pub const IN_FLIGHT: &str = "tracking_in_flight_messages";
+pub const ACTOR_RESTARTS: &str = "tracking_actor_restarts_total";
+pub const AGGREGATE_FAILURES: &str = "tracking_aggregate_failures_total";
+pub const PASSIVATED: &str = "tracking_aggregates_passivated_total";
+pub const PROJECTION_LAG: &str = "tracking_projection_lag_records";
+pub const APPENDED: &str = "tracking_log_appended_total";
+pub const HTTP_REQUESTS: &str = "tracking_http_requests_total";
+pub const HTTP_DURATION: &str = "tracking_http_request_duration_seconds";
+pub const READY: &str = "tracking_ready";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle
+/// (tests start several services in one process; they share it).
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(STORE_BATCH.to_string()),
+            BATCH_BUCKETS,
+        )?
+        .install_recorder();
+    let handle = match handle {
+        Ok(h) => h,
+        // Another thread won the race: use its handle.
+        Err(_) => {
+            return HANDLE
+                .get()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("metrics recorder already installed elsewhere"))
+        }
+    };
+    let _ = HANDLE.set(handle.clone());
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        RECEIVED,
+        "Commands taken from the command log, by wire format."
+    );
+    describe_counter!(
+        PERSISTED,
+        "InteractionTracked events durably appended to the journal."
+    );
+    describe_counter!(
+        REJECTED,
+        "Commands refused, by reason (recorded in the status projection)."
+    );
+    describe_counter!(
+        DUPLICATES,
+        "Commands whose interaction id was already an event (idempotent skip)."
+    );
+    describe_counter!(
+        REDELIVERED,
+        "Deliveries dispatched again after a failure or a restart."
+    );
+    describe_counter!(
+        DEAD_LETTERED,
+        "Commands given up on and dead-lettered, by reason."
+    );
+    describe_counter!(
+        RETRIES,
+        "Batches retried after a transient (retryable) failure."
+    );
+    describe_histogram!(
+        E2E_LATENCY,
+        Unit::Seconds,
+        "From publication of the command to the stage."
+    );
+    describe_histogram!(
+        PROCESSING,
+        Unit::Seconds,
+        "Time an aggregate spends on a batch of commands."
+    );
+    describe_histogram!(
+        STORE_WRITE,
+        Unit::Seconds,
+        "Duration of one group commit to the store."
+    );
+    describe_histogram!(STORE_BATCH, "Events per group commit.");
+    describe_counter!(STORE_ERRORS, "Failed store operations, by operation.");
+    describe_gauge!(LIVE_AGGREGATES, "Per-user aggregate actors alive.");
+    describe_gauge!(
+        IN_FLIGHT,
+        "Deliveries taken from the log and not yet acknowledged, by partition."
+    );
+    describe_counter!(
+        ACTOR_RESTARTS,
+        "Actors restarted by their supervisor, by actor kind."
+    );
+    describe_counter!(
+        AGGREGATE_FAILURES,
+        "Per-user aggregates that panicked or failed."
+    );
+    describe_counter!(
+        PASSIVATED,
+        "Aggregates stopped because idle or over the cap, by cause."
+    );
+    describe_gauge!(
+        PROJECTION_LAG,
+        "Journal records not yet applied to a projection."
+    );
+    describe_counter!(
+        APPENDED,
+        "Commands appended to the command log by this process."
+    );
+    describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status class.");
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request duration, by route."
+    );
+    describe_gauge!(
+        READY,
+        "1 when the worker is ready (consuming), 0 otherwise."
+    );
+}
+
+/// Drains histogram buffers; call periodically.
+pub fn upkeep_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+pub fn commands_received(format: &'static str, n: u64) {
+    counter!(RECEIVED, "format" => format).increment(n);
+}
+
+pub fn command_rejected(reason: RejectReason, detail: &str) {
+    counter!(REJECTED, "reason" => reason.as_str()).increment(1);
+    tracing::debug!(reason = reason.as_str(), detail, "command rejected");
+}
+
+pub fn commands_duplicate(n: u64) {
+    counter!(DUPLICATES).increment(n);
+}
+
+pub fn events_persisted(n: u64) {
+    counter!(PERSISTED).increment(n);
+}
+
+pub fn redelivered(partition: u32, n: u64) {
+    counter!(REDELIVERED).increment(n);
+    tracing::debug!(partition, n, "redelivering");
+}
+
+pub fn dead_lettered(reason: RejectReason, partition: u32) {
+    counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
+    tracing::warn!(reason = reason.as_str(), partition, "command dead-lettered");
+}
+
+pub fn retry_scheduled(partition: u32, n: usize, delay: Duration, error: &dyn std::fmt::Display) {
+    counter!(RETRIES).increment(1);
+    tracing::warn!(partition, n, delay_ms = delay.as_millis() as u64, %error, "transient failure, retrying later");
+}
+
+pub fn end_to_end(stage: &'static str, seconds: f64) {
+    histogram!(E2E_LATENCY, "stage" => stage).record(seconds.max(0.0));
+}
+
+pub fn processing(seconds: f64) {
+    histogram!(PROCESSING).record(seconds);
+}
+
+pub fn store_write(seconds: f64, events: usize) {
+    histogram!(STORE_WRITE).record(seconds);
+    histogram!(STORE_BATCH).record(events as f64);
+}
+
+pub fn store_error(op: &'static str, error: &dyn std::fmt::Display) {
+    counter!(STORE_ERRORS, "op" => op).increment(1);
+    tracing::warn!(op, %error, "store operation failed");
+}
+
+pub fn live_aggregates_changed(delta: f64) {
+    gauge!(LIVE_AGGREGATES).increment(delta);
+}
+
+pub fn in_flight(partition: u32, n: usize) {
+    gauge!(IN_FLIGHT, "partition" => partition.to_string()).set(n as f64);
+}
+
+pub fn actor_restarted(kind: &'static str, error: &str) {
+    counter!(ACTOR_RESTARTS, "actor" => kind).increment(1);
+    tracing::error!(actor = kind, error, "actor failed; restarting");
+}
+
+pub fn aggregate_failed(partition: u32, error: &str) {
+    counter!(AGGREGATE_FAILURES).increment(1);
+    tracing::error!(
+        partition,
+        error,
+        "user aggregate failed; its commands will be redelivered"
+    );
+}
+
+pub fn passivated(cause: &'static str, n: u64) {
+    counter!(PASSIVATED, "cause" => cause).increment(n);
+}
+
+pub fn projection_lag(projection: &'static str, records: u64) {
+    gauge!(PROJECTION_LAG, "projection" => projection).set(records as f64);
+}
+
+pub fn appended(n: u64) {
+    counter!(APPENDED).increment(n);
+}
+
+pub fn http_request(route: &'static str, status: u16, seconds: f64) {
+    let class = match status {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    counter!(HTTP_REQUESTS, "route" => route, "status" => class).increment(1);
+    histogram!(HTTP_DURATION, "route" => route).record(seconds);
+}
+
+pub fn ready(is_ready: bool) {
+    gauge!(READY).set(if is_ready { 1.0 } else { 0.0 });
+}

@@ -1,0 +1,232 @@
+//! `tracking verify` and `tracking rebuild`: the projections checked
+//! against, or recomputed from, the journal (the source of truth).
+//!
+//! Verify never writes. A projection that is behind the journal (the
+//! service was killed before it caught up; it catches up at the next start)
+//! is reported and compared up to its checkpoint, so a lag is not mistaken
+//! for a difference.
+
+use crate::projections::Recount;
+use crate::store::{EventStore, ProjectionKind, StatsQuery};
+use anyhow::Context;
+use chrono::NaiveDate;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+const CHUNK: usize = 8192;
+/// Differences printed per projection (all are counted).
+const SHOWN: usize = 20;
+
+/// What verification found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub records: u64,
+    pub events: u64,
+    pub differences: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+fn progress(what: &str, n: u64, head: u64) {
+    if n.is_multiple_of(100_000) || n == head {
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r{what}: {n}/{head} journal records");
+        let _ = err.flush();
+    }
+}
+
+/// Compares every projection with its recomputation from the journal.
+pub async fn check(store: &Arc<dyn EventStore>) -> anyhow::Result<Report> {
+    let head = store.head().await?;
+    let mut report = Report::default();
+    let mut checkpoints = BTreeMap::new();
+    for kind in ProjectionKind::ALL {
+        let cp = store.checkpoint(kind).await?;
+        if cp < head {
+            report.notes.push(format!(
+                "projection {} is {} records behind the journal (it catches up when the service starts); compared up to its checkpoint {cp}",
+                kind.as_str(),
+                head - cp
+            ));
+        }
+        if cp > head {
+            report.differences.push(format!(
+                "projection {} checkpoint {cp} is beyond the journal head {head}",
+                kind.as_str()
+            ));
+        }
+        checkpoints.insert(kind.as_str(), (kind, cp.min(head)));
+    }
+    // One recount per distinct checkpoint (usually just one).
+    let mut recounts: BTreeMap<u64, Recount> = checkpoints
+        .values()
+        .map(|(_, cp)| (*cp, Recount::default()))
+        .collect();
+    let mut full = Recount::default();
+    let mut after = 0;
+    loop {
+        let records = store.scan(after, CHUNK).await?;
+        let Some(last) = records.last() else { break };
+        after = last.pos();
+        for r in &records {
+            full.add(r);
+            for (cp, recount) in recounts.iter_mut() {
+                if r.pos() <= *cp {
+                    recount.add(r);
+                }
+            }
+            report.records += 1;
+            progress("verifying", report.records, head);
+        }
+    }
+    eprintln!();
+    report.events = full.events() as u64;
+    report.differences.extend(full.journal_violations());
+
+    let all_days = StatsQuery {
+        from: NaiveDate::MIN,
+        to: NaiveDate::MAX,
+        campaign_id: None,
+        interaction_type: None,
+    };
+    for (kind, cp) in checkpoints.values() {
+        let Some(expected) = recounts.get(cp) else {
+            continue;
+        };
+        let mut diffs = Vec::new();
+        match kind {
+            ProjectionKind::DailyStats => {
+                let stored = store.daily_stats(&all_days).await?;
+                diff_sets(&mut diffs, "daily_stats", expected.daily(), stored);
+            }
+            ProjectionKind::Status => {
+                let stored = store.status_stats(NaiveDate::MIN, NaiveDate::MAX).await?;
+                diff_sets(&mut diffs, "status", expected.status(), stored);
+            }
+            ProjectionKind::UserStats => {
+                let mut stored = store.all_user_stats().await?;
+                stored.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                let mut want: Vec<_> = expected.users().values().cloned().collect();
+                want.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                let key = |u: &crate::store::UserStats| format!("{u:?}");
+                diff_sets(
+                    &mut diffs,
+                    "user_stats",
+                    want.iter().map(key).collect(),
+                    stored.iter().map(key).collect(),
+                );
+            }
+        }
+        let total = diffs.len();
+        report.differences.extend(diffs.into_iter().take(SHOWN));
+        if total > SHOWN {
+            report.differences.push(format!(
+                "... and {} more differences in {}",
+                total - SHOWN,
+                kind.as_str()
+            ));
+        }
+    }
+    Ok(report)
+}
+
+fn diff_sets<T: std::fmt::Debug + Ord>(
+    out: &mut Vec<String>,
+    name: &str,
+    mut expected: Vec<T>,
+    mut stored: Vec<T>,
+) {
+    expected.sort();
+    stored.sort();
+    let (mut i, mut k) = (0, 0);
+    while i < expected.len() || k < stored.len() {
+        match (expected.get(i), stored.get(k)) {
+            (Some(e), Some(s)) if e == s => {
+                i += 1;
+                k += 1;
+            }
+            (Some(e), Some(s)) if e < s => {
+                out.push(format!("{name}: missing or different: expected {e:?}"));
+                i += 1;
+            }
+            (Some(_), Some(s)) | (None, Some(s)) => {
+                out.push(format!("{name}: unexpected row {s:?}"));
+                k += 1;
+            }
+            (Some(e), None) => {
+                out.push(format!("{name}: missing row {e:?}"));
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+}
+
+/// `tracking verify`: prints the report; an error when anything differs.
+pub async fn verify(data_dir: &Path) -> anyhow::Result<()> {
+    let store = crate::app::open_store(data_dir)
+        .context("is the service still running on this data dir?")?;
+    let report = check(&store).await?;
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    for d in &report.differences {
+        println!("DIFF {d}");
+    }
+    println!(
+        "verified {} journal records ({} events): {} differences",
+        report.records,
+        report.events,
+        report.differences.len()
+    );
+    if report.differences.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} differences between the projections and the journal",
+            report.differences.len()
+        )
+    }
+}
+
+/// Recomputes every projection from the journal, with a progress line.
+pub async fn rebuild_store(store: &Arc<dyn EventStore>) -> anyhow::Result<u64> {
+    let head = store.head().await?;
+    let mut applied = 0;
+    for kind in ProjectionKind::ALL {
+        store.reset(kind).await?;
+        let mut after = 0;
+        let mut n = 0;
+        loop {
+            let records = store.scan(after, CHUNK).await?;
+            let Some(last) = records.last() else { break };
+            after = last.pos();
+            store.apply(kind, &records).await?;
+            n += records.len() as u64;
+            let mut err = std::io::stderr();
+            let _ = write!(
+                err,
+                "\rrebuilding {}: {n}/{head} journal records",
+                kind.as_str()
+            );
+            let _ = err.flush();
+        }
+        eprintln!();
+        applied += n;
+    }
+    store.flush().await?;
+    Ok(applied)
+}
+
+/// `tracking rebuild`.
+pub async fn rebuild(data_dir: &Path) -> anyhow::Result<()> {
+    let store = crate::app::open_store(data_dir)
+        .context("is the service still running on this data dir?")?;
+    rebuild_store(&store).await?;
+    println!(
+        "rebuilt {} projections from the journal",
+        ProjectionKind::ALL.len()
+    );
+    Ok(())
+}

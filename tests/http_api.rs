@@ -1,0 +1,378 @@
+//! The HTTP API end to end, in-process on port 0, on the embedded default.
+
+mod common;
+
+use alpes_tracking::actors::PipelineConfig;
+use alpes_tracking::app::{self, Running, ServiceConfig};
+use common::{command, request, wait_for, Resp};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+async fn start(dir: &std::path::Path) -> Running {
+    let config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        partitions: 4,
+        shutdown_grace: Duration::from_secs(20),
+        pipeline: PipelineConfig::default(),
+    };
+    app::start(config).await.expect("service starts")
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Vec<u8>,
+) -> Resp {
+    tokio::task::spawn_blocking(move || {
+        request(addr, method, &path, &headers, &body).expect("request")
+    })
+    .await
+    .expect("client thread")
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Resp {
+    call(addr, "GET", path.to_string(), vec![], vec![]).await
+}
+
+async fn post(addr: SocketAddr, body: &str) -> Resp {
+    call(
+        addr,
+        "POST",
+        "/tracking/interactions".into(),
+        vec![("Content-Type", "application/json")],
+        body.as_bytes().to_vec(),
+    )
+    .await
+}
+
+async fn eventually(
+    addr: SocketAddr,
+    path: &str,
+    ok: impl Fn(&Resp) -> bool + Send + 'static,
+) -> Resp {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        wait_for(&path.clone(), Duration::from_secs(20), || {
+            let r = request(addr, "GET", &path, &[], b"").ok()?;
+            ok(&r).then_some(r)
+        })
+    })
+    .await
+    .expect("poller")
+}
+
+fn assert_error(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], code, "{}", r.body);
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingest_query_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(dir.path()).await;
+    let addr = svc.addr;
+
+    let health = get(addr, "/tracking/health").await;
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    eventually(addr, "/tracking/ready", |r| r.status == 200).await;
+
+    // Canonical command with and without an id.
+    let r = post(
+        addr,
+        &command(Some("id-1"), "u-1", "click", "c-1", "2026-11-29T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["interaction_id"], "id-1");
+    let r = post(
+        addr,
+        &command(None, "u-1", "like", "c-1", "2026-11-29T11:00:00Z"),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let generated = r.json()["interaction_id"].as_str().unwrap().to_string();
+    // The original TrackInteraction body (no user: the interaction id is the key).
+    let original = r#"{"interaction_type":"view","target_element_id":"post-42","target_element_type":"post","campaign_id":"camp-7","timestamp":"2026-11-29T12:00:00Z"}"#;
+    let r = post(addr, original).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let original_id = r.json()["interaction_id"].as_str().unwrap().to_string();
+    // The original hand-test command.
+    let r = post(addr, r#"{"type":"create_interaction","user_id":123,"interaction":"like","timestamp":"2026-11-29T12:30:00Z"}"#).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // A duplicate (same id) is accepted and becomes no second event.
+    let r = post(
+        addr,
+        &command(Some("id-1"), "u-1", "click", "c-1", "2026-11-29T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+
+    let one = eventually(addr, "/tracking/interactions/id-1", |r| r.status == 200)
+        .await
+        .json();
+    assert_eq!(one["user_id"], "u-1");
+    assert_eq!(one["seq"], 1);
+    assert_eq!(one["target"]["type"], "post");
+    for field in [
+        "interaction_id",
+        "user_id",
+        "seq",
+        "interaction_type",
+        "target",
+        "campaign_id",
+        "affiliate_id",
+        "occurred_at",
+        "recorded_at",
+    ] {
+        assert!(one.get(field).is_some(), "missing {field}");
+    }
+    eventually(addr, &format!("/tracking/interactions/{generated}"), |r| {
+        r.status == 200
+    })
+    .await;
+    let orig = eventually(
+        addr,
+        &format!("/tracking/interactions/{original_id}"),
+        |r| r.status == 200,
+    )
+    .await
+    .json();
+    assert_eq!(orig["user_id"], original_id.as_str());
+    assert_eq!(orig["target"]["id"], "post-42");
+    eventually(addr, "/tracking/users/123/interactions", |r| {
+        r.status == 200 && r.json()["items"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+
+    // User listing in sequence order, paged.
+    let page = get(addr, "/tracking/users/u-1/interactions?limit=1")
+        .await
+        .json();
+    assert_eq!(page["items"][0]["seq"], 1);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_string();
+    let page2 = get(
+        addr,
+        &format!("/tracking/users/u-1/interactions?limit=1&cursor={cursor}"),
+    )
+    .await
+    .json();
+    assert_eq!(page2["items"][0]["seq"], 2);
+    assert!(page2["next_cursor"].is_null());
+    let recent = get(addr, "/tracking/interactions?limit=10").await.json();
+    assert_eq!(recent["items"].as_array().unwrap().len(), 4);
+
+    // Stats (projected asynchronously).
+    let stats = eventually(
+        addr,
+        "/tracking/stats/daily?from=2026-11-29&to=2026-11-29&campaign_id=c-1",
+        |r| r.status == 200 && r.json()["items"].as_array().is_some_and(|a| a.len() == 2),
+    )
+    .await
+    .json();
+    for item in stats["items"].as_array().unwrap() {
+        assert_eq!(item["count"], 1);
+        assert_eq!(item["unique_users"], 1);
+        assert_eq!(item["day"], "2026-11-29");
+    }
+    let clicks = get(
+        addr,
+        "/tracking/stats/daily?from=2026-11-29&to=2026-11-29&interaction_type=click",
+    )
+    .await
+    .json();
+    assert_eq!(clicks["items"].as_array().unwrap().len(), 1);
+    let status = eventually(
+        addr,
+        "/tracking/stats/status?from=2026-01-01&to=2030-01-01",
+        |r| {
+            r.json()["items"].as_array().is_some_and(|a| {
+                a.iter()
+                    .map(|i| i["accepted"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+                    == 4
+            })
+        },
+    )
+    .await;
+    assert_eq!(status.status, 200);
+    let stats = eventually(addr, "/tracking/users/u-1/stats", |r| {
+        r.status == 200 && r.json()["total"] == 2
+    })
+    .await
+    .json();
+    assert_eq!(
+        (stats["clicks"].as_u64(), stats["likes"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // Errors: rules, formats, sizes, content types, paths, methods, queries.
+    assert_error(
+        &post(
+            addr,
+            &command(None, "u-1", "share", "c-1", "2026-11-29T10:00:00Z"),
+        )
+        .await,
+        400,
+        "invalid_interaction_type",
+    );
+    assert_error(&post(addr, r#"{"interaction_type":"click","target_element_id":"","target_element_type":"post","campaign_id":"c"}"#).await, 400, "missing_target");
+    assert_error(
+        &post(
+            addr,
+            r#"{"interaction_type":"click","target_element_id":"p","target_element_type":"post"}"#,
+        )
+        .await,
+        400,
+        "missing_campaign",
+    );
+    assert_error(&post(addr, "{nope").await, 400, "malformed");
+    assert_error(
+        &post(addr, &" ".repeat(64 * 1024 + 1)).await,
+        413,
+        "payload_too_large",
+    );
+    let r = call(
+        addr,
+        "POST",
+        "/tracking/interactions".into(),
+        vec![("Content-Type", "text/csv")],
+        b"a,b".to_vec(),
+    )
+    .await;
+    assert_error(&r, 415, "unsupported_media_type");
+    assert_error(
+        &get(addr, "/tracking/interactions/nope").await,
+        404,
+        "not_found",
+    );
+    assert_error(&get(addr, "/tracking/nothing").await, 404, "not_found");
+    assert_error(
+        &call(
+            addr,
+            "DELETE",
+            "/tracking/interactions/id-1".into(),
+            vec![],
+            vec![],
+        )
+        .await,
+        405,
+        "method_not_allowed",
+    );
+    assert_error(
+        &get(addr, "/tracking/stats/daily?from=yesterday").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &get(addr, "/tracking/stats/daily?from=2026-12-01&to=2026-11-01").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &get(addr, "/tracking/stats/daily?interaction_type=share").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &get(addr, "/tracking/stats/daily?from=2020-01-01&to=2026-01-01").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &get(addr, "/tracking/users/u-1/interactions?limit=0").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &get(addr, "/tracking/users/u-1/interactions?cursor=abc").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &get(addr, "/tracking/interactions/%zz").await,
+        400,
+        "bad_request",
+    );
+    // Rejected commands were not appended: still four events.
+    let recent = get(addr, "/tracking/interactions?limit=100").await.json();
+    assert_eq!(recent["items"].as_array().unwrap().len(), 4);
+
+    // Metrics in the Prometheus text format, with the names dashboards use.
+    let m = get(addr, "/metrics").await;
+    assert_eq!(m.status, 200);
+    for name in [
+        "tracking_events_persisted_total",
+        "tracking_commands_received_total",
+        "tracking_end_to_end_latency_seconds_bucket",
+        "tracking_live_aggregates",
+        "tracking_http_requests_total",
+    ] {
+        assert!(m.body.contains(name), "metrics lack {name}");
+    }
+    assert!(!m.body.contains("u-1"), "a user id leaked into the metrics");
+
+    svc.stop().await.expect("graceful stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_keeps_sequence_numbers_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(dir.path()).await;
+    for i in 0..20 {
+        let r = post(
+            svc.addr,
+            &command(
+                Some(&format!("r-{i}")),
+                "same-user",
+                "view",
+                "c-9",
+                "2026-11-28T08:00:00Z",
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 202);
+    }
+    eventually(svc.addr, "/tracking/users/same-user/stats", |r| {
+        r.status == 200 && r.json()["total"] == 20
+    })
+    .await;
+    svc.stop().await.expect("graceful stop");
+
+    let svc = start(dir.path()).await;
+    let r = post(
+        svc.addr,
+        &command(
+            Some("r-20"),
+            "same-user",
+            "view",
+            "c-9",
+            "2026-11-28T08:00:00Z",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let e = eventually(svc.addr, "/tracking/interactions/r-20", |r| r.status == 200)
+        .await
+        .json();
+    assert_eq!(e["seq"], 21, "the sequence continues after a restart");
+    eventually(
+        svc.addr,
+        "/tracking/stats/daily?from=2026-11-28&to=2026-11-28",
+        |r| r.json()["items"][0]["count"] == 21,
+    )
+    .await;
+    svc.stop().await.expect("graceful stop");
+}

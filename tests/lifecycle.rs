@@ -1,0 +1,136 @@
+//! Lifecycle of the real binary: graceful shutdown on SIGTERM under load
+//! (exit 0 within the grace period, nothing accepted lost), readiness, and
+//! the verify/rebuild commands.
+
+mod common;
+
+use common::{command, get, post_json, tracking, wait_for, Worker};
+use std::time::{Duration, Instant};
+
+#[test]
+fn sigterm_under_load_drains_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut worker = Worker::start(&data, &["--shutdown-grace", "20s"]);
+    let addr = worker.addr;
+    assert_eq!(get(addr, "/tracking/ready").status, 200);
+
+    let poster = std::thread::spawn(move || {
+        let mut accepted = Vec::new();
+        for i in 0..3000 {
+            let body = command(
+                Some(&format!("term-{i}")),
+                &format!("u-{}", i % 50),
+                "click",
+                "c-term",
+                "2026-11-29T09:00:00Z",
+            );
+            match post_json(addr, "/tracking/interactions", &body) {
+                Ok(r) if r.status == 202 => accepted.push(format!("term-{i}")),
+                Ok(r) if r.status == 503 => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        accepted
+    });
+    wait_for("some load", Duration::from_secs(30), || {
+        let r = get(addr, "/tracking/stats/status?from=2026-01-01&to=2030-01-01").json();
+        let n: u64 = r["items"]
+            .as_array()?
+            .iter()
+            .map(|i| i["accepted"].as_u64().unwrap_or(0))
+            .sum();
+        (n > 200).then_some(())
+    });
+    let started = Instant::now();
+    let code = worker.term(Duration::from_secs(25));
+    let took = started.elapsed();
+    let accepted = poster.join().unwrap();
+    assert_eq!(code, Some(0), "exit status; logs:\n{}", worker.logs());
+    assert!(took < Duration::from_secs(20), "drain took {took:?}");
+    assert!(worker.logs().contains("draining"), "{}", worker.logs());
+
+    // Nothing accepted is lost: after a restart every id is there.
+    let worker = Worker::start(&data, &[]);
+    for id in &accepted {
+        wait_for(id, Duration::from_secs(30), || {
+            (get(worker.addr, &format!("/tracking/interactions/{id}")).status == 200).then_some(())
+        });
+    }
+    drop(worker);
+}
+
+#[test]
+fn verify_detects_and_rebuild_repairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut worker = Worker::start(&data, &[]);
+    for i in 0..50 {
+        let r = post_json(
+            worker.addr,
+            "/tracking/interactions",
+            &command(
+                None,
+                &format!("v-{}", i % 7),
+                "like",
+                "c-v",
+                "2026-11-29T09:00:00Z",
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.status, 202);
+    }
+    wait_for("projection", Duration::from_secs(30), || {
+        let r = get(
+            worker.addr,
+            "/tracking/stats/daily?from=2026-11-29&to=2026-11-29&campaign_id=c-v",
+        )
+        .json();
+        (r["items"][0]["count"] == 50).then_some(())
+    });
+    assert_eq!(worker.term(Duration::from_secs(25)), Some(0));
+    let dir = data.to_str().unwrap();
+    let (code, out, err) = tracking(&["verify", "--data-dir", dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("verified 50 journal records (50 events): 0 differences"),
+        "{out}"
+    );
+    let (code, out, err) = tracking(&["rebuild", "--data-dir", dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("rebuilding daily_stats: 50/50"),
+        "progress line missing: {err}"
+    );
+    let (code, out, _) = tracking(&["verify", "--data-dir", dir]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn refuses_pulsar_url_and_bad_flags_clearly() {
+    let (code, _, err) = tracking(&[
+        "run",
+        "--pulsar-url",
+        "pulsar://127.0.0.1:6650",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("embedded log only"), "{err}");
+    let (code, _, err) = tracking(&["--shutdown-grace", "soon"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("invalid duration"), "{err}");
+    let (code, out, _) = tracking(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--partitions",
+        "--shutdown-grace",
+        "TRACKING_DATA_DIR",
+        "PULSAR_URL",
+    ] {
+        assert!(out.contains(flag), "--help does not document {flag}");
+    }
+}
