@@ -122,12 +122,15 @@ async fn process(
         };
         state.last_seq = Some(last_seq);
         let now = chrono::Utc::now();
+        // Who already holds each id (one store round trip for the batch).
+        let ids: Vec<String> = works.iter().map(|w| w.command.interaction_id.clone()).collect();
+        let owners = state.store.interaction_owners(&ids).await.map_err(|e| WriteFailed::from(&e))?;
         let mut outcomes = Vec::with_capacity(works.len());
         let mut events = Vec::new();
         let mut rejections = Vec::new();
         let mut published = Vec::new();
         let mut seen = HashSet::new();
-        for w in works {
+        for (w, owner) in works.iter().zip(owners) {
             match validate(&w.command, now) {
                 Err(v) => {
                     ev::command_rejected(v.reason, &v.message);
@@ -145,13 +148,8 @@ async fn process(
                         outcomes.push((w.delivery_id, Outcome::Duplicate));
                         continue;
                     }
-                    match state
-                        .store
-                        .interaction(&id)
-                        .await
-                        .map_err(|e| WriteFailed::from(&e))?
-                    {
-                        Some(stored) if stored.event.user_id == state.user_id => {
+                    match owner {
+                        Some(owner) if owner == state.user_id => {
                             outcomes.push((w.delivery_id, Outcome::Duplicate));
                         }
                         Some(_) => {

@@ -211,6 +211,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// The event with this interaction id.
     async fn interaction(&self, interaction_id: &str) -> Result<Option<StoredEvent>, StoreError>;
 
+    /// For each interaction id, the user whose event holds it (if any).
+    /// One round trip for a batch; the default asks one id at a time.
+    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.interaction(id).await?.map(|e| e.event.user_id));
+        }
+        Ok(out)
+    }
+
     /// The user's events with `seq > after_seq`, in sequence order.
     async fn user_events(
         &self,
