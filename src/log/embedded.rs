@@ -1,1 +1,0 @@
-//! The embedded durable partitioned command log (see the module docs of `log`).
