@@ -15,6 +15,11 @@ pub async fn append_and_read_back(store: &dyn EventStore) {
     let one = store.interaction(&evs[1].interaction_id).await.unwrap();
     assert_eq!(one, Some(back[1].clone()));
     assert_eq!(store.interaction(&fx.name("nope")).await.unwrap(), None);
+    let owners = store
+        .interaction_owners(&[evs[2].interaction_id.clone(), fx.name("nope")])
+        .await
+        .unwrap();
+    assert_eq!(owners, vec![Some(u.clone()), None]);
     assert!(store.head().await.unwrap() >= first + 2);
 
     // An event without the v2 fields reads back as written.

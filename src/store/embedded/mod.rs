@@ -235,6 +235,12 @@ impl EventStore for EmbeddedStore {
         self.blocking(move |s| s.interaction(&id)).await
     }
 
+    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        let ids = ids.to_vec();
+        self.blocking(move |s| ids.iter().map(|id| s.interaction_owner(id)).collect())
+            .await
+    }
+
     async fn user_events(
         &self,
         user_id: &str,

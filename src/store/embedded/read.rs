@@ -47,6 +47,24 @@ impl Inner {
         self.event_at(jk).map(Some)
     }
 
+    /// The user holding an interaction id, from the id index alone (its
+    /// value starts with the journal key: `u16 len, user, seq`).
+    pub(super) fn interaction_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let Some(v) = self.ids.get(id).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let len = v
+            .get(..2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(|| keys::corrupt("interaction id index"))?;
+        let user = v
+            .get(2..2 + len)
+            .ok_or_else(|| keys::corrupt("interaction id index"))?;
+        String::from_utf8(user.to_vec())
+            .map(Some)
+            .map_err(|_| keys::corrupt("interaction id index"))
+    }
+
     pub(super) fn user_events(
         &self,
         user: &str,
