@@ -69,8 +69,10 @@ pub enum ConsumerMsg {
         outcomes: Vec<(u64, Outcome)>,
     },
     /// Rejections recorded (or not) by the writer for undecodable deliveries.
+    /// (Rejections recorded for deliveries that never reached an aggregate:
+    /// undecodable or dead-lettered ones.)
     Settled {
-        ids: Vec<u64>,
+        items: Vec<(u64, RejectReason)>,
         result: Result<(), WriteFailed>,
     },
     /// Dispatch these deliveries again (after a back-off).
@@ -176,15 +178,20 @@ impl Actor for PartitionConsumer {
                 state.aggregates.completed(&user_id, outcomes.len());
                 on_outcomes(&myself, state, outcomes).await?;
             }
-            ConsumerMsg::Settled { ids, result } => {
-                let outcome = match result {
-                    Ok(()) => Outcome::Rejected(RejectReason::Malformed),
-                    Err(f) => Outcome::Retry {
-                        retryable: f.retryable,
-                        error: f.message,
-                    },
-                };
-                let outcomes = ids.into_iter().map(|id| (id, outcome.clone())).collect();
+            ConsumerMsg::Settled { items, result } => {
+                let outcomes = items
+                    .into_iter()
+                    .map(|(id, reason)| match &result {
+                        Ok(()) => (id, Outcome::Rejected(reason)),
+                        Err(f) => (
+                            id,
+                            Outcome::Retry {
+                                retryable: f.retryable,
+                                error: f.message.clone(),
+                            },
+                        ),
+                    })
+                    .collect();
                 on_outcomes(&myself, state, outcomes).await?;
             }
             ConsumerMsg::Redeliver(ids) => {
@@ -363,7 +370,7 @@ async fn dispatch(
                 Ok(Command::BuildInteractionsInfo(b)) => {
                     ev::commands_received("build_interactions_info", 1);
                     tracing::info!(saga_id = %b.saga_id, "BuildInteractionsInfo is answered in Pulsar mode only; acknowledged");
-                    rejected_ids.push(id);
+                    rejected_ids.push((id, RejectReason::UnknownCommand));
                     rejections.push(Rejection {
                         command_id: derived_id(&f.delivery.identity),
                         reason: RejectReason::UnknownCommand,
@@ -375,7 +382,7 @@ async fn dispatch(
                 Err(e) => {
                     ev::commands_received("undecodable", 1);
                     ev::command_rejected(e.reason, &e.message);
-                    rejected_ids.push(id);
+                    rejected_ids.push((id, e.reason));
                     rejections.push(Rejection {
                         command_id: derived_id(&f.delivery.identity),
                         reason: e.reason,
@@ -423,7 +430,7 @@ fn record_rejections(
     myself: &ActorRef<ConsumerMsg>,
     state: &ConsumerState,
     rejections: Vec<Rejection>,
-    ids: Vec<u64>,
+    items: Vec<(u64, RejectReason)>,
 ) {
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<WriteReply, WriteFailed>>();
     let sent = match state.names.writer() {
@@ -448,7 +455,7 @@ fn record_rejections(
                 message: "journal writer unavailable".into(),
             }),
         };
-        let _ = me.send_message(ConsumerMsg::Settled { ids, result });
+        let _ = me.send_message(ConsumerMsg::Settled { items, result });
     });
 }
 
@@ -492,6 +499,25 @@ async fn on_outcomes(
             continue;
         };
         f.dispatched = false;
+        let outcome = match outcome {
+            // A refused command goes to the dead-letter destination (the
+            // broker's DLQ topic; nothing more for the embedded log, whose
+            // rejection record is already durable) before it is acked.
+            Outcome::Rejected(reason) => {
+                match state
+                    .acker
+                    .dead_letter(&f.delivery, reason.as_str(), "")
+                    .await
+                {
+                    Ok(()) => Outcome::Rejected(reason),
+                    Err(e) => Outcome::Retry {
+                        retryable: true,
+                        error: format!("dead-lettering failed: {e}"),
+                    },
+                }
+            }
+            other => other,
+        };
         match outcome {
             Outcome::Persisted | Outcome::Duplicate | Outcome::Rejected(_) => acked.push(id),
             Outcome::Retry { retryable, error } => {
@@ -551,7 +577,11 @@ fn dead_letter(myself: &ActorRef<ConsumerMsg>, state: &mut ConsumerState, ids: V
             });
         }
     }
-    record_rejections(myself, state, rejections, ids);
+    let items = ids
+        .into_iter()
+        .map(|id| (id, RejectReason::TooManyDeliveries))
+        .collect();
+    record_rejections(myself, state, rejections, items);
 }
 
 async fn commit_acks(state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {

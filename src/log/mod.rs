@@ -117,4 +117,33 @@ pub trait Acker: Send + Sync + 'static {
 
     /// Makes the acks so far durable (called periodically and at shutdown).
     async fn commit(&self) -> Result<(), LogError>;
+
+    /// Hands a delivery that will never succeed to the dead-letter
+    /// destination, with the reason (a bounded label) and a human detail;
+    /// the caller acks it afterwards. The embedded log has no dead-letter
+    /// topic: its dead letters are the rejection records of the journal
+    /// (status projection), so this does nothing there.
+    async fn dead_letter(
+        &self,
+        _delivery: &Delivery,
+        _reason: &str,
+        _detail: &str,
+    ) -> Result<(), LogError> {
+        Ok(())
+    }
+}
+
+/// A message for other services (the events topic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub properties: HashMap<String, String>,
+}
+
+/// Where domain events go out, for other services to integrate with.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Publishes the messages in order; returns once all are confirmed.
+    async fn publish(&self, messages: Vec<OutboundMessage>) -> Result<(), LogError>;
 }

@@ -280,6 +280,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// Every user that has stats (for verification), in any order.
     async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError>;
 
+    /// A named cursor over journal positions (e.g. how far the outbound
+    /// events stream has been published); 0 if never set.
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Moves a named cursor (durably enough: a lost move only repeats work).
+    async fn set_cursor(&self, name: &str, pos: u64) -> Result<(), StoreError>;
+
     /// Makes everything written so far durable (at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 }

@@ -287,3 +287,13 @@ pub async fn recent_by_target_and_pagination(store: &dyn EventStore) {
     assert!(page(5, 2).await.unwrap().is_empty());
     assert!(page(0, 0).await.unwrap().is_empty());
 }
+
+pub async fn cursors_start_at_zero_and_move(store: &dyn EventStore) {
+    let fx = Fx::new();
+    let name = fx.name("cursor");
+    assert_eq!(store.cursor(&name).await.unwrap(), 0);
+    store.set_cursor(&name, 42).await.unwrap();
+    assert_eq!(store.cursor(&name).await.unwrap(), 42);
+    store.set_cursor(&name, 7).await.unwrap();
+    assert_eq!(store.cursor(&name).await.unwrap(), 7);
+}

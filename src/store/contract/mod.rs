@@ -235,6 +235,7 @@ macro_rules! store_contract_tests {
             user_stats_fold,
             recent_by_target_and_pagination,
             reset_then_reapply,
+            cursors_start_at_zero_and_move,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

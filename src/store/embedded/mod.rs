@@ -276,6 +276,21 @@ impl EventStore for EmbeddedStore {
         self.blocking(move |s| s.scan(after_pos, limit)).await
     }
 
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        let key = format!("cursor/{name}");
+        self.blocking(move |s| match s.meta.get(&key).map_err(db_err)? {
+            None => Ok(0),
+            Some(v) => keys::u64_at(&v, 0, "cursor"),
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, name: &str, pos: u64) -> Result<(), StoreError> {
+        let key = format!("cursor/{name}");
+        self.blocking(move |s| s.meta.insert(key, pos.to_be_bytes()).map_err(db_err))
+            .await
+    }
+
     async fn head(&self) -> Result<u64, StoreError> {
         Ok(self.inner.head.load(Ordering::Acquire))
     }
