@@ -75,13 +75,22 @@ impl Running {
 
 /// Starts the service in the background (binds first, so `addr` is known).
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    let store = open_store(&config.data_dir)?;
+    let log = open_log(&config.data_dir, config.partitions).await?;
+    start_with(config, log, store).await
+}
+
+/// Starts the service on a given log and store (tests inject faults this way).
+pub async fn start_with(
+    config: ServiceConfig,
+    log: Arc<dyn CommandLog>,
+    store: Arc<dyn EventStore>,
+) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let health = Arc::new(Health::default());
-    let store = open_store(&config.data_dir)?;
-    let log = open_log(&config.data_dir, config.partitions).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let (h, l, s) = (health.clone(), log.clone(), store.clone());
     let done = tokio::spawn(async move {

@@ -5,19 +5,23 @@
 //!   semaphore per delivery: at most `max_in_flight` deliveries are
 //!   unacknowledged, so a slow store slows consumption instead of growing
 //!   memory.
-//! - Each delivery is decoded; undecodable ones are recorded as rejections
-//!   through the writer and acknowledged once that is durable. Commands are
-//!   grouped by user and sent to the user's aggregate (spawned on demand).
+//! - Each delivery is decoded once; undecodable ones are recorded as
+//!   rejections through the writer and acknowledged once that is durable.
+//!   Commands go to their user's queue ([`flow`]): one batch per user at
+//!   its aggregate at a time, so per-user order is kept.
 //! - The aggregate reports outcomes; persisted, duplicate and rejected
-//!   deliveries are acknowledged, retryable failures are dispatched again
-//!   after a back-off. A panicking aggregate is replaced; its deliveries
-//!   are dispatched again, and dead-lettered after `max_deliveries`.
+//!   deliveries are acknowledged (rejected ones dead-lettered first),
+//!   retryable failures go back to the front of the user's queue for a
+//!   back-off. A panicking aggregate is replaced; the batch it was on is
+//!   retried one delivery at a time and a delivery that failed
+//!   `max_deliveries` times is dead-lettered. Other users are unaffected.
 //! - Aggregates are passivated when idle for `aggregate_idle` or when the
 //!   partition's share of `max_live_aggregates` is reached (least recently
-//!   used first), but only when they have nothing outstanding: passivation
-//!   and routing happen in this one actor, so no message can reach an
-//!   aggregate that is stopping.
+//!   used first), only when they have nothing outstanding: passivation and
+//!   routing happen in this one actor, so no message can reach an aggregate
+//!   that is stopping.
 
+mod flow;
 mod passivation;
 
 use super::aggregate::{AggregateArgs, AggregateMsg, UserAggregate};
@@ -29,9 +33,9 @@ use crate::internal_events as ev;
 use crate::log::{Acker, CommandLog, Delivery, LogError, PartitionSource};
 use crate::store::EventStore;
 use chrono::{TimeZone, Utc};
+use flow::{Flow, InFlight};
 use passivation::Aggregates;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -53,7 +57,8 @@ pub enum Outcome {
     Persisted,
     Duplicate,
     Rejected(RejectReason),
-    /// Nothing durable happened; dispatch again later.
+    /// Nothing durable happened; try again later. `retryable: false` means
+    /// the processing itself failed (counted against `max_deliveries`).
     Retry {
         retryable: bool,
         error: String,
@@ -63,35 +68,27 @@ pub enum Outcome {
 pub enum ConsumerMsg {
     /// Deliveries read from the partition (from the reader task).
     Deliveries(Vec<Delivery>),
-    /// Outcomes reported by a user's aggregate.
+    /// Outcomes reported by a user's aggregate for its batch.
     Processed {
         user_id: String,
         outcomes: Vec<(u64, Outcome)>,
     },
-    /// Rejections recorded (or not) by the writer for undecodable deliveries.
-    /// (Rejections recorded for deliveries that never reached an aggregate:
-    /// undecodable or dead-lettered ones.)
+    /// Rejections recorded (or not) by the writer for deliveries that never
+    /// reached an aggregate (undecodable or dead-lettered).
     Settled {
         items: Vec<(u64, RejectReason)>,
         result: Result<(), WriteFailed>,
     },
-    /// Dispatch these deliveries again (after a back-off).
-    Redeliver(Vec<u64>),
+    /// A user's back-off ended: send its queue again.
+    Resume(String),
+    /// Record these refused deliveries again (the writer failed before).
+    Rerecord(Vec<u64>),
     /// Periodic: commit acks, passivate idle aggregates.
     Tick,
     /// The reader task stopped (log closed or failed).
     ReaderStopped(String),
     /// Stop reading, finish what is in flight, commit, then answer.
     Drain(RpcReplyPort<()>),
-}
-
-struct InFlight {
-    delivery: Delivery,
-    /// Set once decoded into a command for a user.
-    work: Option<Work>,
-    attempts: u32,
-    /// Dispatched (to an aggregate or the writer) and not yet answered.
-    dispatched: bool,
 }
 
 pub struct PartitionConsumer;
@@ -116,7 +113,7 @@ pub struct ConsumerState {
     acker: Arc<dyn Acker>,
     permits: Arc<Semaphore>,
     reader: Option<JoinHandle<()>>,
-    in_flight: HashMap<u64, InFlight>,
+    flow: Flow,
     aggregates: Aggregates,
     draining: Option<RpcReplyPort<()>>,
     acks_pending: bool,
@@ -147,7 +144,7 @@ impl Actor for PartitionConsumer {
             acker,
             permits,
             reader: Some(reader),
-            in_flight: HashMap::new(),
+            flow: Flow::default(),
             draining: None,
             acks_pending: false,
         })
@@ -175,10 +172,15 @@ impl Actor for PartitionConsumer {
         match msg {
             ConsumerMsg::Deliveries(batch) => on_deliveries(&myself, state, batch).await?,
             ConsumerMsg::Processed { user_id, outcomes } => {
-                state.aggregates.completed(&user_id, outcomes.len());
-                on_outcomes(&myself, state, outcomes).await?;
+                state.aggregates.completed(&user_id, 1);
+                let all_ok = outcomes
+                    .iter()
+                    .all(|(_, o)| !matches!(o, Outcome::Retry { .. }));
+                state.flow.answered(&user_id, all_ok);
+                on_outcomes(&myself, state, &user_id, outcomes).await?;
             }
             ConsumerMsg::Settled { items, result } => {
+                state.flow.settling(-(items.len() as isize));
                 let outcomes = items
                     .into_iter()
                     .map(|(id, reason)| match &result {
@@ -192,12 +194,35 @@ impl Actor for PartitionConsumer {
                         ),
                     })
                     .collect();
-                on_outcomes(&myself, state, outcomes).await?;
+                settle_rejections(&myself, state, outcomes).await?;
             }
-            ConsumerMsg::Redeliver(ids) => {
+            ConsumerMsg::Resume(user_id) => {
+                state.flow.resume(&user_id);
                 if state.draining.is_none() {
-                    ev::redelivered(state.partition, ids.len() as u64);
-                    dispatch(&myself, state, ids).await?;
+                    send_next(&myself, state, &user_id).await?;
+                }
+            }
+            ConsumerMsg::Rerecord(ids) => {
+                if state.draining.is_some() {
+                    for id in &ids {
+                        state.flow.remove(*id);
+                    }
+                    state.permits.add_permits(ids.len());
+                } else {
+                    let mut rejections = Vec::new();
+                    let mut items = Vec::new();
+                    for id in ids {
+                        if let Some(f) = state.flow.get(id) {
+                            let reason = f.refused.unwrap_or(RejectReason::TooManyDeliveries);
+                            rejections.push(rejection(
+                                &f.delivery,
+                                reason,
+                                "recorded again".into(),
+                            ));
+                            items.push((id, reason));
+                        }
+                    }
+                    record_rejections(&myself, state, rejections, items);
                 }
             }
             ConsumerMsg::Tick => {
@@ -214,14 +239,15 @@ impl Actor for PartitionConsumer {
             }
             ConsumerMsg::Drain(reply) => {
                 stop_reader(state);
-                // Deliveries waiting for a retry are left unacknowledged:
-                // they are delivered again after the restart.
-                state.in_flight.retain(|_, f| f.dispatched);
+                // What waits in a queue or a back-off is left unacknowledged:
+                // delivered again after the restart.
+                let dropped = state.flow.drop_waiting();
+                state.permits.add_permits(dropped);
                 state.draining = Some(reply);
-                finish_drain_if_done(state).await?;
             }
         }
-        ev::in_flight(state.partition, state.in_flight.len());
+        finish_drain_if_done(state).await?;
+        ev::in_flight(state.partition, state.flow.len());
         Ok(())
     }
 
@@ -237,29 +263,22 @@ impl Actor for PartitionConsumer {
                     return Ok(());
                 };
                 ev::aggregate_failed(state.partition, &error.to_string());
-                // Its outstanding deliveries are dispatched again, or
-                // dead-lettered once they used up their deliveries.
-                let ids: Vec<u64> = state
-                    .in_flight
-                    .iter()
-                    .filter(|(_, f)| {
-                        f.dispatched
-                            && f.work
-                                .as_ref()
-                                .is_some_and(|w| w.command.user_id == user_id)
+                // The batch it was on is retried one delivery at a time, and
+                // dead-lettered once a delivery used up its deliveries.
+                let batch = state.flow.aggregate_failed(&user_id);
+                let error = format!("aggregate failed: {error}");
+                let outcomes = batch
+                    .into_iter()
+                    .map(|id| {
+                        let o = Outcome::Retry {
+                            retryable: false,
+                            error: error.clone(),
+                        };
+                        (id, o)
                     })
-                    .map(|(id, _)| *id)
                     .collect();
-                let outcome = Outcome::Retry {
-                    retryable: false,
-                    error: format!("aggregate failed: {error}"),
-                };
-                on_outcomes(
-                    &myself,
-                    state,
-                    ids.into_iter().map(|id| (id, outcome.clone())).collect(),
-                )
-                .await?;
+                on_outcomes(&myself, state, &user_id, outcomes).await?;
+                finish_drain_if_done(state).await?;
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.aggregates.remove_by_id(cell.get_id());
@@ -283,7 +302,7 @@ async fn read_loop(
         match source.next_batch(want).await {
             Ok(batch) => {
                 // Keep one permit per delivery (released on ack), give back the rest.
-                let n = batch.len();
+                let n = batch.len().min(want);
                 held.forget();
                 permits.add_permits(want - n);
                 if consumer
@@ -311,6 +330,8 @@ fn stop_reader(state: &mut ConsumerState) {
     }
 }
 
+/// Decodes new deliveries and queues them per user (undecodable ones go
+/// to the writer as rejections).
 async fn on_deliveries(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
@@ -318,98 +339,77 @@ async fn on_deliveries(
 ) -> Result<(), ActorProcessingErr> {
     if state.draining.is_some() {
         // Read just before the drain: left unacknowledged, delivered again later.
+        state.permits.add_permits(batch.len());
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(batch.len());
+    let mut users: Vec<String> = Vec::new();
+    let mut rejections = Vec::new();
+    let mut rejected = Vec::new();
     for d in batch {
         if d.redelivery_count > 0 {
             ev::redelivered(state.partition, 1);
         }
-        ids.push(d.id);
-        state.in_flight.insert(
-            d.id,
-            InFlight {
-                delivery: d,
-                work: None,
-                attempts: 0,
-                dispatched: false,
-            },
-        );
-    }
-    dispatch(myself, state, ids).await
-}
-
-/// Decodes (once) and sends deliveries to their aggregates or, when they
-/// cannot be decoded, to the writer as rejections.
-async fn dispatch(
-    myself: &ActorRef<ConsumerMsg>,
-    state: &mut ConsumerState,
-    ids: Vec<u64>,
-) -> Result<(), ActorProcessingErr> {
-    let mut by_user: HashMap<String, Vec<Work>> = HashMap::new();
-    let mut rejections = Vec::new();
-    let mut rejected_ids = Vec::new();
-    for id in ids {
-        let Some(f) = state.in_flight.get_mut(&id) else {
-            continue;
+        let id = d.id;
+        let command = match decode(&d) {
+            Ok(Command::Track(cmd)) => {
+                ev::commands_received(cmd.format.as_str(), 1);
+                Some(cmd)
+            }
+            Ok(Command::BuildInteractionsInfo(b)) => {
+                ev::commands_received("build_interactions_info", 1);
+                tracing::info!(saga_id = %b.saga_id, "BuildInteractionsInfo is answered in Pulsar mode only; acknowledged");
+                rejections.push(rejection(
+                    &d,
+                    RejectReason::UnknownCommand,
+                    "BuildInteractionsInfo needs the events topic (Pulsar mode)".into(),
+                ));
+                rejected.push((id, RejectReason::UnknownCommand));
+                None
+            }
+            Err(e) => {
+                ev::commands_received("undecodable", 1);
+                ev::command_rejected(e.reason, &e.message);
+                rejections.push(rejection(&d, e.reason, e.message));
+                rejected.push((id, e.reason));
+                None
+            }
         };
-        if f.dispatched {
-            continue;
-        }
-        f.dispatched = true;
-        if f.work.is_none() {
-            match decode(&f.delivery) {
-                Ok(Command::Track(cmd)) => {
-                    ev::commands_received(cmd.format.as_str(), 1);
-                    f.work = Some(Work {
-                        delivery_id: id,
-                        command: cmd,
-                        published_at_ms: f.delivery.published_at_ms,
-                    });
-                }
-                Ok(Command::BuildInteractionsInfo(b)) => {
-                    ev::commands_received("build_interactions_info", 1);
-                    tracing::info!(saga_id = %b.saga_id, "BuildInteractionsInfo is answered in Pulsar mode only; acknowledged");
-                    rejected_ids.push((id, RejectReason::UnknownCommand));
-                    rejections.push(Rejection {
-                        command_id: derived_id(&f.delivery.identity),
-                        reason: RejectReason::UnknownCommand,
-                        detail: "BuildInteractionsInfo needs the events topic (Pulsar mode)".into(),
-                        rejected_at: Utc::now(),
-                    });
-                    continue;
-                }
-                Err(e) => {
-                    ev::commands_received("undecodable", 1);
-                    ev::command_rejected(e.reason, &e.message);
-                    rejected_ids.push((id, e.reason));
-                    rejections.push(Rejection {
-                        command_id: derived_id(&f.delivery.identity),
-                        reason: e.reason,
-                        detail: e.message,
-                        rejected_at: Utc::now(),
-                    });
-                    continue;
-                }
+        if let Some(cmd) = &command {
+            state.flow.enqueue(&cmd.user_id, id);
+            if users.last() != Some(&cmd.user_id) {
+                users.push(cmd.user_id.clone());
             }
         }
-        if let Some(w) = &f.work {
-            by_user
-                .entry(w.command.user_id.clone())
-                .or_default()
-                .push(w.clone());
-        }
+        let refused = rejected
+            .last()
+            .filter(|(r, _)| *r == id)
+            .map(|(_, reason)| *reason);
+        state.flow.insert(InFlight {
+            delivery: d,
+            command,
+            attempts: 0,
+            failures: 0,
+            refused,
+        });
     }
-    for (user_id, works) in by_user {
-        let n = works.len();
-        let actor = get_or_spawn(myself, state, &user_id).await?;
-        actor.send_message(AggregateMsg::Commands(works))?;
-        state.aggregates.dispatched(&user_id, n);
+    users.sort_unstable();
+    users.dedup();
+    for user in users {
+        send_next(myself, state, &user).await?;
     }
     if !rejections.is_empty() {
-        record_rejections(myself, state, rejections, rejected_ids);
+        record_rejections(myself, state, rejections, rejected);
     }
     Ok(())
+}
+
+fn rejection(d: &Delivery, reason: RejectReason, detail: String) -> Rejection {
+    Rejection {
+        command_id: derived_id(&d.identity),
+        reason,
+        detail,
+        rejected_at: Utc::now(),
+    }
 }
 
 fn decode(d: &Delivery) -> Result<Command, crate::domain::codec::DecodeError> {
@@ -425,13 +425,41 @@ fn decode(d: &Delivery) -> Result<Command, crate::domain::codec::DecodeError> {
     decode_command(&d.payload, &meta)
 }
 
+/// Sends the user's next batch to its aggregate, if it may go now.
+async fn send_next(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    user_id: &str,
+) -> Result<(), ActorProcessingErr> {
+    let Some(batch) = state.flow.next_batch(user_id) else {
+        state.flow.forget_idle(user_id);
+        return Ok(());
+    };
+    let works: Vec<Work> = batch
+        .iter()
+        .filter_map(|id| {
+            let f = state.flow.get(*id)?;
+            Some(Work {
+                delivery_id: *id,
+                command: f.command.clone()?,
+                published_at_ms: f.delivery.published_at_ms,
+            })
+        })
+        .collect();
+    let actor = get_or_spawn(myself, state, user_id).await?;
+    actor.send_message(AggregateMsg::Commands(works))?;
+    state.aggregates.dispatched(user_id, 1);
+    Ok(())
+}
+
 /// Sends rejections to the writer; the answer comes back as `Settled`.
 fn record_rejections(
     myself: &ActorRef<ConsumerMsg>,
-    state: &ConsumerState,
+    state: &mut ConsumerState,
     rejections: Vec<Rejection>,
     items: Vec<(u64, RejectReason)>,
 ) {
+    state.flow.settling(items.len() as isize);
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<WriteReply, WriteFailed>>();
     let sent = match state.names.writer() {
         Some(w) => w
@@ -482,105 +510,170 @@ async fn get_or_spawn(
     Ok(actor)
 }
 
-/// Acts on outcomes: acknowledge, or dispatch again after a back-off, or
-/// dead-letter when a failing command used up its deliveries.
+/// Acts on a user's outcomes: acknowledge (dead-lettering refused commands
+/// first), or put back for a retry after a back-off, or give up on a
+/// delivery whose processing failed `max_deliveries` times.
 async fn on_outcomes(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
+    user_id: &str,
     outcomes: Vec<(u64, Outcome)>,
 ) -> Result<(), ActorProcessingErr> {
     let mut acked = Vec::new();
-    let mut retry: Vec<u64> = Vec::new();
-    let mut retry_attempt = 0;
-    let mut retry_error = String::new();
+    let mut retry = Vec::new();
+    let mut attempt = 0;
+    let mut last_error = String::new();
     let mut dead = Vec::new();
     for (id, outcome) in outcomes {
-        let Some(f) = state.in_flight.get_mut(&id) else {
+        let outcome = dead_letter_if_rejected(state, id, outcome).await;
+        let Some(f) = state.flow.get_mut(id) else {
             continue;
-        };
-        f.dispatched = false;
-        let outcome = match outcome {
-            // A refused command goes to the dead-letter destination (the
-            // broker's DLQ topic; nothing more for the embedded log, whose
-            // rejection record is already durable) before it is acked.
-            Outcome::Rejected(reason) => {
-                match state
-                    .acker
-                    .dead_letter(&f.delivery, reason.as_str(), "")
-                    .await
-                {
-                    Ok(()) => Outcome::Rejected(reason),
-                    Err(e) => Outcome::Retry {
-                        retryable: true,
-                        error: format!("dead-lettering failed: {e}"),
-                    },
-                }
-            }
-            other => other,
         };
         match outcome {
             Outcome::Persisted | Outcome::Duplicate | Outcome::Rejected(_) => acked.push(id),
             Outcome::Retry { retryable, error } => {
                 f.attempts += 1;
-                let total = f.attempts + f.delivery.redelivery_count;
-                if !retryable && total >= state.config.max_deliveries {
+                if !retryable {
+                    f.failures += 1;
+                }
+                if !retryable
+                    && f.failures + f.delivery.redelivery_count >= state.config.max_deliveries
+                {
                     dead.push(id);
-                } else if state.draining.is_some() {
-                    // Not acknowledged: delivered again after the restart.
-                    state.in_flight.remove(&id);
-                    state.permits.add_permits(1);
                 } else {
-                    retry_attempt = retry_attempt.max(f.attempts);
-                    retry_error = error;
+                    attempt = attempt.max(f.attempts);
+                    last_error = error;
                     retry.push(id);
                 }
             }
         }
     }
-    if !retry.is_empty() {
-        let delay = state.config.backoff(retry_attempt);
-        ev::retry_scheduled(state.partition, retry.len(), delay, &retry_error);
-        myself.send_after(delay, move || ConsumerMsg::Redeliver(retry));
-    }
+    ack(state, &acked).await?;
     if !dead.is_empty() {
-        dead_letter(myself, state, dead);
+        give_up(myself, state, dead);
     }
-    if !acked.is_empty() {
-        for id in &acked {
-            state.in_flight.remove(id);
+    if !retry.is_empty() {
+        if state.draining.is_some() {
+            // Not acknowledged: delivered again after the restart.
+            for id in &retry {
+                state.flow.remove(*id);
+            }
+            state.permits.add_permits(retry.len());
+        } else if state.flow.back_off(user_id, &retry) {
+            let delay = state.config.backoff(attempt);
+            ev::retry_scheduled(state.partition, retry.len(), delay, &last_error);
+            let user = user_id.to_string();
+            myself.send_after(delay, move || ConsumerMsg::Resume(user));
         }
-        state.permits.add_permits(acked.len());
-        state.acker.ack(&acked).await?;
-        state.acks_pending = true;
     }
-    finish_drain_if_done(state).await
+    if state.draining.is_none() {
+        send_next(myself, state, user_id).await?;
+    } else {
+        state.flow.forget_idle(user_id);
+    }
+    Ok(())
+}
+
+/// Outcomes of deliveries that never reached an aggregate.
+async fn settle_rejections(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    outcomes: Vec<(u64, Outcome)>,
+) -> Result<(), ActorProcessingErr> {
+    let mut acked = Vec::new();
+    let mut again = Vec::new();
+    for (id, outcome) in outcomes {
+        match dead_letter_if_rejected(state, id, outcome).await {
+            Outcome::Retry { .. } => again.push(id),
+            _ => acked.push(id),
+        }
+    }
+    ack(state, &acked).await?;
+    if !again.is_empty() {
+        // The writer could not record them: again after a back-off (records
+        // of rejections are idempotent).
+        let mut attempt = 0;
+        for id in &again {
+            if let Some(f) = state.flow.get_mut(*id) {
+                f.attempts += 1;
+                attempt = attempt.max(f.attempts);
+            }
+        }
+        let delay = state.config.backoff(attempt);
+        ev::retry_scheduled(
+            state.partition,
+            again.len(),
+            delay,
+            &"recording rejections failed",
+        );
+        myself.send_after(delay, move || ConsumerMsg::Rerecord(again));
+    }
+    Ok(())
+}
+
+/// A refused command goes to the dead-letter destination (the broker's DLQ
+/// topic; nothing more for the embedded log, whose rejection record is
+/// already durable) before it is acknowledged.
+async fn dead_letter_if_rejected(state: &ConsumerState, id: u64, outcome: Outcome) -> Outcome {
+    let Outcome::Rejected(reason) = outcome else {
+        return outcome;
+    };
+    let Some(f) = state.flow.get(id) else {
+        return outcome;
+    };
+    match state
+        .acker
+        .dead_letter(&f.delivery, reason.as_str(), "")
+        .await
+    {
+        Ok(()) => Outcome::Rejected(reason),
+        Err(e) => Outcome::Retry {
+            retryable: true,
+            error: format!("dead-lettering failed: {e}"),
+        },
+    }
+}
+
+async fn ack(state: &mut ConsumerState, ids: &[u64]) -> Result<(), ActorProcessingErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    for id in ids {
+        state.flow.remove(*id);
+    }
+    state.permits.add_permits(ids.len());
+    state.acker.ack(ids).await?;
+    state.acks_pending = true;
+    Ok(())
 }
 
 /// Gives up on deliveries: records a `too_many_deliveries` rejection (the
 /// embedded dead-letter record) and acknowledges once that is durable.
-fn dead_letter(myself: &ActorRef<ConsumerMsg>, state: &mut ConsumerState, ids: Vec<u64>) {
+fn give_up(myself: &ActorRef<ConsumerMsg>, state: &mut ConsumerState, ids: Vec<u64>) {
     let mut rejections = Vec::new();
-    for id in &ids {
-        if let Some(f) = state.in_flight.get_mut(id) {
-            f.dispatched = true;
-            ev::dead_lettered(RejectReason::TooManyDeliveries, state.partition);
-            let command_id = f
-                .work
-                .as_ref()
-                .map(|w| w.command.interaction_id.clone())
-                .unwrap_or_else(|| derived_id(&f.delivery.identity));
-            rejections.push(Rejection {
-                command_id,
-                reason: RejectReason::TooManyDeliveries,
-                detail: format!("failed {} times", f.attempts + f.delivery.redelivery_count),
-                rejected_at: Utc::now(),
-            });
-        }
+    let mut items = Vec::new();
+    for id in ids {
+        let Some(f) = state.flow.get_mut(id) else {
+            continue;
+        };
+        f.refused = Some(RejectReason::TooManyDeliveries);
+        ev::dead_lettered(RejectReason::TooManyDeliveries, state.partition);
+        let command_id = f
+            .command
+            .as_ref()
+            .map(|c| c.interaction_id.clone())
+            .unwrap_or_else(|| derived_id(&f.delivery.identity));
+        rejections.push(Rejection {
+            command_id,
+            reason: RejectReason::TooManyDeliveries,
+            detail: format!(
+                "processing failed {} times",
+                f.failures + f.delivery.redelivery_count
+            ),
+            rejected_at: Utc::now(),
+        });
+        items.push((id, RejectReason::TooManyDeliveries));
     }
-    let items = ids
-        .into_iter()
-        .map(|id| (id, RejectReason::TooManyDeliveries))
-        .collect();
     record_rejections(myself, state, rejections, items);
 }
 
@@ -593,8 +686,7 @@ async fn commit_acks(state: &mut ConsumerState) -> Result<(), ActorProcessingErr
 }
 
 async fn finish_drain_if_done(state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
-    if state.draining.is_some() && state.in_flight.values().all(|f| !f.dispatched) {
-        state.in_flight.clear();
+    if state.draining.is_some() && state.flow.quiescent() {
         commit_acks(state).await?;
         state.acker.commit().await?;
         if let Some(reply) = state.draining.take() {

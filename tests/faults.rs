@@ -1,0 +1,308 @@
+//! Faults inside one process: a panicking aggregate is isolated and its
+//! poison command dead-lettered alone; a failing store is retried (never
+//! dead-lettered), readiness reflects it, and per-user order holds.
+
+mod common;
+
+use alpes_tracking::actors::PipelineConfig;
+use alpes_tracking::app::{self, open_log, open_store, Running, ServiceConfig};
+use alpes_tracking::store::*;
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use common::{command, request, wait_for, Resp};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The embedded store, with faults on demand: a panic when asked about an
+/// interaction id starting with `boom`, and failing writes while `down`.
+struct Faulty {
+    inner: Arc<dyn EventStore>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl EventStore for Faulty {
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Timeout("injected outage".into()));
+        }
+        self.inner.write(batch).await
+    }
+    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        if ids.iter().any(|id| id.starts_with("boom")) {
+            panic!("injected panic in an aggregate");
+        }
+        self.inner.interaction_owners(ids).await
+    }
+    async fn last_seq(&self, u: &str) -> Result<u64, StoreError> {
+        self.inner.last_seq(u).await
+    }
+    async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.inner.interaction(id).await
+    }
+    async fn user_events(
+        &self,
+        u: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.user_events(u, after, limit).await
+    }
+    async fn recent(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.recent(before, limit).await
+    }
+    async fn by_target(
+        &self,
+        t: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.by_target(t, from, to, limit).await
+    }
+    async fn scan(&self, after: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
+        self.inner.scan(after, limit).await
+    }
+    async fn head(&self) -> Result<u64, StoreError> {
+        self.inner.head().await
+    }
+    async fn checkpoint(&self, p: ProjectionKind) -> Result<u64, StoreError> {
+        self.inner.checkpoint(p).await
+    }
+    async fn apply(&self, p: ProjectionKind, r: &[JournalRecord]) -> Result<u64, StoreError> {
+        self.inner.apply(p, r).await
+    }
+    async fn reset(&self, p: ProjectionKind) -> Result<(), StoreError> {
+        self.inner.reset(p).await
+    }
+    async fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
+        self.inner.daily_stats(q).await
+    }
+    async fn status_stats(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StatusStat>, StoreError> {
+        self.inner.status_stats(from, to).await
+    }
+    async fn user_stats(&self, u: &str) -> Result<Option<UserStats>, StoreError> {
+        self.inner.user_stats(u).await
+    }
+    async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
+        self.inner.all_user_stats().await
+    }
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        self.inner.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, pos: u64) -> Result<(), StoreError> {
+        self.inner.set_cursor(name, pos).await
+    }
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush().await
+    }
+}
+
+async fn start(dir: &std::path::Path, max_deliveries: u32) -> (Running, Arc<Faulty>) {
+    let config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        partitions: 2,
+        shutdown_grace: Duration::from_secs(20),
+        pipeline: PipelineConfig {
+            max_deliveries,
+            retry_base: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            ..PipelineConfig::default()
+        },
+    };
+    let store = Arc::new(Faulty {
+        inner: open_store(dir).unwrap(),
+        down: AtomicBool::new(false),
+    });
+    let log = open_log(dir, 2).await.unwrap();
+    let svc = app::start_with(config, log, store.clone()).await.unwrap();
+    (svc, store)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+async fn post(addr: SocketAddr, body: String) -> Resp {
+    blocking(move || {
+        request(
+            addr,
+            "POST",
+            "/tracking/interactions",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap()
+    })
+    .await
+}
+
+async fn get(addr: SocketAddr, path: String) -> Resp {
+    blocking(move || request(addr, "GET", &path, &[], b"").unwrap()).await
+}
+
+async fn seqs_of(addr: SocketAddr, user: &str) -> Vec<(String, u64)> {
+    let page = get(
+        addr,
+        format!("/tracking/users/{user}/interactions?limit=1000"),
+    )
+    .await
+    .json();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["interaction_id"].as_str().unwrap().to_string(),
+                i["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn rejected_total(addr: SocketAddr) -> u64 {
+    let s = get(addr, "/tracking/stats/status".into()).await.json();
+    s["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["rejected"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panicking_aggregate_hurts_only_its_poison_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, _store) = start(dir.path(), 3).await;
+    let addr = svc.addr;
+    let ts = "2026-11-29T10:00:00Z";
+    for id in ["x-1", "boom-2", "x-3"] {
+        assert_eq!(
+            post(addr, command(Some(id), "x", "click", "c", ts))
+                .await
+                .status,
+            202
+        );
+    }
+    for i in 0..5 {
+        assert_eq!(
+            post(addr, command(Some(&format!("y-{i}")), "y", "like", "c", ts))
+                .await
+                .status,
+            202
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let x = seqs_of(addr, "x").await;
+        let y = seqs_of(addr, "y").await;
+        if x.len() == 2 && y.len() == 5 && rejected_total(addr).await == 1 {
+            assert_eq!(
+                x,
+                vec![("x-1".to_string(), 1), ("x-3".to_string(), 2)],
+                "order kept, poison skipped"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "x={x:?} y={y:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(addr, "/tracking/interactions/boom-2".into())
+            .await
+            .status,
+        404
+    );
+    let metrics = get(addr, "/metrics".into()).await.body;
+    assert!(
+        metrics.contains("tracking_commands_dead_lettered_total{reason=\"too_many_deliveries\"}"),
+        "{metrics}"
+    );
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_outage_is_retried_in_order_and_never_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, store) = start(dir.path(), 2).await;
+    let addr = svc.addr;
+    wait_for_ready(addr, 200).await;
+    store.down.store(true, Ordering::SeqCst);
+    for i in 0..20 {
+        let r = post(
+            addr,
+            command(
+                Some(&format!("t-{i}")),
+                "t",
+                "view",
+                "c",
+                "2026-11-29T10:00:00Z",
+            ),
+        )
+        .await;
+        assert_eq!(
+            r.status, 202,
+            "the log still accepts while the store is down"
+        );
+    }
+    wait_for_ready(addr, 503).await;
+    let ready = get(addr, "/tracking/ready".into()).await.json();
+    assert_eq!(ready["status"], "store unavailable");
+    assert!(seqs_of(addr, "t").await.is_empty());
+    store.down.store(false, Ordering::SeqCst);
+    wait_for_ready(addr, 200).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = seqs_of(addr, "t").await;
+        if t.len() == 20 {
+            let expected: Vec<(String, u64)> =
+                (0..20).map(|i| (format!("t-{i}"), i as u64 + 1)).collect();
+            assert_eq!(t, expected, "stored in log order with gap-free seqs");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} persisted",
+            t.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        rejected_total(addr).await,
+        0,
+        "a transient failure never dead-letters"
+    );
+    svc.stop().await.unwrap();
+}
+
+async fn wait_for_ready(addr: SocketAddr, status: u16) {
+    blocking(move || {
+        wait_for(
+            &format!("readiness {status}"),
+            Duration::from_secs(20),
+            || {
+                (request(addr, "GET", "/tracking/ready", &[], b"")
+                    .ok()?
+                    .status
+                    == status)
+                    .then_some(())
+            },
+        )
+    })
+    .await
+}
