@@ -36,7 +36,7 @@ pub fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventSto
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let store = EmbeddedStore::open(&dir)
         .with_context(|| format!("opening the event store in {}", dir.display()))?;
-    Ok(store)
+    Ok(Arc::new(store))
 }
 
 /// Opens the embedded command log under the data dir.

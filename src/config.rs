@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(cli.run.partitions, 8);
         let cli = Cli::try_parse_from(["tracking", "verify", "--data-dir", "/tmp/x"]).unwrap();
         assert!(
-            matches!(cli.command, Some(Command::Verify(s)) if s.data_dir == PathBuf::from("/tmp/x"))
+            matches!(cli.command, Some(Command::Verify(s)) if s.data_dir == std::path::Path::new("/tmp/x"))
         );
         assert!(Cli::try_parse_from(["tracking", "--partitions", "0"]).is_err());
     }

@@ -123,8 +123,15 @@ async fn process(
         state.last_seq = Some(last_seq);
         let now = chrono::Utc::now();
         // Who already holds each id (one store round trip for the batch).
-        let ids: Vec<String> = works.iter().map(|w| w.command.interaction_id.clone()).collect();
-        let owners = state.store.interaction_owners(&ids).await.map_err(|e| WriteFailed::from(&e))?;
+        let ids: Vec<String> = works
+            .iter()
+            .map(|w| w.command.interaction_id.clone())
+            .collect();
+        let owners = state
+            .store
+            .interaction_owners(&ids)
+            .await
+            .map_err(|e| WriteFailed::from(&e))?;
         let mut outcomes = Vec::with_capacity(works.len());
         let mut events = Vec::new();
         let mut rejections = Vec::new();

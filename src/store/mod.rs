@@ -236,7 +236,8 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Events on a target element whose `occurred_at` day is in `from..=to`.
+    /// Events on a target element whose `occurred_at` day is in `from..=to`,
+    /// in (day, position) order.
     async fn by_target(
         &self,
         target_id: &str,

@@ -144,7 +144,9 @@ pub fn binary() -> &'static str {
 impl Worker {
     /// Starts `tracking run` on port 0 and waits until it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Worker {
-        let stderr = data_dir.with_extension(format!("stderr.{}", std::process::id()));
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let stderr = data_dir.with_extension(format!("stderr.{n}"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

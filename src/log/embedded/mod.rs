@@ -1,0 +1,435 @@
+//! The embedded command log: a durable, partitioned, append-only log on
+//! local disk, used when no Pulsar broker is configured.
+//!
+//! # Layout
+//! ```text
+//! <dir>/LOCK                    flock'ed while a process has the log open
+//! <dir>/meta                    "partitions=<n>" (fixed at creation)
+//! <dir>/partition-<p>/<base>.seg   segments, named by their first offset (20 digits)
+//! <dir>/partition-<p>/offsets   committed offset + acks above it (consumer)
+//! ```
+//! A key goes to partition `fnv1a64(key) % n` ([`partition_for`]); the
+//! partition count is recorded in `meta` and a different count is refused,
+//! since it would reroute users to other partitions (and actors).
+//!
+//! # Writing: group commit
+//! Each partition has one writer thread (blocking file I/O stays off the
+//! async runtime). `append` splits its records by partition and sends one
+//! request per partition over a bounded channel. The writer takes every
+//! queued request (up to a byte/count cap), assigns contiguous offsets,
+//! frames the records into one buffer (`[len][crc32][msgpack body]`),
+//! issues one `write` and one `fdatasync`, then answers every request and
+//! publishes the durable mark (offset, active segment, its durable length)
+//! on a `watch` channel. A segment is sealed (fsynced) and a new one
+//! started before a group that would push it past `segment_bytes`, so a
+//! segment always holds whole groups.
+//!
+//! # Reading and acking
+//! A [`PartitionSource`] waits on the watch channel and reads only below
+//! the durable mark (never buffering bytes past it), on a blocking thread.
+//! Acks may come out of order: the committed offset is the first un-acked
+//! one, acked offsets above it sit in a `BTreeSet` (O(log n) per ack).
+//! `commit` persists both (the set is capped) with tmp + fsync + rename +
+//! dir fsync, then deletes segments that hold only committed records and
+//! that the reader no longer needs (never the active one). Reopening a
+//! source restarts at the committed offset and skips records already acked.
+//! `redelivery_count` is 1 for records known to be delivered before (in
+//! this process, or before the last commit of a previous one) and 0
+//! otherwise: deliveries after the last commit of a crashed process are
+//! not recorded, so the count is a lower bound.
+//!
+//! # Crash safety
+//! - `append` returns only after the `fdatasync` covering its records, so
+//!   a confirmed record survives a crash; a failed write is cut off again
+//!   (or the partition goes out of service), a failed fsync takes the
+//!   partition out of service until restart (the page cache can no longer
+//!   be trusted).
+//! - Every group is synced before the next is written, and segments are
+//!   sealed with an fsync before the next is created. So after a crash,
+//!   damage is confined to the tail of the last segment, written after its
+//!   last successful fsync: recovery keeps the longest prefix of sound
+//!   frames (length, CRC, decodable, expected offset) and truncates the
+//!   rest. A damaged frame met later while reading is reported as
+//!   [`LogError::Corrupt`]: that is not a torn write but a damaged disk.
+//! - The offsets file is replaced atomically, and segments are deleted only
+//!   below the offset already persisted, so the committed offset always
+//!   points into stored records.
+//! - A commit persists only acked offsets, so every record not acked and
+//!   committed is delivered again after a restart (at-least-once).
+
+mod partition;
+mod segment;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use crate::log::{Acker, Appended, CommandLog, LogError, NewRecord, PartitionSource};
+use async_trait::async_trait;
+use partition::{open_partition, PartitionAcker, Shared, Source};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot};
+use writer::WriterMsg;
+
+/// Tuning of the embedded log.
+#[derive(Debug, Clone)]
+pub struct EmbeddedLogOptions {
+    /// A new segment is started before a write group that would make the
+    /// active one larger than this (default 64 MiB).
+    pub segment_bytes: u64,
+    /// Largest record accepted (key + payload + properties; default 1 MiB).
+    pub max_record_bytes: usize,
+    /// A write group stops taking requests past this many bytes (default 8 MiB).
+    pub max_batch_bytes: usize,
+    /// Append requests queued per partition before `append` waits (default 1024).
+    pub queue_depth: usize,
+}
+
+impl Default for EmbeddedLogOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 1 << 20,
+            max_batch_bytes: 8 << 20,
+            queue_depth: 1024,
+        }
+    }
+}
+
+/// The partition of `key` among `partitions`: FNV-1a 64 of the key's bytes
+/// modulo the count. Stable across processes, versions and platforms.
+pub fn partition_for(key: &str, partitions: u32) -> u32 {
+    if partitions == 0 {
+        return 0;
+    }
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % u64::from(partitions)) as u32
+}
+
+struct Part {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<WriterMsg>,
+    acker: Arc<PartitionAcker>,
+}
+
+/// The embedded log (see the module docs). Dropping it without
+/// [`CommandLog::close`] is like a crash: confirmed records are kept, acks
+/// not committed are lost (those records are delivered again).
+pub struct EmbeddedLog {
+    dir: PathBuf,
+    partitions: u32,
+    max_record_bytes: usize,
+    parts: Vec<Part>,
+    closed: AtomicBool,
+    /// Holds the directory lock while open.
+    _lock: File,
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log in `dir` with default options.
+    /// Async because recovery reads files: it runs on a blocking thread.
+    pub async fn open(dir: &Path, partitions: u32) -> Result<Arc<EmbeddedLog>, LogError> {
+        Self::open_with(dir, partitions, EmbeddedLogOptions::default()).await
+    }
+
+    /// Opens the log with explicit options. Fails with `Corrupt` if `dir`
+    /// holds a log with another partition count or damaged files, and with
+    /// `Unavailable` if another instance has it open.
+    pub async fn open_with(
+        dir: &Path,
+        partitions: u32,
+        options: EmbeddedLogOptions,
+    ) -> Result<Arc<EmbeddedLog>, LogError> {
+        let dir = dir.to_path_buf();
+        blocking(move || Self::open_blocking(dir, partitions, options))
+            .await
+            .map(Arc::new)
+    }
+
+    fn open_blocking(
+        dir: PathBuf,
+        partitions: u32,
+        options: EmbeddedLogOptions,
+    ) -> Result<Self, LogError> {
+        if partitions == 0
+            || options.segment_bytes == 0
+            || options.max_record_bytes == 0
+            || options.max_record_bytes > 256 << 20
+            || options.max_batch_bytes == 0
+            || options.queue_depth == 0
+        {
+            return Err(corrupt(format!(
+                "invalid configuration: {partitions} partitions, {options:?} (all must be positive, records at most 256 MiB)"
+            )));
+        }
+        fs::create_dir_all(&dir)?;
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Unavailable(format!(
+                    "{} is in use by another command log instance",
+                    dir.display()
+                )))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        check_meta(&dir, partitions)?;
+        let mut parts = Vec::with_capacity(partitions as usize);
+        for id in 0..partitions {
+            let writer = open_partition(&dir, id, &options)?;
+            let shared = writer.shared.clone();
+            let (tx, rx) = mpsc::channel(options.queue_depth);
+            writer.spawn(rx)?;
+            let acker = Arc::new(PartitionAcker {
+                shared: shared.clone(),
+            });
+            parts.push(Part { shared, tx, acker });
+        }
+        tracing::info!(dir = %dir.display(), partitions, "embedded command log open");
+        Ok(Self {
+            dir,
+            partitions,
+            max_record_bytes: options.max_record_bytes,
+            parts,
+            closed: AtomicBool::new(false),
+            _lock: lock_file,
+        })
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The committed (persisted) offset of a partition.
+    pub fn committed_offset(&self, partition: u32) -> Option<u64> {
+        let part = self.parts.get(partition as usize)?;
+        Some(lock(&part.shared.acks).persisted)
+    }
+
+    /// One past the last durable offset of a partition.
+    pub fn high_water_mark(&self, partition: u32) -> Option<u64> {
+        let part = self.parts.get(partition as usize)?;
+        Some(part.shared.durable.borrow().next_offset)
+    }
+}
+
+impl Drop for EmbeddedLog {
+    fn drop(&mut self) {
+        // Wake readers; the writers stop once their channels are dropped.
+        for part in &self.parts {
+            part.shared.mark_closed();
+        }
+    }
+}
+
+/// Bytes a record counts for against `max_record_bytes` and batch caps.
+fn record_size(r: &NewRecord) -> usize {
+    r.key.len()
+        + r.payload.len()
+        + r.properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+#[async_trait]
+impl CommandLog for EmbeddedLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// All records or an error; on error some partitions' records may have
+    /// been stored anyway (the caller retries: at-least-once).
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<Appended>, LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        let n = self.parts.len();
+        let mut groups: Vec<(Vec<NewRecord>, usize)> = (0..n).map(|_| (Vec::new(), 0)).collect();
+        let mut slots = Vec::with_capacity(records.len());
+        for record in records {
+            let size = record_size(&record);
+            if size > self.max_record_bytes {
+                return Err(LogError::TooLarge(size));
+            }
+            let p = partition_for(&record.key, self.partitions) as usize;
+            let group = &mut groups[p];
+            slots.push((p, group.0.len() as u64));
+            group.0.push(record);
+            group.1 += size;
+        }
+        let mut pending = Vec::new();
+        for (p, (records, bytes)) in groups.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let msg = WriterMsg::Append {
+                records,
+                bytes,
+                reply,
+            };
+            self.parts[p]
+                .tx
+                .send(msg)
+                .await
+                .map_err(|_| LogError::Closed)?;
+            pending.push((p, rx));
+        }
+        let mut firsts = vec![0u64; n];
+        let mut error = None;
+        for (p, rx) in pending {
+            match rx.await {
+                Ok(Ok(first)) => firsts[p] = first,
+                Ok(Err(e)) => error = error.or(Some(e)),
+                Err(_) => error = error.or(Some(LogError::Closed)),
+            }
+        }
+        if let Some(e) = error {
+            return Err(e);
+        }
+        Ok(slots
+            .into_iter()
+            .map(|(p, i)| Appended {
+                partition: p as u32,
+                offset: firsts[p] + i,
+            })
+            .collect())
+    }
+
+    /// The source starts at the committed offset and skips records already
+    /// acked. Meant for one live source per partition: opening again (a
+    /// consumer restart) supersedes the previous source, which should be
+    /// dropped (it keeps reading, but retention no longer waits for it).
+    async fn open(
+        &self,
+        partition: u32,
+    ) -> Result<(Box<dyn PartitionSource>, Arc<dyn Acker>), LogError> {
+        let part = self
+            .parts
+            .get(partition as usize)
+            .ok_or(LogError::NoSuchPartition(partition))?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        let source = Source::new(part.shared.clone());
+        Ok((Box::new(source), part.acker.clone()))
+    }
+
+    /// Writes what is queued, stops the writers, wakes readers with
+    /// `Closed` and commits every partition's acks. Idempotent.
+    async fn close(&self) -> Result<(), LogError> {
+        self.closed.store(true, Ordering::Release);
+        for part in &self.parts {
+            let (done, stopped) = oneshot::channel();
+            if part.tx.send(WriterMsg::Shutdown(done)).await.is_ok() {
+                let _ = stopped.await;
+            }
+        }
+        let mut result = Ok(());
+        for part in &self.parts {
+            part.shared.mark_closed();
+            if let Err(e) = partition::commit(&part.shared).await {
+                tracing::error!(partition = part.shared.id, error = %e, "commit at close failed");
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+}
+
+/// Checks (or, for a new log, writes) the partition count in `meta`.
+fn check_meta(dir: &Path, partitions: u32) -> Result<(), LogError> {
+    let path = dir.join("meta");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .lines()
+                .find_map(|l| l.strip_prefix("partitions="))
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            match found {
+                Some(found) if found == partitions => Ok(()),
+                Some(found) => Err(corrupt(format!(
+                    "{} holds a command log with {found} partitions but {partitions} are configured; \
+                     changing the count would move keys to other partitions, so it is refused \
+                     (configure {found}, or start from a new directory)",
+                    dir.display()
+                ))),
+                None => Err(corrupt(format!("{}: unreadable meta file", path.display()))),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            for entry in fs::read_dir(dir)? {
+                if entry?
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("partition-")
+                {
+                    return Err(corrupt(format!(
+                        "{} holds partitions but no meta file; refusing to guess their count",
+                        dir.display()
+                    )));
+                }
+            }
+            let text = format!("# alpes-tracking embedded command log\npartitions={partitions}\n");
+            Ok(write_atomic(dir, "meta", text.as_bytes())?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn corrupt(msg: String) -> LogError {
+    LogError::Corrupt(msg)
+}
+
+/// Replaces `dir/name` atomically and durably.
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// Makes directory entries (created, renamed files) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Locks a mutex; a poisoned one is still consistent (no critical section
+/// here can panic half-way), so its data is used.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LogError::Io(io::Error::other(format!("blocking task failed: {e}"))))?
+}

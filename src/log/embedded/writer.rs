@@ -1,0 +1,192 @@
+//! The writer of one partition: a dedicated thread doing group commit.
+
+use super::partition::Shared;
+use super::segment::{create_segment, encode_frame};
+use super::{lock, now_ms};
+use crate::log::{LogError, NewRecord};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// At most this many requests are committed together.
+const MAX_REQUESTS_PER_GROUP: usize = 4096;
+
+pub(super) enum WriterMsg {
+    /// Append `records` (all of this partition) contiguously; replies with
+    /// the offset of the first once durable. `bytes` is their payload size.
+    Append {
+        records: Vec<NewRecord>,
+        bytes: usize,
+        reply: oneshot::Sender<Result<u64, LogError>>,
+    },
+    /// Stop after everything queued before this message is written.
+    Shutdown(oneshot::Sender<()>),
+}
+
+type Pending = (Vec<NewRecord>, oneshot::Sender<Result<u64, LogError>>);
+
+pub(super) struct Writer {
+    pub shared: Arc<Shared>,
+    /// The active segment, positioned at `seg_len`.
+    pub file: File,
+    pub seg_base: u64,
+    /// Durable length of the active segment.
+    pub seg_len: u64,
+    /// Offset of the next record.
+    pub next_offset: u64,
+    pub segment_bytes: u64,
+    pub max_batch_bytes: usize,
+    pub buf: Vec<u8>,
+    /// Set when the state on disk is uncertain (failed fsync): the
+    /// partition refuses appends until the process restarts and recovers.
+    pub failed: Option<String>,
+}
+
+impl Writer {
+    pub fn spawn(self, rx: mpsc::Receiver<WriterMsg>) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name(format!("log-writer-{}", self.shared.id))
+            .spawn(move || self.run(rx))
+            .map(|_| ())
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) {
+        let mut group: Vec<Pending> = Vec::new();
+        // Ends when every sender is gone (the log was dropped) or on Shutdown;
+        // dropping `rx` then fails the requests queued after, with `Closed`.
+        while let Some(first) = rx.blocking_recv() {
+            let mut bytes = 0;
+            let mut shutdown = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    WriterMsg::Append {
+                        records,
+                        bytes: b,
+                        reply,
+                    } => {
+                        bytes += b;
+                        group.push((records, reply));
+                    }
+                    WriterMsg::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                }
+                if bytes < self.max_batch_bytes && group.len() < MAX_REQUESTS_PER_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.write_group(&mut group);
+            }
+            if let Some(done) = shutdown {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    /// Writes a group with one `write` and one `fsync`, then answers every
+    /// request and publishes the new durable mark.
+    fn write_group(&mut self, group: &mut Vec<Pending>) {
+        if let Some(reason) = &self.failed {
+            for (_, reply) in group.drain(..) {
+                let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        let now = now_ms();
+        let start = self.next_offset;
+        self.buf.clear();
+        let mut results = Vec::with_capacity(group.len());
+        for (records, _) in group.iter() {
+            let first = self.next_offset;
+            let mark = self.buf.len();
+            let mut result = Ok(first);
+            for record in records {
+                if let Err(e) = encode_frame(&mut self.buf, self.next_offset, record, now) {
+                    self.buf.truncate(mark);
+                    self.next_offset = first;
+                    result = Err(e);
+                    break;
+                }
+                self.next_offset += 1;
+            }
+            results.push(result);
+        }
+        match self.persist(start) {
+            Ok(()) => self.shared.durable.send_modify(|d| {
+                d.next_offset = self.next_offset;
+                d.seg_base = self.seg_base;
+                d.seg_len = self.seg_len;
+            }),
+            Err(e) => {
+                tracing::error!(partition = self.shared.id, error = %e, "command log write failed");
+                self.next_offset = start;
+                for result in results.iter_mut().filter(|r| r.is_ok()) {
+                    *result = Err(LogError::Io(io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+        for ((_, reply), result) in group.drain(..).zip(results) {
+            let _ = reply.send(result);
+        }
+        if self.buf.capacity() > 4 * self.max_batch_bytes {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Writes `self.buf` (records from offset `start` on) and syncs it.
+    fn persist(&mut self, start: u64) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.seg_len > 0 && self.seg_len + self.buf.len() as u64 > self.segment_bytes {
+            self.roll(start)?;
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // Cut the partial write so the next group lands where it should.
+            let undo = self
+                .file
+                .set_len(self.seg_len)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.seg_len)))
+                .and_then(|_| self.file.sync_all());
+            if let Err(u) = undo {
+                self.fail(format!("write failed ({e}) and could not be undone ({u})"));
+            }
+            return Err(e);
+        }
+        if let Err(e) = self.file.sync_data() {
+            // After a failed fsync the page cache may no longer reflect the
+            // disk; only a restart (with tail recovery) is safe.
+            self.fail(format!("fsync failed: {e}"));
+            return Err(e);
+        }
+        self.seg_len += self.buf.len() as u64;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at `base`.
+    fn roll(&mut self, base: u64) -> io::Result<()> {
+        if let Err(e) = self.file.sync_all() {
+            self.fail(format!("fsync failed: {e}"));
+            return Err(e);
+        }
+        self.file = create_segment(&self.shared.dir, base)?;
+        self.seg_base = base;
+        self.seg_len = 0;
+        lock(&self.shared.segments).push(base);
+        Ok(())
+    }
+
+    fn fail(&mut self, why: String) {
+        let reason = format!(
+            "command log partition {} is out of service until restart: {why}",
+            self.shared.id
+        );
+        tracing::error!("{reason}");
+        self.failed = Some(reason);
+    }
+}

@@ -1,0 +1,250 @@
+//! The store contract suite: one async function per part of the contract
+//! (see the `store` module docs), run against every implementation with
+//! [`store_contract_tests!`]:
+//!
+//! ```ignore
+//! crate::store::contract::store_contract_tests!(async {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = EmbeddedStore::open(dir.path()).unwrap();
+//!     (Arc::new(store) as Arc<dyn EventStore>, dir) // (store, guard kept alive)
+//! });
+//! ```
+//!
+//! Every function uses fresh ids (a uuid prefix) and its own far-away day,
+//! so the suite also runs against a shared server whose journal and
+//! projections already hold other data. `reset` is global, so the tests that
+//! read projections hold a read lock and the reset test the write lock
+//! (within one test process).
+#![cfg(test)]
+
+use crate::domain::{
+    InteractionTracked, InteractionType, RejectReason, Rejection, Target, EVENT_SCHEMA_VERSION,
+};
+use crate::projections::Recount;
+use crate::store::{
+    AppendConflict, AppendGroup, DailyStat, EventStore, GroupOutcome, JournalRecord,
+    ProjectionKind, StatsQuery, StatusStat, StoredEvent, UserStats, WriteBatch, WriteOutcome,
+};
+use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use InteractionType::{Click, Like, View};
+
+/// Held for reading by the tests that check projections, for writing by `reset`.
+static PROJECTIONS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Fresh names and a day of this test's own.
+struct Fx {
+    tag: String,
+    day: NaiveDate,
+}
+
+impl Fx {
+    fn new() -> Self {
+        let id = uuid::Uuid::new_v4();
+        let base = NaiveDate::from_ymd_opt(1800, 1, 1).unwrap();
+        let day = base + Days::new((id.as_u128() % 50_000) as u64);
+        Fx {
+            tag: id.simple().to_string(),
+            day,
+        }
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("{}-{what}", self.tag)
+    }
+
+    fn d(&self, offset: u64) -> NaiveDate {
+        self.day + Days::new(offset)
+    }
+
+    /// `day + offset` at `hour`:00 UTC.
+    fn at(&self, offset: u64, hour: u32) -> DateTime<Utc> {
+        Utc.from_utc_datetime(&self.d(offset).and_hms_opt(hour, 0, 0).unwrap())
+    }
+
+    /// An event with a unique interaction id, on this test's target and
+    /// campaign `c1`, at `day` 10:00, recorded when it occurred.
+    fn ev(&self, user: &str, seq: u64, ty: InteractionType) -> InteractionTracked {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let at = self.at(0, 10);
+        InteractionTracked {
+            schema_version: EVENT_SCHEMA_VERSION,
+            interaction_id: self.name(&format!("i{n}")),
+            user_id: user.to_owned(),
+            seq,
+            interaction_type: ty,
+            target: Target {
+                id: self.name("target"),
+                kind: "post".into(),
+            },
+            campaign_id: Some(self.name("c1")),
+            occurred_at: at,
+            affiliate_id: Some("aff".into()),
+            correlation_id: None,
+            recorded_at: Some(at),
+        }
+    }
+
+    fn rejection(&self, command: &str, at: DateTime<Utc>) -> Rejection {
+        Rejection {
+            command_id: self.name(command),
+            reason: RejectReason::Malformed,
+            detail: "bad".into(),
+            rejected_at: at,
+        }
+    }
+
+    fn owns(&self, r: &JournalRecord) -> bool {
+        match r {
+            JournalRecord::Event(e) => e.event.user_id.starts_with(&self.tag),
+            JournalRecord::Rejection(r) => r.rejection.command_id.starts_with(&self.tag),
+        }
+    }
+}
+
+fn group(user: &str, expected_last_seq: u64, events: Vec<InteractionTracked>) -> AppendGroup {
+    AppendGroup {
+        user_id: user.to_owned(),
+        expected_last_seq,
+        events,
+    }
+}
+
+fn groups(groups: Vec<AppendGroup>) -> WriteBatch {
+    WriteBatch {
+        groups,
+        rejections: Vec::new(),
+    }
+}
+
+async fn write(store: &dyn EventStore, batch: WriteBatch) -> WriteOutcome {
+    let out = store.write(batch.clone()).await.unwrap();
+    assert_eq!(out.groups.len(), batch.groups.len());
+    assert_eq!(out.rejections.len(), batch.rejections.len());
+    out
+}
+
+fn appended(o: &GroupOutcome) -> u64 {
+    match o {
+        GroupOutcome::Appended { first_pos } => *first_pos,
+        other => panic!("expected an append, got {other:?}"),
+    }
+}
+
+fn stored(first_pos: u64, events: &[InteractionTracked]) -> Vec<StoredEvent> {
+    (first_pos..)
+        .zip(events)
+        .map(|(pos, event)| StoredEvent {
+            pos,
+            event: event.clone(),
+        })
+        .collect()
+}
+
+/// Applies every record above the checkpoint, `page` records per call.
+async fn catch_up(store: &dyn EventStore, p: ProjectionKind, page: usize) {
+    loop {
+        let cp = store.checkpoint(p).await.unwrap();
+        let records = store.scan(cp, page).await.unwrap();
+        let Some(last) = records.last() else { break };
+        assert!(store.apply(p, &records).await.unwrap() >= last.pos());
+    }
+}
+
+async fn catch_up_all(store: &dyn EventStore) {
+    for p in ProjectionKind::ALL {
+        catch_up(store, p, 500).await;
+    }
+}
+
+/// This test's records after `after`, in position order (scanned in pages).
+async fn own_records(store: &dyn EventStore, fx: &Fx, after: u64) -> Vec<JournalRecord> {
+    let (mut out, mut from) = (Vec::new(), after);
+    loop {
+        let page = store.scan(from, 3).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.pos();
+        out.extend(page.into_iter().filter(|r| fx.owns(r)));
+    }
+    out
+}
+
+type Snapshot = (Vec<DailyStat>, Vec<StatusStat>, Vec<Option<UserStats>>);
+
+/// The projections as far as this test's day range and users are concerned.
+async fn snapshot(store: &dyn EventStore, fx: &Fx, users: &[String]) -> Snapshot {
+    let q = StatsQuery {
+        from: fx.d(0),
+        to: fx.d(3),
+        campaign_id: None,
+        interaction_type: None,
+    };
+    let mut stats = Vec::new();
+    for u in users {
+        stats.push(store.user_stats(u).await.unwrap());
+    }
+    (
+        store.daily_stats(&q).await.unwrap(),
+        store.status_stats(fx.d(0), fx.d(3)).await.unwrap(),
+        stats,
+    )
+}
+
+/// A mix of events (two users, types, campaigns, days) and rejections.
+async fn write_mix(store: &dyn EventStore, fx: &Fx) -> Vec<String> {
+    let (a, b) = (fx.name("a"), fx.name("b"));
+    let mut ea = vec![fx.ev(&a, 1, Click), fx.ev(&a, 2, View), fx.ev(&a, 3, Like)];
+    ea[1].campaign_id = Some(fx.name("c2"));
+    ea[2].occurred_at = fx.at(1, 9);
+    ea[2].recorded_at = Some(fx.at(2, 9));
+    let mut eb = vec![fx.ev(&b, 1, Click), fx.ev(&b, 2, Click)];
+    eb[1].campaign_id = None;
+    let batch = WriteBatch {
+        groups: vec![group(&a, 0, ea), group(&b, 0, eb)],
+        rejections: vec![
+            fx.rejection("r1", fx.at(0, 11)),
+            fx.rejection("r2", fx.at(1, 11)),
+        ],
+    };
+    write(store, batch).await;
+    vec![a, b]
+}
+
+mod journal;
+mod projections;
+
+pub use journal::*;
+pub use projections::*;
+
+/// Expands to one `#[tokio::test]` per contract function. `$make` is a
+/// future (e.g. an `async` block) yielding `(Arc<dyn EventStore>, guard)`;
+/// the guard (a temp dir, a session...) lives until the test ends.
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store::contract::store_contract_tests!(@each $make;
+            append_and_read_back,
+            seq_mismatch_writes_nothing,
+            duplicate_interaction_id_is_a_conflict,
+            rejections_are_idempotent,
+            positions_increase_and_scan_returns_all,
+            apply_is_idempotent_and_matches_recount,
+            daily_stats_filters_and_unique_users,
+            status_counts,
+            user_stats_fold,
+            recent_by_target_and_pagination,
+            reset_then_reapply,
+        );
+    };
+    (@each $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::store::contract::$name(&*store).await;
+            }
+        )+
+    };
+}
+pub(crate) use store_contract_tests;

@@ -1,0 +1,338 @@
+//! The embedded event store: an LSM ([fjall]) on local disk.
+//!
+//! # Key layout
+//!
+//! `s` is a string with a `u16` big-endian length prefix, `raw` a string
+//! that ends its key, integers are big-endian, `day` is the date as 4
+//! bytes that sort like dates, `type` one byte (click 0, view 1, like 2),
+//! `camp` is `0x00` (no campaign) or `0x01 s`.
+//!
+//! | keyspace     | key                                     | value                                 |
+//! |--------------|-----------------------------------------|---------------------------------------|
+//! | `journal`    | `s user, u64 seq`                       | `u64 pos, event` (rmp-serde, named)   |
+//! | `last_seq`   | `raw user`                              | `u64 seq`                             |
+//! | `pos`        | `u64 pos`                               | `0x01 journal-key` or `0x02 rejection`|
+//! | `ids`        | `raw interaction id`                    | `journal-key, u64 pos`                |
+//! | `target`     | `s target id, day, u64 pos`             | empty                                 |
+//! | `rejections` | `raw command id`                        | `u64 pos`                             |
+//! | `meta`       | `format` / `head`                       | `u32 version` / `u64 pos`             |
+//! | `p_daily`    | `0x00` (checkpoint)                     | `u64 pos`                             |
+//! |              | `0x01 day type camp`                    | `u64 count, u64 unique users`         |
+//! |              | `0x02 day type camp raw user`           | empty (unique-user membership)        |
+//! | `p_status`   | `0x00` (checkpoint) / `0x01 day`        | `u64 pos` / `u64 accepted, u64 rejected` |
+//! | `p_users`    | `0x00` (checkpoint) / `0x01 raw user`   | `u64 pos` / 5 × `u64`, 2 × (`i64 s`, `u32 ns`) |
+//!
+//! Strings inside keys are length-prefixed, so no id can run into the next
+//! component whatever bytes it holds; rows come back in key order and the
+//! readers sort where string order matters (daily stats by campaign).
+//!
+//! # Crash safety
+//!
+//! - [`EventStore::write`] builds ONE fjall batch for the whole call (events,
+//!   every index, `last_seq`, the new head) and commits it with
+//!   `PersistMode::SyncAll`: the journal file is fsynced while the batch
+//!   holds the journal lock, *before* its items reach the memtables, so no
+//!   memtable flush can ever put part of an unsynced batch on disk. When
+//!   `write` returns, the whole batch is durable; a crash before that loses
+//!   the whole batch (fjall replays only complete batches), never part of it.
+//!   Writes are serialized by a mutex, so the checks (last seq, ids taken,
+//!   command ids) read every earlier committed batch.
+//! - Positions come from the head, which is read back at open as the
+//!   largest key of `pos` (and the `head` row: both are in every batch), so
+//!   a restart never hands out a position twice.
+//! - Each projection keeps its checkpoint in its *own* keyspace, and
+//!   [`EventStore::apply`] writes the rows and the new checkpoint in one
+//!   batch. A keyspace's memtable is sealed only under the journal lock
+//!   (never in the middle of a batch) and flushed as a whole, so after any
+//!   crash a projection holds either the rows and the checkpoint of an
+//!   apply or neither: records at or below the checkpoint are skipped on
+//!   replay (no double counting), records above it are read again from the
+//!   journal, which is durable before any projection sees it (nothing lost).
+//!   Applies are only flushed to the OS, not fsynced: a lost apply is
+//!   simply redone from the journal.
+//! - `reset` clears the keyspace (rows and checkpoint at once) and fsyncs.
+//!
+//! # Tuning
+//!
+//! `manual_journal_persist(true)`: the store chooses each batch's
+//! durability itself (`SyncAll` for writes, `Buffer` for applies) instead
+//! of an extra flush on every commit. The block cache is 64 MiB; memtables
+//! keep fjall's 64 MiB default, which absorbs large batches without stalls.
+
+mod keys;
+mod project;
+mod read;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use crate::store::{
+    DailyStat, EventStore, JournalRecord, ProjectionKind, StatsQuery, StatusStat, StoreError,
+    StoredEvent, UserStats, WriteBatch, WriteOutcome,
+};
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// On-disk format of this module; bumped on incompatible layout changes.
+const FORMAT_VERSION: u32 = 1;
+
+/// The embedded store. Cheap to clone (one shared database).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    journal: Keyspace,
+    last_seq: Keyspace,
+    pos: Keyspace,
+    ids: Keyspace,
+    target: Keyspace,
+    rejections: Keyspace,
+    meta: Keyspace,
+    daily: Keyspace,
+    status: Keyspace,
+    users: Keyspace,
+    /// Serializes writes: the conflict checks and the commit are one step.
+    writer: std::sync::Mutex<()>,
+    /// The last committed position (updated after each commit).
+    head: AtomicU64,
+    /// Per projection (in `ProjectionKind::ALL` order): the checkpoint, and
+    /// the lock that serializes its applies and resets.
+    checkpoints: [Arc<tokio::sync::Mutex<u64>>; 3],
+}
+
+/// Maps a fjall error: I/O-like failures are retryable, the rest is corruption.
+fn db_err(e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Io(_)
+        | fjall::Error::Storage(fjall::LsmError::Io(_))
+        | fjall::Error::Poisoned
+        | fjall::Error::Locked
+        | fjall::Error::KeyspaceDeleted => StoreError::Unavailable(e.to_string()),
+        other => StoreError::Corrupt(other.to_string()),
+    }
+}
+
+fn proj_index(p: ProjectionKind) -> usize {
+    match p {
+        ProjectionKind::DailyStats => 0,
+        ProjectionKind::Status => 1,
+        ProjectionKind::UserStats => 2,
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        let db = Database::builder(dir)
+            .manual_journal_persist(true)
+            .cache_size(64 * 1024 * 1024)
+            .open()
+            .map_err(db_err)?;
+        let ks = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(db_err)
+        };
+        let meta = ks("meta")?;
+        let pos = ks("pos")?;
+        match meta.get("format").map_err(db_err)? {
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::Corrupt(format!(
+                    "store format {v:?} is not version {FORMAT_VERSION}"
+                )))
+            }
+            None => {
+                if pos.first_key_value().is_some() {
+                    return Err(StoreError::Corrupt("store without format version".into()));
+                }
+                let mut b = db.batch().durability(Some(PersistMode::SyncAll));
+                b.insert(&meta, "format", FORMAT_VERSION.to_be_bytes());
+                b.commit().map_err(db_err)?;
+            }
+        }
+        let mut head = match meta.get("head").map_err(db_err)? {
+            Some(v) => keys::u64_at(&v, 0, "head")?,
+            None => 0,
+        };
+        if let Some(last) = pos.last_key_value() {
+            head = head.max(keys::u64_at(
+                &last.key().map_err(db_err)?,
+                0,
+                "position key",
+            )?);
+        }
+        let daily = ks("p_daily")?;
+        let status = ks("p_status")?;
+        let users = ks("p_users")?;
+        let mut checkpoints = [0u64; 3];
+        for (cp, k) in checkpoints.iter_mut().zip([&daily, &status, &users]) {
+            if let Some(v) = k.get(keys::CHECKPOINT).map_err(db_err)? {
+                *cp = keys::u64_at(&v, 0, "checkpoint")?;
+            }
+        }
+        let inner = Inner {
+            journal: ks("journal")?,
+            last_seq: ks("last_seq")?,
+            ids: ks("ids")?,
+            target: ks("target")?,
+            rejections: ks("rejections")?,
+            pos,
+            meta,
+            daily,
+            status,
+            users,
+            db,
+            writer: std::sync::Mutex::new(()),
+            head: AtomicU64::new(head),
+            checkpoints: checkpoints.map(|cp| Arc::new(tokio::sync::Mutex::new(cp))),
+        };
+        Ok(EmbeddedStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Runs blocking fjall work off the async threads.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        self.blocking(move |s| s.write(&batch)).await
+    }
+
+    async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
+        let user = user_id.to_owned();
+        self.blocking(move |s| s.stored_last_seq(&user)).await
+    }
+
+    async fn interaction(&self, interaction_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let id = interaction_id.to_owned();
+        self.blocking(move |s| s.interaction(&id)).await
+    }
+
+    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        let ids = ids.to_vec();
+        self.blocking(move |s| ids.iter().map(|id| s.interaction_owner(id)).collect())
+            .await
+    }
+
+    async fn user_events(
+        &self,
+        user_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let user = user_id.to_owned();
+        self.blocking(move |s| s.user_events(&user, after_seq, limit))
+            .await
+    }
+
+    async fn recent(
+        &self,
+        before_pos: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.blocking(move |s| s.recent(before_pos, limit)).await
+    }
+
+    async fn by_target(
+        &self,
+        target_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let target = target_id.to_owned();
+        self.blocking(move |s| s.by_target(&target, from, to, limit))
+            .await
+    }
+
+    async fn scan(&self, after_pos: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
+        self.blocking(move |s| s.scan(after_pos, limit)).await
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.head.load(Ordering::Acquire))
+    }
+
+    async fn checkpoint(&self, projection: ProjectionKind) -> Result<u64, StoreError> {
+        Ok(*self.inner.checkpoints[proj_index(projection)].lock().await)
+    }
+
+    async fn apply(
+        &self,
+        projection: ProjectionKind,
+        records: &[JournalRecord],
+    ) -> Result<u64, StoreError> {
+        let cp = Arc::clone(&self.inner.checkpoints[proj_index(projection)])
+            .lock_owned()
+            .await;
+        // Fold in memory (pure CPU, borrowing the records); only the
+        // aggregate moves to the blocking task, with the checkpoint lock,
+        // which the task updates after its commit (cancellation-safe).
+        let delta = project::Delta::fold(projection, *cp, records)?;
+        let Some(delta) = delta else {
+            return Ok(*cp);
+        };
+        self.blocking(move |s| s.apply(delta, cp)).await
+    }
+
+    async fn reset(&self, projection: ProjectionKind) -> Result<(), StoreError> {
+        let cp = Arc::clone(&self.inner.checkpoints[proj_index(projection)])
+            .lock_owned()
+            .await;
+        self.blocking(move |s| s.reset(projection, cp)).await
+    }
+
+    async fn daily_stats(&self, query: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
+        let query = query.clone();
+        self.blocking(move |s| s.daily_stats(&query)).await
+    }
+
+    async fn status_stats(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StatusStat>, StoreError> {
+        self.blocking(move |s| s.status_stats(from, to)).await
+    }
+
+    async fn user_stats(&self, user_id: &str) -> Result<Option<UserStats>, StoreError> {
+        let user = user_id.to_owned();
+        self.blocking(move |s| s.user_stats(&user)).await
+    }
+
+    async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
+        self.blocking(|s| s.all_user_stats()).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.blocking(|s| s.db.persist(PersistMode::SyncAll).map_err(db_err))
+            .await
+    }
+}

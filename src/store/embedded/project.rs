@@ -1,0 +1,273 @@
+//! Projections: folding records with the shared math (`crate::projections`)
+//! and reading the projection tables.
+
+use super::{db_err, keys, Inner};
+use crate::projections::{daily_key, status_day, DailyKey};
+use crate::store::{
+    DailyStat, JournalRecord, ProjectionKind, StatsQuery, StatusStat, StoreError, UserStats,
+};
+use chrono::NaiveDate;
+use fjall::{Keyspace, PersistMode};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio::sync::OwnedMutexGuard;
+
+/// What one `apply` call adds to a projection, aggregated in memory so
+/// each row is read and written once per call.
+pub(super) struct Delta {
+    /// The new checkpoint (the last position folded in).
+    to: u64,
+    body: Body,
+}
+
+enum Body {
+    /// Per bucket: events, and the users seen in this call.
+    Daily(HashMap<DailyKey, (u64, HashSet<String>)>),
+    /// Per day: accepted, rejected.
+    Status(BTreeMap<NaiveDate, (u64, u64)>),
+    /// Per user: the stats of this call's events alone.
+    Users(HashMap<String, UserStats>),
+}
+
+impl Delta {
+    /// Folds the records above `checkpoint`; `None` if there are none.
+    pub(super) fn fold(
+        projection: ProjectionKind,
+        checkpoint: u64,
+        records: &[JournalRecord],
+    ) -> Result<Option<Delta>, StoreError> {
+        let mut body = match projection {
+            ProjectionKind::DailyStats => Body::Daily(HashMap::new()),
+            ProjectionKind::Status => Body::Status(BTreeMap::new()),
+            ProjectionKind::UserStats => Body::Users(HashMap::new()),
+        };
+        let mut to = checkpoint;
+        let mut prev = None;
+        for r in records {
+            let pos = r.pos();
+            if prev.is_some_and(|p| pos <= p) {
+                return Err(StoreError::Corrupt(format!(
+                    "records to apply are not in ascending position order ({pos} after {prev:?})"
+                )));
+            }
+            prev = Some(pos);
+            if pos <= checkpoint {
+                continue;
+            }
+            to = pos;
+            match (&mut body, r) {
+                (Body::Daily(buckets), JournalRecord::Event(e)) => {
+                    let (count, users) = buckets.entry(daily_key(&e.event)).or_default();
+                    *count += 1;
+                    if !users.contains(&e.event.user_id) {
+                        users.insert(e.event.user_id.clone());
+                    }
+                }
+                (Body::Status(days), r) => {
+                    let day = days.entry(status_day(r)).or_default();
+                    match r {
+                        JournalRecord::Event(_) => day.0 += 1,
+                        JournalRecord::Rejection(_) => day.1 += 1,
+                    }
+                }
+                (Body::Users(users), JournalRecord::Event(e)) => {
+                    match users.get_mut(&e.event.user_id) {
+                        Some(s) => s.fold(&e.event),
+                        None => {
+                            users.insert(e.event.user_id.clone(), UserStats::first(&e.event));
+                        }
+                    }
+                }
+                (Body::Daily(_) | Body::Users(_), JournalRecord::Rejection(_)) => {}
+            }
+        }
+        Ok((to > checkpoint).then_some(Delta { to, body }))
+    }
+}
+
+/// Combines stats of a user's earlier events with those of later ones: the
+/// same result as folding every event into `into` (sums, max, min).
+fn merge(into: &mut UserStats, more: &UserStats) {
+    into.total += more.total;
+    into.clicks += more.clicks;
+    into.views += more.views;
+    into.likes += more.likes;
+    into.last_seq = into.last_seq.max(more.last_seq);
+    into.first_occurred_at = into.first_occurred_at.min(more.first_occurred_at);
+    into.last_occurred_at = into.last_occurred_at.max(more.last_occurred_at);
+}
+
+fn counters(ks: &Keyspace, key: &[u8], what: &str) -> Result<(u64, u64), StoreError> {
+    match ks.get(key).map_err(db_err)? {
+        Some(v) => keys::take_pair(&v, what),
+        None => Ok((0, 0)),
+    }
+}
+
+fn user_key(user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + user.len());
+    k.push(keys::ROW);
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+impl Inner {
+    fn projection(&self, p: ProjectionKind) -> &Keyspace {
+        match p {
+            ProjectionKind::DailyStats => &self.daily,
+            ProjectionKind::Status => &self.status,
+            ProjectionKind::UserStats => &self.users,
+        }
+    }
+
+    /// Writes a delta and its checkpoint in one batch, then moves the cached
+    /// checkpoint (held locked by the caller since it was read).
+    pub(super) fn apply(
+        &self,
+        delta: Delta,
+        mut checkpoint: OwnedMutexGuard<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut fb = self.db.batch().durability(Some(PersistMode::Buffer));
+        let ks = match delta.body {
+            Body::Daily(buckets) => {
+                let ks = &self.daily;
+                for ((day, ty, campaign), (count, users)) in buckets {
+                    let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
+                    let (mut n, mut unique) = counters(ks, &row, "daily stats row")?;
+                    n += count;
+                    let mut member = keys::bucket(day, ty, campaign.as_deref(), keys::MEMBER)?;
+                    let base = member.len();
+                    for user in users {
+                        member.truncate(base);
+                        member.extend_from_slice(user.as_bytes());
+                        if !ks.contains_key(&member).map_err(db_err)? {
+                            unique += 1;
+                            fb.insert(ks, member.as_slice(), &[][..]);
+                        }
+                    }
+                    fb.insert(ks, row, keys::pair(n, unique));
+                }
+                ks
+            }
+            Body::Status(days) => {
+                let ks = &self.status;
+                for (day, (accepted, rejected)) in days {
+                    let row = keys::day_row(day);
+                    let (a, r) = counters(ks, &row, "status row")?;
+                    fb.insert(ks, row, keys::pair(a + accepted, r + rejected));
+                }
+                ks
+            }
+            Body::Users(users) => {
+                let ks = &self.users;
+                for (user, more) in users {
+                    let key = user_key(&user);
+                    let stats = match ks.get(&key).map_err(db_err)? {
+                        Some(v) => {
+                            let mut s = keys::decode_user_stats(&user, &v)?;
+                            merge(&mut s, &more);
+                            s
+                        }
+                        None => more,
+                    };
+                    fb.insert(ks, key, keys::encode_user_stats(&stats));
+                }
+                ks
+            }
+        };
+        fb.insert(ks, keys::CHECKPOINT, delta.to.to_be_bytes());
+        fb.commit().map_err(db_err)?;
+        *checkpoint = delta.to;
+        Ok(delta.to)
+    }
+
+    pub(super) fn reset(
+        &self,
+        projection: ProjectionKind,
+        mut checkpoint: OwnedMutexGuard<u64>,
+    ) -> Result<(), StoreError> {
+        // Rows and checkpoint live in the same keyspace: one clear empties both.
+        self.projection(projection).clear().map_err(db_err)?;
+        self.db.persist(PersistMode::SyncAll).map_err(db_err)?;
+        *checkpoint = 0;
+        Ok(())
+    }
+
+    pub(super) fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
+        if q.from > q.to {
+            return Ok(Vec::new());
+        }
+        let start = keys::day_row(q.from);
+        let mut end = keys::day_row(q.to).to_vec();
+        end.push(0xFF);
+        let mut out = Vec::new();
+        for g in self.daily.range(start.to_vec()..=end) {
+            let (k, v) = g.into_inner().map_err(db_err)?;
+            let (day, ty, campaign) = keys::decode_bucket(&k)?;
+            if q.interaction_type.is_some_and(|t| t != ty)
+                || q.campaign_id
+                    .as_ref()
+                    .is_some_and(|c| campaign.as_ref() != Some(c))
+            {
+                continue;
+            }
+            let (count, unique_users) = keys::take_pair(&v, "daily stats row")?;
+            out.push(DailyStat {
+                day,
+                interaction_type: ty,
+                campaign_id: campaign,
+                count,
+                unique_users,
+            });
+        }
+        out.sort_unstable_by(|a, b| {
+            (a.day, a.interaction_type, &a.campaign_id).cmp(&(
+                b.day,
+                b.interaction_type,
+                &b.campaign_id,
+            ))
+        });
+        Ok(out)
+    }
+
+    pub(super) fn status_stats(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StatusStat>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        self.status
+            .range(keys::day_row(from)..=keys::day_row(to))
+            .map(|g| {
+                let (k, v) = g.into_inner().map_err(db_err)?;
+                let (day, _) = keys::take_day(k.get(1..).unwrap_or_default(), "status key")?;
+                let (accepted, rejected) = keys::take_pair(&v, "status row")?;
+                Ok(StatusStat {
+                    day,
+                    accepted,
+                    rejected,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn user_stats(&self, user: &str) -> Result<Option<UserStats>, StoreError> {
+        match self.users.get(user_key(user)).map_err(db_err)? {
+            Some(v) => keys::decode_user_stats(user, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
+        self.users
+            .prefix([keys::ROW])
+            .map(|g| {
+                let (k, v) = g.into_inner().map_err(db_err)?;
+                let user = std::str::from_utf8(k.get(1..).unwrap_or_default())
+                    .map_err(|_| keys::corrupt("user stats key"))?;
+                keys::decode_user_stats(user, &v)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,260 @@
+use super::EmbeddedStore;
+use crate::domain::{InteractionTracked, InteractionType, RejectReason, Rejection, Target};
+use crate::projections::Recount;
+use crate::store::{
+    AppendGroup, EventStore, GroupOutcome, ProjectionKind, StatsQuery, StoreError, WriteBatch,
+};
+use chrono::{NaiveDate, TimeZone, Utc};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+crate::store::contract::store_contract_tests!(async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    (Arc::new(store) as Arc<dyn EventStore>, dir)
+});
+
+fn ev(user: &str, seq: u64) -> InteractionTracked {
+    let ty = InteractionType::ALL[(seq % 3) as usize];
+    InteractionTracked {
+        schema_version: crate::domain::EVENT_SCHEMA_VERSION,
+        interaction_id: format!("{user}-{seq}"),
+        user_id: user.to_owned(),
+        seq,
+        interaction_type: ty,
+        target: Target {
+            id: format!("post-{}", seq % 7),
+            kind: "post".into(),
+        },
+        campaign_id: Some(format!("camp-{}", seq % 5)),
+        occurred_at: Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap()
+            + chrono::Duration::minutes(seq as i64 * 7),
+        affiliate_id: None,
+        correlation_id: None,
+        recorded_at: None,
+    }
+}
+
+/// `users` users × `per_user` events each, after `after` events per user.
+fn batch(users: std::ops::Range<usize>, after: u64, per_user: u64) -> WriteBatch {
+    WriteBatch {
+        groups: users
+            .map(|u| {
+                let user = format!("user-{u}");
+                AppendGroup {
+                    events: (after + 1..=after + per_user)
+                        .map(|s| ev(&user, s))
+                        .collect(),
+                    user_id: user,
+                    expected_last_seq: after,
+                }
+            })
+            .collect(),
+        rejections: vec![],
+    }
+}
+
+fn rejection(id: &str) -> Rejection {
+    Rejection {
+        command_id: id.into(),
+        reason: RejectReason::Oversize,
+        detail: String::new(),
+        rejected_at: Utc.with_ymd_and_hms(2026, 11, 30, 1, 0, 0).unwrap(),
+    }
+}
+
+async fn catch_up(store: &EmbeddedStore) {
+    for p in ProjectionKind::ALL {
+        loop {
+            let records = store
+                .scan(store.checkpoint(p).await.unwrap(), 700)
+                .await
+                .unwrap();
+            if records.is_empty() {
+                break;
+            }
+            store.apply(p, &records).await.unwrap();
+        }
+    }
+}
+
+/// The projections equal a recount of the whole journal.
+async fn assert_projections_match_journal(store: &EmbeddedStore) {
+    let mut recount = Recount::default();
+    for r in store.scan(0, usize::MAX).await.unwrap() {
+        recount.add(&r);
+    }
+    assert!(recount.journal_violations().is_empty());
+    let (from, to) = (NaiveDate::MIN, NaiveDate::MAX);
+    let q = StatsQuery {
+        from,
+        to,
+        campaign_id: None,
+        interaction_type: None,
+    };
+    assert_eq!(store.daily_stats(&q).await.unwrap(), recount.daily());
+    assert_eq!(
+        store.status_stats(from, to).await.unwrap(),
+        recount.status()
+    );
+    let mut users = store.all_user_stats().await.unwrap();
+    users.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    let mut expected: Vec<_> = recount.users().values().cloned().collect();
+    expected.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    assert_eq!(users, expected);
+}
+
+const CRASH_DIR: &str = "ALPES_STORE_CRASH_TEST_DIR";
+
+/// Child half of `crash_loses_nothing_committed`: writes, applies part of
+/// the journal, then dies without running any destructor.
+#[tokio::test]
+#[ignore = "run by crash_loses_nothing_committed in a child process"]
+async fn crash_child() {
+    let Ok(dir) = std::env::var(CRASH_DIR) else {
+        return;
+    };
+    let store = EmbeddedStore::open(Path::new(&dir)).unwrap();
+    for round in 0..5 {
+        let mut b = batch(0..20, round * 3, 3);
+        b.rejections.push(rejection(&format!("cmd-{round}")));
+        store.write(b).await.unwrap();
+        if round == 2 {
+            catch_up(&store).await;
+        }
+    }
+    std::process::abort();
+}
+
+#[tokio::test]
+async fn crash_loses_nothing_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "store::embedded::tests::crash_child",
+            "--ignored",
+        ])
+        .env(CRASH_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must abort");
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let total = 5 * (20 * 3 + 1);
+    assert_eq!(store.head().await.unwrap(), total);
+    assert_eq!(store.scan(0, usize::MAX).await.unwrap().len() as u64, total);
+    assert_eq!(store.last_seq("user-7").await.unwrap(), 15);
+    assert_eq!(store.user_events("user-7", 0, 100).await.unwrap().len(), 15);
+    let cp = store.checkpoint(ProjectionKind::DailyStats).await.unwrap();
+    assert!(cp > 0 && cp <= total, "{cp}");
+
+    // Writing goes on after the head; replays are still idempotent.
+    let mut b = batch(0..1, 15, 1);
+    b.rejections.push(rejection("cmd-0"));
+    let out = store.write(b).await.unwrap();
+    assert_eq!(
+        out.groups,
+        vec![GroupOutcome::Appended {
+            first_pos: total + 1
+        }]
+    );
+    assert_eq!(out.rejections, vec![None]);
+    catch_up(&store).await;
+    assert_projections_match_journal(&store).await;
+}
+
+#[tokio::test]
+async fn reopen_keeps_head_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, checkpoints) = {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(batch(0..10, 0, 4)).await.unwrap();
+        catch_up(&store).await;
+        store.write(batch(0..10, 4, 1)).await.unwrap();
+        store.flush().await.unwrap();
+        let mut cps = Vec::new();
+        for p in ProjectionKind::ALL {
+            cps.push(store.checkpoint(p).await.unwrap());
+        }
+        (store.head().await.unwrap(), cps)
+    };
+    assert_eq!(head, 50);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.head().await.unwrap(), head);
+    for (p, cp) in ProjectionKind::ALL.into_iter().zip(checkpoints) {
+        assert_eq!(store.checkpoint(p).await.unwrap(), cp);
+        assert_eq!(cp, 40);
+    }
+    catch_up(&store).await;
+    assert_projections_match_journal(&store).await;
+    let out = store.write(batch(3..4, 5, 1)).await.unwrap();
+    assert_eq!(out.groups, vec![GroupOutcome::Appended { first_pos: 51 }]);
+}
+
+#[tokio::test]
+async fn invalid_groups_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut b = batch(0..2, 0, 2);
+    b.groups[1].events[1].seq = 5;
+    assert!(matches!(store.write(b).await, Err(StoreError::Corrupt(_))));
+    let mut b = batch(0..1, 0, 1);
+    b.groups[0].events[0].user_id = "someone-else".into();
+    assert!(matches!(store.write(b).await, Err(StoreError::Corrupt(_))));
+    assert_eq!(store.head().await.unwrap(), 0);
+    assert_eq!(store.last_seq("user-0").await.unwrap(), 0);
+    let mut b = batch(0..1, 0, 1);
+    let long = "u".repeat(70_000);
+    b.groups[0].user_id = long.clone();
+    b.groups[0].events[0].user_id = long;
+    assert!(store.write(b).await.is_err());
+    assert_eq!(store.head().await.unwrap(), 0);
+}
+
+/// `cargo test --release --lib store::embedded::tests::throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "micro-benchmark"]
+async fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let (events, per_batch, per_user) = (100_000u64, 2_000u64, 4u64);
+    let users = (per_batch / per_user) as usize;
+    let batches: Vec<_> = (0..events / per_batch)
+        .map(|i| {
+            let first = i as usize * users % 20_000;
+            batch(
+                first..first + users,
+                (i * users as u64 / 20_000) * per_user,
+                per_user,
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    for b in batches {
+        let out = store.write(b).await.unwrap();
+        assert!(out
+            .groups
+            .iter()
+            .all(|g| matches!(g, GroupOutcome::Appended { .. })));
+    }
+    let write = start.elapsed();
+    let start = Instant::now();
+    catch_up(&store).await;
+    let apply = start.elapsed();
+    let start = Instant::now();
+    let scanned = store.scan(0, usize::MAX).await.unwrap().len();
+    let scan = start.elapsed();
+    let rate = |n: u64, d: std::time::Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "write: {events} events in {write:?} ({:.0}/s, batches of {per_batch}); \
+         apply 3 projections: {apply:?} ({:.0} events/s); scan {scanned}: {scan:?}",
+        rate(events, write),
+        rate(events, apply)
+    );
+    assert_projections_match_journal(&store).await;
+}

@@ -1,0 +1,167 @@
+//! The write path: conflict checks and one durable batch per call.
+
+use super::{db_err, keys, Inner};
+use crate::store::{
+    AppendConflict, AppendGroup, GroupOutcome, StoreError, WriteBatch, WriteOutcome,
+};
+use fjall::{OwnedWriteBatch, PersistMode};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+/// Rejects a batch whose groups are not what `AppendGroup` promises (event
+/// of another user, seqs not `expected_last_seq + 1, + 2, ...`). That is a
+/// caller bug, not a concurrency conflict, so it is refused as a whole with
+/// `StoreError::Corrupt` and nothing is written (a `SeqMismatch` would make
+/// the aggregate reload and retry the same bad group forever).
+fn validate(batch: &WriteBatch) -> Result<(), StoreError> {
+    for g in &batch.groups {
+        for (i, ev) in g.events.iter().enumerate() {
+            let want = g.expected_last_seq.checked_add(i as u64 + 1);
+            if ev.user_id != g.user_id || Some(ev.seq) != want {
+                return Err(StoreError::Corrupt(format!(
+                    "invalid append group for user {:?}: event #{} is ({:?}, seq {}), expected seq {:?}",
+                    g.user_id,
+                    i + 1,
+                    ev.user_id,
+                    ev.seq,
+                    want
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    pub(super) fn stored_last_seq(&self, user: &str) -> Result<u64, StoreError> {
+        match self.last_seq.get(user).map_err(db_err)? {
+            Some(v) => keys::u64_at(&v, 0, "last seq"),
+            None => Ok(0),
+        }
+    }
+
+    /// The first interaction id of the group already stored, appended earlier
+    /// in this batch, or repeated within the group.
+    fn id_conflict(
+        &self,
+        g: &AppendGroup,
+        taken: &HashMap<&str, &str>,
+    ) -> Result<Option<AppendConflict>, StoreError> {
+        let conflict = |id: &str, owner: &str| {
+            Ok(Some(AppendConflict::InteractionIdTaken {
+                interaction_id: id.to_owned(),
+                owner: owner.to_owned(),
+            }))
+        };
+        let mut own = HashSet::new();
+        for ev in &g.events {
+            let id = ev.interaction_id.as_str();
+            if let Some(owner) = taken.get(id) {
+                return conflict(id, owner);
+            }
+            if g.events.len() > 1 && !own.insert(id) {
+                return conflict(id, &g.user_id);
+            }
+            if let Some(v) = self.ids.get(id).map_err(db_err)? {
+                return conflict(id, keys::take_str(&v, "interaction id index")?.0);
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) fn write(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+        validate(batch)?;
+        let _writer = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Unavailable("store writer lock poisoned".into()))?;
+        let mut head = self.head.load(Ordering::Acquire);
+        let events: usize = batch.groups.iter().map(|g| g.events.len()).sum();
+        let mut fb = OwnedWriteBatch::with_capacity(
+            self.db.clone(),
+            4 * events + 2 * batch.rejections.len() + batch.groups.len() + 1,
+        )
+        .durability(Some(PersistMode::SyncAll));
+        let mut out = WriteOutcome {
+            groups: Vec::with_capacity(batch.groups.len()),
+            rejections: Vec::with_capacity(batch.rejections.len()),
+        };
+        // Users and ids appended earlier in this batch (not yet readable).
+        let mut seqs: HashMap<&str, u64> = HashMap::new();
+        let mut taken: HashMap<&str, &str> = HashMap::with_capacity(events);
+
+        for g in &batch.groups {
+            let actual = match seqs.get(g.user_id.as_str()) {
+                Some(s) => *s,
+                None => self.stored_last_seq(&g.user_id)?,
+            };
+            if actual != g.expected_last_seq {
+                out.groups
+                    .push(GroupOutcome::Conflict(AppendConflict::SeqMismatch {
+                        expected: g.expected_last_seq,
+                        actual,
+                    }));
+                continue;
+            }
+            if let Some(c) = self.id_conflict(g, &taken)? {
+                out.groups.push(GroupOutcome::Conflict(c));
+                continue;
+            }
+            let first_pos = head + 1;
+            for ev in &g.events {
+                head += 1;
+                let jk = keys::journal_key(&g.user_id, ev.seq)?;
+                let blob = ev.encode()?;
+                let mut value = Vec::with_capacity(8 + blob.len());
+                value.extend_from_slice(&head.to_be_bytes());
+                value.extend_from_slice(&blob);
+                let mut pos_value = Vec::with_capacity(1 + jk.len());
+                pos_value.push(keys::POS_EVENT);
+                pos_value.extend_from_slice(&jk);
+                let mut id_value = Vec::with_capacity(jk.len() + 8);
+                id_value.extend_from_slice(&jk);
+                id_value.extend_from_slice(&head.to_be_bytes());
+                let day = ev.occurred_at.date_naive();
+                fb.insert(
+                    &self.target,
+                    keys::target_key(&ev.target.id, day, head)?,
+                    &[][..],
+                );
+                fb.insert(&self.pos, head.to_be_bytes(), pos_value);
+                fb.insert(&self.ids, ev.interaction_id.as_str(), id_value);
+                fb.insert(&self.journal, jk, value);
+                taken.insert(&ev.interaction_id, &g.user_id);
+            }
+            if let Some(last) = g.events.last() {
+                seqs.insert(&g.user_id, last.seq);
+            }
+            out.groups.push(GroupOutcome::Appended { first_pos });
+        }
+
+        let mut commands: HashSet<&str> = HashSet::new();
+        for r in &batch.rejections {
+            let id = r.command_id.as_str();
+            if commands.contains(id) || self.rejections.contains_key(id).map_err(db_err)? {
+                out.rejections.push(None);
+                continue;
+            }
+            head += 1;
+            fb.insert(&self.rejections, id, head.to_be_bytes());
+            fb.insert(&self.pos, head.to_be_bytes(), keys::encode_rejection(r)?);
+            commands.insert(id);
+            out.rejections.push(Some(head));
+        }
+
+        if fb.is_empty() {
+            return Ok(out);
+        }
+        for (user, seq) in seqs {
+            fb.insert(&self.last_seq, user, seq.to_be_bytes());
+        }
+        fb.insert(&self.meta, "head", head.to_be_bytes());
+        // The durability point: fsync of the journal, then memtables.
+        fb.commit().map_err(db_err)?;
+        self.head.store(head, Ordering::Release);
+        Ok(out)
+    }
+}
