@@ -112,9 +112,9 @@ post() {
 }
 NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 ID=$(python3 -c 'import uuid; print(uuid.uuid4())')
-VALID='{"interaction_id":"'$ID'","user_id":"u-ci-1","interaction_type":"click","target":{"id":"post-9","type":"post"},"campaign_id":"c-1","affiliate_id":"a-7","occurred_at":"'$NOW'"}'
+VALID='{"interaction_id":"'"$ID"'","user_id":"u-ci-1","interaction_type":"click","target":{"id":"post-9","type":"post"},"campaign_id":"c-1","affiliate_id":"a-7","occurred_at":"'"$NOW"'"}'
 post "$VALID" 202 "valid (canonical)"
-post '{"interaction_type":"view","target_element_id":"post-42","target_element_type":"post","campaign_id":"camp-7","timestamp":"'$NOW'"}' 202 "valid (original TrackInteraction)"
+post '{"interaction_type":"view","target_element_id":"post-42","target_element_type":"post","campaign_id":"camp-7","timestamp":"'"$NOW"'"}' 202 "valid (original TrackInteraction)"
 post '{"user_id":"u-ci-1","interaction_type":"share","target":{"id":"post-9","type":"post"},"campaign_id":"c-1"}' 400 "invalid (interaction_type)"
 post "$VALID" 202 "duplicate (same interaction_id)"
 # read side and probes, so the HTTP metrics have several routes
