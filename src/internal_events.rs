@@ -66,7 +66,43 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     };
     let _ = HANDLE.set(handle.clone());
     describe();
+    register_initial_series();
     Ok(handle)
+}
+
+/// Exports every counter of an event that may never happen in a healthy
+/// process (dead letters, restarts, store errors, ...) at 0 from the start,
+/// for the label values known here. Two reasons: a series that does not
+/// exist yet cannot be told apart from a worker that is not scraped, and
+/// `increase()`/`rate()` in an alert only see the first event if the series
+/// existed (at 0) before it. `.ci/check-deploy.sh` relies on it too: every
+/// metric the dashboard and the alerts use must be in a fresh worker's
+/// `/metrics`.
+fn register_initial_series() {
+    for name in [
+        PERSISTED,
+        DUPLICATES,
+        REDELIVERED,
+        RETRIES,
+        AGGREGATE_FAILURES,
+        APPENDED,
+    ] {
+        counter!(name).increment(0);
+    }
+    for reason in RejectReason::ALL {
+        counter!(REJECTED, "reason" => reason.as_str()).increment(0);
+        counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(0);
+    }
+    for op in ["write", "read", "projection_apply", "projection_catch_up"] {
+        counter!(STORE_ERRORS, "op" => op).increment(0);
+    }
+    for actor in ["writer", "projector", "consumer"] {
+        counter!(ACTOR_RESTARTS, "actor" => actor).increment(0);
+    }
+    for cause in ["idle", "cap"] {
+        counter!(PASSIVATED, "cause" => cause).increment(0);
+    }
+    gauge!(LIVE_AGGREGATES).increment(0.0);
 }
 
 fn describe() {
