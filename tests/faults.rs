@@ -27,7 +27,7 @@ impl EventStore for Faulty {
     fn kind(&self) -> &'static str {
         "faulty"
     }
-    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Timeout("injected outage".into()));
         }

@@ -158,21 +158,23 @@ async fn commit(state: &mut WriterState) {
     if state.pending.is_empty() {
         return;
     }
-    let pending = std::mem::take(&mut state.pending);
+    let mut pending = std::mem::take(&mut state.pending);
     let events = std::mem::take(&mut state.pending_events);
     let mut batch = WriteBatch::default();
-    // Index of each request's group in `batch.groups`, and its rejections range.
+    // Index of each request's group in `batch.groups`, and its rejections
+    // range (moved into the batch, not copied).
     let mut slots = Vec::with_capacity(pending.len());
-    for p in &pending {
-        let g = p.group.as_ref().map(|g| {
-            batch.groups.push(g.clone());
+    for p in &mut pending {
+        let g = p.group.take().map(|g| {
+            batch.groups.push(g);
             batch.groups.len() - 1
         });
         let start = batch.rejections.len();
-        batch.rejections.extend(p.rejections.iter().cloned());
+        batch.rejections.append(&mut p.rejections);
         slots.push((g, start..batch.rejections.len()));
     }
     let started = Instant::now();
+    let batch = Arc::new(batch);
     let result = state.store.write(batch.clone()).await;
     ev::store_write(started.elapsed().as_secs_f64(), events);
     state.health.store_result(result.is_ok());

@@ -203,7 +203,7 @@ pub trait EventStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Appends groups and records rejections in one durable commit.
-    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome, StoreError>;
+    async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> Result<WriteOutcome, StoreError>;
 
     /// The user's last sequence number (0 if the user has no event).
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError>;

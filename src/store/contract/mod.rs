@@ -120,7 +120,7 @@ fn groups(groups: Vec<AppendGroup>) -> WriteBatch {
 }
 
 async fn write(store: &dyn EventStore, batch: WriteBatch) -> WriteOutcome {
-    let out = store.write(batch.clone()).await.unwrap();
+    let out = store.write(batch.clone().into()).await.unwrap();
     assert_eq!(out.groups.len(), batch.groups.len());
     assert_eq!(out.rejections.len(), batch.rejections.len());
     out

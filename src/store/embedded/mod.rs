@@ -218,7 +218,7 @@ impl EventStore for EmbeddedStore {
         "embedded"
     }
 
-    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
         if batch.is_empty() {
             return Ok(WriteOutcome::default());
         }

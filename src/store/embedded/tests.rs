@@ -119,7 +119,7 @@ async fn crash_child() {
     for round in 0..5 {
         let mut b = batch(0..20, round * 3, 3);
         b.rejections.push(rejection(&format!("cmd-{round}")));
-        store.write(b).await.unwrap();
+        store.write(b.into()).await.unwrap();
         if round == 2 {
             catch_up(&store).await;
         }
@@ -156,7 +156,7 @@ async fn crash_loses_nothing_committed() {
     // Writing goes on after the head; replays are still idempotent.
     let mut b = batch(0..1, 15, 1);
     b.rejections.push(rejection("cmd-0"));
-    let out = store.write(b).await.unwrap();
+    let out = store.write(b.into()).await.unwrap();
     assert_eq!(
         out.groups,
         vec![GroupOutcome::Appended {
@@ -173,9 +173,9 @@ async fn reopen_keeps_head_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let (head, checkpoints) = {
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.write(batch(0..10, 0, 4)).await.unwrap();
+        store.write(batch(0..10, 0, 4).into()).await.unwrap();
         catch_up(&store).await;
-        store.write(batch(0..10, 4, 1)).await.unwrap();
+        store.write(batch(0..10, 4, 1).into()).await.unwrap();
         store.flush().await.unwrap();
         let mut cps = Vec::new();
         for p in ProjectionKind::ALL {
@@ -192,7 +192,7 @@ async fn reopen_keeps_head_and_checkpoints() {
     }
     catch_up(&store).await;
     assert_projections_match_journal(&store).await;
-    let out = store.write(batch(3..4, 5, 1)).await.unwrap();
+    let out = store.write(batch(3..4, 5, 1).into()).await.unwrap();
     assert_eq!(out.groups, vec![GroupOutcome::Appended { first_pos: 51 }]);
 }
 
@@ -202,17 +202,23 @@ async fn invalid_groups_are_refused_whole() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let mut b = batch(0..2, 0, 2);
     b.groups[1].events[1].seq = 5;
-    assert!(matches!(store.write(b).await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        store.write(b.into()).await,
+        Err(StoreError::Corrupt(_))
+    ));
     let mut b = batch(0..1, 0, 1);
     b.groups[0].events[0].user_id = "someone-else".into();
-    assert!(matches!(store.write(b).await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        store.write(b.into()).await,
+        Err(StoreError::Corrupt(_))
+    ));
     assert_eq!(store.head().await.unwrap(), 0);
     assert_eq!(store.last_seq("user-0").await.unwrap(), 0);
     let mut b = batch(0..1, 0, 1);
     let long = "u".repeat(70_000);
     b.groups[0].user_id = long.clone();
     b.groups[0].events[0].user_id = long;
-    assert!(store.write(b).await.is_err());
+    assert!(store.write(b.into()).await.is_err());
     assert_eq!(store.head().await.unwrap(), 0);
 }
 
@@ -236,7 +242,7 @@ async fn throughput() {
         .collect();
     let start = Instant::now();
     for b in batches {
-        let out = store.write(b).await.unwrap();
+        let out = store.write(b.into()).await.unwrap();
         assert!(out
             .groups
             .iter()
