@@ -32,6 +32,9 @@ pub enum Command {
     Verify(StoreArgs),
     /// Recompute the projections from the journal and replace them.
     Rebuild(StoreArgs),
+    /// Generate load (open model) against the in-process service or a URL,
+    /// and write a report.
+    Loadgen(crate::loadgen::LoadgenArgs),
 }
 
 /// Where the data lives (every command takes these).

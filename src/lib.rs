@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod internal_events;
+pub mod loadgen;
 pub mod log;
 pub mod projections;
 pub mod store;

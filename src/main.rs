@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             Some(Command::Run(args)) => run(args).await,
             Some(Command::Verify(args)) => verify::verify(&args.data_dir).await,
             Some(Command::Rebuild(args)) => verify::rebuild(&args.data_dir).await,
+            Some(Command::Loadgen(args)) => alpes_tracking::loadgen::loadgen(args).await,
         }
     });
     match result {

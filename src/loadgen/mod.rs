@@ -1,0 +1,227 @@
+//! `tracking loadgen`: an open-model load generator with a report.
+//!
+//! Commands are scheduled at a fixed arrival rate (per stage); every
+//! latency is counted from the command's *intended* send time, so a slow
+//! service shows up as latency instead of silently slowing the generator
+//! (no coordinated omission). Two targets:
+//! - in-process (default): the service runs in this process on a data dir
+//!   and the generator appends to its embedded log directly; end-to-end
+//!   latency (intended send → event in the journal) is measured by tailing
+//!   the journal;
+//! - `--url`: a running service over HTTP (`POST /tracking/interactions`),
+//!   acknowledgement latency (→ 202).
+//!
+//! At the end it waits until everything sent is persisted and checks that
+//! the counts in the store equal what was sent minus invalid commands and
+//! duplicates, then writes the JSON report and an SVG chart.
+
+mod http;
+mod report;
+mod run;
+mod workload;
+
+pub use report::Report;
+pub use workload::{Distribution, Mix, Workload};
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One stage of the schedule: a rate (or a linear ramp) for a duration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub from_rate: f64,
+    pub to_rate: f64,
+    pub duration: Duration,
+}
+
+impl Stage {
+    /// Commands due `t` into the stage.
+    fn due(&self, t: f64) -> f64 {
+        let d = self.duration.as_secs_f64().max(1e-9);
+        let t = t.clamp(0.0, d);
+        self.from_rate * t + (self.to_rate - self.from_rate) * t * t / (2.0 * d)
+    }
+    fn rate_at(&self, t: f64) -> f64 {
+        let d = self.duration.as_secs_f64().max(1e-9);
+        self.from_rate + (self.to_rate - self.from_rate) * (t / d).clamp(0.0, 1.0)
+    }
+}
+
+/// Parses `400/m`, `1000/s`, `1000` (per second).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let (n, unit) = s.split_once('/').unwrap_or((s, "s"));
+    let n: f64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid rate {s:?}"))?;
+    let per = match unit.trim() {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        u => return Err(format!("invalid rate unit {u:?} in {s:?}")),
+    };
+    if !(n >= 0.0 && n.is_finite()) {
+        return Err(format!("invalid rate {s:?}"));
+    }
+    Ok(n / per)
+}
+
+/// Parses `RATE:DURATION` or `RATE..RATE:DURATION` (a ramp), e.g.
+/// `400/m:10m`, `800/m..20000/s:2m`.
+pub fn parse_stage(s: &str) -> Result<Stage, String> {
+    let (rates, duration) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected RATE:DURATION, got {s:?}"))?;
+    let duration = crate::config::parse_duration(duration)?;
+    let (from, to) = match rates.split_once("..") {
+        Some((a, b)) => (parse_rate(a)?, parse_rate(b)?),
+        None => {
+            let r = parse_rate(rates)?;
+            (r, r)
+        }
+    };
+    Ok(Stage {
+        from_rate: from,
+        to_rate: to,
+        duration,
+    })
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadgenArgs {
+    /// Send over HTTP to a running service (e.g. http://127.0.0.1:8010).
+    /// Without it, the service runs in this process and the generator
+    /// appends to its embedded log directly.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Data dir of the in-process service (default: a fresh temporary dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Partitions of the in-process service's log.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+    /// Live aggregates of the in-process service.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_live_aggregates: usize,
+    /// Constant rate (commands/s, or `400/m`), after `--ramp`.
+    #[arg(long, default_value = "1000", value_parser = parse_rate)]
+    pub rate: f64,
+    /// Duration at `--rate`.
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub duration: Duration,
+    /// Linear ramp from 0 to `--rate` before the constant part.
+    #[arg(long, default_value = "0s", value_parser = crate::config::parse_duration)]
+    pub ramp: Duration,
+    /// Explicit stages (repeatable), replacing rate/duration/ramp:
+    /// `RATE:DURATION` or `RATE..RATE:DURATION`.
+    #[arg(long = "stage", value_parser = parse_stage)]
+    pub stages: Vec<Stage>,
+    /// Distinct users.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u64,
+    /// User distribution: uniform, zipf, zipf:<exponent>.
+    #[arg(long, default_value = "uniform")]
+    pub distribution: Distribution,
+    /// Interaction type weights.
+    #[arg(long, default_value = "click=50,view=40,like=10")]
+    pub mix: Mix,
+    /// Share of invalid commands (rule violations).
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid: f64,
+    /// Share of duplicates (an earlier command resent with the same id).
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicates: f64,
+    /// Seed of the workload (same seed, same commands).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// HTTP connections (with `--url`).
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Concurrent reads of `GET /tracking/stats/daily` per second during the run (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub read_rate: f64,
+    /// Commands scheduled but not yet acknowledged beyond which new ones are
+    /// dropped (and counted) instead of queued without limit.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_outstanding: usize,
+    /// How long to wait for everything to be persisted after sending.
+    #[arg(long, default_value = "120s", value_parser = crate::config::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Where to write the JSON report (the SVG chart goes beside it).
+    #[arg(long, default_value = "loadtest/results/report.json")]
+    pub report: PathBuf,
+    /// Fail (exit 1) unless the final check passes.
+    #[arg(long, default_value_t = true)]
+    pub check: bool,
+}
+
+impl LoadgenArgs {
+    pub fn stages(&self) -> Vec<Stage> {
+        if !self.stages.is_empty() {
+            return self.stages.clone();
+        }
+        let mut s = Vec::new();
+        if !self.ramp.is_zero() {
+            s.push(Stage {
+                from_rate: 0.0,
+                to_rate: self.rate,
+                duration: self.ramp,
+            });
+        }
+        s.push(Stage {
+            from_rate: self.rate,
+            to_rate: self.rate,
+            duration: self.duration,
+        });
+        s
+    }
+
+    pub fn http_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow::anyhow!("--url must start with http:// (got {url})"))?;
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        use std::net::ToSocketAddrs;
+        let addr = hostport
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("cannot resolve {hostport}"))?;
+        Ok(Some(addr))
+    }
+}
+
+/// Runs the load test (the `loadgen` subcommand).
+pub async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    let report = run::run(&args).await?;
+    let passed = report.check_passed;
+    if args.check && !passed {
+        anyhow::bail!("the final check failed: counts in the store differ from what was sent (see the report)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_parse_and_integrate() {
+        let s = parse_stage("400/m:10m").unwrap();
+        assert!((s.from_rate - 400.0 / 60.0).abs() < 1e-9);
+        assert_eq!(s.duration, Duration::from_secs(600));
+        assert!((s.due(600.0) - 4000.0).abs() < 1e-6);
+        let ramp = parse_stage("0..1000/s:10s").unwrap();
+        assert!(
+            (ramp.due(10.0) - 5000.0).abs() < 1e-6,
+            "a linear ramp sends half"
+        );
+        assert!((ramp.rate_at(5.0) - 500.0).abs() < 1e-9);
+        assert!(parse_stage("fast:10s").is_err());
+        assert!(parse_stage("100/s").is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The load test report: JSON (figures and the per-second timeline) and an
+//! SVG chart of throughput and latency over time.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// Percentiles of a latency histogram recorded in microseconds, in ms.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Second {
+    pub t: u64,
+    pub target_rate: f64,
+    pub sent: u64,
+    pub acked: u64,
+    pub persisted: u64,
+    pub errors: u64,
+    pub ack_p50_ms: f64,
+    pub ack_p99_ms: f64,
+    pub e2e_p50_ms: f64,
+    pub e2e_p99_ms: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub mode: String,
+    pub command: String,
+    pub seed: u64,
+    pub users: u64,
+    pub distribution: String,
+    pub campaign_id: String,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub duplicates: u64,
+    pub acked: u64,
+    pub errors: u64,
+    pub dropped: u64,
+    /// Acknowledged commands per second over the sending phase.
+    pub achieved_rate: f64,
+    /// Events persisted per second from the first send to the last event.
+    pub persisted_rate: f64,
+    /// From intended send time to the acknowledgement (202 / durable append).
+    pub ack_latency: Latency,
+    /// From intended send time to the event in the journal (in-process only).
+    pub e2e_latency: Option<Latency>,
+    pub read_latency: Option<Latency>,
+    pub reads_failed: u64,
+    pub expected_events: u64,
+    pub counted_events: u64,
+    pub expected_rejected: Option<u64>,
+    pub counted_rejected: Option<u64>,
+    pub check_passed: bool,
+    pub peak_rss_mib: Option<f64>,
+    pub timeline: Vec<Second>,
+}
+
+/// A chart panel: title, unused subtitle, and (name, colour, values) series.
+type Panel<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str, Vec<f64>)>);
+
+/// Renders throughput (top) and latency (bottom) over time.
+pub fn svg(r: &Report) -> String {
+    let (w, h, pad) = (900.0, 300.0, 50.0);
+    let n = r.timeline.len().max(2) as f64;
+    let x = |i: f64| pad + (w - 2.0 * pad) * i / (n - 1.0);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="12">"#,
+        2.0 * h
+    );
+    let _ = write!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let panels: [Panel; 2] = [
+        (
+            "throughput (commands/s)",
+            "",
+            vec![
+                (
+                    "target",
+                    "#999",
+                    r.timeline.iter().map(|s| s.target_rate).collect(),
+                ),
+                (
+                    "acked",
+                    "#1f77b4",
+                    r.timeline.iter().map(|s| s.acked as f64).collect(),
+                ),
+                (
+                    "persisted",
+                    "#2ca02c",
+                    r.timeline.iter().map(|s| s.persisted as f64).collect(),
+                ),
+            ],
+        ),
+        (
+            "latency (ms)",
+            "",
+            vec![
+                (
+                    "ack p50",
+                    "#aec7e8",
+                    r.timeline.iter().map(|s| s.ack_p50_ms).collect(),
+                ),
+                (
+                    "ack p99",
+                    "#1f77b4",
+                    r.timeline.iter().map(|s| s.ack_p99_ms).collect(),
+                ),
+                (
+                    "e2e p50",
+                    "#98df8a",
+                    r.timeline.iter().map(|s| s.e2e_p50_ms).collect(),
+                ),
+                (
+                    "e2e p99",
+                    "#2ca02c",
+                    r.timeline.iter().map(|s| s.e2e_p99_ms).collect(),
+                ),
+            ],
+        ),
+    ];
+    for (k, (title, _, series)) in panels.iter().enumerate() {
+        let top = k as f64 * h;
+        let max = series
+            .iter()
+            .flat_map(|(_, _, v)| v.iter().copied())
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
+        let y = |v: f64| top + h - pad - (h - 2.0 * pad) * v / max;
+        let _ = write!(
+            out,
+            r#"<text x="{pad}" y="{}" font-weight="bold">{title} ({} runs: {} s)</text>"#,
+            top + 20.0,
+            r.mode,
+            r.timeline.len()
+        );
+        let _ = write!(
+            out,
+            r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{pad}" y1="{}" x2="{pad}" y2="{}" stroke="black"/>"#,
+            top + h - pad,
+            w - pad,
+            top + h - pad,
+            top + pad,
+            top + h - pad
+        );
+        let _ = write!(
+            out,
+            r#"<text x="5" y="{}">{max:.1}</text><text x="5" y="{}">0</text>"#,
+            top + pad + 4.0,
+            top + h - pad
+        );
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}">t (s)</text>"#,
+            w - pad,
+            top + h - pad + 30.0
+        );
+        for (j, (name, color, values)) in series.iter().enumerate() {
+            let points: Vec<String> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64), y(*v)))
+                .collect();
+            let _ = write!(
+                out,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+                points.join(" ")
+            );
+            let _ = write!(
+                out,
+                r#"<text x="{}" y="{}" fill="{color}">{name}</text>"#,
+                w - pad - 90.0,
+                top + pad + 14.0 * j as f64
+            );
+        }
+    }
+    out.push_str("</svg>");
+    out
+}

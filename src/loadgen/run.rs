@@ -1,0 +1,636 @@
+//! The run: schedule, send, tail the journal, report progress, drain, check.
+
+use super::http::Conn;
+use super::report::{svg, Latency, Report, Second};
+use super::workload::{Kind, Workload};
+use super::{LoadgenArgs, Stage};
+use crate::actors::PipelineConfig;
+use crate::app::{self, Running, ServiceConfig};
+use crate::log::NewRecord;
+use crate::store::{JournalRecord, StatsQuery};
+use anyhow::Context;
+use chrono::{Duration as Days, Utc};
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn hist() -> Histogram<u64> {
+    // 1 µs .. 1 h, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+#[derive(Default)]
+struct Hists {
+    ack: Option<Histogram<u64>>,
+    ack_sec: Option<Histogram<u64>>,
+    e2e: Option<Histogram<u64>>,
+    e2e_sec: Option<Histogram<u64>>,
+    read: Option<Histogram<u64>>,
+}
+
+impl Hists {
+    fn new() -> Self {
+        Self {
+            ack: Some(hist()),
+            ack_sec: Some(hist()),
+            e2e: Some(hist()),
+            e2e_sec: Some(hist()),
+            read: Some(hist()),
+        }
+    }
+    fn record(h: &mut Option<Histogram<u64>>, since: Instant) {
+        if let Some(h) = h {
+            let us = since.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
+            let _ = h.record(us);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    errors: AtomicU64,
+    dropped: AtomicU64,
+    outstanding: AtomicU64,
+    persisted: AtomicU64,
+    reads_failed: AtomicU64,
+    hists: Mutex<Hists>,
+    /// Intended send time of every valid first send not yet seen in the journal.
+    pending: Mutex<HashMap<String, Instant>>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn ack(&self, n: u64, intended: &[Instant]) {
+        self.acked.fetch_add(n, Relaxed);
+        if let Ok(mut h) = self.hists.lock() {
+            for t in intended {
+                Hists::record(&mut h.ack, *t);
+                Hists::record(&mut h.ack_sec, *t);
+            }
+        }
+    }
+}
+
+enum Target {
+    InProcess {
+        svc: Running,
+        created: Option<std::path::PathBuf>,
+    },
+    Http(SocketAddr),
+}
+
+/// Cumulative commands due `t` seconds into the schedule, and the rate then.
+fn due(stages: &[Stage], t: f64) -> (f64, f64) {
+    let mut acc = 0.0;
+    let mut start = 0.0;
+    for s in stages {
+        let d = s.duration.as_secs_f64();
+        if t < start + d {
+            return (acc + s.due(t - start), s.rate_at(t - start));
+        }
+        acc += s.due(d);
+        start += d;
+    }
+    (acc, 0.0)
+}
+
+pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
+    let stages = args.stages();
+    let total: f64 = stages.iter().map(|s| s.duration.as_secs_f64()).sum();
+    let target = match args.http_addr()? {
+        Some(addr) => Target::Http(addr),
+        None => {
+            let (dir, created) = match &args.data_dir {
+                Some(d) => (d.clone(), None),
+                None => {
+                    let d = std::env::temp_dir().join(format!(
+                        "tracking-loadgen-{}-{}",
+                        std::process::id(),
+                        Utc::now().timestamp_millis()
+                    ));
+                    (d.clone(), Some(d))
+                }
+            };
+            let config = ServiceConfig {
+                listen: "127.0.0.1:0".parse()?,
+                data_dir: dir,
+                partitions: args.partitions,
+                shutdown_grace: Duration::from_secs(60),
+                pipeline: PipelineConfig {
+                    max_live_aggregates: args.max_live_aggregates,
+                    ..PipelineConfig::default()
+                },
+            };
+            Target::InProcess {
+                svc: app::start(config)
+                    .await
+                    .context("starting the in-process service")?,
+                created,
+            }
+        }
+    };
+    let read_addr = match &target {
+        Target::Http(a) => *a,
+        Target::InProcess { svc, .. } => svc.addr,
+    };
+    let campaign = format!("lg{}x{:x}", args.seed, Utc::now().timestamp_millis());
+    let mut workload = Workload::new(
+        args.seed,
+        args.users,
+        &args.distribution,
+        args.mix.clone(),
+        args.invalid,
+        args.duplicates,
+        campaign.clone(),
+    );
+    let shared = Arc::new(Shared {
+        hists: Mutex::new(Hists::new()),
+        ..Shared::default()
+    });
+    let mode = match &target {
+        Target::Http(a) => format!("http {a}"),
+        Target::InProcess { .. } => "in-process (embedded log fed directly)".to_string(),
+    };
+    eprintln!(
+        "loadgen: {mode}; {} stage(s), {total:.0} s; campaign {campaign}",
+        stages.len()
+    );
+
+    // Senders.
+    let (tx, rx) = tokio::sync::mpsc::channel::<(Vec<u8>, Instant)>(args.max_outstanding.max(1));
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks = Vec::new();
+    if let Target::Http(addr) = &target {
+        for _ in 0..args.connections.max(1) {
+            let (rx, shared, addr) = (rx.clone(), shared.clone(), *addr);
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::new(addr);
+                loop {
+                    let job = rx.lock().await.recv().await;
+                    let Some((body, intended)) = job else { return };
+                    match conn.request("POST", "/tracking/interactions", &body).await {
+                        Ok((202 | 400, _)) => shared.ack(1, &[intended]),
+                        _ => {
+                            shared.errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                    shared.outstanding.fetch_sub(1, Relaxed);
+                }
+            }));
+        }
+    }
+    // Journal tail (in-process): end-to-end latency and persisted count.
+    if let Target::InProcess { svc, .. } = &target {
+        let (store, shared) = (svc.store.clone(), shared.clone());
+        let mut after = store.head().await.unwrap_or(0);
+        tasks.push(tokio::spawn(async move {
+            while !shared.stop.load(Relaxed) {
+                let records = store.scan(after, 20_000).await.unwrap_or_default();
+                if let Some(last) = records.last() {
+                    after = last.pos();
+                }
+                let now = Instant::now();
+                let mut seen = Vec::new();
+                if let Ok(mut pending) = shared.pending.lock() {
+                    for r in &records {
+                        if let JournalRecord::Event(e) = r {
+                            if let Some(t) = pending.remove(&e.event.interaction_id) {
+                                seen.push(t);
+                            }
+                        }
+                    }
+                }
+                shared.persisted.fetch_add(seen.len() as u64, Relaxed);
+                if let Ok(mut h) = shared.hists.lock() {
+                    for t in seen {
+                        let us = now.duration_since(t).as_micros().clamp(1, 3_600_000_000) as u64;
+                        if let Some(e) = h.e2e.as_mut() {
+                            let _ = e.record(us);
+                        }
+                        if let Some(e) = h.e2e_sec.as_mut() {
+                            let _ = e.record(us);
+                        }
+                    }
+                }
+                if records.len() < 20_000 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }));
+    }
+    // Reads under load.
+    if args.read_rate > 0.0 {
+        let (shared, rate, campaign) = (shared.clone(), args.read_rate, campaign.clone());
+        tasks.push(tokio::spawn(async move {
+            let today = Utc::now().date_naive();
+            let path = format!(
+                "/tracking/stats/daily?from={}&to={}&campaign_id={campaign}",
+                today - Days::days(1),
+                today + Days::days(1)
+            );
+            let start = Instant::now();
+            let mut done = 0u64;
+            let conns = Arc::new(tokio::sync::Semaphore::new(64));
+            while !shared.stop.load(Relaxed) {
+                let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                while done < due {
+                    done += 1;
+                    let intended = start + Duration::from_secs_f64(done as f64 / rate);
+                    let (shared, path, conns) = (shared.clone(), path.clone(), conns.clone());
+                    tokio::spawn(async move {
+                        let Ok(_permit) = conns.acquire().await else {
+                            return;
+                        };
+                        let mut c = Conn::new(read_addr);
+                        match c.request("GET", &path, b"").await {
+                            Ok((200, _)) => {
+                                if let Ok(mut h) = shared.hists.lock() {
+                                    Hists::record(&mut h.read, intended);
+                                }
+                            }
+                            _ => {
+                                shared.reads_failed.fetch_add(1, Relaxed);
+                            }
+                        }
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+
+    // The schedule.
+    let (mut valid, mut invalid, mut duplicates) = (0u64, 0u64, 0u64);
+    let mut timeline: Vec<Second> = Vec::new();
+    let mut peak_rss = 0.0f64;
+    let start = Instant::now();
+    let mut generated = 0u64;
+    let mut last_tick = start;
+    let mut next_second = 1u64;
+    let mut last = (0u64, 0u64, 0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let append_slots = Arc::new(tokio::sync::Semaphore::new(256));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let t = now.duration_since(start).as_secs_f64();
+        let (cum, rate) = due(&stages, t.min(total));
+        let n = (cum as u64).saturating_sub(generated);
+        if n > 0 {
+            let mut records = Vec::with_capacity(n as usize);
+            let mut intended = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let at = last_tick
+                    + now
+                        .duration_since(last_tick)
+                        .mul_f64((i + 1) as f64 / n as f64);
+                let occurred = Utc::now();
+                let g = workload.next(occurred);
+                match g.kind {
+                    Kind::Valid => valid += 1,
+                    Kind::Invalid => invalid += 1,
+                    Kind::Duplicate => duplicates += 1,
+                }
+                if shared.outstanding.load(Relaxed) as usize >= args.max_outstanding {
+                    shared.dropped.fetch_add(1, Relaxed);
+                    if g.kind == Kind::Valid {
+                        valid -= 1;
+                    }
+                    continue;
+                }
+                shared.outstanding.fetch_add(1, Relaxed);
+                shared.sent.fetch_add(1, Relaxed);
+                if g.kind == Kind::Valid {
+                    if let Ok(mut p) = shared.pending.lock() {
+                        p.insert(g.interaction_id.clone(), at);
+                    }
+                }
+                match &target {
+                    Target::Http(_) => {
+                        if tx.try_send((g.body, at)).is_err() {
+                            shared.dropped.fetch_add(1, Relaxed);
+                            shared.outstanding.fetch_sub(1, Relaxed);
+                        }
+                    }
+                    Target::InProcess { .. } => {
+                        records.push(NewRecord {
+                            key: g.user_id,
+                            payload: g.body,
+                            properties: HashMap::new(),
+                        });
+                        intended.push(at);
+                    }
+                }
+            }
+            generated += n;
+            if let (Target::InProcess { svc, .. }, false) = (&target, records.is_empty()) {
+                let (log, shared) = (svc.log.clone(), shared.clone());
+                let slot = append_slots.clone().acquire_owned().await;
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let k = records.len() as u64;
+                    match log.append(records).await {
+                        Ok(_) => shared.ack(k, &intended),
+                        Err(_) => {
+                            shared.errors.fetch_add(k, Relaxed);
+                        }
+                    }
+                    shared.outstanding.fetch_sub(k, Relaxed);
+                });
+            }
+        }
+        last_tick = now;
+        if t >= next_second as f64 {
+            let s = snapshot(&shared, &mut last, next_second, rate);
+            peak_rss = peak_rss.max(rss_mib());
+            progress(&s, &shared);
+            timeline.push(s);
+            next_second += 1;
+        }
+        if t >= total {
+            break;
+        }
+    }
+    let sending = start.elapsed().as_secs_f64();
+    drop(tx);
+    eprintln!();
+
+    // Drain: everything acknowledged, then everything persisted and counted.
+    let deadline = Instant::now() + args.drain_timeout;
+    let today = Utc::now().date_naive();
+    let query = StatsQuery {
+        from: today - Days::days(1),
+        to: today + Days::days(1),
+        campaign_id: Some(campaign.clone()),
+        interaction_type: None,
+    };
+    let mut counted;
+    let mut counted_rejected = None;
+    loop {
+        let acked_all = shared.outstanding.load(Relaxed) == 0;
+        let expected = expected_events(&shared, valid);
+        counted = match &target {
+            Target::InProcess { svc, .. } => svc
+                .store
+                .daily_stats(&query)
+                .await
+                .map(|v| v.iter().map(|s| s.count).sum())
+                .unwrap_or(0),
+            Target::Http(addr) => http_count(*addr, &query).await.unwrap_or(0),
+        };
+        if let Target::InProcess {
+            svc,
+            created: Some(_),
+        } = &target
+        {
+            let status = svc
+                .store
+                .status_stats(query.from, query.to)
+                .await
+                .unwrap_or_default();
+            counted_rejected = Some(status.iter().map(|s| s.rejected).sum::<u64>());
+        }
+        let pending_empty = matches!(target, Target::Http(_))
+            || shared.pending.lock().map(|p| p.is_empty()).unwrap_or(false);
+        if next_second as f64 <= start.elapsed().as_secs_f64() {
+            let s = snapshot(&shared, &mut last, next_second, 0.0);
+            progress(&s, &shared);
+            timeline.push(s);
+            next_second += 1;
+        }
+        if acked_all && pending_empty && counted >= expected {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "\nloadgen: gave up waiting after {:?} ({counted} of {expected} events counted)",
+                args.drain_timeout
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // From the first send until everything was counted in the store.
+    let persisted_span = start.elapsed().as_secs_f64().max(1e-9);
+    shared.stop.store(true, Relaxed);
+    eprintln!();
+    for t in tasks {
+        t.abort();
+    }
+    peak_rss = peak_rss.max(rss_mib());
+
+    let expected = expected_events(&shared, valid);
+    let acked = shared.acked.load(Relaxed);
+    let (ack_latency, e2e_latency, read_latency) = {
+        let h = shared
+            .hists
+            .lock()
+            .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?;
+        (
+            h.ack.as_ref().map(Latency::of).unwrap_or_default(),
+            h.e2e.as_ref().map(Latency::of),
+            h.read.as_ref().map(Latency::of),
+        )
+    };
+    let in_process = matches!(target, Target::InProcess { .. });
+    let expected_rejected = match &target {
+        Target::InProcess {
+            created: Some(_), ..
+        } => Some(invalid),
+        _ => None,
+    };
+    let mut report = Report {
+        mode,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        seed: args.seed,
+        users: args.users,
+        distribution: format!("{:?}", args.distribution),
+        campaign_id: campaign,
+        duration_s: sending,
+        sent: shared.sent.load(Relaxed),
+        valid,
+        invalid,
+        duplicates,
+        acked,
+        errors: shared.errors.load(Relaxed),
+        dropped: shared.dropped.load(Relaxed),
+        achieved_rate: acked as f64 / sending.max(1e-9),
+        persisted_rate: counted as f64 / persisted_span,
+        ack_latency,
+        e2e_latency: if in_process { e2e_latency } else { None },
+        read_latency: if args.read_rate > 0.0 {
+            read_latency
+        } else {
+            None
+        },
+        reads_failed: shared.reads_failed.load(Relaxed),
+        expected_events: expected,
+        counted_events: counted,
+        expected_rejected,
+        counted_rejected: if expected_rejected.is_some() {
+            counted_rejected
+        } else {
+            None
+        },
+        check_passed: false,
+        peak_rss_mib: in_process.then_some(peak_rss),
+        timeline,
+    };
+    report.check_passed = report.counted_events == report.expected_events
+        && report.expected_rejected == report.counted_rejected
+        && report.errors == 0;
+    write_report(&args.report, &report)?;
+    summary(&report, &args.report);
+    if let Target::InProcess { svc, created } = target {
+        svc.stop().await?;
+        if let Some(dir) = created {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    Ok(report)
+}
+
+/// Events the store must hold: valid first sends that were acknowledged
+/// (a valid command whose send failed may or may not be in).
+fn expected_events(shared: &Shared, valid: u64) -> u64 {
+    valid.saturating_sub(shared.errors.load(Relaxed))
+}
+
+fn snapshot(shared: &Shared, last: &mut (u64, u64, u64, u64), t: u64, rate: f64) -> Second {
+    let now = (
+        shared.sent.load(Relaxed),
+        shared.acked.load(Relaxed),
+        shared.persisted.load(Relaxed),
+        shared.errors.load(Relaxed),
+    );
+    let mut s = Second {
+        t,
+        target_rate: rate,
+        sent: now.0 - last.0,
+        acked: now.1 - last.1,
+        persisted: now.2 - last.2,
+        errors: now.3 - last.3,
+        ..Second::default()
+    };
+    *last = now;
+    if let Ok(mut h) = shared.hists.lock() {
+        let ms = |h: &Histogram<u64>, q| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        if let Some(a) = h.ack_sec.as_mut() {
+            (s.ack_p50_ms, s.ack_p99_ms) = (ms(a, 0.5), ms(a, 0.99));
+            a.reset();
+        }
+        if let Some(e) = h.e2e_sec.as_mut() {
+            (s.e2e_p50_ms, s.e2e_p99_ms) = (ms(e, 0.5), ms(e, 0.99));
+            e.reset();
+        }
+    }
+    s
+}
+
+fn progress(s: &Second, shared: &Shared) {
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "\rt={:>4}s sent={} acked={} persisted={} errors={} dropped={} rate={}/s ack_p99={:.1}ms e2e_p99={:.1}ms   ",
+        s.t,
+        shared.sent.load(Relaxed),
+        shared.acked.load(Relaxed),
+        shared.persisted.load(Relaxed),
+        shared.errors.load(Relaxed),
+        shared.dropped.load(Relaxed),
+        s.acked,
+        s.ack_p99_ms,
+        s.e2e_p99_ms,
+    );
+    let _ = err.flush();
+}
+
+/// Resident memory of this process in MiB (Linux; 0 elsewhere).
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn http_count(addr: SocketAddr, q: &StatsQuery) -> anyhow::Result<u64> {
+    let path = format!(
+        "/tracking/stats/daily?from={}&to={}&campaign_id={}",
+        q.from,
+        q.to,
+        q.campaign_id.as_deref().unwrap_or("")
+    );
+    let (status, body) = Conn::new(addr).request("GET", &path, b"").await?;
+    anyhow::ensure!(status == 200, "stats answered {status}");
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    Ok(v["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["count"].as_u64()).sum())
+        .unwrap_or(0))
+}
+
+fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(r)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let chart = path.with_extension("svg");
+    std::fs::write(&chart, svg(r)).with_context(|| format!("writing {}", chart.display()))?;
+    Ok(())
+}
+
+fn summary(r: &Report, path: &std::path::Path) {
+    let l = |x: &Latency| {
+        format!(
+            "p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+            x.p50_ms, x.p90_ms, x.p99_ms, x.p999_ms, x.max_ms
+        )
+    };
+    println!("mode:        {}", r.mode);
+    println!("sent:        {} ({} valid, {} invalid, {} duplicates) in {:.1} s; acked {}, errors {}, dropped {}", r.sent, r.valid, r.invalid, r.duplicates, r.duration_s, r.acked, r.errors, r.dropped);
+    println!(
+        "throughput:  {:.0}/s acknowledged, {:.0}/s persisted",
+        r.achieved_rate, r.persisted_rate
+    );
+    println!("ack latency: {}", l(&r.ack_latency));
+    if let Some(e) = &r.e2e_latency {
+        println!("end-to-end:  {}", l(e));
+    }
+    if let Some(e) = &r.read_latency {
+        println!("reads:       {} ({} failed)", l(e), r.reads_failed);
+    }
+    if let Some(rss) = r.peak_rss_mib {
+        println!("peak RSS:    {rss:.0} MiB (this process: service and generator)");
+    }
+    println!(
+        "check:       {} (events {} of {} expected{})",
+        if r.check_passed { "PASSED" } else { "FAILED" },
+        r.counted_events,
+        r.expected_events,
+        match (r.expected_rejected, r.counted_rejected) {
+            (Some(e), Some(c)) => format!("; rejected {c} of {e} expected"),
+            _ => String::new(),
+        }
+    );
+    println!("report:      {} (+ .svg)", path.display());
+}

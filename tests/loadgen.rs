@@ -1,0 +1,91 @@
+//! The load generator, black-box: a short run in-process and one over HTTP
+//! against the real binary; both must pass their own end check and write
+//! the JSON report and the chart.
+
+mod common;
+
+use common::{tracking, Worker};
+
+fn read_report(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("report written");
+    serde_json::from_str(&text).expect("report is JSON")
+}
+
+#[test]
+fn in_process_run_counts_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("r.json");
+    let (code, out, err) = tracking(&[
+        "loadgen",
+        "--rate",
+        "400",
+        "--duration",
+        "2s",
+        "--users",
+        "50",
+        "--distribution",
+        "zipf",
+        "--invalid",
+        "0.1",
+        "--duplicates",
+        "0.1",
+        "--seed",
+        "7",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("check:       PASSED"), "{out}");
+    let r = read_report(&report);
+    assert_eq!(r["check_passed"], true);
+    assert_eq!(r["sent"], 800);
+    let (valid, invalid, dups) = (
+        r["valid"].as_u64().unwrap(),
+        r["invalid"].as_u64().unwrap(),
+        r["duplicates"].as_u64().unwrap(),
+    );
+    assert_eq!(valid + invalid + dups, 800);
+    assert!(invalid > 0 && dups > 0);
+    assert_eq!(r["counted_events"].as_u64(), Some(valid));
+    assert_eq!(r["counted_rejected"].as_u64(), Some(invalid));
+    assert!(r["e2e_latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["timeline"].as_array().unwrap().len() >= 2);
+    let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    assert!(err.contains("sent="), "no progress line: {err}");
+}
+
+#[test]
+fn http_run_against_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&tmp.path().join("data"), &[]);
+    let report = tmp.path().join("h.json");
+    let url = format!("http://{}", worker.addr);
+    let (code, out, err) = tracking(&[
+        "loadgen",
+        "--url",
+        &url,
+        "--rate",
+        "300",
+        "--duration",
+        "2s",
+        "--users",
+        "100",
+        "--invalid",
+        "0.05",
+        "--duplicates",
+        "0.05",
+        "--connections",
+        "4",
+        "--read-rate",
+        "50",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = read_report(&report);
+    assert_eq!(r["check_passed"], true, "{out}");
+    assert_eq!(r["errors"], 0);
+    assert!(r["read_latency"]["count"].as_u64().unwrap() > 0);
+    drop(worker);
+}
