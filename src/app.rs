@@ -56,6 +56,8 @@ pub async fn open_log(
 /// handle to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Registry names of this instance's actors (for observers in tests and the load generator).
+    pub names: Names,
     pub health: Arc<Health>,
     pub log: Arc<dyn CommandLog>,
     pub store: Arc<dyn EventStore>,
@@ -92,15 +94,17 @@ pub async fn start_with(
     let addr = listener.local_addr()?;
     let health = Arc::new(Health::default());
     let (stop, stopped) = oneshot::channel::<()>();
-    let (h, l, s) = (health.clone(), log.clone(), store.clone());
+    let names = Names::new();
+    let (h, l, s, n) = (health.clone(), log.clone(), store.clone(), names.clone());
     let done = tokio::spawn(async move {
-        serve(config, listener, h, l, s, async {
+        serve(config, listener, h, l, s, n, async {
             let _ = stopped.await;
         })
         .await
     });
     Ok(Running {
         addr,
+        names,
         health,
         log,
         store,
@@ -122,6 +126,7 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> a
         Arc::new(Health::default()),
         log,
         store,
+        Names::new(),
         shutdown,
     )
     .await
@@ -133,6 +138,7 @@ async fn serve(
     health: Arc<Health>,
     log: Arc<dyn CommandLog>,
     store: Arc<dyn EventStore>,
+    names: Names,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let metrics = internal_events::install_metrics()?;
@@ -164,7 +170,7 @@ async fn serve(
         store: store.clone(),
         health: health.clone(),
         config: config.pipeline.clone(),
-        names: Names::new(),
+        names,
     };
     let (supervisor, supervisor_done) = Actor::spawn(None, RootSupervisor, args)
         .await

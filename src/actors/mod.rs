@@ -217,6 +217,16 @@ impl Names {
         format!("{}/projector/{}", self.prefix, kind.as_str())
     }
 
+    /// An optional observer of committed records (the load generator's
+    /// end-to-end latency probe); receives what the projectors receive.
+    pub fn observer_name(&self) -> String {
+        format!("{}/observer", self.prefix)
+    }
+
+    pub fn observer(&self) -> Option<ractor::ActorRef<projector::ProjectorMsg>> {
+        ractor::ActorRef::where_is(self.observer_name())
+    }
+
     pub fn writer(&self) -> Option<ractor::ActorRef<writer::WriterMsg>> {
         ractor::ActorRef::where_is(self.writer_name())
     }

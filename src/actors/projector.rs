@@ -38,6 +38,9 @@ pub fn broadcast(names: &super::Names, records: Arc<Vec<JournalRecord>>) {
             let _ = actor.send_message(ProjectorMsg::Committed(records.clone()));
         }
     }
+    if let Some(observer) = names.observer() {
+        let _ = observer.send_message(ProjectorMsg::Committed(records));
+    }
 }
 
 pub struct Projector;

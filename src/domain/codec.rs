@@ -89,13 +89,43 @@ fn err(reason: RejectReason, message: impl Into<String>) -> DecodeError {
 }
 
 /// A user id may be a string or (original hand test) a number.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Deserialized with a visitor (not `#[serde(untagged)]`, which buffers
+/// every value: this is on the hot path of every command).
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 enum StringOrNumber {
     S(String),
     I(i64),
     U(u64),
     F(f64),
+}
+
+impl<'de> Deserialize<'de> for StringOrNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StringOrNumber;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::S(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::S(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::I(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::U(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::F(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl StringOrNumber {

@@ -186,44 +186,14 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
             }));
         }
     }
-    // Journal tail (in-process): end-to-end latency and persisted count.
+    // End-to-end probe (in-process): an observer of committed records.
+    let mut observer = None;
     if let Target::InProcess { svc, .. } = &target {
-        let (store, shared) = (svc.store.clone(), shared.clone());
-        let mut after = store.head().await.unwrap_or(0);
-        tasks.push(tokio::spawn(async move {
-            while !shared.stop.load(Relaxed) {
-                let records = store.scan(after, 20_000).await.unwrap_or_default();
-                if let Some(last) = records.last() {
-                    after = last.pos();
-                }
-                let now = Instant::now();
-                let mut seen = Vec::new();
-                if let Ok(mut pending) = shared.pending.lock() {
-                    for r in &records {
-                        if let JournalRecord::Event(e) = r {
-                            if let Some(t) = pending.remove(&e.event.interaction_id) {
-                                seen.push(t);
-                            }
-                        }
-                    }
-                }
-                shared.persisted.fetch_add(seen.len() as u64, Relaxed);
-                if let Ok(mut h) = shared.hists.lock() {
-                    for t in seen {
-                        let us = now.duration_since(t).as_micros().clamp(1, 3_600_000_000) as u64;
-                        if let Some(e) = h.e2e.as_mut() {
-                            let _ = e.record(us);
-                        }
-                        if let Some(e) = h.e2e_sec.as_mut() {
-                            let _ = e.record(us);
-                        }
-                    }
-                }
-                if records.len() < 20_000 {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }));
+        let (actor, _) =
+            ractor::Actor::spawn(Some(svc.names.observer_name()), Observer, shared.clone())
+                .await
+                .context("starting the latency observer")?;
+        observer = Some(actor);
     }
     // Reads under load.
     if args.read_rate > 0.0 {
@@ -424,6 +394,9 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
     eprintln!();
     for t in tasks {
         t.abort();
+    }
+    if let Some(o) = observer {
+        o.stop(None);
     }
     peak_rss = peak_rss.max(rss_mib());
 
@@ -633,4 +606,57 @@ fn summary(r: &Report, path: &std::path::Path) {
         }
     );
     println!("report:      {} (+ .svg)", path.display());
+}
+
+/// Receives every committed journal record (like a projector) and records
+/// the end-to-end latency of the commands this run is waiting for.
+struct Observer;
+
+impl ractor::Actor for Observer {
+    type Msg = crate::actors::projector::ProjectorMsg;
+    type State = Arc<Shared>;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        _myself: ractor::ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Arc<Shared>, ractor::ActorProcessingErr> {
+        Ok(shared)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ractor::ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        shared: &mut Arc<Shared>,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let crate::actors::projector::ProjectorMsg::Committed(records) = msg else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut seen = Vec::new();
+        if let Ok(mut pending) = shared.pending.lock() {
+            for r in records.iter() {
+                if let JournalRecord::Event(e) = r {
+                    if let Some(t) = pending.remove(&e.event.interaction_id) {
+                        seen.push(t);
+                    }
+                }
+            }
+        }
+        shared.persisted.fetch_add(seen.len() as u64, Relaxed);
+        if let Ok(mut h) = shared.hists.lock() {
+            for t in seen {
+                let us = now.duration_since(t).as_micros().clamp(1, 3_600_000_000) as u64;
+                if let Some(e) = h.e2e.as_mut() {
+                    let _ = e.record(us);
+                }
+                if let Some(e) = h.e2e_sec.as_mut() {
+                    let _ = e.record(us);
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -128,17 +128,26 @@ fn proj_index(p: ProjectionKind) -> usize {
     }
 }
 
+/// Block cache. With the memtables below, the store's memory stays bounded
+/// well under the pod's 256 MiB request.
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// Per keyspace (fjall's default is 64 MiB; twelve keyspaces at that size
+/// would be most of a pod's memory limit).
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         let db = Database::builder(dir)
             .manual_journal_persist(true)
-            .cache_size(64 * 1024 * 1024)
+            .cache_size(CACHE_BYTES)
             .open()
             .map_err(db_err)?;
         let ks = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(db_err)
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+            .map_err(db_err)
         };
         let meta = ks("meta")?;
         let pos = ks("pos")?;
@@ -225,9 +234,9 @@ impl EventStore for EmbeddedStore {
         self.blocking(move |s| s.write(&batch)).await
     }
 
+    /// Inline, like `interaction_owners`: one point lookup.
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
-        let user = user_id.to_owned();
-        self.blocking(move |s| s.stored_last_seq(&user)).await
+        self.inner.stored_last_seq(user_id)
     }
 
     async fn interaction(&self, interaction_id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -235,10 +244,13 @@ impl EventStore for EmbeddedStore {
         self.blocking(move |s| s.interaction(&id)).await
     }
 
+    /// Served inline, not on the blocking pool: point lookups answered from
+    /// memtables, bloom filters and the block cache take microseconds, less
+    /// than a hop to another thread (this is on every command's path).
     async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
-        let ids = ids.to_vec();
-        self.blocking(move |s| ids.iter().map(|id| s.interaction_owner(id)).collect())
-            .await
+        ids.iter()
+            .map(|id| self.inner.interaction_owner(id))
+            .collect()
     }
 
     async fn user_events(
