@@ -61,8 +61,8 @@ pub struct RunArgs {
     /// Unacknowledged deliveries per partition (flow control).
     #[arg(long, env = "TRACKING_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
-    /// Live per-user aggregates per process (memory bound).
-    #[arg(long, env = "TRACKING_MAX_LIVE_AGGREGATES", default_value_t = 50_000)]
+    /// Live per-user aggregates per process (memory bound: about 10 KiB each).
+    #[arg(long, env = "TRACKING_MAX_LIVE_AGGREGATES", default_value_t = 5_000)]
     pub max_live_aggregates: usize,
     /// Idle time after which an aggregate is passivated.
     #[arg(long, env = "TRACKING_AGGREGATE_IDLE", default_value = "60s", value_parser = parse_duration)]

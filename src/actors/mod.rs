@@ -49,7 +49,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             max_in_flight: 4096,
-            max_live_aggregates: 50_000,
+            max_live_aggregates: 5_000,
             aggregate_idle: Duration::from_secs(60),
             max_deliveries: 5,
             retry_base: Duration::from_millis(100),

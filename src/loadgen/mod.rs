@@ -103,7 +103,7 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 4)]
     pub partitions: u32,
     /// Live aggregates of the in-process service.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 5_000)]
     pub max_live_aggregates: usize,
     /// Constant rate (commands/s, or `400/m`), after `--ramp`.
     #[arg(long, default_value = "1000", value_parser = parse_rate)]
@@ -121,7 +121,7 @@ pub struct LoadgenArgs {
     /// Distinct users.
     #[arg(long, default_value_t = 10_000)]
     pub users: u64,
-    /// User distribution: uniform, zipf, zipf:<exponent>.
+    /// User distribution: uniform, sequential (round robin), zipf, zipf:<exponent>.
     #[arg(long, default_value = "uniform")]
     pub distribution: Distribution,
     /// Interaction type weights.

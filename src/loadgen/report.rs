@@ -62,7 +62,7 @@ pub struct Report {
     pub acked: u64,
     pub errors: u64,
     pub dropped: u64,
-    /// Acknowledged commands per second over the sending phase.
+    /// Commands acknowledged during the sending phase, per second of it.
     pub achieved_rate: f64,
     /// Events persisted per second from the first send to the last event.
     pub persisted_rate: f64,

@@ -330,6 +330,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         }
     }
     let sending = start.elapsed().as_secs_f64();
+    // Acknowledged while sending (not after): the rate the service kept up with.
+    let acked_while_sending = shared.acked.load(Relaxed);
     drop(tx);
     eprintln!();
 
@@ -435,7 +437,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         acked,
         errors: shared.errors.load(Relaxed),
         dropped: shared.dropped.load(Relaxed),
-        achieved_rate: acked as f64 / sending.max(1e-9),
+        achieved_rate: acked_while_sending as f64 / sending.max(1e-9),
         persisted_rate: counted as f64 / persisted_span,
         ack_latency,
         e2e_latency: if in_process { e2e_latency } else { None },

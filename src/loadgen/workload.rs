@@ -38,6 +38,9 @@ impl Rng {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Distribution {
     Uniform,
+    /// Round robin: user `k mod n` for the k-th command, so n commands
+    /// touch exactly n distinct users (for memory tests).
+    Sequential,
     /// Zipf with exponent `s` (1.0 is the classic "few users do most").
     Zipf(f64),
 }
@@ -47,6 +50,7 @@ impl std::str::FromStr for Distribution {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             None if s == "uniform" => Ok(Self::Uniform),
+            None if s == "sequential" => Ok(Self::Sequential),
             None if s == "zipf" => Ok(Self::Zipf(1.0)),
             Some(("zipf", e)) => e
                 .parse::<f64>()
@@ -55,7 +59,7 @@ impl std::str::FromStr for Distribution {
                 .map(Self::Zipf)
                 .ok_or_else(|| format!("invalid zipf exponent {e:?}")),
             _ => Err(format!(
-                "unknown distribution {s:?} (uniform, zipf, zipf:1.2)"
+                "unknown distribution {s:?} (uniform, sequential, zipf, zipf:1.2)"
             )),
         }
     }
@@ -64,6 +68,8 @@ impl std::str::FromStr for Distribution {
 /// Draws user indexes.
 pub struct Users {
     n: u64,
+    sequential: bool,
+    next: std::cell::Cell<u64>,
     /// Cumulative weights (Zipf only).
     cdf: Vec<f64>,
 }
@@ -71,7 +77,7 @@ pub struct Users {
 impl Users {
     pub fn new(n: u64, dist: &Distribution) -> Self {
         let cdf = match dist {
-            Distribution::Uniform => Vec::new(),
+            Distribution::Uniform | Distribution::Sequential => Vec::new(),
             Distribution::Zipf(s) => {
                 let mut acc = 0.0;
                 let mut cdf: Vec<f64> = (1..=n)
@@ -86,10 +92,20 @@ impl Users {
                 cdf
             }
         };
-        Self { n: n.max(1), cdf }
+        Self {
+            n: n.max(1),
+            sequential: *dist == Distribution::Sequential,
+            next: std::cell::Cell::new(0),
+            cdf,
+        }
     }
 
     pub fn draw(&self, rng: &mut Rng) -> u64 {
+        if self.sequential {
+            let k = self.next.get();
+            self.next.set(k + 1);
+            return k % self.n;
+        }
         if self.cdf.is_empty() {
             return rng.below(self.n);
         }

@@ -82,7 +82,8 @@ pub struct EmbeddedLogOptions {
     pub segment_bytes: u64,
     /// Largest record accepted (key + payload + properties; default 1 MiB).
     pub max_record_bytes: usize,
-    /// A write group stops taking requests past this many bytes (default 8 MiB).
+    /// A write group stops taking requests past this many bytes (default 1 MiB:
+    /// thousands of commands per fsync, and little memory held per partition).
     pub max_batch_bytes: usize,
     /// Append requests queued per partition before `append` waits (default 1024).
     pub queue_depth: usize,
@@ -93,7 +94,7 @@ impl Default for EmbeddedLogOptions {
         Self {
             segment_bytes: 64 << 20,
             max_record_bytes: 1 << 20,
-            max_batch_bytes: 8 << 20,
+            max_batch_bytes: 1 << 20,
             queue_depth: 1024,
         }
     }

@@ -133,7 +133,7 @@ fn proj_index(p: ProjectionKind) -> usize {
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// Per keyspace (fjall's default is 64 MiB; twelve keyspaces at that size
 /// would be most of a pod's memory limit).
-const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
