@@ -7,7 +7,8 @@ use crate::actors::{Health, Names, PipelineConfig};
 use crate::http::{self, AppState};
 use crate::internal_events;
 use crate::log::embedded::EmbeddedLog;
-use crate::log::CommandLog;
+use crate::log::pulsar::{PulsarLog, PulsarOptions, PulsarSink};
+use crate::log::{CommandLog, EventSink};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::EventStore;
 use anyhow::Context;
@@ -28,6 +29,9 @@ pub struct ServiceConfig {
     pub partitions: u32,
     pub shutdown_grace: Duration,
     pub pipeline: PipelineConfig,
+    /// Pulsar mode: the commands topic replaces the embedded log, and
+    /// events go out on the events topic. `None`: the embedded log.
+    pub pulsar: Option<PulsarOptions>,
 }
 
 /// Opens the embedded store under the data dir.
@@ -50,6 +54,23 @@ pub async fn open_log(
         .await
         .with_context(|| format!("opening the command log in {}", dir.display()))?;
     Ok(log)
+}
+
+/// The command log of the configuration, and the events sink in Pulsar mode.
+pub async fn open_transport(
+    config: &ServiceConfig,
+    health: &Arc<Health>,
+) -> anyhow::Result<(Arc<dyn CommandLog>, Option<Arc<PulsarSink>>)> {
+    match &config.pulsar {
+        None => Ok((open_log(&config.data_dir, config.partitions).await?, None)),
+        Some(options) => {
+            let log = PulsarLog::connect(options.clone(), health.clone())
+                .await
+                .with_context(|| format!("connecting to Pulsar at {}", options.url))?;
+            let sink = log.events_sink();
+            Ok((log, Some(sink)))
+        }
+    }
 }
 
 /// A running service, for tests: its address, its log and store, and a
@@ -81,11 +102,11 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let health = Arc::new(Health::default());
     let store = open_store(&config.data_dir)?;
-    let log = open_log(&config.data_dir, config.partitions).await?;
+    let (log, sink) = open_transport(&config, &health).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let (h, l, s) = (health.clone(), log.clone(), store.clone());
     let done = tokio::spawn(async move {
-        serve(config, listener, h, l, s, async {
+        serve(config, listener, h, l, sink, s, async {
             let _ = stopped.await;
         })
         .await
@@ -106,16 +127,9 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> a
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let store = open_store(&config.data_dir)?;
-    let log = open_log(&config.data_dir, config.partitions).await?;
-    serve(
-        config,
-        listener,
-        Arc::new(Health::default()),
-        log,
-        store,
-        shutdown,
-    )
-    .await
+    let health = Arc::new(Health::default());
+    let (log, sink) = open_transport(&config, &health).await?;
+    serve(config, listener, health, log, sink, store, shutdown).await
 }
 
 async fn serve(
@@ -123,6 +137,7 @@ async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     log: Arc<dyn CommandLog>,
+    sink: Option<Arc<PulsarSink>>,
     store: Arc<dyn EventStore>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -139,7 +154,12 @@ async fn serve(
     };
     internal_events::ready(false);
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %config.data_dir.display(), partitions = config.partitions, "listening on http://{addr}");
+    let mode = if config.pulsar.is_some() {
+        "pulsar"
+    } else {
+        "embedded"
+    };
+    tracing::info!(data_dir = %config.data_dir.display(), partitions = log.partitions(), log = mode, "listening on http://{addr}");
 
     let (http_stop, http_stop_rx) = watch::channel(false);
     let state = AppState {
@@ -156,6 +176,7 @@ async fn serve(
         health: health.clone(),
         config: config.pipeline.clone(),
         names: Names::new(),
+        sink: sink.clone().map(|s| s as Arc<dyn EventSink>),
     };
     let (supervisor, supervisor_done) = Actor::spawn(None, RootSupervisor, args)
         .await
@@ -192,6 +213,9 @@ async fn serve(
     let _ = http_task.await;
     upkeep.abort();
     log.close().await.context("closing the command log")?;
+    if let Some(sink) = &sink {
+        sink.close().await;
+    }
     store.flush().await.context("flushing the store")?;
     tracing::info!(ok = result.is_ok(), "stopped");
     result

@@ -19,6 +19,7 @@
 //!   aggregate that is stopping.
 
 mod passivation;
+mod saga;
 
 use super::aggregate::{AggregateArgs, AggregateMsg, UserAggregate};
 use super::writer::{WriteFailed, WriteReply, WriterMsg};
@@ -26,7 +27,7 @@ use super::{Health, Names, PipelineConfig};
 use crate::domain::codec::{decode_command, derived_id, Command, MessageMeta};
 use crate::domain::{RejectReason, Rejection, TrackInteraction};
 use crate::internal_events as ev;
-use crate::log::{Acker, CommandLog, Delivery, LogError, PartitionSource};
+use crate::log::{Acker, CommandLog, Delivery, EventSink, LogError, PartitionSource};
 use crate::store::EventStore;
 use chrono::{TimeZone, Utc};
 use passivation::Aggregates;
@@ -53,6 +54,8 @@ pub enum Outcome {
     Persisted,
     Duplicate,
     Rejected(RejectReason),
+    /// A query command answered on the events topic (Pulsar mode).
+    Answered,
     /// Nothing durable happened; dispatch again later.
     Retry {
         retryable: bool,
@@ -75,6 +78,8 @@ pub enum ConsumerMsg {
         items: Vec<(u64, RejectReason)>,
         result: Result<(), WriteFailed>,
     },
+    /// A `BuildInteractionsInfo` answer was published (or not).
+    Answered { id: u64, result: Result<(), String> },
     /// Dispatch these deliveries again (after a back-off).
     Redeliver(Vec<u64>),
     /// Periodic: commit acks, passivate idle aggregates.
@@ -105,6 +110,8 @@ pub struct ConsumerArgs {
     pub config: PipelineConfig,
     /// This partition's share of the live-aggregate cap.
     pub aggregate_cap: usize,
+    /// The events topic (Pulsar mode): answers `BuildInteractionsInfo`.
+    pub sink: Option<Arc<dyn EventSink>>,
 }
 
 pub struct ConsumerState {
@@ -120,6 +127,7 @@ pub struct ConsumerState {
     aggregates: Aggregates,
     draining: Option<RpcReplyPort<()>>,
     acks_pending: bool,
+    sink: Option<Arc<dyn EventSink>>,
 }
 
 impl Actor for PartitionConsumer {
@@ -150,6 +158,7 @@ impl Actor for PartitionConsumer {
             in_flight: HashMap::new(),
             draining: None,
             acks_pending: false,
+            sink: a.sink,
         })
     }
 
@@ -193,6 +202,16 @@ impl Actor for PartitionConsumer {
                     })
                     .collect();
                 on_outcomes(&myself, state, outcomes).await?;
+            }
+            ConsumerMsg::Answered { id, result } => {
+                let outcome = match result {
+                    Ok(()) => Outcome::Answered,
+                    Err(error) => Outcome::Retry {
+                        retryable: true,
+                        error,
+                    },
+                };
+                on_outcomes(&myself, state, vec![(id, outcome)]).await?;
             }
             ConsumerMsg::Redeliver(ids) => {
                 if state.draining.is_none() {
@@ -369,6 +388,17 @@ async fn dispatch(
                 }
                 Ok(Command::BuildInteractionsInfo(b)) => {
                     ev::commands_received("build_interactions_info", 1);
+                    if let Some(sink) = &state.sink {
+                        saga::answer(
+                            myself.clone(),
+                            state.store.clone(),
+                            sink.clone(),
+                            id,
+                            b,
+                            state.config.write_timeout,
+                        );
+                        continue;
+                    }
                     tracing::info!(saga_id = %b.saga_id, "BuildInteractionsInfo is answered in Pulsar mode only; acknowledged");
                     rejected_ids.push((id, RejectReason::UnknownCommand));
                     rejections.push(Rejection {
@@ -519,7 +549,9 @@ async fn on_outcomes(
             other => other,
         };
         match outcome {
-            Outcome::Persisted | Outcome::Duplicate | Outcome::Rejected(_) => acked.push(id),
+            Outcome::Persisted | Outcome::Duplicate | Outcome::Rejected(_) | Outcome::Answered => {
+                acked.push(id)
+            }
             Outcome::Retry { retryable, error } => {
                 f.attempts += 1;
                 let total = f.attempts + f.delivery.redelivery_count;

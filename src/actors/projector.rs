@@ -30,13 +30,17 @@ pub enum ProjectorMsg {
     Tick,
 }
 
-/// Sends committed records to every projector that is alive. A projector
-/// that is restarting misses them and catches up from the journal instead.
+/// Sends committed records to every projector that is alive, and to the
+/// event publisher (Pulsar mode). One that is restarting misses them and
+/// catches up from the journal instead.
 pub fn broadcast(names: &super::Names, records: Arc<Vec<JournalRecord>>) {
     for kind in ProjectionKind::ALL {
         if let Some(actor) = names.projector(kind) {
             let _ = actor.send_message(ProjectorMsg::Committed(records.clone()));
         }
+    }
+    if let Some(publisher) = names.publisher() {
+        let _ = publisher.send_message(super::publisher::PublisherMsg::Committed(records));
     }
 }
 
