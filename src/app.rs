@@ -96,12 +96,24 @@ impl Running {
 
 /// Starts the service in the background (binds first, so `addr` is known).
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    start_with_store(config, None).await
+}
+
+/// Like [`start`], on a given store (tests wrap the embedded store, e.g.
+/// to inject failures); `None` opens the embedded store of the data dir.
+pub async fn start_with_store(
+    config: ServiceConfig,
+    store: Option<Arc<dyn EventStore>>,
+) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let health = Arc::new(Health::default());
-    let store = open_store(&config.data_dir)?;
+    let store = match store {
+        Some(s) => s,
+        None => open_store(&config.data_dir)?,
+    };
     let (log, sink) = open_transport(&config, &health).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let (h, l, s) = (health.clone(), log.clone(), store.clone());

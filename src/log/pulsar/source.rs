@@ -8,9 +8,11 @@
 //!   so the broker's flow permits, `receiver_queue`, are the only buffer);
 //! - applies acks (individual acks by message id); `commit` waits until
 //!   the acks sent so far reached the broker (a round trip through the
-//!   consumer engine and a ping on its connection);
-//! - after `probe_interval` without a message, pings the connection; a
-//!   failed or slow ping, an error from the stream or its end means the
+//!   consumer engine, then a consumer-stats request on its connection,
+//!   answered after the acks sent before it; not a ping: the crate keeps
+//!   one ping per connection, and partitions share connections);
+//! - after `probe_interval` without a message, asks the broker for the
+//!   consumer's stats; a failed or slow answer, an error from the stream or its end means the
 //!   consumer is dead: it is dropped and recreated (back-off, the client
 //!   rebuilt after repeated failures), each time counted in
 //!   `tracking_pulsar_reconnects_total`, with readiness 503 until it is
@@ -23,6 +25,7 @@ use crate::internal_events as ev;
 use crate::log::{Acker, Delivery, LogError, OutboundMessage, PartitionSource};
 use async_trait::async_trait;
 use futures::StreamExt;
+use pulsar::consumer::InitialPosition;
 use pulsar::proto::MessageIdData;
 use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
 use std::collections::HashMap;
@@ -89,7 +92,14 @@ async fn subscribe(
             uuid::Uuid::new_v4().simple()
         ))
         .with_batch_size(o.receiver_queue.max(1))
-        .with_options(ConsumerOptions::default().with_receiver_queue_size(o.receiver_queue.max(1)))
+        .with_options(
+            ConsumerOptions::default()
+                .with_receiver_queue_size(o.receiver_queue.max(1))
+                // A subscription created now starts at the oldest retained
+                // message: commands published before the first worker
+                // subscribed are not skipped (the original used Latest).
+                .with_initial_position(InitialPosition::Earliest),
+        )
         .build::<Vec<u8>>();
     tokio::time::timeout(Duration::from_secs(20), consumer)
         .await
@@ -245,9 +255,9 @@ impl Driver {
                         }
                     }
                     Some(Cmd::Flush(reply)) => {
-                        let r = tokio::time::timeout(Duration::from_secs(10), c.check_connection()).await;
+                        let r = tokio::time::timeout(Duration::from_secs(10), c.get_stats()).await;
                         match r {
-                            Ok(Ok(())) => { let _ = reply.send(Ok(())); }
+                            Ok(Ok(_)) => { let _ = reply.send(Ok(())); }
                             Ok(Err(e)) => {
                                 let _ = reply.send(Err(unavailable(&e)));
                                 return Exit::Reconnect(format!("flush failed: {e}"));
@@ -275,8 +285,8 @@ impl Driver {
                         return Exit::Stop;
                     }
                     if !heard {
-                        match tokio::time::timeout(probe_every, c.check_connection()).await {
-                            Ok(Ok(())) => {}
+                        match tokio::time::timeout(probe_every, c.get_stats()).await {
+                            Ok(Ok(_)) => {}
                             Ok(Err(e)) => return Exit::Reconnect(format!("probe failed: {e}")),
                             Err(_) => return Exit::Reconnect("probe timed out".into()),
                         }
