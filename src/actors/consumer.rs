@@ -18,6 +18,7 @@
 //!   and routing happen in this one actor, so no message can reach an
 //!   aggregate that is stopping.
 
+mod order;
 mod passivation;
 mod saga;
 
@@ -97,6 +98,9 @@ struct InFlight {
     attempts: u32,
     /// Dispatched (to an aggregate or the writer) and not yet answered.
     dispatched: bool,
+    /// Held back behind an older delivery of its user that waits for a
+    /// retry (see `order`).
+    held: bool,
 }
 
 pub struct PartitionConsumer;
@@ -216,10 +220,15 @@ impl Actor for PartitionConsumer {
             ConsumerMsg::Redeliver(ids) => {
                 if state.draining.is_none() {
                     ev::redelivered(state.partition, ids.len() as u64);
+                    let ids = order::with_held(&mut state.in_flight, ids);
                     dispatch(&myself, state, ids).await?;
                 }
             }
             ConsumerMsg::Tick => {
+                let released = order::releasable(&mut state.in_flight);
+                if !released.is_empty() && state.draining.is_none() {
+                    dispatch(&myself, state, released).await?;
+                }
                 commit_acks(state).await?;
                 let n = state.aggregates.passivate_idle();
                 ev::passivated("idle", n);
@@ -352,6 +361,7 @@ async fn on_deliveries(
                 work: None,
                 attempts: 0,
                 dispatched: false,
+                held: false,
             },
         );
     }
@@ -365,6 +375,7 @@ async fn dispatch(
     state: &mut ConsumerState,
     ids: Vec<u64>,
 ) -> Result<(), ActorProcessingErr> {
+    let parked = order::parked_users(&state.in_flight, &ids);
     let mut by_user: HashMap<String, Vec<Work>> = HashMap::new();
     let mut rejections = Vec::new();
     let mut rejected_ids = Vec::new();
@@ -424,6 +435,12 @@ async fn dispatch(
             }
         }
         if let Some(w) = &f.work {
+            if parked.contains(&w.command.user_id) {
+                // An older delivery of this user waits for a retry.
+                f.dispatched = false;
+                f.held = true;
+                continue;
+            }
             by_user
                 .entry(w.command.user_id.clone())
                 .or_default()

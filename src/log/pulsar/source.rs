@@ -237,6 +237,10 @@ impl Driver {
         let mut probe = tokio::time::interval(probe_every);
         probe.tick().await;
         let mut heard = true;
+        // False once the source is gone (draining or stopped): take no more
+        // messages, but keep applying acks until the acker is dropped too,
+        // so that what was persisted before the drain is acknowledged.
+        let mut reading = !self.out.is_closed();
         loop {
             tokio::select! {
                 biased;
@@ -269,22 +273,24 @@ impl Driver {
                         }
                     }
                 },
-                msg = c.next() => match msg {
+                msg = c.next(), if reading => match msg {
                     None => return Exit::Reconnect("consumer stream ended".into()),
                     Some(Err(e)) => return Exit::Reconnect(format!("consumer error: {e}")),
                     Some(Ok(m)) => {
                         heard = true;
                         let d = self.delivery(m);
                         if self.out.send(d).await.is_err() {
-                            return Exit::Stop;
+                            // Not delivered, not acked: the broker redelivers it.
+                            reading = false;
                         }
                     }
                 },
                 _ = probe.tick() => {
-                    if self.stopping() {
+                    if self.shared.closed.load(Ordering::SeqCst) {
                         return Exit::Stop;
                     }
-                    if !heard {
+                    reading = reading && !self.out.is_closed();
+                    if !heard && reading {
                         match tokio::time::timeout(probe_every, c.get_stats()).await {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => return Exit::Reconnect(format!("probe failed: {e}")),
