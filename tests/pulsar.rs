@@ -57,7 +57,12 @@ async fn producer(cmds: &str, events: &str) -> Arc<PulsarLog> {
 /// Publishes `per_user` commands for each of `users` users, in rounds so
 /// that each user's commands are published in order (`u<i>-<k>` ids).
 async fn publish_users(log: &PulsarLog, prefix: &str, users: usize, per_user: usize) {
-    for k in 0..per_user {
+    publish_users_from(log, prefix, users, 0, per_user).await
+}
+
+/// Like [`publish_users`], for the commands `from..to` of each user.
+async fn publish_users_from(log: &PulsarLog, prefix: &str, users: usize, from: usize, to: usize) {
+    for k in from..to {
         let batch = (0..users)
             .map(|u| {
                 let user = format!("{prefix}{u}");
@@ -469,4 +474,84 @@ async fn worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
     }
     log.close().await.unwrap();
     drop(worker);
+}
+
+/// Runs `compose/native/pulsar.sh <args>` (restarts the shared broker).
+fn broker(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/compose/native/pulsar.sh");
+    let status = std::process::Command::new(script)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run pulsar.sh");
+    assert!(status.success(), "pulsar.sh {args:?} failed");
+}
+
+/// Last: restarts the broker (keeping its data) under a running worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Pulsar broker (compose/native/pulsar.sh up); restarts it"]
+async fn zz_worker_survives_a_broker_restart() {
+    let (cmds, events) = (unique("cmds"), unique("events"));
+    create_partitioned(&cmds, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let w = ready(
+        app::start(config(dir.path(), options(&cmds, &events)))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let log = producer(&cmds, &events).await;
+    publish_users(&log, "r", 10, 10).await;
+    eventually("the first half persisted", WAIT, || async {
+        (all_events(&*w.store).await.len() == 100).then_some(())
+    })
+    .await;
+    let reconnects_before = metric(w.addr, "tracking_pulsar_reconnects_total");
+
+    tokio::task::spawn_blocking(|| broker(&["down"]))
+        .await
+        .unwrap();
+    let health = w.health.clone();
+    eventually("readiness 503 while the broker is away", WAIT, || {
+        let health = health.clone();
+        async move { (!health.is_ready()).then_some(()) }
+    })
+    .await;
+    tokio::task::spawn_blocking(|| broker(&["up"]))
+        .await
+        .unwrap();
+
+    // The producer side reconnects too: retry until the broker takes them.
+    eventually("publishing again", WAIT, || async {
+        let batch = (0..10)
+            .map(|u| {
+                let user = format!("r{u}");
+                record(
+                    &user,
+                    track(&user, &format!("{user}-{:05}", 10), "post-1", OCCURRED),
+                    &[],
+                )
+            })
+            .collect();
+        log.append(batch).await.ok()
+    })
+    .await;
+    publish_users_from(&log, "r", 10, 11, 20).await;
+    eventually("everything persisted after the restart", WAIT, || async {
+        (all_events(&*w.store).await.len() == 200).then_some(())
+    })
+    .await;
+    for u in 0..10 {
+        let user = format!("r{u}");
+        assert_in_order(&user, &user_events(&*w.store, &user).await, 20);
+    }
+    assert!(metric(w.addr, "tracking_pulsar_reconnects_total") > reconnects_before);
+    let health = w.health.clone();
+    eventually("ready again", WAIT, || {
+        let health = health.clone();
+        async move { health.is_ready().then_some(()) }
+    })
+    .await;
+    log.close().await.unwrap();
+    w.stop().await.unwrap();
 }
