@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+mod flow;
+pub use flow::*;
+
 use alpes_tracking::actors::PipelineConfig;
 use alpes_tracking::app::ServiceConfig;
 use alpes_tracking::domain::codec::BuildInteractionsInfo;

@@ -241,6 +241,12 @@ impl Driver {
         // messages, but keep applying acks until the acker is dropped too,
         // so that what was persisted before the drain is acknowledged.
         let mut reading = !self.out.is_closed();
+        // A delivery the source has no room for yet. The driver never
+        // blocks on the source: acks and flushes must keep flowing while
+        // the consumer's window is full (the consumer may be waiting for
+        // a flush before it releases permits).
+        let mut waiting: Option<Delivery> = None;
+        let out = self.out.clone();
         loop {
             tokio::select! {
                 biased;
@@ -273,15 +279,28 @@ impl Driver {
                         }
                     }
                 },
-                msg = c.next(), if reading => match msg {
+                room = out.reserve(), if waiting.is_some() => match room {
+                    Ok(room) => {
+                        if let Some(d) = waiting.take() {
+                            room.send(d);
+                        }
+                    }
+                    Err(_) => {
+                        // Not delivered, not acked: the broker redelivers it.
+                        waiting = None;
+                        reading = false;
+                    }
+                },
+                msg = c.next(), if reading && waiting.is_none() => match msg {
                     None => return Exit::Reconnect("consumer stream ended".into()),
                     Some(Err(e)) => return Exit::Reconnect(format!("consumer error: {e}")),
                     Some(Ok(m)) => {
                         heard = true;
                         let d = self.delivery(m);
-                        if self.out.send(d).await.is_err() {
-                            // Not delivered, not acked: the broker redelivers it.
-                            reading = false;
+                        match out.try_send(d) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(d)) => waiting = Some(d),
+                            Err(mpsc::error::TrySendError::Closed(_)) => reading = false,
                         }
                     }
                 },
@@ -290,7 +309,7 @@ impl Driver {
                         return Exit::Stop;
                     }
                     reading = reading && !self.out.is_closed();
-                    if !heard && reading {
+                    if !heard && reading && waiting.is_none() {
                         match tokio::time::timeout(probe_every, c.get_stats()).await {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => return Exit::Reconnect(format!("probe failed: {e}")),
