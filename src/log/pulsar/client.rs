@@ -13,6 +13,10 @@ use pulsar::{
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Frames queued per broker connection (all partitions of a process share
+/// one connection to a broker).
+const OUTBOUND_CHANNEL: usize = 10_000;
+
 /// A secret string (a token): printed as `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -111,7 +115,10 @@ pub async fn build(o: &PulsarOptions) -> Result<Pulsar<TokioExecutor>, LogError>
             operation_timeout: Duration::from_secs(10),
             retry_delay: Duration::from_millis(500),
             max_retries: Some(5),
-        });
+        })
+        // Messages queued per connection before the crate answers SlowDown
+        // (default 100): publishes pipeline up to `PUBLISH_CHUNK` at once.
+        .with_outbound_channel_size(OUTBOUND_CHANNEL);
     if let Some(token) = &o.token {
         b = b.with_auth(Authentication {
             name: "token".into(),

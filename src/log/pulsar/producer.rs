@@ -20,6 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// Messages sent before waiting for their receipts.
+const PUBLISH_CHUNK: usize = 256;
+
 /// Longest wait for the broker's receipts of one publish.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -53,10 +56,18 @@ impl TopicProducer {
     }
 
     /// Publishes in order; returns once the broker confirmed every message.
-    pub async fn publish(&self, messages: Vec<OutboundMessage>) -> Result<(), LogError> {
-        if messages.is_empty() {
-            return Ok(());
+    /// At most `PUBLISH_CHUNK` messages are in flight at once (the crate
+    /// answers SlowDown when a connection's queue is full).
+    pub async fn publish(&self, mut messages: Vec<OutboundMessage>) -> Result<(), LogError> {
+        while !messages.is_empty() {
+            let rest = messages.split_off(messages.len().min(PUBLISH_CHUNK));
+            self.publish_chunk(messages).await?;
+            messages = rest;
         }
+        Ok(())
+    }
+
+    async fn publish_chunk(&self, messages: Vec<OutboundMessage>) -> Result<(), LogError> {
         let started = Instant::now();
         let mut guard = self.inner.lock().await;
         if guard.is_none() {

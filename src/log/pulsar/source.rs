@@ -12,7 +12,8 @@
 //!   answered after the acks sent before it; not a ping: the crate keeps
 //!   one ping per connection, and partitions share connections);
 //! - after `probe_interval` without a message, asks the broker for the
-//!   consumer's stats; a failed or slow answer, an error from the stream or its end means the
+//!   consumer's stats; a failed or slow answer, two answers in a row that
+//!   show a backlog but no flow permits for us (a silent consumer), an error from the stream or its end means the
 //!   consumer is dead: it is dropped and recreated (back-off, the client
 //!   rebuilt after repeated failures), each time counted in
 //!   `tracking_pulsar_reconnects_total`, with readiness 503 until it is
@@ -105,6 +106,15 @@ async fn subscribe(
         .await
         .map_err(|_| LogError::Unavailable(format!("subscribing to {topic} timed out")))?
         .map_err(unavailable)
+}
+
+/// A consumer that receives nothing although the subscription has a
+/// backlog and we have room, while the broker holds no flow permits for
+/// it: the client lost its permits (a known failure after reconnects).
+fn starved(stats: &[pulsar::proto::CommandConsumerStatsResponse]) -> bool {
+    stats
+        .iter()
+        .any(|s| s.available_permits == Some(0) && s.msg_backlog.unwrap_or(0) > 0)
 }
 
 fn key_of(id: &MessageIdData) -> String {
@@ -247,6 +257,8 @@ impl Driver {
         // a flush before it releases permits).
         let mut waiting: Option<Delivery> = None;
         let out = self.out.clone();
+        // Consecutive probes that found the consumer starved (see `starved`).
+        let mut starving = 0u32;
         loop {
             tokio::select! {
                 biased;
@@ -311,10 +323,21 @@ impl Driver {
                     reading = reading && !self.out.is_closed();
                     if !heard && reading && waiting.is_none() {
                         match tokio::time::timeout(probe_every, c.get_stats()).await {
-                            Ok(Ok(_)) => {}
+                            Ok(Ok(stats)) => {
+                                if starved(&stats) {
+                                    starving += 1;
+                                    if starving >= 2 {
+                                        return Exit::Reconnect("silent consumer: backlog but no permits".into());
+                                    }
+                                } else {
+                                    starving = 0;
+                                }
+                            }
                             Ok(Err(e)) => return Exit::Reconnect(format!("probe failed: {e}")),
                             Err(_) => return Exit::Reconnect("probe timed out".into()),
                         }
+                    } else {
+                        starving = 0;
                     }
                     heard = false;
                 }
