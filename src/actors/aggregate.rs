@@ -53,6 +53,9 @@ pub struct AggregateState {
     /// The user's last durable sequence number; `None` until loaded or
     /// after a failure made it uncertain.
     last_seq: Option<u64>,
+    /// The oldest delivery of a batch that failed retryably, until it is
+    /// processed again (see `handle`).
+    failed_from: Option<u64>,
 }
 
 impl Actor for UserAggregate {
@@ -72,6 +75,7 @@ impl Actor for UserAggregate {
             consumer: a.consumer,
             write_timeout: a.write_timeout,
             last_seq: None,
+            failed_from: None,
         })
     }
 
@@ -83,10 +87,38 @@ impl Actor for UserAggregate {
     ) -> Result<(), ActorProcessingErr> {
         let AggregateMsg::Commands(works) = msg;
         let started = Instant::now();
+        // Per-user order under transient failures: after a batch failed
+        // retryably, a later batch already in the mailbox must not be
+        // persisted before it. The consumer dispatches the failed
+        // deliveries again together with every later one of this user, in
+        // delivery order; a batch holding the oldest failed one is that.
+        if let Some(oldest) = state.failed_from {
+            if works.iter().all(|w| w.delivery_id > oldest) {
+                let outcome = Outcome::Retry {
+                    retryable: true,
+                    error: "an earlier command of this user waits for a retry".into(),
+                };
+                let outcomes = works
+                    .iter()
+                    .map(|w| (w.delivery_id, outcome.clone()))
+                    .collect();
+                state.consumer.send_message(ConsumerMsg::Processed {
+                    user_id: state.user_id.clone(),
+                    outcomes,
+                })?;
+                return Ok(());
+            }
+            state.failed_from = None;
+        }
         let outcomes = match process(state, &works).await {
             Ok(outcomes) => outcomes,
             Err(failed) => {
                 state.last_seq = None;
+                if failed.retryable {
+                    // Retryable failures are retried until they succeed
+                    // (never dead-lettered), so the gate always opens.
+                    state.failed_from = works.iter().map(|w| w.delivery_id).min();
+                }
                 let outcome = Outcome::Retry {
                     retryable: failed.retryable,
                     error: failed.message,

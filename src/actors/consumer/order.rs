@@ -5,6 +5,8 @@
 //! the aggregate, and released together with the parked one when it is
 //! dispatched again (in delivery order), or on the next tick once the user
 //! has nothing parked any more (e.g. the parked one was dead-lettered).
+//! Deliveries already in the aggregate's mailbox when a batch fails are
+//! refused by the aggregate (`Retry`) and come back the same way.
 
 use super::InFlight;
 use std::collections::{HashMap, HashSet};
@@ -23,15 +25,17 @@ pub(super) fn parked_users(in_flight: &HashMap<u64, InFlight>, batch: &[u64]) ->
         .collect()
 }
 
-/// The deliveries to dispatch again: `ids` plus the held deliveries of
-/// their users, released, in delivery order.
+/// The deliveries to dispatch again: `ids` plus every other waiting
+/// delivery of their users (held, or parked with a later back-off: the
+/// aggregate refuses batches that would overtake its oldest failed one),
+/// released, in delivery order.
 pub(super) fn with_held(in_flight: &mut HashMap<u64, InFlight>, mut ids: Vec<u64>) -> Vec<u64> {
     let users: HashSet<String> = ids
         .iter()
         .filter_map(|id| in_flight.get(id).and_then(user).map(str::to_owned))
         .collect();
     for (id, f) in in_flight.iter_mut() {
-        if f.held && user(f).is_some_and(|u| users.contains(u)) {
+        if !f.dispatched && user(f).is_some_and(|u| users.contains(u)) {
             f.held = false;
             ids.push(*id);
         }
