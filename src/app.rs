@@ -7,7 +7,8 @@ use crate::actors::{Health, Names, PipelineConfig};
 use crate::http::{self, AppState};
 use crate::internal_events;
 use crate::log::embedded::EmbeddedLog;
-use crate::log::CommandLog;
+use crate::log::pulsar::{PulsarLog, PulsarOptions, PulsarSink};
+use crate::log::{CommandLog, EventSink};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::EventStore;
 use anyhow::Context;
@@ -28,6 +29,9 @@ pub struct ServiceConfig {
     pub partitions: u32,
     pub shutdown_grace: Duration,
     pub pipeline: PipelineConfig,
+    /// Pulsar mode: the commands topic replaces the embedded log, and
+    /// events go out on the events topic. `None`: the embedded log.
+    pub pulsar: Option<PulsarOptions>,
 }
 
 /// Opens the embedded store under the data dir.
@@ -50,6 +54,23 @@ pub async fn open_log(
         .await
         .with_context(|| format!("opening the command log in {}", dir.display()))?;
     Ok(log)
+}
+
+/// The command log of the configuration, and the events sink in Pulsar mode.
+pub async fn open_transport(
+    config: &ServiceConfig,
+    health: &Arc<Health>,
+) -> anyhow::Result<(Arc<dyn CommandLog>, Option<Arc<PulsarSink>>)> {
+    match &config.pulsar {
+        None => Ok((open_log(&config.data_dir, config.partitions).await?, None)),
+        Some(options) => {
+            let log = PulsarLog::connect(options.clone(), health.clone())
+                .await
+                .with_context(|| format!("connecting to Pulsar at {}", options.url))?;
+            let sink = log.events_sink();
+            Ok((log, Some(sink)))
+        }
+    }
 }
 
 /// A running service, for tests: its address, its log and store, and a
@@ -77,27 +98,36 @@ impl Running {
 
 /// Starts the service in the background (binds first, so `addr` is known).
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
-    let store = open_store(&config.data_dir)?;
-    let log = open_log(&config.data_dir, config.partitions).await?;
-    start_with(config, log, store).await
+    start_with_store(config, None).await
 }
 
-/// Starts the service on a given log and store (tests inject faults this way).
-pub async fn start_with(
+/// Like [`start`], on a given store (tests wrap the embedded store, e.g.
+/// to inject failures); `None` opens the embedded store of the data dir.
+pub async fn start_with_store(
     config: ServiceConfig,
-    log: Arc<dyn CommandLog>,
-    store: Arc<dyn EventStore>,
+    store: Option<Arc<dyn EventStore>>,
 ) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let health = Arc::new(Health::default());
+    let store = match store {
+        Some(s) => s,
+        None => open_store(&config.data_dir)?,
+    };
+    let (log, sink) = open_transport(&config, &health).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let names = Names::new();
-    let (h, l, s, n) = (health.clone(), log.clone(), store.clone(), names.clone());
+    let parts = Parts {
+        health: health.clone(),
+        log: log.clone(),
+        sink,
+        store: store.clone(),
+        names: names.clone(),
+    };
     let done = tokio::spawn(async move {
-        serve(config, listener, h, l, s, n, async {
+        serve(config, listener, parts, async {
             let _ = stopped.await;
         })
         .await
@@ -119,28 +149,40 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> a
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let store = open_store(&config.data_dir)?;
-    let log = open_log(&config.data_dir, config.partitions).await?;
-    serve(
-        config,
-        listener,
-        Arc::new(Health::default()),
+    let health = Arc::new(Health::default());
+    let (log, sink) = open_transport(&config, &health).await?;
+    let parts = Parts {
+        health,
         log,
+        sink,
         store,
-        Names::new(),
-        shutdown,
-    )
-    .await
+        names: Names::new(),
+    };
+    serve(config, listener, parts, shutdown).await
+}
+
+/// What a running service is made of, opened before it starts.
+struct Parts {
+    health: Arc<Health>,
+    log: Arc<dyn CommandLog>,
+    sink: Option<Arc<PulsarSink>>,
+    store: Arc<dyn EventStore>,
+    names: Names,
 }
 
 async fn serve(
     config: ServiceConfig,
     listener: TcpListener,
-    health: Arc<Health>,
-    log: Arc<dyn CommandLog>,
-    store: Arc<dyn EventStore>,
-    names: Names,
+    parts: Parts,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Parts {
+        health,
+        log,
+        sink,
+        store,
+        names,
+    } = parts;
     let metrics = internal_events::install_metrics()?;
     let upkeep = {
         let m = metrics.clone();
@@ -154,7 +196,12 @@ async fn serve(
     };
     internal_events::ready(false);
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %config.data_dir.display(), partitions = config.partitions, "listening on http://{addr}");
+    let mode = if config.pulsar.is_some() {
+        "pulsar"
+    } else {
+        "embedded"
+    };
+    tracing::info!(data_dir = %config.data_dir.display(), partitions = log.partitions(), log = mode, "listening on http://{addr}");
 
     let (http_stop, http_stop_rx) = watch::channel(false);
     let state = AppState {
@@ -171,6 +218,7 @@ async fn serve(
         health: health.clone(),
         config: config.pipeline.clone(),
         names,
+        sink: sink.clone().map(|s| s as Arc<dyn EventSink>),
     };
     let (supervisor, supervisor_done) = Actor::spawn(None, RootSupervisor, args)
         .await
@@ -207,6 +255,9 @@ async fn serve(
     let _ = http_task.await;
     upkeep.abort();
     log.close().await.context("closing the command log")?;
+    if let Some(sink) = &sink {
+        sink.close().await;
+    }
     store.flush().await.context("flushing the store")?;
     tracing::info!(ok = result.is_ok(), "stopped");
     result

@@ -4,6 +4,7 @@
 
 use crate::actors::PipelineConfig;
 use crate::app::ServiceConfig;
+use crate::log::pulsar::{PulsarOptions, Secret, DEFAULT_RECEIVER_QUEUE};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the service (the default when no command is given).
     Run(RunArgs),
@@ -76,10 +79,38 @@ pub struct RunArgs {
     /// Log format: text or json.
     #[arg(long, env = "TRACKING_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
-    /// Pulsar service URL (the original's PULSAR_URL). Pulsar mode is not in
-    /// this build yet: setting it is refused rather than ignored.
+    /// Pulsar service URL (the original's PULSAR_URL), `pulsar://host:6650`
+    /// or `pulsar+ssl://host:6651`. Set: Pulsar mode (commands from the
+    /// commands topic, events to the events topic). Unset: the embedded log.
     #[arg(long, env = "PULSAR_URL")]
     pub pulsar_url: Option<String>,
+    /// Token (JWT) for Pulsar token authentication. Never logged.
+    #[arg(long, env = "PULSAR_TOKEN", hide_env_values = true)]
+    pub pulsar_token: Option<Secret>,
+    /// File holding the Pulsar token (instead of --pulsar-token).
+    #[arg(long, env = "PULSAR_TOKEN_FILE", conflicts_with = "pulsar_token")]
+    pub pulsar_token_file: Option<PathBuf>,
+    /// PEM file of the CA to trust for `pulsar+ssl://`.
+    #[arg(long, env = "PULSAR_TLS_CA_FILE")]
+    pub pulsar_tls_ca_file: Option<PathBuf>,
+    /// Accept any broker certificate. Refused by this build (rustls always
+    /// verifies); present so that setting it fails loudly.
+    #[arg(long, env = "PULSAR_TLS_ALLOW_INSECURE")]
+    pub pulsar_tls_allow_insecure: bool,
+    /// Events topic (Pulsar mode): InteractionTracked events and the
+    /// answers to BuildInteractionsInfo.
+    #[arg(
+        long,
+        env = "TOPIC_EVENTS_TRACKING",
+        default_value = "persistent://public/default/events.tracking"
+    )]
+    pub topic_events: String,
+    /// Dead-letter topic (Pulsar mode); default `<commands topic>-DLQ`.
+    #[arg(long, env = "TRACKING_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// Receiver queue (flow permits) of each partition consumer (Pulsar mode).
+    #[arg(long, env = "TRACKING_PULSAR_RECEIVER_QUEUE", default_value_t = DEFAULT_RECEIVER_QUEUE)]
+    pub pulsar_receiver_queue: u32,
     /// Commands topic (the original's TOPIC_COMMANDS_TRACKING).
     #[arg(
         long,
@@ -94,12 +125,6 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn service_config(&self) -> anyhow::Result<ServiceConfig> {
-        if let Some(url) = &self.pulsar_url {
-            anyhow::bail!(
-                "PULSAR_URL/--pulsar-url is set ({url}) but this build runs on the embedded log only; \
-                 unset it to use the embedded default"
-            );
-        }
         if self.max_in_flight == 0 || self.max_write_batch == 0 || self.max_deliveries == 0 {
             anyhow::bail!(
                 "--max-in-flight, --max-write-batch and --max-deliveries must be at least 1"
@@ -110,6 +135,7 @@ impl RunArgs {
             data_dir: self.store.data_dir.clone(),
             partitions: self.partitions,
             shutdown_grace: self.shutdown_grace,
+            pulsar: self.pulsar_options()?,
             pipeline: PipelineConfig {
                 max_in_flight: self.max_in_flight,
                 max_live_aggregates: self.max_live_aggregates.max(self.partitions as usize),
@@ -119,6 +145,43 @@ impl RunArgs {
                 ..PipelineConfig::default()
             },
         })
+    }
+}
+
+impl RunArgs {
+    /// Pulsar mode's options, when `--pulsar-url` is set.
+    pub fn pulsar_options(&self) -> anyhow::Result<Option<PulsarOptions>> {
+        let Some(url) = &self.pulsar_url else {
+            return Ok(None);
+        };
+        if !(url.starts_with("pulsar://") || url.starts_with("pulsar+ssl://")) {
+            anyhow::bail!("--pulsar-url must start with pulsar:// or pulsar+ssl://");
+        }
+        let token = match (&self.pulsar_token, &self.pulsar_token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => {
+                let raw = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("reading the Pulsar token file {}: {e}", path.display())
+                })?;
+                Some(Secret::new(raw.trim()))
+            }
+            (None, None) => None,
+        };
+        if self.pulsar_tls_allow_insecure {
+            anyhow::bail!(
+                "--pulsar-tls-allow-insecure is not supported by this build (rustls always verifies \
+                 the broker's certificate); trust its CA with --pulsar-tls-ca-file"
+            );
+        }
+        let mut o = PulsarOptions::new(url.clone());
+        o.commands_topic = self.topic_commands.clone();
+        o.events_topic = self.topic_events.clone();
+        o.dead_letter_topic = self.dead_letter_topic.clone();
+        o.subscription = self.subscription.clone();
+        o.token = token;
+        o.tls_ca_file = self.pulsar_tls_ca_file.clone();
+        o.receiver_queue = self.pulsar_receiver_queue.max(1);
+        Ok(Some(o))
     }
 }
 
@@ -175,5 +238,27 @@ mod tests {
             matches!(cli.command, Some(Command::Verify(s)) if s.data_dir == std::path::Path::new("/tmp/x"))
         );
         assert!(Cli::try_parse_from(["tracking", "--partitions", "0"]).is_err());
+    }
+
+    #[test]
+    fn pulsar_flags_make_pulsar_options() {
+        let cli = Cli::try_parse_from([
+            "tracking",
+            "--pulsar-url",
+            "pulsar://127.0.0.1:6650",
+            "--pulsar-token",
+            "tok-secret",
+            "--topic-commands",
+            "persistent://t/n/cmds",
+        ])
+        .unwrap();
+        let o = cli.run.service_config().unwrap().pulsar.unwrap();
+        assert_eq!(o.dead_letter_topic(), "persistent://t/n/cmds-DLQ");
+        assert_eq!(o.token.as_ref().map(Secret::expose), Some("tok-secret"));
+        assert!(!format!("{:?}", cli.run).contains("tok-secret"));
+        let cli = Cli::try_parse_from(["tracking", "--pulsar-url", "http://x"]).unwrap();
+        assert!(cli.run.service_config().is_err());
+        let cli = Cli::try_parse_from(["tracking"]).unwrap();
+        assert!(cli.run.service_config().unwrap().pulsar.is_none());
     }
 }

@@ -33,6 +33,10 @@ pub const APPENDED: &str = "tracking_log_appended_total";
 pub const HTTP_REQUESTS: &str = "tracking_http_requests_total";
 pub const HTTP_DURATION: &str = "tracking_http_request_duration_seconds";
 pub const READY: &str = "tracking_ready";
+pub const PULSAR_RECONNECTS: &str = "tracking_pulsar_reconnects_total";
+pub const PULSAR_PUBLISH: &str = "tracking_pulsar_publish_duration_seconds";
+pub const PULSAR_PUBLISH_ERRORS: &str = "tracking_pulsar_publish_errors_total";
+pub const EVENTS_PUBLISHED: &str = "tracking_events_published_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -183,6 +187,23 @@ fn describe() {
         Unit::Seconds,
         "HTTP request duration, by route."
     );
+    describe_counter!(
+        PULSAR_RECONNECTS,
+        "Pulsar partition consumers recreated after a lost connection."
+    );
+    describe_histogram!(
+        PULSAR_PUBLISH,
+        Unit::Seconds,
+        "Time from sending to the broker's receipts, by topic."
+    );
+    describe_counter!(
+        PULSAR_PUBLISH_ERRORS,
+        "Failed publishes to Pulsar (retried), by topic."
+    );
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "InteractionTracked events published to the events topic."
+    );
     describe_gauge!(
         READY,
         "1 when the worker is ready (consuming), 0 otherwise."
@@ -219,6 +240,33 @@ pub fn redelivered(partition: u32, n: u64) {
 pub fn dead_lettered(reason: RejectReason, partition: u32) {
     counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
     tracing::warn!(reason = reason.as_str(), partition, "command dead-lettered");
+}
+
+/// A dead letter published to the Pulsar DLQ. `too_many_deliveries` is
+/// already counted by [`dead_lettered`] where the consumer gives up.
+pub fn pulsar_dead_lettered(reason: &str) {
+    if reason != RejectReason::TooManyDeliveries.as_str() {
+        counter!(DEAD_LETTERED, "reason" => reason.to_string()).increment(1);
+    }
+    tracing::info!(reason, "command published to the dead-letter topic");
+}
+
+pub fn pulsar_reconnect(partition: u32, reason: &str) {
+    counter!(PULSAR_RECONNECTS).increment(1);
+    tracing::warn!(partition, reason, "Pulsar consumer reconnecting");
+}
+
+pub fn pulsar_published(topic: &str, elapsed: Duration) {
+    histogram!(PULSAR_PUBLISH, "topic" => topic.to_string()).record(elapsed.as_secs_f64());
+}
+
+pub fn pulsar_publish_failed(topic: &str, error: &dyn std::fmt::Display) {
+    counter!(PULSAR_PUBLISH_ERRORS, "topic" => topic.to_string()).increment(1);
+    tracing::warn!(topic, %error, "publishing to Pulsar failed");
+}
+
+pub fn events_published(n: u64) {
+    counter!(EVENTS_PUBLISHED).increment(n);
 }
 
 pub fn retry_scheduled(partition: u32, n: usize, delay: Duration, error: &dyn std::fmt::Display) {

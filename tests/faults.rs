@@ -5,7 +5,7 @@
 mod common;
 
 use alpes_tracking::actors::PipelineConfig;
-use alpes_tracking::app::{self, open_log, open_store, Running, ServiceConfig};
+use alpes_tracking::app::{self, open_store, Running, ServiceConfig};
 use alpes_tracking::store::*;
 use async_trait::async_trait;
 use chrono::NaiveDate;
@@ -123,13 +123,15 @@ async fn start(dir: &std::path::Path, max_deliveries: u32) -> (Running, Arc<Faul
             retry_max: Duration::from_millis(200),
             ..PipelineConfig::default()
         },
+        pulsar: None,
     };
     let store = Arc::new(Faulty {
         inner: open_store(dir).unwrap(),
         down: AtomicBool::new(false),
     });
-    let log = open_log(dir, 2).await.unwrap();
-    let svc = app::start_with(config, log, store.clone()).await.unwrap();
+    let svc = app::start_with_store(config, Some(store.clone()))
+        .await
+        .unwrap();
     (svc, store)
 }
 

@@ -13,6 +13,7 @@ async fn start(dir: &std::path::Path) -> Running {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         partitions: 4,
+        pulsar: None,
         shutdown_grace: Duration::from_secs(20),
         pipeline: PipelineConfig::default(),
     };

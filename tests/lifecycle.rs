@@ -108,16 +108,26 @@ fn verify_detects_and_rebuild_repairs() {
 }
 
 #[test]
-fn refuses_pulsar_url_and_bad_flags_clearly() {
+fn refuses_bad_pulsar_options_and_bad_flags_clearly() {
     let (code, _, err) = tracking(&[
         "run",
         "--pulsar-url",
-        "pulsar://127.0.0.1:6650",
+        "http://127.0.0.1:6650",
         "--listen",
         "127.0.0.1:0",
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("embedded log only"), "{err}");
+    assert!(err.contains("pulsar://"), "{err}");
+    let (code, _, err) = tracking(&[
+        "run",
+        "--pulsar-url",
+        "pulsar+ssl://127.0.0.1:6651",
+        "--pulsar-tls-allow-insecure",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("allow-insecure"), "{err}");
     let (code, _, err) = tracking(&["--shutdown-grace", "soon"]);
     assert_ne!(code, 0);
     assert!(err.contains("invalid duration"), "{err}");
@@ -130,6 +140,9 @@ fn refuses_pulsar_url_and_bad_flags_clearly() {
         "--shutdown-grace",
         "TRACKING_DATA_DIR",
         "PULSAR_URL",
+        "PULSAR_TOKEN",
+        "TOPIC_EVENTS_TRACKING",
+        "TRACKING_DEAD_LETTER_TOPIC",
     ] {
         assert!(out.contains(flag), "--help does not document {flag}");
     }

@@ -20,6 +20,7 @@ async fn live_aggregates_stay_under_the_cap() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         partitions: 4,
+        pulsar: None,
         shutdown_grace: Duration::from_secs(30),
         pipeline: PipelineConfig {
             max_live_aggregates: CAP,

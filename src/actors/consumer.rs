@@ -23,6 +23,7 @@
 
 mod flow;
 mod passivation;
+mod saga;
 
 use super::aggregate::{AggregateArgs, AggregateMsg, UserAggregate};
 use super::writer::{WriteFailed, WriteReply, WriterMsg};
@@ -30,7 +31,7 @@ use super::{Health, Names, PipelineConfig};
 use crate::domain::codec::{decode_command, derived_id, Command, MessageMeta};
 use crate::domain::{RejectReason, Rejection, TrackInteraction};
 use crate::internal_events as ev;
-use crate::log::{Acker, CommandLog, Delivery, LogError, PartitionSource};
+use crate::log::{Acker, CommandLog, Delivery, EventSink, LogError, PartitionSource};
 use crate::store::EventStore;
 use chrono::{TimeZone, Utc};
 use flow::{Flow, InFlight};
@@ -57,6 +58,8 @@ pub enum Outcome {
     Persisted,
     Duplicate,
     Rejected(RejectReason),
+    /// A query command answered on the events topic (Pulsar mode).
+    Answered,
     /// Nothing durable happened; try again later. `retryable: false` means
     /// the processing itself failed (counted against `max_deliveries`).
     Retry {
@@ -79,6 +82,10 @@ pub enum ConsumerMsg {
         items: Vec<(u64, RejectReason)>,
         result: Result<(), WriteFailed>,
     },
+    /// A `BuildInteractionsInfo` answer was published (or not).
+    Answered { id: u64, result: Result<(), String> },
+    /// Answer this `BuildInteractionsInfo` again (after a back-off).
+    Reanswer(u64),
     /// A user's back-off ended: send its queue again.
     Resume(String),
     /// Record these refused deliveries again (the writer failed before).
@@ -102,6 +109,8 @@ pub struct ConsumerArgs {
     pub config: PipelineConfig,
     /// This partition's share of the live-aggregate cap.
     pub aggregate_cap: usize,
+    /// The events topic (Pulsar mode): answers `BuildInteractionsInfo`.
+    pub sink: Option<Arc<dyn EventSink>>,
 }
 
 pub struct ConsumerState {
@@ -117,6 +126,7 @@ pub struct ConsumerState {
     aggregates: Aggregates,
     draining: Option<RpcReplyPort<()>>,
     acks_pending: bool,
+    sink: Option<Arc<dyn EventSink>>,
 }
 
 impl Actor for PartitionConsumer {
@@ -147,6 +157,7 @@ impl Actor for PartitionConsumer {
             flow: Flow::default(),
             draining: None,
             acks_pending: false,
+            sink: a.sink,
         })
     }
 
@@ -195,6 +206,32 @@ impl Actor for PartitionConsumer {
                     })
                     .collect();
                 settle_rejections(&myself, state, outcomes).await?;
+            }
+            ConsumerMsg::Answered { id, result } => {
+                state.flow.settling(-1);
+                match result {
+                    Ok(()) => ack(state, &[id]).await?,
+                    Err(error) => {
+                        let attempt = state.flow.get_mut(id).map_or(1, |f| {
+                            f.attempts += 1;
+                            f.attempts
+                        });
+                        let delay = state.config.backoff(attempt);
+                        ev::retry_scheduled(state.partition, 1, delay, &error);
+                        myself.send_after(delay, move || ConsumerMsg::Reanswer(id));
+                    }
+                }
+            }
+            ConsumerMsg::Reanswer(id) => {
+                if state.draining.is_some() {
+                    if state.flow.remove(id).is_some() {
+                        state.permits.add_permits(1);
+                    }
+                } else if let Some(Ok(Command::BuildInteractionsInfo(b))) =
+                    state.flow.get(id).map(|f| decode(&f.delivery))
+                {
+                    answer_saga(&myself, state, id, b);
+                }
             }
             ConsumerMsg::Resume(user_id) => {
                 state.flow.resume(&user_id);
@@ -355,6 +392,18 @@ async fn on_deliveries(
                 ev::commands_received(cmd.format.as_str(), 1);
                 Some(cmd)
             }
+            Ok(Command::BuildInteractionsInfo(b)) if state.sink.is_some() => {
+                ev::commands_received("build_interactions_info", 1);
+                state.flow.insert(InFlight {
+                    delivery: d,
+                    command: None,
+                    attempts: 0,
+                    failures: 0,
+                    refused: None,
+                });
+                answer_saga(myself, state, id, b);
+                continue;
+            }
             Ok(Command::BuildInteractionsInfo(b)) => {
                 ev::commands_received("build_interactions_info", 1);
                 tracing::info!(saga_id = %b.saga_id, "BuildInteractionsInfo is answered in Pulsar mode only; acknowledged");
@@ -401,6 +450,28 @@ async fn on_deliveries(
         record_rejections(myself, state, rejections, rejected);
     }
     Ok(())
+}
+
+/// Answers a `BuildInteractionsInfo` on the events topic (Pulsar mode); the
+/// outcome comes back as `Answered`.
+fn answer_saga(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    id: u64,
+    request: crate::domain::codec::BuildInteractionsInfo,
+) {
+    let Some(sink) = state.sink.clone() else {
+        return;
+    };
+    state.flow.settling(1);
+    saga::answer(
+        myself.clone(),
+        state.store.clone(),
+        sink,
+        id,
+        request,
+        state.config.write_timeout,
+    );
 }
 
 fn rejection(d: &Delivery, reason: RejectReason, detail: String) -> Rejection {
@@ -530,7 +601,9 @@ async fn on_outcomes(
             continue;
         };
         match outcome {
-            Outcome::Persisted | Outcome::Duplicate | Outcome::Rejected(_) => acked.push(id),
+            Outcome::Persisted | Outcome::Duplicate | Outcome::Rejected(_) | Outcome::Answered => {
+                acked.push(id)
+            }
             Outcome::Retry { retryable, error } => {
                 f.attempts += 1;
                 if !retryable {

@@ -4,6 +4,7 @@
 //! RootSupervisor
 //! ├── JournalWriter          group commit of events and rejections
 //! ├── Projector × 3          daily stats, status, user stats
+//! ├── EventPublisher         events topic (Pulsar mode only)
 //! └── PartitionConsumer × N  one per partition of the command log
 //!     └── UserAggregate × *  one per live user, spawned on demand, passivated
 //! ```
@@ -11,6 +12,7 @@
 pub mod aggregate;
 pub mod consumer;
 pub mod projector;
+pub mod publisher;
 pub mod supervisor;
 pub mod writer;
 
@@ -79,6 +81,8 @@ pub struct Health {
     store_failing: AtomicBool,
     consumers_up: AtomicU32,
     consumers_expected: AtomicU32,
+    /// Broker consumers currently disconnected (Pulsar mode; 0 otherwise).
+    broker_down: AtomicU32,
     live_aggregates: AtomicUsize,
     peak_aggregates: AtomicUsize,
 }
@@ -111,11 +115,28 @@ impl Health {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         self.publish();
     }
+    /// A broker consumer lost its connection (Pulsar mode).
+    pub fn broker_lost(&self) {
+        self.broker_down.fetch_add(1, Ordering::SeqCst);
+        self.publish();
+    }
+    /// A broker consumer is connected again.
+    pub fn broker_restored(&self) {
+        let _ = self
+            .broker_down
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.publish();
+    }
+    /// Whether every broker consumer is connected (always true without a broker).
+    pub fn broker_connected(&self) -> bool {
+        self.broker_down.load(Ordering::SeqCst) == 0
+    }
     /// Ready: started, every partition consumed, store answering, not draining.
     pub fn is_ready(&self) -> bool {
         self.started.load(Ordering::SeqCst)
             && !self.draining.load(Ordering::SeqCst)
             && !self.store_failing.load(Ordering::SeqCst)
+            && self.broker_connected()
             && self.consumers_up.load(Ordering::SeqCst)
                 >= self.consumers_expected.load(Ordering::SeqCst)
     }
@@ -127,6 +148,8 @@ impl Health {
             "draining"
         } else if self.store_failing.load(Ordering::SeqCst) {
             "store unavailable"
+        } else if !self.broker_connected() {
+            "broker disconnected"
         } else if self.consumers_up.load(Ordering::SeqCst)
             < self.consumers_expected.load(Ordering::SeqCst)
         {
@@ -225,6 +248,14 @@ impl Names {
 
     pub fn observer(&self) -> Option<ractor::ActorRef<projector::ProjectorMsg>> {
         ractor::ActorRef::where_is(self.observer_name())
+    }
+
+    pub fn publisher_name(&self) -> String {
+        format!("{}/event-publisher", self.prefix)
+    }
+
+    pub fn publisher(&self) -> Option<ractor::ActorRef<publisher::PublisherMsg>> {
+        ractor::ActorRef::where_is(self.publisher_name())
     }
 
     pub fn writer(&self) -> Option<ractor::ActorRef<writer::WriterMsg>> {

@@ -30,8 +30,9 @@ pub enum ProjectorMsg {
     Tick,
 }
 
-/// Sends committed records to every projector that is alive. A projector
-/// that is restarting misses them and catches up from the journal instead.
+/// Sends committed records to every projector that is alive, and to the
+/// event publisher (Pulsar mode). One that is restarting misses them and
+/// catches up from the journal instead.
 pub fn broadcast(names: &super::Names, records: Arc<Vec<JournalRecord>>) {
     for kind in ProjectionKind::ALL {
         if let Some(actor) = names.projector(kind) {
@@ -39,7 +40,10 @@ pub fn broadcast(names: &super::Names, records: Arc<Vec<JournalRecord>>) {
         }
     }
     if let Some(observer) = names.observer() {
-        let _ = observer.send_message(ProjectorMsg::Committed(records));
+        let _ = observer.send_message(ProjectorMsg::Committed(records.clone()));
+    }
+    if let Some(publisher) = names.publisher() {
+        let _ = publisher.send_message(super::publisher::PublisherMsg::Committed(records));
     }
 }
 

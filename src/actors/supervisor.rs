@@ -11,10 +11,11 @@
 
 use super::consumer::{ConsumerArgs, ConsumerMsg, PartitionConsumer};
 use super::projector::{Projector, ProjectorArgs};
+use super::publisher::{EventPublisher, PublisherArgs};
 use super::writer::{JournalWriter, WriterArgs};
 use super::{Health, Names, PipelineConfig};
 use crate::internal_events as ev;
-use crate::log::CommandLog;
+use crate::log::{CommandLog, EventSink};
 use crate::store::{EventStore, ProjectionKind};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 pub enum Child {
     Writer,
     Projector(ProjectionKind),
+    Publisher,
     Consumer(u32),
 }
 
@@ -35,6 +37,7 @@ impl Child {
         match self {
             Child::Writer => "writer",
             Child::Projector(_) => "projector",
+            Child::Publisher => "publisher",
             Child::Consumer(_) => "consumer",
         }
     }
@@ -56,6 +59,9 @@ pub struct SupervisorArgs {
     pub health: Arc<Health>,
     pub config: PipelineConfig,
     pub names: Names,
+    /// The events topic (Pulsar mode): the event publisher and the answers
+    /// to `BuildInteractionsInfo` go there.
+    pub sink: Option<Arc<dyn EventSink>>,
 }
 
 pub struct SupervisorState {
@@ -89,6 +95,9 @@ impl Actor for RootSupervisor {
         spawn_child(&myself, &mut state, Child::Writer).await?;
         for kind in ProjectionKind::ALL {
             spawn_child(&myself, &mut state, Child::Projector(kind)).await?;
+        }
+        if state.args.sink.is_some() {
+            spawn_child(&myself, &mut state, Child::Publisher).await?;
         }
         for p in 0..partitions {
             spawn_child(&myself, &mut state, Child::Consumer(p)).await?;
@@ -141,6 +150,9 @@ impl Actor for RootSupervisor {
                         p.get_cell().drain_and_wait(grace).await?;
                     }
                 }
+                if let Some(p) = state.args.names.publisher() {
+                    p.get_cell().drain_and_wait(grace).await?;
+                }
                 let _ = reply.send(());
             }
         }
@@ -182,7 +194,7 @@ fn forget(state: &mut SupervisorState, cell: &ActorCell) -> Option<Child> {
             // Its aggregates go with it; their deliveries come back from the log.
             cell.stop_children(None);
         }
-        Child::Writer | Child::Projector(_) => {}
+        Child::Writer | Child::Projector(_) | Child::Publisher => {}
     }
     Some(child)
 }
@@ -258,6 +270,23 @@ async fn spawn_child(
             .await?;
             p.get_cell()
         }
+        Child::Publisher => {
+            let Some(sink) = a.sink.clone() else {
+                return Err("no events sink for the publisher".into());
+            };
+            let args = PublisherArgs {
+                store: a.store.clone(),
+                sink,
+            };
+            let (p, _) = Actor::spawn_linked(
+                Some(a.names.publisher_name()),
+                EventPublisher,
+                args,
+                myself.get_cell(),
+            )
+            .await?;
+            p.get_cell()
+        }
         Child::Consumer(partition) => {
             let partitions = a.log.partitions().max(1) as usize;
             let aggregate_cap = (a.config.max_live_aggregates / partitions).max(2);
@@ -274,6 +303,7 @@ async fn spawn_child(
                 health: a.health.clone(),
                 config,
                 aggregate_cap,
+                sink: a.sink.clone(),
             };
             let (c, _) =
                 Actor::spawn_linked(None, PartitionConsumer, args, myself.get_cell()).await?;

@@ -9,6 +9,9 @@
 mod query;
 mod routes;
 
+/// The JSON of one stored event (the HTTP item; also the events topic's payload).
+pub use routes::item as event_json;
+
 use crate::actors::Health;
 use crate::log::CommandLog;
 use crate::store::EventStore;

@@ -127,6 +127,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                     max_live_aggregates: args.max_live_aggregates,
                     ..PipelineConfig::default()
                 },
+                pulsar: None,
             };
             Target::InProcess {
                 svc: app::start(config)

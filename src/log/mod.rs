@@ -14,6 +14,7 @@
 //! - within a partition, records are delivered in append order.
 
 pub mod embedded;
+pub mod pulsar;
 
 use async_trait::async_trait;
 use std::collections::HashMap;

@@ -1,0 +1,209 @@
+//! `EventPublisher`: publishes every `InteractionTracked` event of the
+//! journal to the events topic (Pulsar mode), for other services.
+//!
+//! Modeled on the projector: the writer's committed records reach it
+//! through [`super::projector::broadcast`]; it publishes them in journal
+//! position order (keyed by user id, property `name=InteractionTracked`
+//! and `schema_version`, the HTTP item as JSON) and, once the broker
+//! confirmed them, moves the store cursor `events-out` to the last
+//! position published. On start, on a gap in positions (records it never
+//! received, e.g. while it restarted) and on every tick it catches up from
+//! the journal (`EventStore::scan` after the cursor).
+//!
+//! Guarantee: at least once, in journal order (so in `seq` order per
+//! user). A crash (or a failed publish) between the broker's receipt and
+//! the cursor move publishes those events again: consumers dedupe by
+//! `interaction_id`. Nothing is skipped: the cursor only moves past
+//! records the broker confirmed.
+
+use crate::internal_events as ev;
+use crate::log::{EventSink, OutboundMessage};
+use crate::store::{EventStore, JournalRecord, StoreError};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The store cursor of the events stream.
+pub const CURSOR: &str = "events-out";
+/// Records read from the journal per catch-up step.
+const CATCH_UP_CHUNK: usize = 1024;
+/// How often the publisher checks it is not behind the journal.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Errors of one publishing step (both retryable: the tick tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] crate::log::LogError),
+}
+
+pub enum PublisherMsg {
+    /// Records just committed, in position order.
+    Committed(Arc<Vec<JournalRecord>>),
+    /// Publish what was buffered (sent to itself).
+    Flush,
+    /// Periodic catch-up from the journal.
+    Tick,
+}
+
+pub struct EventPublisher;
+
+pub struct PublisherArgs {
+    pub store: Arc<dyn EventStore>,
+    pub sink: Arc<dyn EventSink>,
+}
+
+pub struct PublisherState {
+    store: Arc<dyn EventStore>,
+    sink: Arc<dyn EventSink>,
+    cursor: u64,
+    buffer: Vec<Arc<Vec<JournalRecord>>>,
+    flush_scheduled: bool,
+}
+
+impl Actor for EventPublisher {
+    type Msg = PublisherMsg;
+    type State = PublisherState;
+    type Arguments = PublisherArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: PublisherArgs,
+    ) -> Result<PublisherState, ActorProcessingErr> {
+        let cursor = args.store.cursor(CURSOR).await?;
+        let mut state = PublisherState {
+            store: args.store,
+            sink: args.sink,
+            cursor,
+            buffer: Vec::new(),
+            flush_scheduled: false,
+        };
+        // Not fatal: the broker may be away; the tick catches up.
+        if let Err(e) = catch_up(&mut state, u64::MAX).await {
+            tracing::warn!(error = %e, "events topic: catching up failed; retrying on the tick");
+        }
+        myself.send_interval(TICK, || PublisherMsg::Tick);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: PublisherMsg,
+        state: &mut PublisherState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PublisherMsg::Committed(records) => {
+                state.buffer.push(records);
+                if !state.flush_scheduled {
+                    state.flush_scheduled = true;
+                    myself.send_message(PublisherMsg::Flush)?;
+                }
+            }
+            PublisherMsg::Flush => {
+                state.flush_scheduled = false;
+                let buffered = std::mem::take(&mut state.buffer);
+                if let Err(e) = publish_buffered(state, &buffered).await {
+                    tracing::warn!(error = %e, "events topic: publish failed; retrying from the journal");
+                }
+            }
+            PublisherMsg::Tick => {
+                if let Err(e) = catch_up(state, u64::MAX).await {
+                    tracing::debug!(error = %e, "events topic: catch-up failed");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn publish_buffered(
+    state: &mut PublisherState,
+    buffered: &[Arc<Vec<JournalRecord>>],
+) -> Result<(), PublishError> {
+    let mut fresh: Vec<JournalRecord> = Vec::new();
+    for records in buffered {
+        for r in records.iter() {
+            let next = state.cursor + fresh.len() as u64 + 1;
+            if r.pos() < next {
+                continue; // published already
+            }
+            if r.pos() > next {
+                // A gap: publish what we have, then the missing records
+                // from the journal, before this one.
+                publish(state, std::mem::take(&mut fresh)).await?;
+                catch_up(state, r.pos() - 1).await?;
+                if r.pos() != state.cursor + 1 {
+                    continue; // still a gap: the tick catches up
+                }
+            }
+            fresh.push(r.clone());
+        }
+    }
+    publish(state, fresh).await
+}
+
+/// The outbound message of one journal record (events only).
+pub fn outbound(record: &JournalRecord) -> Option<OutboundMessage> {
+    let JournalRecord::Event(e) = record else {
+        return None;
+    };
+    let payload = serde_json::to_vec(&crate::http::event_json(e)).ok()?;
+    let mut properties = HashMap::new();
+    properties.insert("name".to_string(), "InteractionTracked".to_string());
+    properties.insert(
+        "schema_version".to_string(),
+        e.event.schema_version.to_string(),
+    );
+    properties.insert(
+        "eventTime".to_string(),
+        e.event.occurred_at.timestamp_millis().to_string(),
+    );
+    if let Some(c) = &e.event.correlation_id {
+        properties.insert("correlationId".to_string(), c.clone());
+    }
+    Some(OutboundMessage {
+        key: e.event.user_id.clone(),
+        payload,
+        properties,
+    })
+}
+
+/// Publishes records (ascending positions after the cursor), then moves the cursor.
+async fn publish(
+    state: &mut PublisherState,
+    records: Vec<JournalRecord>,
+) -> Result<(), PublishError> {
+    let Some(last) = records.last().map(JournalRecord::pos) else {
+        return Ok(());
+    };
+    let messages: Vec<OutboundMessage> = records.iter().filter_map(outbound).collect();
+    let n = messages.len() as u64;
+    state.sink.publish(messages).await?;
+    ev::events_published(n);
+    state.store.set_cursor(CURSOR, last).await?;
+    state.cursor = last;
+    Ok(())
+}
+
+/// Publishes journal records after the cursor, up to `until` (inclusive).
+async fn catch_up(state: &mut PublisherState, until: u64) -> Result<(), PublishError> {
+    loop {
+        let records = state.store.scan(state.cursor, CATCH_UP_CHUNK).await?;
+        let full = records.len() == CATCH_UP_CHUNK;
+        let records: Vec<JournalRecord> =
+            records.into_iter().filter(|r| r.pos() <= until).collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let partial = records.len() < CATCH_UP_CHUNK;
+        publish(state, records).await?;
+        if !full || partial {
+            return Ok(());
+        }
+    }
+}
