@@ -46,6 +46,24 @@ pub struct StoreArgs {
     /// Directory of the embedded command log and event store.
     #[arg(long, env = "TRACKING_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// ScyllaDB contact points (host:port,...). The ScyllaDB store is not in
+    /// this build yet: setting it is refused rather than ignored, so a
+    /// fleet never runs on per-pod embedded stores by mistake.
+    #[arg(long, env = "SCYLLA_NODES")]
+    pub scylla_nodes: Option<String>,
+}
+
+impl StoreArgs {
+    /// Refuses options this build cannot honour.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(nodes) = &self.scylla_nodes {
+            anyhow::bail!(
+                "SCYLLA_NODES/--scylla-nodes is set ({nodes}) but this build has the embedded store only; \
+                 unset it to use the embedded store under --data-dir"
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -125,6 +143,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn service_config(&self) -> anyhow::Result<ServiceConfig> {
+        self.store.check()?;
         if self.max_in_flight == 0 || self.max_write_batch == 0 || self.max_deliveries == 0 {
             anyhow::bail!(
                 "--max-in-flight, --max-write-batch and --max-deliveries must be at least 1"

@@ -31,8 +31,14 @@ fn main() -> ExitCode {
         match cli.command {
             None => run(cli.run).await,
             Some(Command::Run(args)) => run(args).await,
-            Some(Command::Verify(args)) => verify::verify(&args.data_dir).await,
-            Some(Command::Rebuild(args)) => verify::rebuild(&args.data_dir).await,
+            Some(Command::Verify(args)) => match args.check() {
+                Ok(()) => verify::verify(&args.data_dir).await,
+                Err(e) => Err(e),
+            },
+            Some(Command::Rebuild(args)) => match args.check() {
+                Ok(()) => verify::rebuild(&args.data_dir).await,
+                Err(e) => Err(e),
+            },
             Some(Command::Loadgen(args)) => alpes_tracking::loadgen::loadgen(args).await,
         }
     });

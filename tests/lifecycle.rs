@@ -128,6 +128,18 @@ fn refuses_bad_pulsar_options_and_bad_flags_clearly() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("allow-insecure"), "{err}");
+    let (code, _, err) = tracking(&[
+        "run",
+        "--scylla-nodes",
+        "127.0.0.1:9042",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("embedded store only"), "{err}");
+    let (code, _, err) = tracking(&["verify", "--scylla-nodes", "127.0.0.1:9042"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("embedded store only"), "{err}");
     let (code, _, err) = tracking(&["--shutdown-grace", "soon"]);
     assert_ne!(code, 0);
     assert!(err.contains("invalid duration"), "{err}");
@@ -143,6 +155,7 @@ fn refuses_bad_pulsar_options_and_bad_flags_clearly() {
         "PULSAR_TOKEN",
         "TOPIC_EVENTS_TRACKING",
         "TRACKING_DEAD_LETTER_TOPIC",
+        "SCYLLA_NODES",
     ] {
         assert!(out.contains(flag), "--help does not document {flag}");
     }
