@@ -6,112 +6,14 @@ mod common;
 
 use alpes_tracking::actors::PipelineConfig;
 use alpes_tracking::app::{self, open_store, Running, ServiceConfig};
-use alpes_tracking::store::*;
-use async_trait::async_trait;
-use chrono::NaiveDate;
+use common::faulty::FaultyStore;
 use common::{command, request, wait_for, Resp};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The embedded store, with faults on demand: a panic when asked about an
-/// interaction id starting with `boom`, and failing writes while `down`.
-struct Faulty {
-    inner: Arc<dyn EventStore>,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl EventStore for Faulty {
-    fn kind(&self) -> &'static str {
-        "faulty"
-    }
-    async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Timeout("injected outage".into()));
-        }
-        self.inner.write(batch).await
-    }
-    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
-        if ids.iter().any(|id| id.starts_with("boom")) {
-            panic!("injected panic in an aggregate");
-        }
-        self.inner.interaction_owners(ids).await
-    }
-    async fn last_seq(&self, u: &str) -> Result<u64, StoreError> {
-        self.inner.last_seq(u).await
-    }
-    async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.inner.interaction(id).await
-    }
-    async fn user_events(
-        &self,
-        u: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.user_events(u, after, limit).await
-    }
-    async fn recent(
-        &self,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.recent(before, limit).await
-    }
-    async fn by_target(
-        &self,
-        t: &str,
-        from: NaiveDate,
-        to: NaiveDate,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.by_target(t, from, to, limit).await
-    }
-    async fn scan(&self, after: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
-        self.inner.scan(after, limit).await
-    }
-    async fn head(&self) -> Result<u64, StoreError> {
-        self.inner.head().await
-    }
-    async fn checkpoint(&self, p: ProjectionKind) -> Result<u64, StoreError> {
-        self.inner.checkpoint(p).await
-    }
-    async fn apply(&self, p: ProjectionKind, r: &[JournalRecord]) -> Result<u64, StoreError> {
-        self.inner.apply(p, r).await
-    }
-    async fn reset(&self, p: ProjectionKind) -> Result<(), StoreError> {
-        self.inner.reset(p).await
-    }
-    async fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
-        self.inner.daily_stats(q).await
-    }
-    async fn status_stats(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<StatusStat>, StoreError> {
-        self.inner.status_stats(from, to).await
-    }
-    async fn user_stats(&self, u: &str) -> Result<Option<UserStats>, StoreError> {
-        self.inner.user_stats(u).await
-    }
-    async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
-        self.inner.all_user_stats().await
-    }
-    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
-        self.inner.cursor(name).await
-    }
-    async fn set_cursor(&self, name: &str, pos: u64) -> Result<(), StoreError> {
-        self.inner.set_cursor(name, pos).await
-    }
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush().await
-    }
-}
-
-async fn start(dir: &std::path::Path, max_deliveries: u32) -> (Running, Arc<Faulty>) {
+async fn start(dir: &std::path::Path, max_deliveries: u32) -> (Running, Arc<FaultyStore>) {
     let config = ServiceConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
@@ -125,9 +27,9 @@ async fn start(dir: &std::path::Path, max_deliveries: u32) -> (Running, Arc<Faul
         },
         pulsar: None,
     };
-    let store = Arc::new(Faulty {
-        inner: open_store(dir).unwrap(),
-        down: AtomicBool::new(false),
+    let store = Arc::new(FaultyStore {
+        panic_prefix: Some("boom"),
+        ..FaultyStore::new(open_store(dir).unwrap())
     });
     let svc = app::start_with_store(config, Some(store.clone()))
         .await

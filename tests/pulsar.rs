@@ -155,7 +155,14 @@ async fn transient_store_failures_are_retried_not_dead_lettered() {
     let client = client().await;
     let mut dlq = reader(&client, &format!("{NS}/{cmds}-DLQ")).await;
     let dir = tempfile::tempdir().unwrap();
-    let flaky = FlakyStore::open(dir.path(), 8);
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir_all(&store_dir).unwrap();
+    let flaky = std::sync::Arc::new(common::faulty::FaultyStore {
+        failing_writes: std::sync::atomic::AtomicU32::new(8),
+        ..common::faulty::FaultyStore::new(std::sync::Arc::new(
+            alpes_tracking::store::embedded::EmbeddedStore::open(&store_dir).unwrap(),
+        ))
+    });
     let w = app::start_with_store(
         config(dir.path(), options(&cmds, &events)),
         Some(flaky.clone()),
@@ -170,7 +177,7 @@ async fn transient_store_failures_are_retried_not_dead_lettered() {
     })
     .await;
     assert_eq!(
-        flaky.failures.load(Ordering::SeqCst),
+        flaky.failing_writes.load(Ordering::SeqCst),
         0,
         "failures were injected"
     );

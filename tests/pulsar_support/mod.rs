@@ -13,10 +13,7 @@ use alpes_tracking::actors::PipelineConfig;
 use alpes_tracking::app::ServiceConfig;
 use alpes_tracking::domain::codec::BuildInteractionsInfo;
 use alpes_tracking::log::pulsar::PulsarOptions;
-use alpes_tracking::store::embedded::EmbeddedStore;
 use alpes_tracking::store::*;
-use async_trait::async_trait;
-use chrono::NaiveDate;
 use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
 use pulsar::{Consumer, ConsumerOptions, Pulsar, SubType, TokioExecutor};
@@ -24,8 +21,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const NS: &str = "persistent://public/default";
@@ -207,113 +202,6 @@ pub async fn all_events(store: &dyn EventStore) -> Vec<StoredEvent> {
             JournalRecord::Event(e) => Some(e),
             JournalRecord::Rejection(_) => None,
         }));
-    }
-}
-
-/// The embedded store, whose `write` fails (retryably) while `failures` > 0.
-pub struct FlakyStore {
-    pub inner: EmbeddedStore,
-    pub failures: AtomicU32,
-}
-
-impl FlakyStore {
-    pub fn open(dir: &Path, failures: u32) -> Arc<FlakyStore> {
-        let dir = dir.join("store");
-        std::fs::create_dir_all(&dir).expect("store dir");
-        Arc::new(FlakyStore {
-            inner: EmbeddedStore::open(&dir).expect("store"),
-            failures: AtomicU32::new(failures),
-        })
-    }
-}
-
-#[async_trait]
-impl EventStore for FlakyStore {
-    fn kind(&self) -> &'static str {
-        "flaky"
-    }
-    async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
-        let failing = self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            return Err(StoreError::Unavailable("injected failure".into()));
-        }
-        self.inner.write(batch).await
-    }
-    async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
-        self.inner.last_seq(user_id).await
-    }
-    async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.inner.interaction(id).await
-    }
-    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
-        self.inner.interaction_owners(ids).await
-    }
-    async fn user_events(
-        &self,
-        u: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.user_events(u, after, limit).await
-    }
-    async fn recent(
-        &self,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.recent(before, limit).await
-    }
-    async fn by_target(
-        &self,
-        t: &str,
-        from: NaiveDate,
-        to: NaiveDate,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.by_target(t, from, to, limit).await
-    }
-    async fn scan(&self, after: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
-        self.inner.scan(after, limit).await
-    }
-    async fn head(&self) -> Result<u64, StoreError> {
-        self.inner.head().await
-    }
-    async fn checkpoint(&self, p: ProjectionKind) -> Result<u64, StoreError> {
-        self.inner.checkpoint(p).await
-    }
-    async fn apply(&self, p: ProjectionKind, r: &[JournalRecord]) -> Result<u64, StoreError> {
-        self.inner.apply(p, r).await
-    }
-    async fn reset(&self, p: ProjectionKind) -> Result<(), StoreError> {
-        self.inner.reset(p).await
-    }
-    async fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
-        self.inner.daily_stats(q).await
-    }
-    async fn status_stats(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<StatusStat>, StoreError> {
-        self.inner.status_stats(from, to).await
-    }
-    async fn user_stats(&self, u: &str) -> Result<Option<UserStats>, StoreError> {
-        self.inner.user_stats(u).await
-    }
-    async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
-        self.inner.all_user_stats().await
-    }
-    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
-        self.inner.cursor(name).await
-    }
-    async fn set_cursor(&self, name: &str, pos: u64) -> Result<(), StoreError> {
-        self.inner.set_cursor(name, pos).await
-    }
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush().await
     }
 }
 

@@ -1,0 +1,129 @@
+//! A store with faults on demand, for the black-box fault tests: it
+//! delegates to a real store and can fail writes (an outage, or the next N
+//! writes) and panic when asked about an interaction id with a prefix
+//! (a poison command that kills its aggregate).
+
+use alpes_tracking::store::*;
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+pub struct FaultyStore {
+    pub inner: Arc<dyn EventStore>,
+    /// While set, every write fails (retryable).
+    pub down: AtomicBool,
+    /// The next this-many writes fail (retryable).
+    pub failing_writes: AtomicU32,
+    /// Interaction ids starting with this make the asking aggregate panic.
+    pub panic_prefix: Option<&'static str>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn EventStore>) -> Self {
+        Self {
+            inner,
+            down: AtomicBool::new(false),
+            failing_writes: AtomicU32::new(0),
+            panic_prefix: None,
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for FaultyStore {
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Timeout("injected outage".into()));
+        }
+        if self
+            .failing_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable("injected failure".into()));
+        }
+        self.inner.write(batch).await
+    }
+    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        if let Some(prefix) = self.panic_prefix {
+            if ids.iter().any(|id| id.starts_with(prefix)) {
+                panic!("injected panic in an aggregate");
+            }
+        }
+        self.inner.interaction_owners(ids).await
+    }
+    async fn last_seq(&self, u: &str) -> Result<u64, StoreError> {
+        self.inner.last_seq(u).await
+    }
+    async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.inner.interaction(id).await
+    }
+    async fn user_events(
+        &self,
+        u: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.user_events(u, after, limit).await
+    }
+    async fn recent(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.recent(before, limit).await
+    }
+    async fn by_target(
+        &self,
+        t: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.by_target(t, from, to, limit).await
+    }
+    async fn scan(&self, after: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
+        self.inner.scan(after, limit).await
+    }
+    async fn head(&self) -> Result<u64, StoreError> {
+        self.inner.head().await
+    }
+    async fn checkpoint(&self, p: ProjectionKind) -> Result<u64, StoreError> {
+        self.inner.checkpoint(p).await
+    }
+    async fn apply(&self, p: ProjectionKind, r: &[JournalRecord]) -> Result<u64, StoreError> {
+        self.inner.apply(p, r).await
+    }
+    async fn reset(&self, p: ProjectionKind) -> Result<(), StoreError> {
+        self.inner.reset(p).await
+    }
+    async fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
+        self.inner.daily_stats(q).await
+    }
+    async fn status_stats(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StatusStat>, StoreError> {
+        self.inner.status_stats(from, to).await
+    }
+    async fn user_stats(&self, u: &str) -> Result<Option<UserStats>, StoreError> {
+        self.inner.user_stats(u).await
+    }
+    async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
+        self.inner.all_user_stats().await
+    }
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        self.inner.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, pos: u64) -> Result<(), StoreError> {
+        self.inner.set_cursor(name, pos).await
+    }
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush().await
+    }
+}
