@@ -18,7 +18,11 @@
 //!   rebuilt after repeated failures), each time counted in
 //!   `tracking_pulsar_reconnects_total`, with readiness 503 until it is
 //!   back. Messages of the dead consumer that were not acked come back
-//!   from the broker; acks for them are ignored (a new generation).
+//!   from the broker. Acks are individual acks of the subscription, so an
+//!   ack of a message received by a previous consumer is still sent (by
+//!   the current one), and acks that arrive while disconnected are kept and
+//!   sent after the reconnect: a command persisted just before a reconnect
+//!   or a drain is not delivered again.
 
 use super::producer::TopicProducer;
 use super::{dlq_properties, unavailable, Shared};
@@ -60,6 +64,7 @@ pub(crate) async fn open(
         out: out_tx,
         cmds: cmd_rx,
         pending: HashMap::new(),
+        deferred: Vec::new(),
         next_id: 1,
         generation: 0,
         lost: false,
@@ -134,6 +139,9 @@ struct Driver {
     cmds: mpsc::UnboundedReceiver<Cmd>,
     /// Delivery id -> (generation, broker id) of deliveries not yet acked.
     pending: HashMap<u64, (u64, MessageIdData)>,
+    /// Acks not yet sent (they arrived while disconnected, or their send
+    /// failed): sent first by the next consumer.
+    deferred: Vec<MessageIdData>,
     next_id: u64,
     generation: u64,
     /// Counted as disconnected in `Health` (until reconnected or stopped).
@@ -233,7 +241,15 @@ impl Driver {
                 _ = &mut deadline => return self.stopping(),
                 cmd = self.cmds.recv() => match cmd {
                     None => return true,
-                    Some(Cmd::Ack(_)) => {}
+                    Some(Cmd::Ack(ids)) => {
+                        // Kept for the next consumer (see the module docs).
+                        for id in ids {
+                            if let Some((_, mid)) = self.pending.remove(&id) {
+                                self.forget(&mid);
+                                self.deferred.push(mid);
+                            }
+                        }
+                    }
                     Some(Cmd::Flush(reply)) => {
                         let _ = reply.send(Err(LogError::Unavailable("broker disconnected".into())));
                     }
@@ -243,6 +259,12 @@ impl Driver {
     }
 
     async fn serve(&mut self, c: &mut PulsarConsumer) -> Exit {
+        while let Some(mid) = self.deferred.pop() {
+            if let Err(e) = c.ack_with_id(&self.topic, mid.clone()).await {
+                self.deferred.push(mid);
+                return Exit::Reconnect(format!("deferred ack failed: {e}"));
+            }
+        }
         let probe_every = self.shared.options.probe_interval;
         let mut probe = tokio::time::interval(probe_every);
         probe.tick().await;
@@ -266,12 +288,11 @@ impl Driver {
                     None => return Exit::Stop,
                     Some(Cmd::Ack(ids)) => {
                         for id in ids {
-                            if let Some((generation, mid)) = self.pending.remove(&id) {
+                            if let Some((_generation, mid)) = self.pending.remove(&id) {
                                 self.forget(&mid);
-                                if generation == self.generation {
-                                    if let Err(e) = c.ack_with_id(&self.topic, mid).await {
-                                        return Exit::Reconnect(format!("ack failed: {e}"));
-                                    }
+                                if let Err(e) = c.ack_with_id(&self.topic, mid.clone()).await {
+                                    self.deferred.push(mid);
+                                    return Exit::Reconnect(format!("ack failed: {e}"));
                                 }
                             }
                         }
