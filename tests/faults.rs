@@ -41,25 +41,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
-/// Posts a command (ids are explicit, so a resend after a connection error
-/// is idempotent; the error is printed so a real server fault stays visible).
 async fn post(addr: SocketAddr, body: String) -> Resp {
     blocking(move || {
-        let send = || {
-            request(
-                addr,
-                "POST",
-                "/tracking/interactions",
-                &[("Content-Type", "application/json")],
-                body.as_bytes(),
-            )
-        };
-        send()
-            .or_else(|e| {
-                eprintln!("POST failed once ({e}); resending");
-                send()
-            })
-            .unwrap_or_else(|e| panic!("POST failed twice: {e}"))
+        request(
+            addr,
+            "POST",
+            "/tracking/interactions",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("POST failed: {e}"))
     })
     .await
 }
