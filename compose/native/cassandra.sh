@@ -48,12 +48,12 @@ START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-240}"
 STOP_TIMEOUT="${CASSANDRA_STOP_TIMEOUT:-60}"
 MAVEN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
-log() { printf '[cassandra %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+SERVICE=cassandra
+# shellcheck source=compose/native/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH${2:+ ($2)}"; }
 
 java_bin() {
   if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
@@ -76,7 +76,6 @@ check_java() {
 }
 
 # --- process helpers -------------------------------------------------------------------
-read_pid() { [[ -f "$PID_FILE" ]] && cat "$PID_FILE" 2>/dev/null || true; }
 
 pid_alive() { # alive and really our CassandraDaemon (guards against pid reuse)
   local pid="$1"
@@ -90,7 +89,6 @@ running_pid() {
   if pid_alive "$pid"; then echo "$pid"; fi
 }
 
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 # CQL v4 OPTIONS frame (version 0x04, flags 0, stream 0, opcode 0x05 OPTIONS, length 0);
 # ready when the reply header is a response (0x84) with opcode 0x06 SUPPORTED.
@@ -401,28 +399,7 @@ for st in re.split(r";[ \t]*(?:\n|$)", text):
 }
 
 # --- commands ------------------------------------------------------------------------------
-cmd_down() {
-  local pid waited=0
-  pid="$(read_pid)"
-  if ! pid_alive "$pid"; then
-    rm -f "$PID_FILE"
-    log "not running"
-    return 0
-  fi
-  log "stopping pid $pid (SIGTERM, up to ${STOP_TIMEOUT}s) ..."
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null && ((waited < STOP_TIMEOUT)); do
-    sleep 1
-    waited=$((waited + 1))
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 1
-  fi
-  rm -f "$PID_FILE"
-  log "stopped (${waited}s)"
-}
+cmd_down() { stop_service; }
 
 cmd_up() {
   local wipe=0 arg

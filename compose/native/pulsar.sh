@@ -53,14 +53,14 @@ TOPICS="${PULSAR_TOPICS:-events.tracking}"
 HTTP_URL="http://$HOST:$HTTP_PORT"
 MAVEN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
-log() { printf '[pulsar %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+SERVICE=pulsar
+# shellcheck source=compose/native/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
 }
 
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH${2:+ ($2)}"; }
 
 java_bin() {
   if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
@@ -80,7 +80,6 @@ check_java() {
 }
 
 # --- process helpers -------------------------------------------------------------------
-read_pid() { [[ -f "$PID_FILE" ]] && cat "$PID_FILE" 2>/dev/null || true; }
 
 # our pid is alive and really is the Pulsar standalone JVM (guards against pid reuse)
 pid_alive() {
@@ -101,7 +100,6 @@ ready() {
   http_ok /admin/v2/namespaces/public/default && http_ok /admin/v2/brokers/health
 }
 
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 # --- fetch -------------------------------------------------------------------------------
 fetch() {
@@ -200,28 +198,7 @@ ensure_topics() {
 }
 
 # --- commands ------------------------------------------------------------------------------
-cmd_down() {
-  local pid waited=0
-  pid="$(read_pid)"
-  if ! pid_alive "$pid"; then
-    rm -f "$PID_FILE"
-    log "not running"
-    return 0
-  fi
-  log "stopping pid $pid (SIGTERM, up to ${STOP_TIMEOUT}s) ..."
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null && ((waited < STOP_TIMEOUT)); do
-    sleep 1
-    waited=$((waited + 1))
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 1
-  fi
-  rm -f "$PID_FILE"
-  log "stopped (${waited}s)"
-}
+cmd_down() { stop_service; }
 
 cmd_up() {
   local wipe=0 arg
