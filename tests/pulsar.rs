@@ -26,18 +26,8 @@ async fn two_workers_share_the_load_and_keep_per_user_order() {
     let (cmds, events) = (unique("cmds"), unique("events"));
     create_partitioned(&cmds, 4);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let w1 = ready(
-        app::start(config(d1.path(), options(&cmds, &events)))
-            .await
-            .unwrap(),
-    )
-    .await;
-    let w2 = ready(
-        app::start(config(d2.path(), options(&cmds, &events)))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let w1 = worker(d1.path(), &cmds, &events).await;
+    let w2 = worker(d2.path(), &cmds, &events).await;
     let log = producer(&cmds, &events).await;
     let (users, per_user) = (40, 50);
     publish_users(&log, "u", users, per_user).await;
@@ -80,12 +70,7 @@ async fn poison_messages_reach_the_dlq_and_good_ones_still_flow() {
     let client = client().await;
     let mut dlq = reader(&client, &format!("{NS}/{cmds}-DLQ")).await;
     let dir = tempfile::tempdir().unwrap();
-    let w = ready(
-        app::start(config(dir.path(), options(&cmds, &events)))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let w = worker(dir.path(), &cmds, &events).await;
     let log = producer(&cmds, &events).await;
     let user = "u-p";
     let mut rule =
@@ -199,12 +184,7 @@ async fn events_topic_gets_each_event_and_build_interactions_info_its_answer() {
     let client = client().await;
     let mut out = reader(&client, &format!("{NS}/{events}")).await;
     let dir = tempfile::tempdir().unwrap();
-    let w = ready(
-        app::start(config(dir.path(), options(&cmds, &events)))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let w = worker(dir.path(), &cmds, &events).await;
     let log = producer(&cmds, &events).await;
     let day = "2025-09-10T12:00:00Z";
     log.append(vec![
@@ -281,12 +261,7 @@ async fn graceful_shutdown_leaves_nothing_persisted_unacknowledged() {
     let (cmds, events) = (unique("cmds"), unique("events"));
     create_partitioned(&cmds, 4);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let w1 = ready(
-        app::start(config(d1.path(), options(&cmds, &events)))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let w1 = worker(d1.path(), &cmds, &events).await;
     let log = producer(&cmds, &events).await;
     let (users, per_user) = (50, 40);
     publish_users(&log, "g", users, per_user).await;
@@ -305,12 +280,7 @@ async fn graceful_shutdown_leaves_nothing_persisted_unacknowledged() {
 
     // A new worker (fresh store) on the same subscription gets the rest,
     // and nothing the first one persisted.
-    let w2 = ready(
-        app::start(config(d2.path(), options(&cmds, &events)))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let w2 = worker(d2.path(), &cmds, &events).await;
     let second = eventually("the rest persisted", WAIT, || async {
         let ids: Vec<String> = all_events(&*w2.store)
             .await
@@ -392,12 +362,7 @@ async fn zz_worker_survives_a_broker_restart() {
     let (cmds, events) = (unique("cmds"), unique("events"));
     create_partitioned(&cmds, 4);
     let dir = tempfile::tempdir().unwrap();
-    let w = ready(
-        app::start(config(dir.path(), options(&cmds, &events)))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let w = worker(dir.path(), &cmds, &events).await;
     let log = producer(&cmds, &events).await;
     publish_users(&log, "r", 10, 10).await;
     eventually("the first half persisted", WAIT, || async {

@@ -228,3 +228,11 @@ pub fn saga(b: &BuildInteractionsInfo) -> Vec<u8> {
     .to_string()
     .into_bytes()
 }
+
+/// Starts an in-process worker on the commands and events topics, ready.
+pub async fn worker(dir: &Path, cmds: &str, events: &str) -> alpes_tracking::app::Running {
+    let running = alpes_tracking::app::start(config(dir, options(cmds, events)))
+        .await
+        .expect("worker starts");
+    ready(running).await
+}
