@@ -16,6 +16,7 @@
 //! duplicates, then writes the JSON report and an SVG chart.
 
 mod http;
+mod probe;
 mod report;
 mod run;
 mod workload;

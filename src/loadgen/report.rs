@@ -1,6 +1,7 @@
 //! The load test report: JSON (figures and the per-second timeline) and an
 //! SVG chart of throughput and latency over time.
 
+use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::fmt::Write;
@@ -202,4 +203,53 @@ pub fn svg(r: &Report) -> String {
     }
     out.push_str("</svg>");
     out
+}
+
+/// Writes the JSON report and the SVG chart beside it.
+pub fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(r)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let chart = path.with_extension("svg");
+    std::fs::write(&chart, svg(r)).with_context(|| format!("writing {}", chart.display()))?;
+    Ok(())
+}
+
+/// Prints the summary of a run.
+pub fn summary(r: &Report, path: &std::path::Path) {
+    let l = |x: &Latency| {
+        format!(
+            "p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+            x.p50_ms, x.p90_ms, x.p99_ms, x.p999_ms, x.max_ms
+        )
+    };
+    println!("mode:        {}", r.mode);
+    println!("sent:        {} ({} valid, {} invalid, {} duplicates) in {:.1} s; acked {}, errors {}, dropped {}", r.sent, r.valid, r.invalid, r.duplicates, r.duration_s, r.acked, r.errors, r.dropped);
+    println!(
+        "throughput:  {:.0}/s acknowledged, {:.0}/s persisted",
+        r.achieved_rate, r.persisted_rate
+    );
+    println!("ack latency: {}", l(&r.ack_latency));
+    if let Some(e) = &r.e2e_latency {
+        println!("end-to-end:  {}", l(e));
+    }
+    if let Some(e) = &r.read_latency {
+        println!("reads:       {} ({} failed)", l(e), r.reads_failed);
+    }
+    if let Some(rss) = r.peak_rss_mib {
+        println!("peak RSS:    {rss:.0} MiB (this process: service and generator)");
+    }
+    println!(
+        "check:       {} (events {} of {} expected{})",
+        if r.check_passed { "PASSED" } else { "FAILED" },
+        r.counted_events,
+        r.expected_events,
+        match (r.expected_rejected, r.counted_rejected) {
+            (Some(e), Some(c)) => format!("; rejected {c} of {e} expected"),
+            _ => String::new(),
+        }
+    );
+    println!("report:      {} (+ .svg)", path.display());
 }

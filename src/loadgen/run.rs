@@ -1,82 +1,21 @@
 //! The run: schedule, send, tail the journal, report progress, drain, check.
 
 use super::http::Conn;
-use super::report::{svg, Latency, Report, Second};
+use super::probe::{progress, rss_mib, snapshot, Hists, Observer, Shared};
+use super::report::{summary, write_report, Latency, Report, Second};
 use super::workload::{Kind, Workload};
 use super::{LoadgenArgs, Stage};
 use crate::actors::PipelineConfig;
 use crate::app::{self, Running, ServiceConfig};
 use crate::log::NewRecord;
-use crate::store::{JournalRecord, StatsQuery};
+use crate::store::StatsQuery;
 use anyhow::Context;
 use chrono::{Duration as Days, Utc};
-use hdrhistogram::Histogram;
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn hist() -> Histogram<u64> {
-    // 1 µs .. 1 h, 3 significant digits.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3)
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
-}
-
-#[derive(Default)]
-struct Hists {
-    ack: Option<Histogram<u64>>,
-    ack_sec: Option<Histogram<u64>>,
-    e2e: Option<Histogram<u64>>,
-    e2e_sec: Option<Histogram<u64>>,
-    read: Option<Histogram<u64>>,
-}
-
-impl Hists {
-    fn new() -> Self {
-        Self {
-            ack: Some(hist()),
-            ack_sec: Some(hist()),
-            e2e: Some(hist()),
-            e2e_sec: Some(hist()),
-            read: Some(hist()),
-        }
-    }
-    fn record(h: &mut Option<Histogram<u64>>, since: Instant) {
-        if let Some(h) = h {
-            let us = since.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
-            let _ = h.record(us);
-        }
-    }
-}
-
-#[derive(Default)]
-struct Shared {
-    sent: AtomicU64,
-    acked: AtomicU64,
-    errors: AtomicU64,
-    dropped: AtomicU64,
-    outstanding: AtomicU64,
-    persisted: AtomicU64,
-    reads_failed: AtomicU64,
-    hists: Mutex<Hists>,
-    /// Intended send time of every valid first send not yet seen in the journal.
-    pending: Mutex<HashMap<String, Instant>>,
-    stop: AtomicBool,
-}
-
-impl Shared {
-    fn ack(&self, n: u64, intended: &[Instant]) {
-        self.acked.fetch_add(n, Relaxed);
-        if let Ok(mut h) = self.hists.lock() {
-            for t in intended {
-                Hists::record(&mut h.ack, *t);
-                Hists::record(&mut h.ack_sec, *t);
-            }
-        }
-    }
-}
 
 enum Target {
     InProcess {
@@ -480,74 +419,6 @@ fn expected_events(shared: &Shared, valid: u64) -> u64 {
     valid.saturating_sub(shared.errors.load(Relaxed))
 }
 
-fn snapshot(shared: &Shared, last: &mut (u64, u64, u64, u64), t: u64, rate: f64) -> Second {
-    let now = (
-        shared.sent.load(Relaxed),
-        shared.acked.load(Relaxed),
-        shared.persisted.load(Relaxed),
-        shared.errors.load(Relaxed),
-    );
-    let mut s = Second {
-        t,
-        target_rate: rate,
-        sent: now.0 - last.0,
-        acked: now.1 - last.1,
-        persisted: now.2 - last.2,
-        errors: now.3 - last.3,
-        ..Second::default()
-    };
-    *last = now;
-    if let Ok(mut h) = shared.hists.lock() {
-        let ms = |h: &Histogram<u64>, q| {
-            if h.is_empty() {
-                0.0
-            } else {
-                h.value_at_quantile(q) as f64 / 1000.0
-            }
-        };
-        if let Some(a) = h.ack_sec.as_mut() {
-            (s.ack_p50_ms, s.ack_p99_ms) = (ms(a, 0.5), ms(a, 0.99));
-            a.reset();
-        }
-        if let Some(e) = h.e2e_sec.as_mut() {
-            (s.e2e_p50_ms, s.e2e_p99_ms) = (ms(e, 0.5), ms(e, 0.99));
-            e.reset();
-        }
-    }
-    s
-}
-
-fn progress(s: &Second, shared: &Shared) {
-    let mut err = std::io::stderr();
-    let _ = write!(
-        err,
-        "\rt={:>4}s sent={} acked={} persisted={} errors={} dropped={} rate={}/s ack_p99={:.1}ms e2e_p99={:.1}ms   ",
-        s.t,
-        shared.sent.load(Relaxed),
-        shared.acked.load(Relaxed),
-        shared.persisted.load(Relaxed),
-        shared.errors.load(Relaxed),
-        shared.dropped.load(Relaxed),
-        s.acked,
-        s.ack_p99_ms,
-        s.e2e_p99_ms,
-    );
-    let _ = err.flush();
-}
-
-/// Resident memory of this process in MiB (Linux; 0 elsewhere).
-pub fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 async fn http_count(addr: SocketAddr, q: &StatsQuery) -> anyhow::Result<u64> {
     let path = format!(
         "/tracking/stats/daily?from={}&to={}&campaign_id={}",
@@ -562,104 +433,4 @@ async fn http_count(addr: SocketAddr, q: &StatsQuery) -> anyhow::Result<u64> {
         .as_array()
         .map(|a| a.iter().filter_map(|i| i["count"].as_u64()).sum())
         .unwrap_or(0))
-}
-
-fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(path, serde_json::to_vec_pretty(r)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    let chart = path.with_extension("svg");
-    std::fs::write(&chart, svg(r)).with_context(|| format!("writing {}", chart.display()))?;
-    Ok(())
-}
-
-fn summary(r: &Report, path: &std::path::Path) {
-    let l = |x: &Latency| {
-        format!(
-            "p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
-            x.p50_ms, x.p90_ms, x.p99_ms, x.p999_ms, x.max_ms
-        )
-    };
-    println!("mode:        {}", r.mode);
-    println!("sent:        {} ({} valid, {} invalid, {} duplicates) in {:.1} s; acked {}, errors {}, dropped {}", r.sent, r.valid, r.invalid, r.duplicates, r.duration_s, r.acked, r.errors, r.dropped);
-    println!(
-        "throughput:  {:.0}/s acknowledged, {:.0}/s persisted",
-        r.achieved_rate, r.persisted_rate
-    );
-    println!("ack latency: {}", l(&r.ack_latency));
-    if let Some(e) = &r.e2e_latency {
-        println!("end-to-end:  {}", l(e));
-    }
-    if let Some(e) = &r.read_latency {
-        println!("reads:       {} ({} failed)", l(e), r.reads_failed);
-    }
-    if let Some(rss) = r.peak_rss_mib {
-        println!("peak RSS:    {rss:.0} MiB (this process: service and generator)");
-    }
-    println!(
-        "check:       {} (events {} of {} expected{})",
-        if r.check_passed { "PASSED" } else { "FAILED" },
-        r.counted_events,
-        r.expected_events,
-        match (r.expected_rejected, r.counted_rejected) {
-            (Some(e), Some(c)) => format!("; rejected {c} of {e} expected"),
-            _ => String::new(),
-        }
-    );
-    println!("report:      {} (+ .svg)", path.display());
-}
-
-/// Receives every committed journal record (like a projector) and records
-/// the end-to-end latency of the commands this run is waiting for.
-struct Observer;
-
-impl ractor::Actor for Observer {
-    type Msg = crate::actors::projector::ProjectorMsg;
-    type State = Arc<Shared>;
-    type Arguments = Arc<Shared>;
-
-    async fn pre_start(
-        &self,
-        _myself: ractor::ActorRef<Self::Msg>,
-        shared: Arc<Shared>,
-    ) -> Result<Arc<Shared>, ractor::ActorProcessingErr> {
-        Ok(shared)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ractor::ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        shared: &mut Arc<Shared>,
-    ) -> Result<(), ractor::ActorProcessingErr> {
-        let crate::actors::projector::ProjectorMsg::Committed(records) = msg else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        let mut seen = Vec::new();
-        if let Ok(mut pending) = shared.pending.lock() {
-            for r in records.iter() {
-                if let JournalRecord::Event(e) = r {
-                    if let Some(t) = pending.remove(&e.event.interaction_id) {
-                        seen.push(t);
-                    }
-                }
-            }
-        }
-        shared.persisted.fetch_add(seen.len() as u64, Relaxed);
-        if let Ok(mut h) = shared.hists.lock() {
-            for t in seen {
-                let us = now.duration_since(t).as_micros().clamp(1, 3_600_000_000) as u64;
-                if let Some(e) = h.e2e.as_mut() {
-                    let _ = e.record(us);
-                }
-                if let Some(e) = h.e2e_sec.as_mut() {
-                    let _ = e.record(us);
-                }
-            }
-        }
-        Ok(())
-    }
 }
