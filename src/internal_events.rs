@@ -8,7 +8,7 @@
 use crate::domain::RejectReason;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 pub const RECEIVED: &str = "tracking_commands_received_total";
@@ -43,12 +43,17 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
 /// Installs the Prometheus recorder once per process and returns its handle
-/// (tests start several services in one process; they share it).
+/// (tests start several services in one process, at the same time; they
+/// share it). Serialized by a lock: a second caller waits for the first
+/// installation instead of racing it and failing.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    if let Some(h) = HANDLE.get() {
+    let mut slot = HANDLE
+        .lock()
+        .map_err(|_| anyhow::anyhow!("metrics lock poisoned"))?;
+    if let Some(h) = slot.as_ref() {
         return Ok(h.clone());
     }
     let handle = PrometheusBuilder::new()
@@ -57,18 +62,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             metrics_exporter_prometheus::Matcher::Full(STORE_BATCH.to_string()),
             BATCH_BUCKETS,
         )?
-        .install_recorder();
-    let handle = match handle {
-        Ok(h) => h,
-        // Another thread won the race: use its handle.
-        Err(_) => {
-            return HANDLE
-                .get()
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("metrics recorder already installed elsewhere"))
-        }
-    };
-    let _ = HANDLE.set(handle.clone());
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    *slot = Some(handle.clone());
+    drop(slot);
     describe();
     register_initial_series();
     Ok(handle)

@@ -25,33 +25,7 @@ impl Resp {
 }
 
 /// Sends one request on a fresh connection (`Connection: close`).
-///
-/// A connection reset is retried once, loudly, when the request is
-/// idempotent (a GET, or a command with its own `interaction_id`): under
-/// heavy CPU contention in CI a reset was seen twice in about fifteen full
-/// runs (cause not found yet; noted for the HTTP hardening work). A
-/// non-idempotent request is never resent: the caller sees the error.
 pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Resp> {
-    match request_once(addr, method, path, headers, body) {
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && idempotent(method, body) => {
-            eprintln!("WARNING: {method} {path}: connection reset; resending once (idempotent)");
-            request_once(addr, method, path, headers, body)
-        }
-        other => other,
-    }
-}
-
-fn idempotent(method: &str, body: &[u8]) -> bool {
-    method == "GET" || body.windows(16).any(|w| w == b"\"interaction_id\"")
-}
-
-fn request_once(
     addr: SocketAddr,
     method: &str,
     path: &str,
