@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod consumer;
+pub mod follow;
 pub mod projector;
 pub mod publisher;
 pub mod supervisor;

@@ -10,6 +10,7 @@
 //! arrives with a gap (a message lost while the actor was restarting), and
 //! on a periodic tick that compares the checkpoint with the journal head.
 
+use super::follow::{self, handle_in_order, Follower};
 use crate::internal_events as ev;
 use crate::store::{EventStore, JournalRecord, ProjectionKind, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -117,30 +118,29 @@ impl Actor for Projector {
     }
 }
 
+impl Follower for ProjectorState {
+    type Error = StoreError;
+    const CHUNK: usize = CATCH_UP_CHUNK;
+
+    fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    fn position(&self) -> u64 {
+        self.checkpoint
+    }
+
+    async fn handle(&mut self, records: &[JournalRecord]) -> Result<(), StoreError> {
+        self.checkpoint = self.store.apply(self.kind, records).await?;
+        Ok(())
+    }
+}
+
 async fn apply_buffered(
     state: &mut ProjectorState,
     buffered: &[Arc<Vec<JournalRecord>>],
 ) -> Result<(), StoreError> {
-    let mut fresh: Vec<JournalRecord> = Vec::new();
-    for records in buffered {
-        for r in records.iter() {
-            if r.pos() > state.checkpoint + fresh.len() as u64 {
-                if r.pos() != state.checkpoint + fresh.len() as u64 + 1 {
-                    // A gap: records were committed that we never received.
-                    apply(state, &fresh).await?;
-                    fresh.clear();
-                    catch_up(state, r.pos() - 1).await?;
-                    if r.pos() != state.checkpoint + 1 {
-                        // Already applied, or still a gap: never skip over
-                        // a record; the tick catches up from the journal.
-                        continue;
-                    }
-                }
-                fresh.push(r.clone());
-            }
-        }
-    }
-    apply(state, &fresh).await?;
+    let fresh = handle_in_order(state, buffered).await?;
     let started = chrono::Utc::now();
     for r in &fresh {
         if let JournalRecord::Event(e) = r {
@@ -154,29 +154,9 @@ async fn apply_buffered(
     Ok(())
 }
 
-async fn apply(state: &mut ProjectorState, records: &[JournalRecord]) -> Result<(), StoreError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    state.checkpoint = state.store.apply(state.kind, records).await?;
-    Ok(())
-}
-
-/// Applies journal records after the checkpoint, up to `until` (inclusive).
+/// Catches up from the journal and reports the lag.
 async fn catch_up(state: &mut ProjectorState, until: u64) -> Result<(), StoreError> {
-    loop {
-        let records = state.store.scan(state.checkpoint, CATCH_UP_CHUNK).await?;
-        let records: Vec<JournalRecord> =
-            records.into_iter().filter(|r| r.pos() <= until).collect();
-        if records.is_empty() {
-            break;
-        }
-        let full = records.len() == CATCH_UP_CHUNK;
-        apply(state, &records).await?;
-        if !full {
-            break;
-        }
-    }
+    follow::catch_up(state, until).await?;
     let head = state.store.head().await?;
     ev::projection_lag(state.kind.as_str(), head.saturating_sub(state.checkpoint));
     Ok(())

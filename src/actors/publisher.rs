@@ -16,6 +16,7 @@
 //! `interaction_id`. Nothing is skipped: the cursor only moves past
 //! records the broker confirmed.
 
+use super::follow::{catch_up, handle_in_order, Follower};
 use crate::internal_events as ev;
 use crate::log::{EventSink, OutboundMessage};
 use crate::store::{EventStore, JournalRecord, StoreError};
@@ -125,26 +126,7 @@ async fn publish_buffered(
     state: &mut PublisherState,
     buffered: &[Arc<Vec<JournalRecord>>],
 ) -> Result<(), PublishError> {
-    let mut fresh: Vec<JournalRecord> = Vec::new();
-    for records in buffered {
-        for r in records.iter() {
-            let next = state.cursor + fresh.len() as u64 + 1;
-            if r.pos() < next {
-                continue; // published already
-            }
-            if r.pos() > next {
-                // A gap: publish what we have, then the missing records
-                // from the journal, before this one.
-                publish(state, std::mem::take(&mut fresh)).await?;
-                catch_up(state, r.pos() - 1).await?;
-                if r.pos() != state.cursor + 1 {
-                    continue; // still a gap: the tick catches up
-                }
-            }
-            fresh.push(r.clone());
-        }
-    }
-    publish(state, fresh).await
+    handle_in_order(state, buffered).await.map(|_| ())
 }
 
 /// The outbound message of one journal record (events only).
@@ -173,37 +155,30 @@ pub fn outbound(record: &JournalRecord) -> Option<OutboundMessage> {
     })
 }
 
-/// Publishes records (ascending positions after the cursor), then moves the cursor.
-async fn publish(
-    state: &mut PublisherState,
-    records: Vec<JournalRecord>,
-) -> Result<(), PublishError> {
-    let Some(last) = records.last().map(JournalRecord::pos) else {
-        return Ok(());
-    };
-    let messages: Vec<OutboundMessage> = records.iter().filter_map(outbound).collect();
-    let n = messages.len() as u64;
-    state.sink.publish(messages).await?;
-    ev::events_published(n);
-    state.store.set_cursor(CURSOR, last).await?;
-    state.cursor = last;
-    Ok(())
-}
+impl Follower for PublisherState {
+    type Error = PublishError;
+    const CHUNK: usize = CATCH_UP_CHUNK;
 
-/// Publishes journal records after the cursor, up to `until` (inclusive).
-async fn catch_up(state: &mut PublisherState, until: u64) -> Result<(), PublishError> {
-    loop {
-        let records = state.store.scan(state.cursor, CATCH_UP_CHUNK).await?;
-        let full = records.len() == CATCH_UP_CHUNK;
-        let records: Vec<JournalRecord> =
-            records.into_iter().filter(|r| r.pos() <= until).collect();
-        if records.is_empty() {
+    fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    fn position(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Publishes records (ascending positions after the cursor), then moves
+    /// the cursor.
+    async fn handle(&mut self, records: &[JournalRecord]) -> Result<(), PublishError> {
+        let Some(last) = records.last().map(JournalRecord::pos) else {
             return Ok(());
-        }
-        let partial = records.len() < CATCH_UP_CHUNK;
-        publish(state, records).await?;
-        if !full || partial {
-            return Ok(());
-        }
+        };
+        let messages: Vec<OutboundMessage> = records.iter().filter_map(outbound).collect();
+        let n = messages.len() as u64;
+        self.sink.publish(messages).await?;
+        ev::events_published(n);
+        self.store.set_cursor(CURSOR, last).await?;
+        self.cursor = last;
+        Ok(())
     }
 }
