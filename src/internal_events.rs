@@ -37,6 +37,7 @@ pub const PULSAR_RECONNECTS: &str = "tracking_pulsar_reconnects_total";
 pub const PULSAR_PUBLISH: &str = "tracking_pulsar_publish_duration_seconds";
 pub const PULSAR_PUBLISH_ERRORS: &str = "tracking_pulsar_publish_errors_total";
 pub const EVENTS_PUBLISHED: &str = "tracking_events_published_total";
+pub const STORE_REPAIRED: &str = "tracking_store_repaired_events_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -87,6 +88,7 @@ fn register_initial_series() {
         RETRIES,
         AGGREGATE_FAILURES,
         APPENDED,
+        STORE_REPAIRED,
     ] {
         counter!(name).increment(0);
     }
@@ -153,6 +155,10 @@ fn describe() {
     );
     describe_histogram!(STORE_BATCH, "Events per group commit.");
     describe_counter!(STORE_ERRORS, "Failed store operations, by operation.");
+    describe_counter!(
+        STORE_REPAIRED,
+        "Events whose indexes and projections were completed when their user was loaded (ScyllaDB store: left unprojected by a crash or a failed write)."
+    );
     describe_gauge!(LIVE_AGGREGATES, "Per-user aggregate actors alive.");
     describe_gauge!(
         IN_FLIGHT,
@@ -336,4 +342,14 @@ pub fn http_request(route: &'static str, status: u16, seconds: f64) {
 
 pub fn ready(is_ready: bool) {
     gauge!(READY).set(if is_ready { 1.0 } else { 0.0 });
+}
+
+/// Loading a user found events a crash (or a failed write) left without
+/// their indexes and projections; they are being completed now.
+pub fn store_repair(events: u64) {
+    counter!(STORE_REPAIRED).increment(events);
+    tracing::info!(
+        events,
+        "completing the projections of events left unprojected"
+    );
 }

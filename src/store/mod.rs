@@ -20,6 +20,7 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod scylladb;
 
 use crate::domain::{InteractionTracked, InteractionType, Rejection};
 use async_trait::async_trait;
@@ -39,6 +40,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Codec(#[from] crate::domain::event::EventCodecError),
+    /// The operation does not exist in this store (e.g. checkpoints in a
+    /// store that keeps projections inline). A programming error.
+    #[error("not supported by this store: {0}")]
+    Unsupported(String),
 }
 
 impl StoreError {
@@ -196,11 +201,29 @@ pub struct StatsQuery {
     pub interaction_type: Option<InteractionType>,
 }
 
+/// How a store keeps its projections up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectionMode {
+    /// Projector actors follow the journal by position and apply records
+    /// with [`EventStore::apply`] (one writer process: the embedded store).
+    Checkpointed,
+    /// [`EventStore::write`] updates them itself, exactly once per event,
+    /// and [`EventStore::last_seq`] completes whatever a crash left
+    /// unfinished for that user (many writers: the ScyllaDB store).
+    /// `scan`, `head`, `checkpoint`, `apply`, `reset` and the cursors are
+    /// [`StoreError::Unsupported`].
+    Inline,
+}
+
 /// The store the actors and the read API use.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// A short name for logs and metrics (`embedded`, `scylla`).
     fn kind(&self) -> &'static str;
+
+    fn projection_mode(&self) -> ProjectionMode {
+        ProjectionMode::Checkpointed
+    }
 
     /// Appends groups and records rejections in one durable commit.
     async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> Result<WriteOutcome, StoreError>;
@@ -248,6 +271,36 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Journal records with `pos > after_pos`, in position order.
     async fn scan(&self, after_pos: u64, limit: usize) -> Result<Vec<JournalRecord>, StoreError>;
+
+    /// Visits every journal record (any order across users; per user in
+    /// seq order only within a store's partition). Returns how many.
+    async fn visit_journal(
+        &self,
+        visit: &mut (dyn FnMut(JournalRecord) + Send),
+    ) -> Result<u64, StoreError> {
+        let (mut after, mut n) = (0, 0);
+        loop {
+            let records = self.scan(after, 8192).await?;
+            let Some(last) = records.last() else {
+                return Ok(n);
+            };
+            after = last.pos();
+            n += records.len() as u64;
+            records.into_iter().for_each(&mut *visit);
+        }
+    }
+
+    /// Visits every user with at least one event, once each
+    /// ([`ProjectionMode::Inline`] stores).
+    async fn users(&self, _visit: &mut (dyn FnMut(String) + Send)) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported("listing users".into()))
+    }
+
+    /// Recomputes one user's projection rows from the journal
+    /// ([`ProjectionMode::Inline`] stores).
+    async fn rebuild_user(&self, _user_id: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("per-user rebuild".into()))
+    }
 
     /// The position of the last record committed (0 if none).
     async fn head(&self) -> Result<u64, StoreError>;

@@ -20,7 +20,9 @@ pub async fn append_and_read_back(store: &dyn EventStore) {
         .await
         .unwrap();
     assert_eq!(owners, vec![Some(u.clone()), None]);
-    assert!(store.head().await.unwrap() >= first + 2);
+    if checkpointed(store) {
+        assert!(store.head().await.unwrap() >= first + 2);
+    }
 
     // An event without the v2 fields reads back as written.
     let mut old = fx.ev(&u, 4, Click);
@@ -152,7 +154,7 @@ pub async fn duplicate_interaction_id_is_a_conflict(store: &dyn EventStore) {
 
 pub async fn rejections_are_idempotent(store: &dyn EventStore) {
     let fx = Fx::new();
-    let h0 = store.head().await.unwrap();
+    let h0 = head0(store).await;
     let (r1, r2) = (
         fx.rejection("r1", fx.at(0, 1)),
         fx.rejection("r2", fx.at(0, 2)),

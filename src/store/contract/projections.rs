@@ -5,13 +5,17 @@ use super::*;
 pub async fn apply_is_idempotent_and_matches_recount(store: &dyn EventStore) {
     let _shared = PROJECTIONS.read().await;
     let fx = Fx::new();
-    let h0 = store.head().await.unwrap();
+    let h0 = head0(store).await;
     let users = write_mix(store, &fx).await;
     catch_up_all(store).await;
 
     let own = own_records(store, &fx, h0).await;
     let expected = recount(&own, &users);
     assert_eq!(snapshot(store, &fx, &users).await, expected);
+    if !checkpointed(store) {
+        // Replays of an inline store's writes: see its own repair tests.
+        return;
+    }
 
     // Applying the same records again changes nothing.
     let last = own.last().unwrap().pos();
@@ -38,7 +42,7 @@ pub async fn apply_is_idempotent_and_matches_recount(store: &dyn EventStore) {
     assert_eq!(snapshot(store, &fx, &users).await, recount(&own, &users));
 }
 
-fn recount(records: &[JournalRecord], users: &[String]) -> Snapshot {
+pub(crate) fn recount(records: &[JournalRecord], users: &[String]) -> Snapshot {
     let mut recount = Recount::default();
     records.iter().for_each(|r| recount.add(r));
     let stats = users.iter().map(|u| recount.users().get(u).cloned());

@@ -9,7 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-crate::store::contract::store_contract_tests!(async {
+crate::store::contract::store_contract_tests!(common: async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    (Arc::new(store) as Arc<dyn EventStore>, dir)
+});
+crate::store::contract::store_contract_tests!(checkpointed: async {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     (Arc::new(store) as Arc<dyn EventStore>, dir)

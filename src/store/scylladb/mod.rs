@@ -1,0 +1,477 @@
+//! The ScyllaDB store: the journal, its indexes and the projections in CQL,
+//! shared by every worker of the fleet (ScyllaDB or Apache Cassandra 5: only
+//! portable CQL on this path).
+//!
+//! Unlike the embedded store, this one has no store-wide commit order (many
+//! workers write at once), so its projections are not checkpointed
+//! followers of the journal: [`EventStore::write`] maintains them itself
+//! ([`ProjectionMode::Inline`]), with per-user absolute contributions:
+//!
+//! 1. the user's events go into the journal with a lightweight transaction
+//!    (`IF NOT EXISTS` on `(user, bucket, seq)`, one conditional batch per
+//!    bucket): gap-free sequence numbers, whoever races;
+//! 2. then, idempotently, the id lookup, the target and recent indexes, and
+//!    each touched (day, type, campaign) and status-day row of the user as an
+//!    absolute count "as of seq S" written `USING TIMESTAMP 2*S` (a replay or
+//!    a racing worker writes the same value or loses to a newer one);
+//! 3. last, the user's stats row, whose `last_seq` therefore says how far
+//!    the user's projections are complete. Loading a user
+//!    ([`EventStore::last_seq`]) repairs anything after it from the journal,
+//!    so a crash between 1 and 3 is mended before the user's next command
+//!    (and before its redelivered commands are checked for duplicates).
+//!
+//! The argument in full is in actors.md ("Exactly once with ScyllaDB").
+
+mod read;
+pub mod schema;
+mod statements;
+#[cfg(test)]
+mod tests;
+mod write;
+
+use super::{
+    DailyStat, EventStore, JournalRecord, ProjectionKind, ProjectionMode, StatsQuery, StatusStat,
+    StoreError, StoredEvent, UserStats, WriteBatch, WriteOutcome,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::retry::DefaultRetryPolicy;
+use scylla::statement::{Consistency, SerialConsistency};
+use statements::Statements;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events per journal partition (`bucket = seq / BUCKET`).
+pub const BUCKET: u64 = 10_000;
+/// Partitions per projection key (`shard = hash(user) % SHARDS`).
+pub const SHARDS: i32 = 4;
+/// Concurrent statements per write or read fan-out.
+const CONCURRENCY: usize = 64;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// LOCAL_QUORUM by default; ONE only on a single node (the read-modify-
+    /// write of the projections needs to read its own writes).
+    pub consistency: Consistency,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM file of the CA that signs the nodes' certificates: enables TLS.
+    pub tls_ca: Option<PathBuf>,
+    pub request_timeout: Duration,
+}
+
+impl ScyllaConfig {
+    pub fn new(nodes: &str, keyspace: &str) -> Self {
+        ScyllaConfig {
+            nodes: nodes
+                .split(',')
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            keyspace: keyspace.to_owned(),
+            consistency: Consistency::LocalQuorum,
+            username: None,
+            password: None,
+            tls_ca: None,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Parses `one`, `quorum`, `local_quorum`, `all`, ... (case-insensitive).
+pub fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    Ok(match s.to_ascii_lowercase().replace('-', "_").as_str() {
+        "one" => Consistency::One,
+        "two" => Consistency::Two,
+        "three" => Consistency::Three,
+        "quorum" => Consistency::Quorum,
+        "all" => Consistency::All,
+        "local_quorum" => Consistency::LocalQuorum,
+        "each_quorum" => Consistency::EachQuorum,
+        "local_one" => Consistency::LocalOne,
+        other => return Err(format!("unknown consistency level {other:?}")),
+    })
+}
+
+/// Errors opening the store (not retryable by the store itself: the caller
+/// decides; a refused schema version never goes away by retrying).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no ScyllaDB contact points given")]
+    NoNodes,
+    #[error("connecting to ScyllaDB at {nodes}: {source}")]
+    Session {
+        nodes: String,
+        source: scylla::errors::NewSessionError,
+    },
+    #[error("TLS CA file {path}: {message}")]
+    Tls { path: PathBuf, message: String },
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
+    #[error("preparing statements: {0}")]
+    Prepare(#[from] scylla::errors::PrepareError),
+}
+
+pub struct ScyllaStore {
+    session: Session,
+    st: Statements,
+    /// The last position handed out (positions are commit-time micros *
+    /// 1000 + n, increasing within this process).
+    last_pos: AtomicU64,
+    /// Events per journal partition ([`BUCKET`]; smaller in tests).
+    bucket_size: u64,
+    /// Test hook: fail every commit right before its stats row (a crash
+    /// between the contribution rows and the mark).
+    #[cfg(test)]
+    pub(crate) crash_before_stats: std::sync::atomic::AtomicBool,
+    /// Small listing rows (days, keys, minutes) this process has written.
+    written: std::sync::Mutex<std::collections::HashSet<write::Small>>,
+}
+
+/// Opens a session (without checking the schema).
+pub async fn session(cfg: &ScyllaConfig) -> Result<Session, ConnectError> {
+    if cfg.nodes.is_empty() {
+        return Err(ConnectError::NoNodes);
+    }
+    let profile = ExecutionProfile::builder()
+        .consistency(cfg.consistency)
+        .serial_consistency(Some(SerialConsistency::LocalSerial))
+        .request_timeout(Some(cfg.request_timeout))
+        .retry_policy(Arc::new(DefaultRetryPolicy::new()))
+        .build();
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&cfg.nodes)
+        .connection_timeout(Duration::from_secs(5))
+        .default_execution_profile_handle(profile.into_handle());
+    if let Some(user) = &cfg.username {
+        builder = builder.user(user, cfg.password.clone().unwrap_or_default());
+    }
+    if let Some(path) = &cfg.tls_ca {
+        builder = builder.tls_context(Some(tls_config(path)?));
+    }
+    builder
+        .build()
+        .await
+        .map_err(|source| ConnectError::Session {
+            nodes: cfg.nodes.join(","),
+            source,
+        })
+}
+
+fn tls_config(path: &PathBuf) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let err = |message: String| ConnectError::Tls {
+        path: path.clone(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?;
+    for cert in certs {
+        roots
+            .add(cert.map_err(|e| err(e.to_string()))?)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+impl ScyllaStore {
+    /// Connects, checks that the keyspace holds the schema this build
+    /// knows (`tracking schema apply` creates it) and prepares statements.
+    pub async fn connect(cfg: &ScyllaConfig) -> Result<Self, ConnectError> {
+        let session = session(cfg).await?;
+        schema::check(&session, &cfg.keyspace).await?;
+        let st = Statements::prepare(&session, &cfg.keyspace).await?;
+        Ok(ScyllaStore {
+            session,
+            st,
+            last_pos: AtomicU64::new(0),
+            bucket_size: BUCKET,
+            #[cfg(test)]
+            crash_before_stats: Default::default(),
+            written: Default::default(),
+        })
+    }
+
+    /// The journal bucket of a seq.
+    pub(crate) fn bucket(&self, seq: u64) -> i64 {
+        (seq / self.bucket_size) as i64
+    }
+
+    /// Whether a seq is the last of its bucket (a later bucket may exist).
+    pub(crate) fn ends_bucket(&self, seq: u64) -> bool {
+        (seq + 1).is_multiple_of(self.bucket_size)
+    }
+
+    /// Whether this process has written this listing row already.
+    fn known(&self, item: &write::Small) -> bool {
+        self.written.lock().is_ok_and(|w| w.contains(item))
+    }
+
+    /// Remembers written listing rows (bounded: forgetting only costs a
+    /// repeated, idempotent write).
+    fn remember(&self, items: Vec<write::Small>) {
+        if let Ok(mut w) = self.written.lock() {
+            if w.len() > 100_000 {
+                w.clear();
+            }
+            w.extend(items);
+        }
+    }
+
+    /// Smaller journal buckets (tests cross bucket boundaries with few events).
+    #[cfg(test)]
+    pub(crate) fn with_bucket_size(mut self, n: u64) -> Self {
+        self.bucket_size = n.max(2);
+        self
+    }
+
+    /// `n` consecutive positions (the first returned): commit-time order,
+    /// unique within this process, close to unique across the fleet.
+    fn positions(&self, n: u64) -> u64 {
+        let now = (Utc::now().timestamp_micros().max(0) as u64).saturating_mul(1000);
+        let mut cur = self.last_pos.load(Ordering::Relaxed);
+        loop {
+            let first = now.max(cur + 1);
+            match self.last_pos.compare_exchange_weak(
+                cur,
+                first + n.saturating_sub(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return first,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+// ---- conversions shared by the read and write paths ----------------------
+
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+}
+
+pub(crate) fn day_num(d: NaiveDate) -> i32 {
+    (d - epoch()).num_days() as i32
+}
+
+pub(crate) fn num_day(n: i32) -> NaiveDate {
+    epoch() + chrono::Duration::days(n as i64)
+}
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(m: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(m)
+        .ok_or_else(|| StoreError::Corrupt(format!("bad instant {m}")))
+}
+
+/// The projection shard of a user (FNV-1a: stable across builds).
+pub(crate) fn shard(user: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in user.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % SHARDS as u32) as i32
+}
+
+pub(crate) fn all_shards() -> Vec<i32> {
+    (0..SHARDS).collect()
+}
+
+/// Maps driver errors: timeouts and unreachable nodes are retryable.
+pub(crate) fn exec_err(e: scylla::errors::ExecutionError) -> StoreError {
+    use scylla::errors::ExecutionError as E;
+    match e {
+        E::RequestTimeout(d) => StoreError::Timeout(format!("no answer within {d:?}")),
+        E::LastAttemptError(a) => {
+            let text = a.to_string();
+            if text.to_ascii_lowercase().contains("timeout")
+                || text.to_ascii_lowercase().contains("timed out")
+            {
+                StoreError::Timeout(text)
+            } else {
+                StoreError::Unavailable(text)
+            }
+        }
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// Runs futures with bounded concurrency, results in order; the first
+/// error wins. (Boxed futures: they keep async-trait's lifetimes simple.)
+pub(crate) async fn bounded<T>(
+    futs: Vec<futures::future::BoxFuture<'_, Result<T, StoreError>>>,
+) -> Result<Vec<T>, StoreError> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(futs)
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Maps paging errors (a node or the connection went away: retryable).
+pub(crate) fn pager_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Maps result-decoding errors (the schema does not match: not retryable).
+pub(crate) fn rows_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("unexpected result: {e}"))
+}
+
+pub(crate) fn stored(pos: i64, blob: &[u8]) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        pos: pos.max(0) as u64,
+        event: crate::domain::InteractionTracked::decode(blob)?,
+    })
+}
+
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Unsupported(format!(
+        "{what}: the ScyllaDB store keeps its projections inline (no store-wide positions)"
+    ))
+}
+
+#[async_trait]
+impl EventStore for ScyllaStore {
+    fn kind(&self) -> &'static str {
+        "scylla"
+    }
+
+    fn projection_mode(&self) -> ProjectionMode {
+        ProjectionMode::Inline
+    }
+
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
+        write::write(self, &batch).await
+    }
+
+    async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
+        write::load_user(self, user_id).await
+    }
+
+    async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        read::interaction(self, id).await
+    }
+
+    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        read::owners(self, ids).await
+    }
+
+    async fn user_events(
+        &self,
+        user_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        read::journal(self, user_id, after_seq, u64::MAX, limit).await
+    }
+
+    async fn recent(
+        &self,
+        before_pos: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        read::recent(self, before_pos, limit).await
+    }
+
+    async fn by_target(
+        &self,
+        target_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        read::by_target(self, target_id, from, to, limit).await
+    }
+
+    async fn scan(&self, _after: u64, _limit: usize) -> Result<Vec<JournalRecord>, StoreError> {
+        Err(unsupported("scan by position"))
+    }
+
+    async fn visit_journal(
+        &self,
+        visit: &mut (dyn FnMut(JournalRecord) + Send),
+    ) -> Result<u64, StoreError> {
+        read::visit_journal(self, visit).await
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Err(unsupported("journal head"))
+    }
+
+    async fn checkpoint(&self, _p: ProjectionKind) -> Result<u64, StoreError> {
+        Err(unsupported("projection checkpoints"))
+    }
+
+    async fn apply(&self, _p: ProjectionKind, _r: &[JournalRecord]) -> Result<u64, StoreError> {
+        Err(unsupported("applying records"))
+    }
+
+    async fn reset(&self, _p: ProjectionKind) -> Result<(), StoreError> {
+        Err(unsupported("resetting a projection"))
+    }
+
+    async fn rebuild_user(&self, user_id: &str) -> Result<(), StoreError> {
+        write::rebuild_user(self, user_id).await
+    }
+
+    async fn users(&self, visit: &mut (dyn FnMut(String) + Send)) -> Result<u64, StoreError> {
+        read::users(self, visit).await
+    }
+
+    async fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
+        read::daily_stats(self, q).await
+    }
+
+    async fn status_stats(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StatusStat>, StoreError> {
+        read::status_stats(self, from, to).await
+    }
+
+    async fn user_stats(&self, user_id: &str) -> Result<Option<UserStats>, StoreError> {
+        read::user_stats(self, user_id).await
+    }
+
+    async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
+        read::all_user_stats(self).await
+    }
+
+    async fn cursor(&self, _name: &str) -> Result<u64, StoreError> {
+        Err(unsupported("journal cursors"))
+    }
+
+    async fn set_cursor(&self, _name: &str, _pos: u64) -> Result<(), StoreError> {
+        Err(unsupported("journal cursors"))
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(()) // every write was acknowledged at the configured consistency
+    }
+}

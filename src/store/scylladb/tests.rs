@@ -1,0 +1,280 @@
+//! The ScyllaDB store against a real CQL server (Apache Cassandra 5 in CI:
+//! `compose/native/cassandra.sh up`, then `SCYLLA_NODES=127.0.0.1:9042`).
+//! `#[ignore]`d in a plain `cargo test`; `.ci/run` runs them.
+//!
+//! The shared contract suite, then what only a multi-writer store must
+//! survive: a crash between the journal append and the projections, a lost
+//! stats row, two workers racing on one user, journal buckets.
+
+use super::{schema, session, write, ScyllaConfig, ScyllaStore};
+use crate::domain::InteractionType::{Click, Like, View};
+use crate::store::contract::{
+    appended, group, groups, own_records, recount, snapshot, write as write_batch, Fx,
+};
+use crate::store::{AppendConflict, EventStore, GroupOutcome, WriteBatch};
+use std::sync::Arc;
+
+fn config() -> ScyllaConfig {
+    let nodes = std::env::var("SCYLLA_NODES")
+        .expect("SCYLLA_NODES must name a CQL server (compose/native/cassandra.sh up)");
+    let ks = std::env::var("SCYLLA_TEST_KEYSPACE").unwrap_or_else(|_| "tracking_test".into());
+    let mut cfg = ScyllaConfig::new(&nodes, &ks);
+    cfg.consistency = super::parse_consistency(
+        &std::env::var("SCYLLA_CONSISTENCY").unwrap_or_else(|_| "one".into()),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Applies the schema once per test process (tests run in parallel).
+async fn ensure_schema(cfg: &ScyllaConfig) {
+    static APPLIED: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let mut done = APPLIED.lock().await;
+    if !*done {
+        let s = session(cfg).await.unwrap();
+        schema::apply(&s, &cfg.keyspace, "SimpleStrategy:1", &mut |_| {})
+            .await
+            .unwrap();
+        *done = true;
+    }
+}
+
+pub(crate) async fn store() -> ScyllaStore {
+    let cfg = config();
+    ensure_schema(&cfg).await;
+    ScyllaStore::connect(&cfg).await.unwrap()
+}
+
+crate::store::contract::store_contract_tests!(ignored common: async {
+    (Arc::new(store().await) as Arc<dyn EventStore>, ())
+});
+
+/// Recount of this test's records equals the projections.
+async fn assert_exact(s: &dyn EventStore, fx: &Fx, users: &[String]) {
+    let own = own_records(s, fx, 0).await;
+    assert_eq!(snapshot(s, fx, users).await, recount(&own, users));
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn a_crashed_append_is_completed_when_the_user_loads() {
+    let s = store().await;
+    let fx = Fx::new();
+    let u = fx.name("u");
+    let evs = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View), fx.ev(&u, 3, Click)];
+    // The journal append alone, as if the worker died right after it.
+    let appended = write::append_journal(&s, &group(&u, 0, evs.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(appended.len(), 3);
+    assert_eq!(s.interaction(&evs[0].interaction_id).await.unwrap(), None);
+    assert_eq!(s.user_stats(&u).await.unwrap(), None);
+
+    // Loading the user (what an aggregate does first) completes it.
+    assert_eq!(s.last_seq(&u).await.unwrap(), 3);
+    let owners = s
+        .interaction_owners(&[evs[0].interaction_id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(owners, vec![Some(u.clone())]);
+    assert_exact(&s, &fx, std::slice::from_ref(&u)).await;
+    // And loading again changes nothing.
+    assert_eq!(s.last_seq(&u).await.unwrap(), 3);
+    assert_exact(&s, &fx, &[u]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn a_lost_stats_row_is_recomputed_without_double_counting() {
+    let s = store().await;
+    let fx = Fx::new();
+    let u = fx.name("u");
+    write_batch(
+        &s,
+        groups(vec![group(
+            &u,
+            0,
+            vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, Like)],
+        )]),
+    )
+    .await;
+    // A crash after the contribution rows but before the stats row: the
+    // rows already count events the stats row does not.
+    let crashing = store().await;
+    crashing
+        .crash_before_stats
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let batch = groups(vec![group(
+        &u,
+        2,
+        vec![fx.ev(&u, 3, Click), fx.ev(&u, 4, Click)],
+    )]);
+    assert!(crashing.write(batch.into()).await.is_err());
+    assert_eq!(s.user_stats(&u).await.unwrap().unwrap().last_seq, 2);
+    assert_eq!(s.last_seq(&u).await.unwrap(), 4);
+    assert_exact(&s, &fx, &[u]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn a_stale_worker_conflicts_and_a_late_replay_changes_nothing() {
+    let (a, b) = (store().await, store().await); // two workers' sessions
+    let fx = Fx::new();
+    let u = fx.name("u");
+    let first = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)];
+    write_batch(&a, groups(vec![group(&u, 0, first.clone())])).await;
+    // B still believes the user has no event.
+    let out = write_batch(&b, groups(vec![group(&u, 0, vec![fx.ev(&u, 1, Like)])])).await;
+    assert_eq!(
+        out.groups[0],
+        GroupOutcome::Conflict(AppendConflict::SeqMismatch {
+            expected: 0,
+            actual: 2
+        })
+    );
+    assert_eq!(b.last_seq(&u).await.unwrap(), 2);
+    write_batch(&b, groups(vec![group(&u, 2, vec![fx.ev(&u, 3, Like)])])).await;
+    // A's projection step arriving late (a slow or retried request).
+    let stale = a.user_events(&u, 0, 2).await.unwrap();
+    write::project_after_append(&a, &u, 0, stale[..2].to_vec())
+        .await
+        .unwrap();
+    // An expected seq that is ahead of the journal is refused too.
+    let ahead = write_batch(&a, groups(vec![group(&u, 5, vec![fx.ev(&u, 6, Like)])])).await;
+    assert!(matches!(ahead.groups[0], GroupOutcome::Conflict(_)));
+    assert_exact(&a, &fx, &[u]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn two_workers_racing_on_one_user_write_each_event_once() {
+    let fx = Arc::new(Fx::new());
+    let u = fx.name("u");
+    let per_worker = 15u64;
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (fx, u) = (fx.clone(), u.clone());
+        tasks.push(tokio::spawn(async move {
+            let s = store().await;
+            let mut written = 0;
+            while written < per_worker {
+                let last = s.last_seq(&u).await.unwrap();
+                let batch = groups(vec![group(&u, last, vec![fx.ev(&u, last + 1, Click)])]);
+                if let GroupOutcome::Appended { .. } = write_batch(&s, batch).await.groups[0] {
+                    written += 1;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = store().await;
+    let events = s.user_events(&u, 0, 1000).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.event.seq).collect();
+    assert_eq!(seqs, (1..=2 * per_worker).collect::<Vec<_>>());
+    assert_exact(&s, &fx, &[u]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn groups_cross_journal_buckets() {
+    let s = store().await.with_bucket_size(4);
+    let fx = Fx::new();
+    let u = fx.name("u");
+    let evs: Vec<_> = (1..=10).map(|q| fx.ev(&u, q, View)).collect();
+    let out = write_batch(&s, groups(vec![group(&u, 0, evs.clone())])).await;
+    let p = appended(&out.groups[0]);
+    write_batch(
+        &s,
+        groups(vec![group(
+            &u,
+            10,
+            vec![fx.ev(&u, 11, Click), fx.ev(&u, 12, Click)],
+        )]),
+    )
+    .await;
+    assert_eq!(s.last_seq(&u).await.unwrap(), 12);
+    let fresh = store().await.with_bucket_size(4); // nothing cached
+    assert_eq!(fresh.last_seq(&u).await.unwrap(), 12);
+    let page = fresh.user_events(&u, 2, 5).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5, 6, 7]
+    );
+    assert_eq!(page[0].pos, p + 2);
+    assert_eq!(fresh.user_events(&u, 0, 100).await.unwrap().len(), 12);
+    assert_exact(&fresh, &fx, &[u]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn rebuild_recomputes_a_users_rows() {
+    let s = store().await;
+    let fx = Fx::new();
+    let u = fx.name("u");
+    write_batch(
+        &s,
+        WriteBatch {
+            groups: vec![group(&u, 0, vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)])],
+            rejections: vec![],
+        },
+    )
+    .await;
+    // Damage a contribution row, then rebuild the user.
+    s.session
+        .query_unpaged(
+            // At the timestamp of the last incremental write (2 * seq 2),
+            // as a bug would have written it.
+            format!("UPDATE {}.daily_contrib USING TIMESTAMP 4 SET count = 40 WHERE day = ? AND interaction_type = 'click' AND campaign = ? AND shard = ? AND user_id = ?", config().keyspace),
+            (super::day_num(fx.ev(&u, 1, Click).occurred_at.date_naive()), fx.name("c1"), super::shard(&u), u.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        snapshot(&s, &fx, std::slice::from_ref(&u)).await,
+        recount(&own_records(&s, &fx, 0).await, std::slice::from_ref(&u))
+    );
+    s.rebuild_user(&u).await.unwrap();
+    assert_exact(&s, &fx, &[u]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn schema_apply_is_idempotent_and_refuses_a_newer_schema() {
+    let mut cfg = config();
+    cfg.keyspace = format!("{}_schema", cfg.keyspace);
+    let s = session(&cfg).await.unwrap();
+    let ks = cfg.keyspace.clone();
+    s.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
+        .await
+        .unwrap();
+    assert!(matches!(
+        schema::check(&s, &ks).await,
+        Err(schema::SchemaError::Older { found: 0, .. })
+    ));
+    let applied = schema::apply(&s, &ks, "SimpleStrategy:1", &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(applied, vec!["001_tracking"]);
+    assert!(schema::apply(&s, &ks, "SimpleStrategy:1", &mut |_| {})
+        .await
+        .unwrap()
+        .is_empty());
+    schema::check(&s, &ks).await.unwrap();
+    s.query_unpaged(
+        format!("INSERT INTO {ks}.schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)"),
+        (),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        schema::check(&s, &ks).await,
+        Err(schema::SchemaError::Newer { found: 99, .. })
+    ));
+    assert!(ScyllaStore::connect(&cfg).await.is_err());
+    s.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
+        .await
+        .unwrap();
+}

@@ -1,0 +1,601 @@
+//! The write path of the ScyllaDB store: conditional journal appends, then
+//! the idempotent indexes and per-user absolute projection rows, then the
+//! user's stats row (the "projected up to" mark). Also the repair that
+//! loading a user runs, and the per-user rebuild.
+
+use super::{bounded, day_num, exec_err, micros, read, rows_err, shard, ScyllaStore, CONCURRENCY};
+use crate::domain::{InteractionTracked, Rejection};
+use crate::projections::{daily_key, DailyKey};
+use crate::store::{
+    AppendConflict, AppendGroup, GroupOutcome, StoreError, StoredEvent, UserStats, WriteBatch,
+    WriteOutcome,
+};
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Events per conditional batch (the server refuses batches over
+/// `batch_size_fail_threshold`, 50 KiB by default; events are ~300 bytes).
+const MAX_BATCH: usize = 64;
+
+/// How contributions are computed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// From the stored rows plus the events after them (timestamp 2*seq).
+    Incremental,
+    /// From the user's whole journal, ignoring stored rows (timestamp
+    /// 2*seq+1: wins over an incremental write of the same seq).
+    Rebuild,
+}
+
+impl Mode {
+    fn timestamp(self, seq: u64) -> i64 {
+        let ts = (seq as i64).saturating_mul(2);
+        match self {
+            Mode::Incremental => ts,
+            Mode::Rebuild => ts + 1,
+        }
+    }
+}
+
+pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+    let rejections = async {
+        // A command id twice in one batch: the second is a repeat (`None`),
+        // as if it came in a later batch.
+        let mut seen = HashSet::new();
+        let futs = batch
+            .rejections
+            .iter()
+            .map(|r| -> BoxFuture<'_, _> {
+                if seen.insert(r.command_id.as_str()) {
+                    Box::pin(reject(s, r))
+                } else {
+                    Box::pin(async { Ok(None) })
+                }
+            })
+            .collect();
+        bounded(futs).await
+    };
+    let (groups, rejections) = futures::try_join!(append_groups(s, &batch.groups), rejections)?;
+    Ok(WriteOutcome { groups, rejections })
+}
+
+/// Groups of different users run concurrently; a user's second group in the
+/// same batch runs after its first (in "waves"), as if in a later batch.
+async fn append_groups(
+    s: &ScyllaStore,
+    groups: &[AppendGroup],
+) -> Result<Vec<GroupOutcome>, StoreError> {
+    // A group runs after the user's earlier groups and after every earlier
+    // group claiming one of its interaction ids (which it then conflicts
+    // with, as in the embedded store).
+    let mut wave_of = Vec::with_capacity(groups.len());
+    let mut next_of_user: HashMap<&str, usize> = HashMap::new();
+    let mut next_of_id: HashMap<&str, usize> = HashMap::new();
+    for g in groups {
+        let mut w = next_of_user.get(g.user_id.as_str()).copied().unwrap_or(0);
+        for e in &g.events {
+            w = w.max(
+                next_of_id
+                    .get(e.interaction_id.as_str())
+                    .copied()
+                    .unwrap_or(0),
+            );
+        }
+        wave_of.push(w);
+        next_of_user.insert(&g.user_id, w + 1);
+        for e in &g.events {
+            next_of_id.insert(&e.interaction_id, w + 1);
+        }
+    }
+    let waves = wave_of.iter().max().map_or(0, |w| w + 1);
+    let mut out: Vec<Option<GroupOutcome>> = vec![None; groups.len()];
+    for wave in 0..waves {
+        let idx: Vec<usize> = (0..groups.len()).filter(|&i| wave_of[i] == wave).collect();
+        let futs = idx
+            .iter()
+            .map(|&i| -> BoxFuture<'_, _> { Box::pin(append_group(s, &groups[i])) })
+            .collect();
+        for (i, o) in idx.into_iter().zip(bounded(futs).await?) {
+            out[i] = Some(o);
+        }
+    }
+    out.into_iter()
+        .map(|o| o.ok_or_else(|| StoreError::Corrupt("group without an outcome".into())))
+        .collect()
+}
+
+async fn append_group(s: &ScyllaStore, g: &AppendGroup) -> Result<GroupOutcome, StoreError> {
+    let fresh = match append_journal(s, g).await? {
+        Ok(fresh) => fresh,
+        Err(conflict) => return Ok(GroupOutcome::Conflict(conflict)),
+    };
+    let first_pos = match fresh.first() {
+        Some(e) => e.pos,
+        None => s.positions(0),
+    };
+    if !fresh.is_empty() {
+        project_after_append(s, &g.user_id, g.expected_last_seq, fresh).await?;
+    }
+    Ok(GroupOutcome::Appended { first_pos })
+}
+
+/// Step 1 alone: the conditional journal append (tests use it to leave a
+/// "crashed" append behind). Returns the appended events.
+pub(crate) async fn append_journal(
+    s: &ScyllaStore,
+    g: &AppendGroup,
+) -> Result<Result<Vec<StoredEvent>, AppendConflict>, StoreError> {
+    let n = g.events.len();
+    if n == 0 {
+        return Ok(Ok(Vec::new()));
+    }
+    let first_pos = s.positions(n as u64);
+    for (k, e) in g.events.iter().enumerate() {
+        if e.user_id != g.user_id || e.seq != g.expected_last_seq + k as u64 + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "group of {} holds event seq {} of {} (expected seq {})",
+                g.user_id,
+                e.seq,
+                e.user_id,
+                g.expected_last_seq + k as u64 + 1
+            )));
+        }
+    }
+    let mut in_group = HashSet::new();
+    if let Some(dup) = g
+        .events
+        .iter()
+        .find(|e| !in_group.insert(&e.interaction_id))
+    {
+        return Ok(Err(AppendConflict::InteractionIdTaken {
+            interaction_id: dup.interaction_id.clone(),
+            owner: g.user_id.clone(),
+        }));
+    }
+    // The ids must be free, and the expected last event must exist (the
+    // conditional insert below only proves the next seqs are free).
+    let ids: Vec<String> = g.events.iter().map(|e| e.interaction_id.clone()).collect();
+    let (owners, prev) = futures::try_join!(read::owners(s, &ids), async {
+        if g.expected_last_seq == 0 {
+            Ok(true)
+        } else {
+            let e = g.expected_last_seq;
+            Ok::<_, StoreError>(!read::journal(s, &g.user_id, e - 1, e, 1).await?.is_empty())
+        }
+    })?;
+    if let Some((id, owner)) = ids.iter().zip(owners).find_map(|(i, o)| o.map(|o| (i, o))) {
+        return Ok(Err(AppendConflict::InteractionIdTaken {
+            interaction_id: id.clone(),
+            owner,
+        }));
+    }
+    if !prev {
+        return Ok(Err(mismatch(s, g).await?));
+    }
+    let mut fresh = Vec::with_capacity(n);
+    let mut start = 0;
+    while start < n {
+        // One conditional batch per bucket (one partition), at most
+        // MAX_BATCH events (batches are size-limited by the server). A
+        // crash between two leaves a prefix: still gap-free.
+        let b = s.bucket(g.events[start].seq);
+        let end = g.events[start..]
+            .iter()
+            .take(MAX_BATCH)
+            .position(|e| s.bucket(e.seq) != b)
+            .map_or((start + MAX_BATCH).min(n), |k| start + k);
+        let mut batch = Batch::new(BatchType::Unlogged);
+        let mut values = Vec::with_capacity(end - start);
+        for (k, e) in g.events[start..end].iter().enumerate() {
+            let pos = first_pos + (start + k) as u64;
+            batch.append_statement(s.st.journal_insert.clone());
+            values.push((
+                e.user_id.as_str(),
+                b,
+                e.seq as i64,
+                e.interaction_id.as_str(),
+                e.schema_version as i32,
+                pos as i64,
+                e.encode()?,
+            ));
+            fresh.push(StoredEvent {
+                pos,
+                event: e.clone(),
+            });
+        }
+        let result = s.session.batch(&batch, values).await.map_err(exec_err)?;
+        if !applied(result)?.0 {
+            // Someone appended first (or, after a crash between buckets,
+            // the first part of this group is in: the retry finds it).
+            return Ok(Err(mismatch(s, g).await?));
+        }
+        start = end;
+    }
+    Ok(Ok(fresh))
+}
+
+async fn mismatch(s: &ScyllaStore, g: &AppendGroup) -> Result<AppendConflict, StoreError> {
+    let hint = read::user_stats(s, &g.user_id)
+        .await?
+        .map_or(0, |r| r.last_seq);
+    let actual = read::journal_last(s, &g.user_id, hint).await?;
+    Ok(AppendConflict::SeqMismatch {
+        expected: g.expected_last_seq,
+        actual,
+    })
+}
+
+/// `[applied]` of a conditional statement, and the existing row's columns
+/// (by name) when it was not applied.
+fn applied(
+    result: scylla::response::query_result::QueryResult,
+) -> Result<(bool, BTreeMap<String, CqlValue>), StoreError> {
+    let rows = result.into_rows_result().map_err(rows_err)?;
+    let names: Vec<String> = rows
+        .column_specs()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    let row: Row = rows.first_row().map_err(rows_err)?;
+    let mut cols = BTreeMap::new();
+    for (name, value) in names.into_iter().zip(row.columns) {
+        if let Some(v) = value {
+            cols.insert(name, v);
+        }
+    }
+    match cols.get("[applied]") {
+        Some(CqlValue::Boolean(b)) => Ok((*b, cols)),
+        other => Err(StoreError::Corrupt(format!(
+            "conditional write without [applied]: {other:?}"
+        ))),
+    }
+}
+
+/// Records a rejection once per command id; `Some(pos)` if new.
+async fn reject(s: &ScyllaStore, r: &Rejection) -> Result<Option<u64>, StoreError> {
+    let pos = s.positions(1);
+    let day = day_num(r.rejected_at.date_naive());
+    let result = s
+        .session
+        .execute_unpaged(
+            &s.st.rejection_insert,
+            (
+                r.command_id.as_str(),
+                day,
+                r.reason.as_str(),
+                r.detail.as_str(),
+                micros(r.rejected_at),
+                pos as i64,
+            ),
+        )
+        .await
+        .map_err(exec_err)?;
+    let (new, existing) = applied(result)?;
+    // Count it on the day first recorded (also repairs a crash between the
+    // two writes of an earlier attempt).
+    let day = match existing.get("day") {
+        Some(CqlValue::Int(d)) if !new => *d,
+        _ => day,
+    };
+    let id = r.command_id.as_str();
+    futures::try_join!(
+        s.session
+            .execute_unpaged(&s.st.rejection_day_insert, (day, shard(id), id)),
+        s.session.execute_unpaged(&s.st.day_insert, ("status", day)),
+    )
+    .map_err(exec_err)?;
+    Ok(new.then_some(pos))
+}
+
+/// Loads a user: the last seq of the journal, after repairing whatever a
+/// crash left unprojected (events after the stats row's `last_seq`).
+pub async fn load_user(s: &ScyllaStore, user: &str) -> Result<u64, StoreError> {
+    let row = read::user_stats(s, user).await?;
+    let projected = row.as_ref().map_or(0, |r| r.last_seq);
+    let last = read::journal_last(s, user, projected).await?;
+    if last > projected {
+        crate::internal_events::store_repair(last - projected);
+        let tail = read::journal(s, user, projected, last, usize::MAX).await?;
+        project(s, user, row, tail, Mode::Incremental).await?;
+    }
+    Ok(last)
+}
+
+/// After appending `fresh` (right after `expected`): projects everything
+/// from the stats row's mark on (normally exactly `fresh`).
+pub(crate) async fn project_after_append(
+    s: &ScyllaStore,
+    user: &str,
+    expected: u64,
+    fresh: Vec<StoredEvent>,
+) -> Result<(), StoreError> {
+    let row = read::user_stats(s, user).await?;
+    let projected = row.as_ref().map_or(0, |r| r.last_seq);
+    let mut tail = if projected < expected {
+        read::journal(s, user, projected, expected, usize::MAX).await?
+    } else {
+        Vec::new()
+    };
+    tail.extend(fresh.into_iter().filter(|e| e.event.seq > projected));
+    if tail.is_empty() {
+        return Ok(()); // a racing load projected it all already
+    }
+    project(s, user, row, tail, Mode::Incremental).await
+}
+
+/// Recomputes every projection row of one user from the journal.
+pub async fn rebuild_user(s: &ScyllaStore, user: &str) -> Result<(), StoreError> {
+    let all = read::journal(s, user, 0, u64::MAX, usize::MAX).await?;
+    if all.is_empty() {
+        return Ok(());
+    }
+    project(s, user, None, all, Mode::Rebuild).await
+}
+
+/// Writes indexes and projections for `tail` (the user's events right
+/// after `row.last_seq`, ascending), the stats row last.
+async fn project(
+    s: &ScyllaStore,
+    user: &str,
+    row: Option<UserStats>,
+    tail: Vec<StoredEvent>,
+    mode: Mode,
+) -> Result<(), StoreError> {
+    let Some(last) = tail.last().map(|e| e.event.seq) else {
+        return Ok(());
+    };
+    let events: Vec<&InteractionTracked> = tail.iter().map(|e| &e.event).collect();
+    futures::try_join!(
+        write_indexes(s, &tail),
+        daily_contributions(s, user, &events, last, mode),
+        status_contributions(s, user, &events, last, mode),
+    )?;
+    #[cfg(test)]
+    if s.crash_before_stats
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(StoreError::Unavailable(
+            "injected crash before the stats row".into(),
+        ));
+    }
+    let mut stats = match (mode, row) {
+        (Mode::Incremental, Some(r)) => r,
+        _ => UserStats::first(events[0]),
+    };
+    let skip = usize::from(stats.last_seq == events[0].seq); // `first` folded it
+    for e in &events[skip..] {
+        stats.fold(e);
+    }
+    s.session
+        .execute_unpaged(
+            &s.st.user_stats_put,
+            (
+                user,
+                stats.total as i64,
+                stats.clicks as i64,
+                stats.views as i64,
+                stats.likes as i64,
+                stats.last_seq as i64,
+                micros(stats.first_occurred_at),
+                micros(stats.last_occurred_at),
+                mode.timestamp(last),
+            ),
+        )
+        .await
+        .map_err(exec_err)?;
+    Ok(())
+}
+
+/// Id lookup, target and recent indexes, and the key/day listings: every
+/// write keyed by what it indexes (repeating it changes nothing).
+async fn write_indexes(s: &ScyllaStore, tail: &[StoredEvent]) -> Result<(), StoreError> {
+    let mut blobs = Vec::with_capacity(tail.len());
+    for e in tail {
+        blobs.push(e.event.encode()?);
+    }
+    let mut small: HashSet<Small> = HashSet::new();
+    let mut futs = Vec::new();
+    for (e, blob) in tail.iter().zip(&blobs) {
+        let ev = &e.event;
+        let (pos, seq, user) = (e.pos as i64, ev.seq as i64, ev.user_id.as_str());
+        let occurred = day_num(ev.occurred_at.date_naive());
+        let recorded = day_num(ev.recorded_or_occurred().date_naive());
+        // The recent list is ordered and paged by position (commit time).
+        let minute = pos / 1000 / 60_000_000;
+        let minute_day = (minute * 60).div_euclid(86_400) as i32;
+        futs.push(exec(
+            s,
+            &s.st.id_insert,
+            (ev.interaction_id.as_str(), user, seq, pos, blob.as_slice()),
+        ));
+        futs.push(exec(
+            s,
+            &s.st.target_insert,
+            (
+                ev.target.id.as_str(),
+                occurred,
+                pos,
+                user,
+                seq,
+                blob.as_slice(),
+            ),
+        ));
+        futs.push(exec(
+            s,
+            &s.st.recent_insert,
+            (minute, pos, user, seq, blob.as_slice()),
+        ));
+        let (day, ty, campaign) = daily_key(ev);
+        small.insert(Small::Minute(minute_day, minute));
+        small.insert(Small::Key(
+            day_num(day),
+            ty.as_str(),
+            campaign.unwrap_or_default(),
+        ));
+        small.insert(Small::Day("daily", day_num(day)));
+        small.insert(Small::Day("status", recorded));
+    }
+    let small: Vec<Small> = small.into_iter().filter(|i| !s.known(i)).collect();
+    for item in small.iter().cloned() {
+        futs.push(match item {
+            Small::Minute(day, minute) => exec(s, &s.st.minute_insert, (day, minute)),
+            Small::Key(day, ty, campaign) => exec(s, &s.st.daily_key_insert, (day, ty, campaign)),
+            Small::Day(kind, day) => exec(s, &s.st.day_insert, (kind, day)),
+        });
+    }
+    run_all(futs).await?;
+    s.remember(small);
+    Ok(())
+}
+
+/// A small row written once per process (the cache only saves writes:
+/// writing it again would change nothing).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Small {
+    Minute(i32, i64),
+    Key(i32, &'static str, String),
+    Day(&'static str, i32),
+}
+
+type Exec<'a> = BoxFuture<'a, Result<(), StoreError>>;
+
+/// One statement, its result dropped.
+fn exec<'a, V: SerializeRow + Send + Sync + 'a>(
+    s: &'a ScyllaStore,
+    st: &'a PreparedStatement,
+    values: V,
+) -> Exec<'a> {
+    Box::pin(async move {
+        s.session
+            .execute_unpaged(st, values)
+            .await
+            .map(drop)
+            .map_err(exec_err)
+    })
+}
+
+/// Runs statements with bounded concurrency; the first error wins.
+async fn run_all(futs: Vec<Exec<'_>>) -> Result<(), StoreError> {
+    futures::stream::iter(futs)
+        .buffer_unordered(CONCURRENCY)
+        .try_for_each(|()| async { Ok(()) })
+        .await
+}
+
+/// Per (day, type, campaign) of the tail: the user's absolute count.
+async fn daily_contributions(
+    s: &ScyllaStore,
+    user: &str,
+    events: &[&InteractionTracked],
+    last: u64,
+    mode: Mode,
+) -> Result<(), StoreError> {
+    let mut keys: BTreeMap<DailyKey, Vec<u64>> = BTreeMap::new();
+    for e in events {
+        keys.entry(daily_key(e)).or_default().push(e.seq);
+    }
+    let sh = shard(user);
+    let futs: Vec<Exec<'_>> = keys
+        .into_iter()
+        .map(|((day, ty, campaign), seqs)| -> Exec<'_> {
+            Box::pin(async move {
+                let (day, ty, campaign) = (day_num(day), ty.as_str(), campaign.unwrap_or_default());
+                let base = match mode {
+                    Mode::Rebuild => (0, 0),
+                    Mode::Incremental => {
+                        read::counter_row(
+                            s,
+                            &s.st.daily_get_user,
+                            (day, ty, campaign.as_str(), sh, user),
+                        )
+                        .await?
+                    }
+                };
+                let Some(count) = added(base, &seqs) else {
+                    return Ok(());
+                };
+                let values = (
+                    day,
+                    ty,
+                    campaign.as_str(),
+                    sh,
+                    user,
+                    count,
+                    last as i64,
+                    mode.timestamp(last),
+                );
+                exec(s, &s.st.daily_put, values).await
+            })
+        })
+        .collect();
+    run_all(futs).await
+}
+
+/// Per recording day of the tail: the user's absolute accepted count.
+async fn status_contributions(
+    s: &ScyllaStore,
+    user: &str,
+    events: &[&InteractionTracked],
+    last: u64,
+    mode: Mode,
+) -> Result<(), StoreError> {
+    let mut days: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+    for e in events {
+        let day = day_num(e.recorded_or_occurred().date_naive());
+        days.entry(day).or_default().push(e.seq);
+    }
+    let sh = shard(user);
+    let futs: Vec<Exec<'_>> = days
+        .into_iter()
+        .map(|(day, seqs)| -> Exec<'_> {
+            Box::pin(async move {
+                let base = match mode {
+                    Mode::Rebuild => (0, 0),
+                    Mode::Incremental => {
+                        read::counter_row(s, &s.st.status_get_user, (day, sh, user)).await?
+                    }
+                };
+                let Some(count) = added(base, &seqs) else {
+                    return Ok(());
+                };
+                exec(
+                    s,
+                    &s.st.status_put,
+                    (day, sh, user, count, last as i64, mode.timestamp(last)),
+                )
+                .await
+            })
+        })
+        .collect();
+    run_all(futs).await
+}
+
+/// The stored `(count, as_of)` plus the seqs after `as_of`; `None` when no
+/// seq is new to the row (nothing to write).
+fn added((count, as_of): (i64, i64), seqs: &[u64]) -> Option<i64> {
+    let new = seqs.iter().filter(|&&q| q as i64 > as_of).count() as i64;
+    (new > 0).then_some(count + new)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn added_counts_only_seqs_after_the_rows_mark() {
+        assert_eq!(added((0, 0), &[1, 2]), Some(2));
+        assert_eq!(added((5, 7), &[6, 7]), None);
+        assert_eq!(added((5, 7), &[6, 8, 9]), Some(7));
+    }
+
+    #[test]
+    fn rebuild_writes_win_over_incremental_ones_of_the_same_seq() {
+        assert!(Mode::Rebuild.timestamp(5) > Mode::Incremental.timestamp(5));
+        assert!(Mode::Incremental.timestamp(6) > Mode::Rebuild.timestamp(5));
+    }
+}
