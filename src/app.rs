@@ -10,6 +10,7 @@ use crate::log::embedded::EmbeddedLog;
 use crate::log::pulsar::{PulsarLog, PulsarOptions, PulsarSink};
 use crate::log::{CommandLog, EventSink};
 use crate::store::embedded::EmbeddedStore;
+use crate::store::scylladb::{ScyllaConfig, ScyllaStore};
 use crate::store::EventStore;
 use anyhow::Context;
 use ractor::Actor;
@@ -32,6 +33,8 @@ pub struct ServiceConfig {
     /// Pulsar mode: the commands topic replaces the embedded log, and
     /// events go out on the events topic. `None`: the embedded log.
     pub pulsar: Option<PulsarOptions>,
+    /// The ScyllaDB store; `None`: the embedded store under `data_dir`.
+    pub scylla: Option<ScyllaConfig>,
 }
 
 /// Opens the embedded store under the data dir.
@@ -41,6 +44,27 @@ pub fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventSto
     let store = EmbeddedStore::open(&dir)
         .with_context(|| format!("opening the event store in {}", dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Opens the configured store: ScyllaDB when `scylla` is set, else the
+/// embedded store under the data dir.
+pub async fn open_configured_store(
+    data_dir: &std::path::Path,
+    scylla: Option<&ScyllaConfig>,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    match scylla {
+        None => open_store(data_dir),
+        Some(cfg) => {
+            let store = ScyllaStore::connect(cfg).await.with_context(|| {
+                format!(
+                    "opening the ScyllaDB store at {} (keyspace {})",
+                    cfg.nodes.join(","),
+                    cfg.keyspace
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Opens the embedded command log under the data dir.
@@ -114,7 +138,7 @@ pub async fn start_with_store(
     let health = Arc::new(Health::default());
     let store = match store {
         Some(s) => s,
-        None => open_store(&config.data_dir)?,
+        None => open_configured_store(&config.data_dir, config.scylla.as_ref()).await?,
     };
     let (log, sink) = open_transport(&config, &health).await?;
     let (stop, stopped) = oneshot::channel::<()>();
@@ -148,7 +172,7 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> a
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let store = open_store(&config.data_dir)?;
+    let store = open_configured_store(&config.data_dir, config.scylla.as_ref()).await?;
     let health = Arc::new(Health::default());
     let (log, sink) = open_transport(&config, &health).await?;
     let parts = Parts {

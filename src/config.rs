@@ -5,6 +5,7 @@
 use crate::actors::PipelineConfig;
 use crate::app::ServiceConfig;
 use crate::log::pulsar::{PulsarOptions, Secret, DEFAULT_RECEIVER_QUEUE};
+use crate::store::scylladb::ScyllaConfig;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub enum Command {
     Verify(StoreArgs),
     /// Recompute the projections from the journal and replace them.
     Rebuild(StoreArgs),
+    /// The ScyllaDB schema: `apply` or `status` (needs --scylla-nodes).
+    Schema(SchemaArgs),
     /// Generate load (open model) against the in-process service or a URL,
     /// and write a report.
     Loadgen(crate::loadgen::LoadgenArgs),
@@ -46,23 +49,101 @@ pub struct StoreArgs {
     /// Directory of the embedded command log and event store.
     #[arg(long, env = "TRACKING_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// ScyllaDB contact points (host:port,...). The ScyllaDB store is not in
-    /// this build yet: setting it is refused rather than ignored, so a
-    /// fleet never runs on per-pod embedded stores by mistake.
+    /// ScyllaDB (or Cassandra) contact points, `host:port,...`: the events
+    /// and projections live there, shared by the fleet, instead of in the
+    /// embedded store. The command log is chosen independently.
     #[arg(long, env = "SCYLLA_NODES")]
     pub scylla_nodes: Option<String>,
+    /// Keyspace of the ScyllaDB store.
+    #[arg(long, env = "SCYLLA_KEYSPACE", default_value = "tracking")]
+    pub scylla_keyspace: String,
+    /// Consistency level of reads and writes (`local_quorum`, `quorum`, or
+    /// `one` for a single node). Must read its own writes: with a
+    /// replication factor above 1 use a quorum.
+    #[arg(long, env = "SCYLLA_CONSISTENCY", default_value = "local_quorum", value_parser = crate::store::scylladb::parse_consistency)]
+    pub scylla_consistency: scylla::statement::Consistency,
+    /// User name (password authentication).
+    #[arg(long, env = "SCYLLA_USERNAME")]
+    pub scylla_username: Option<String>,
+    /// File holding the password (or the SCYLLA_PASSWORD variable; never a flag).
+    #[arg(long, env = "SCYLLA_PASSWORD_FILE")]
+    pub scylla_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signs the nodes' certificates: turns TLS on.
+    #[arg(long, env = "SCYLLA_TLS_CA")]
+    pub scylla_tls_ca: Option<PathBuf>,
+    /// Timeout of one request (the driver retries idempotent ones).
+    #[arg(long, env = "SCYLLA_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub scylla_request_timeout: Duration,
 }
 
 impl StoreArgs {
-    /// Refuses options this build cannot honour.
-    pub fn check(&self) -> anyhow::Result<()> {
-        if let Some(nodes) = &self.scylla_nodes {
-            anyhow::bail!(
-                "SCYLLA_NODES/--scylla-nodes is set ({nodes}) but this build has the embedded store only; \
-                 unset it to use the embedded store under --data-dir"
-            );
+    /// The ScyllaDB store's settings, when `--scylla-nodes` is set.
+    pub fn scylla(&self) -> anyhow::Result<Option<ScyllaConfig>> {
+        let Some(nodes) = &self.scylla_nodes else {
+            return Ok(None);
+        };
+        let mut cfg = ScyllaConfig::new(nodes, &self.scylla_keyspace);
+        if cfg.nodes.is_empty() {
+            anyhow::bail!("--scylla-nodes/SCYLLA_NODES is set but names no host");
         }
-        Ok(())
+        crate::store::scylladb::schema::check_keyspace(&self.scylla_keyspace)?;
+        cfg.consistency = self.scylla_consistency;
+        cfg.username = self.scylla_username.clone();
+        cfg.password = match (&self.scylla_password_file, std::env::var("SCYLLA_PASSWORD")) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "reading the ScyllaDB password file {}: {e}",
+                            path.display()
+                        )
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            (None, Ok(p)) => Some(p),
+            (None, Err(_)) => None,
+        };
+        if cfg.password.is_some() && cfg.username.is_none() {
+            anyhow::bail!("a ScyllaDB password is set but no --scylla-username");
+        }
+        cfg.tls_ca = self.scylla_tls_ca.clone();
+        cfg.request_timeout = self.scylla_request_timeout;
+        Ok(Some(cfg))
+    }
+}
+
+/// `tracking schema ...`.
+#[derive(Debug, Clone, Args)]
+pub struct SchemaArgs {
+    #[command(subcommand)]
+    pub action: SchemaAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SchemaAction {
+    /// Applies the CQL migrations of `schema/` the keyspace lacks, in order
+    /// (idempotent; refuses a keyspace newer than this build).
+    Apply {
+        /// Replication of the keyspace when it is created:
+        /// `SimpleStrategy:<rf>` or `NetworkTopologyStrategy:<dc>=<rf>,...`.
+        #[arg(long, env = "SCYLLA_REPLICATION", default_value = "SimpleStrategy:1")]
+        replication: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Prints the keyspace's schema version and whether this build can use it.
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+impl SchemaAction {
+    pub fn store(&self) -> &StoreArgs {
+        match self {
+            Self::Apply { store, .. } | Self::Status { store } => store,
+        }
     }
 }
 
@@ -143,7 +224,6 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn service_config(&self) -> anyhow::Result<ServiceConfig> {
-        self.store.check()?;
         if self.max_in_flight == 0 || self.max_write_batch == 0 || self.max_deliveries == 0 {
             anyhow::bail!(
                 "--max-in-flight, --max-write-batch and --max-deliveries must be at least 1"
@@ -152,6 +232,7 @@ impl RunArgs {
         Ok(ServiceConfig {
             listen: self.listen,
             data_dir: self.store.data_dir.clone(),
+            scylla: self.store.scylla()?,
             partitions: self.partitions,
             shutdown_grace: self.shutdown_grace,
             pulsar: self.pulsar_options()?,

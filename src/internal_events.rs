@@ -38,6 +38,7 @@ pub const PULSAR_PUBLISH: &str = "tracking_pulsar_publish_duration_seconds";
 pub const PULSAR_PUBLISH_ERRORS: &str = "tracking_pulsar_publish_errors_total";
 pub const EVENTS_PUBLISHED: &str = "tracking_events_published_total";
 pub const STORE_REPAIRED: &str = "tracking_store_repaired_events_total";
+pub const EVENTS_PUBLISH_DROPPED: &str = "tracking_events_publish_dropped_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -89,6 +90,7 @@ fn register_initial_series() {
         AGGREGATE_FAILURES,
         APPENDED,
         STORE_REPAIRED,
+        EVENTS_PUBLISH_DROPPED,
     ] {
         counter!(name).increment(0);
     }
@@ -155,6 +157,10 @@ fn describe() {
     );
     describe_histogram!(STORE_BATCH, "Events per group commit.");
     describe_counter!(STORE_ERRORS, "Failed store operations, by operation.");
+    describe_counter!(
+        EVENTS_PUBLISH_DROPPED,
+        "Events not published to the events topic because the broker stayed away longer than the retry buffer lasts (ScyllaDB store)."
+    );
     describe_counter!(
         STORE_REPAIRED,
         "Events whose indexes and projections were completed when their user was loaded (ScyllaDB store: left unprojected by a crash or a failed write)."
@@ -351,5 +357,15 @@ pub fn store_repair(events: u64) {
     tracing::info!(
         events,
         "completing the projections of events left unprojected"
+    );
+}
+
+/// The events topic stayed away too long: the oldest waiting events are
+/// dropped from the retry buffer (direct publisher).
+pub fn events_publish_dropped(n: u64) {
+    counter!(EVENTS_PUBLISH_DROPPED).increment(n);
+    tracing::error!(
+        events = n,
+        "events topic: retry buffer full; oldest events not published"
     );
 }

@@ -31,14 +31,9 @@ fn main() -> ExitCode {
         match cli.command {
             None => run(cli.run).await,
             Some(Command::Run(args)) => run(args).await,
-            Some(Command::Verify(args)) => match args.check() {
-                Ok(()) => verify::verify(&args.data_dir).await,
-                Err(e) => Err(e),
-            },
-            Some(Command::Rebuild(args)) => match args.check() {
-                Ok(()) => verify::rebuild(&args.data_dir).await,
-                Err(e) => Err(e),
-            },
+            Some(Command::Verify(args)) => verify::verify(&args).await,
+            Some(Command::Rebuild(args)) => verify::rebuild(&args).await,
+            Some(Command::Schema(args)) => verify::schema(&args).await,
             Some(Command::Loadgen(args)) => alpes_tracking::loadgen::loadgen(args).await,
         }
     });
@@ -80,8 +75,9 @@ async fn shutdown_signal() {
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRACKING_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRACKING_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn,scylla=warn")
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -6,13 +6,13 @@
 //! is reported and compared up to its checkpoint, so a lag is not mistaken
 //! for a difference.
 
+use crate::config::StoreArgs;
 use crate::projections::Recount;
-use crate::store::{EventStore, ProjectionKind, StatsQuery};
+use crate::store::{EventStore, ProjectionKind, ProjectionMode, StatsQuery};
 use anyhow::Context;
 use chrono::NaiveDate;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 const CHUNK: usize = 8192;
@@ -28,16 +28,22 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-fn progress(what: &str, n: u64, head: u64) {
-    if n.is_multiple_of(100_000) || n == head {
+fn progress(what: &str, n: u64, head: Option<u64>) {
+    if n.is_multiple_of(100_000) || Some(n) == head {
         let mut err = std::io::stderr();
-        let _ = write!(err, "\r{what}: {n}/{head} journal records");
+        let _ = match head {
+            Some(head) => write!(err, "\r{what}: {n}/{head} journal records"),
+            None => write!(err, "\r{what}: {n} journal records"),
+        };
         let _ = err.flush();
     }
 }
 
 /// Compares every projection with its recomputation from the journal.
 pub async fn check(store: &Arc<dyn EventStore>) -> anyhow::Result<Report> {
+    if store.projection_mode() == ProjectionMode::Inline {
+        return check_inline(store).await;
+    }
     let head = store.head().await?;
     let mut report = Report::default();
     let mut checkpoints = BTreeMap::new();
@@ -77,23 +83,65 @@ pub async fn check(store: &Arc<dyn EventStore>) -> anyhow::Result<Report> {
                 }
             }
             report.records += 1;
-            progress("verifying", report.records, head);
+            progress("verifying", report.records, Some(head));
         }
     }
     eprintln!();
     report.events = full.events() as u64;
     report.differences.extend(full.journal_violations());
 
+    for (kind, cp) in checkpoints.values() {
+        let Some(expected) = recounts.get(cp) else {
+            continue;
+        };
+        compare(store, expected, [*kind], &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// A store that keeps projections inline has no checkpoints: every
+/// projection must equal the recount of the whole journal (run it once the
+/// workers have drained, or stopped: a user's in-flight commit is not yet
+/// in its projections).
+async fn check_inline(store: &Arc<dyn EventStore>) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let mut full = Recount::unordered();
+    let mut seen = 0u64;
+    store
+        .visit_journal(&mut |r| {
+            full.add(&r);
+            seen += 1;
+            progress("verifying", seen, None);
+        })
+        .await?;
+    eprintln!();
+    report.records = seen;
+    report.events = full.events() as u64;
+    report.differences.extend(full.journal_violations());
+    compare(
+        store,
+        &full,
+        ProjectionKind::ALL.iter().copied(),
+        &mut report,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Compares projections with a recount, adding differences to the report.
+async fn compare(
+    store: &Arc<dyn EventStore>,
+    expected: &Recount,
+    kinds: impl IntoIterator<Item = ProjectionKind>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let all_days = StatsQuery {
         from: NaiveDate::MIN,
         to: NaiveDate::MAX,
         campaign_id: None,
         interaction_type: None,
     };
-    for (kind, cp) in checkpoints.values() {
-        let Some(expected) = recounts.get(cp) else {
-            continue;
-        };
+    for kind in kinds {
         let mut diffs = Vec::new();
         match kind {
             ProjectionKind::DailyStats => {
@@ -128,7 +176,7 @@ pub async fn check(store: &Arc<dyn EventStore>) -> anyhow::Result<Report> {
             ));
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 fn diff_sets<T: std::fmt::Debug + Ord>(
@@ -163,10 +211,17 @@ fn diff_sets<T: std::fmt::Debug + Ord>(
     }
 }
 
+async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+    match args.scylla()? {
+        Some(cfg) => crate::app::open_configured_store(&args.data_dir, Some(&cfg)).await,
+        None => crate::app::open_store(&args.data_dir)
+            .context("is the service still running on this data dir?"),
+    }
+}
+
 /// `tracking verify`: prints the report; an error when anything differs.
-pub async fn verify(data_dir: &Path) -> anyhow::Result<()> {
-    let store = crate::app::open_store(data_dir)
-        .context("is the service still running on this data dir?")?;
+pub async fn verify(args: &StoreArgs) -> anyhow::Result<()> {
+    let store = open(args).await?;
     let report = check(&store).await?;
     for n in &report.notes {
         println!("note: {n}");
@@ -192,6 +247,9 @@ pub async fn verify(data_dir: &Path) -> anyhow::Result<()> {
 
 /// Recomputes every projection from the journal, with a progress line.
 pub async fn rebuild_store(store: &Arc<dyn EventStore>) -> anyhow::Result<u64> {
+    if store.projection_mode() == ProjectionMode::Inline {
+        return rebuild_inline(store).await;
+    }
     let head = store.head().await?;
     let mut applied = 0;
     for kind in ProjectionKind::ALL {
@@ -219,14 +277,67 @@ pub async fn rebuild_store(store: &Arc<dyn EventStore>) -> anyhow::Result<u64> {
     Ok(applied)
 }
 
+/// Inline projections: every user's rows recomputed from their journal
+/// (safe while workers run: a rebuild write loses to any later commit of
+/// the user). Rows of keys no event has any more are not removed; verify
+/// reports them.
+async fn rebuild_inline(store: &Arc<dyn EventStore>) -> anyhow::Result<u64> {
+    let mut users = Vec::new();
+    store.users(&mut |u| users.push(u)).await?;
+    let total = users.len();
+    for (n, user) in users.iter().enumerate() {
+        store
+            .rebuild_user(user)
+            .await
+            .with_context(|| format!("rebuilding the projections of user {user}"))?;
+        if (n + 1) % 1000 == 0 || n + 1 == total {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\rrebuilding: {}/{total} users", n + 1);
+            let _ = err.flush();
+        }
+    }
+    eprintln!();
+    Ok(total as u64)
+}
+
 /// `tracking rebuild`.
-pub async fn rebuild(data_dir: &Path) -> anyhow::Result<()> {
-    let store = crate::app::open_store(data_dir)
-        .context("is the service still running on this data dir?")?;
+pub async fn rebuild(args: &StoreArgs) -> anyhow::Result<()> {
+    let store = open(args).await?;
     rebuild_store(&store).await?;
     println!(
         "rebuilt {} projections from the journal",
         ProjectionKind::ALL.len()
     );
+    Ok(())
+}
+
+/// `tracking schema apply|status`.
+pub async fn schema(args: &crate::config::SchemaArgs) -> anyhow::Result<()> {
+    use crate::config::SchemaAction;
+    use crate::store::scylladb::schema;
+    let cfg = args.action.store().scylla()?.context(
+        "`tracking schema` needs the ScyllaDB contact points: --scylla-nodes or SCYLLA_NODES",
+    )?;
+    let session = crate::store::scylladb::session(&cfg).await?;
+    let ks = &cfg.keyspace;
+    match &args.action {
+        SchemaAction::Apply { replication, .. } => {
+            let applied =
+                schema::apply(&session, ks, replication, &mut |line| eprintln!("{line}")).await?;
+            println!(
+                "keyspace {ks}: schema version {} ({} migration(s) applied now)",
+                schema::current(),
+                applied.len()
+            );
+        }
+        SchemaAction::Status { .. } => {
+            let found = schema::applied_version(&session, ks).await?;
+            println!(
+                "keyspace {ks}: schema version {found}; this build needs {}",
+                schema::current()
+            );
+            schema::check(&session, ks).await?;
+        }
+    }
     Ok(())
 }

@@ -26,6 +26,7 @@ async fn start(dir: &std::path::Path, max_deliveries: u32) -> (Running, Arc<Faul
             ..PipelineConfig::default()
         },
         pulsar: None,
+        scylla: None,
     };
     let store = Arc::new(FaultyStore {
         panic_prefix: Some("boom"),

@@ -14,6 +14,7 @@ async fn start(dir: &std::path::Path) -> Running {
         data_dir: dir.to_path_buf(),
         partitions: 4,
         pulsar: None,
+        scylla: None,
         shutdown_grace: Duration::from_secs(20),
         pipeline: PipelineConfig::default(),
     };

@@ -128,18 +128,37 @@ fn refuses_bad_pulsar_options_and_bad_flags_clearly() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("allow-insecure"), "{err}");
+    let (code, _, err) = tracking(&["run", "--scylla-nodes", " , ", "--listen", "127.0.0.1:0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("names no host"), "{err}");
+    let (code, _, err) = tracking(&[
+        "verify",
+        "--scylla-nodes",
+        "127.0.0.1:9042",
+        "--scylla-keyspace",
+        "bad-name",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a plain CQL identifier"), "{err}");
+    let (code, _, err) = tracking(&["schema", "apply"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("needs the ScyllaDB contact points"), "{err}");
+    // Nothing listens on port 1: a clear connection error, not a hang.
+    let (code, _, err) = tracking(&["schema", "status", "--scylla-nodes", "127.0.0.1:1"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("connecting to ScyllaDB at 127.0.0.1:1"),
+        "{err}"
+    );
     let (code, _, err) = tracking(&[
         "run",
         "--scylla-nodes",
         "127.0.0.1:9042",
-        "--listen",
-        "127.0.0.1:0",
+        "--scylla-consistency",
+        "most",
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("embedded store only"), "{err}");
-    let (code, _, err) = tracking(&["verify", "--scylla-nodes", "127.0.0.1:9042"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("embedded store only"), "{err}");
+    assert!(err.contains("unknown consistency level"), "{err}");
     let (code, _, err) = tracking(&["--shutdown-grace", "soon"]);
     assert_ne!(code, 0);
     assert!(err.contains("invalid duration"), "{err}");

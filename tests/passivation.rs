@@ -21,6 +21,7 @@ async fn live_aggregates_stay_under_the_cap() {
         data_dir: dir.path().to_path_buf(),
         partitions: 4,
         pulsar: None,
+        scylla: None,
         shutdown_grace: Duration::from_secs(30),
         pipeline: PipelineConfig {
             max_live_aggregates: CAP,

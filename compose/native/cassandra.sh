@@ -202,6 +202,8 @@ commitlog_sync_period: 10000ms
 disk_failure_policy: stop
 commit_failure_policy: stop
 concurrent_compactors: 1
+# tests drop and truncate often: no snapshot of what they drop
+auto_snapshot: false
 ${CASSANDRA_YAML_EXTRA:-}
 EOF
   cat >"$CONF_DIR/logback.xml" <<EOF

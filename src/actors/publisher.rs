@@ -15,11 +15,18 @@
 //! the cursor move publishes those events again: consumers dedupe by
 //! `interaction_id`. Nothing is skipped: the cursor only moves past
 //! records the broker confirmed.
+//!
+//! With a store that keeps projections inline (ScyllaDB: no store-wide
+//! positions to follow) the publisher is *direct*: it publishes what the
+//! writer hands it, in order, retrying a failed publish on the tick (at
+//! most [`MAX_PENDING`] records wait; beyond, the oldest are dropped and
+//! counted). A worker that dies between the commit and the broker's receipt
+//! does not publish those events (see actors.md, "Known limits").
 
 use super::follow::{catch_up, handle_in_order, Follower};
 use crate::internal_events as ev;
 use crate::log::{EventSink, OutboundMessage};
-use crate::store::{EventStore, JournalRecord, StoreError};
+use crate::store::{EventStore, JournalRecord, ProjectionMode, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +38,8 @@ pub const CURSOR: &str = "events-out";
 const CATCH_UP_CHUNK: usize = 1024;
 /// How often the publisher checks it is not behind the journal.
 const TICK: Duration = Duration::from_secs(1);
+/// Direct mode: records waiting for a retry, at most.
+pub const MAX_PENDING: usize = 100_000;
 
 /// Errors of one publishing step (both retryable: the tick tries again).
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +72,10 @@ pub struct PublisherState {
     cursor: u64,
     buffer: Vec<Arc<Vec<JournalRecord>>>,
     flush_scheduled: bool,
+    /// Direct mode (no journal positions to follow).
+    direct: bool,
+    /// Direct mode: records whose publish failed, oldest first.
+    pending: std::collections::VecDeque<JournalRecord>,
 }
 
 impl Actor for EventPublisher {
@@ -75,16 +88,25 @@ impl Actor for EventPublisher {
         myself: ActorRef<Self::Msg>,
         args: PublisherArgs,
     ) -> Result<PublisherState, ActorProcessingErr> {
-        let cursor = args.store.cursor(CURSOR).await?;
+        let direct = args.store.projection_mode() == ProjectionMode::Inline;
+        let cursor = if direct {
+            0
+        } else {
+            args.store.cursor(CURSOR).await?
+        };
         let mut state = PublisherState {
             store: args.store,
             sink: args.sink,
             cursor,
             buffer: Vec::new(),
             flush_scheduled: false,
+            direct,
+            pending: Default::default(),
         };
         // Not fatal: the broker may be away; the tick catches up.
-        if let Err(e) = catch_up(&mut state, u64::MAX).await {
+        if direct {
+            // Nothing to catch up from.
+        } else if let Err(e) = catch_up(&mut state, u64::MAX).await {
             tracing::warn!(error = %e, "events topic: catching up failed; retrying on the tick");
         }
         myself.send_interval(TICK, || PublisherMsg::Tick);
@@ -112,6 +134,11 @@ impl Actor for EventPublisher {
                     tracing::warn!(error = %e, "events topic: publish failed; retrying from the journal");
                 }
             }
+            PublisherMsg::Tick if state.direct => {
+                if let Err(e) = publish_direct(state, &[]).await {
+                    tracing::debug!(error = %e, "events topic: retry failed");
+                }
+            }
             PublisherMsg::Tick => {
                 if let Err(e) = catch_up(state, u64::MAX).await {
                     tracing::debug!(error = %e, "events topic: catch-up failed");
@@ -126,7 +153,35 @@ async fn publish_buffered(
     state: &mut PublisherState,
     buffered: &[Arc<Vec<JournalRecord>>],
 ) -> Result<(), PublishError> {
+    if state.direct {
+        return publish_direct(state, buffered).await;
+    }
     handle_in_order(state, buffered).await.map(|_| ())
+}
+
+/// Direct mode: publishes what failed before, then `buffered`, in order;
+/// on failure keeps them (bounded) for the tick.
+async fn publish_direct(
+    state: &mut PublisherState,
+    buffered: &[Arc<Vec<JournalRecord>>],
+) -> Result<(), PublishError> {
+    for records in buffered {
+        state.pending.extend(records.iter().cloned());
+    }
+    let excess = state.pending.len().saturating_sub(MAX_PENDING);
+    if excess > 0 {
+        state.pending.drain(..excess);
+        ev::events_publish_dropped(excess as u64);
+    }
+    if state.pending.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<OutboundMessage> = state.pending.iter().filter_map(outbound).collect();
+    let n = messages.len() as u64;
+    state.sink.publish(messages).await?;
+    ev::events_published(n);
+    state.pending.clear();
+    Ok(())
 }
 
 /// The outbound message of one journal record (events only).

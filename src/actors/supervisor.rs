@@ -16,7 +16,7 @@ use super::writer::{JournalWriter, WriterArgs};
 use super::{Health, Names, PipelineConfig};
 use crate::internal_events as ev;
 use crate::log::{CommandLog, EventSink};
-use crate::store::{EventStore, ProjectionKind};
+use crate::store::{EventStore, ProjectionKind, ProjectionMode};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
@@ -93,8 +93,12 @@ impl Actor for RootSupervisor {
             draining: false,
         };
         spawn_child(&myself, &mut state, Child::Writer).await?;
-        for kind in ProjectionKind::ALL {
-            spawn_child(&myself, &mut state, Child::Projector(kind)).await?;
+        // A store that keeps its projections inline (ScyllaDB) needs no
+        // projector actors: its writes update them.
+        if state.args.store.projection_mode() == ProjectionMode::Checkpointed {
+            for kind in ProjectionKind::ALL {
+                spawn_child(&myself, &mut state, Child::Projector(kind)).await?;
+            }
         }
         if state.args.sink.is_some() {
             spawn_child(&myself, &mut state, Child::Publisher).await?;

@@ -67,6 +67,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                     ..PipelineConfig::default()
                 },
                 pulsar: None,
+                scylla: None,
             };
             Target::InProcess {
                 svc: app::start(config)

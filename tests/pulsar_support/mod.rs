@@ -89,6 +89,7 @@ pub fn config(dir: &Path, pulsar: PulsarOptions) -> ServiceConfig {
             ..PipelineConfig::default()
         },
         pulsar: Some(pulsar),
+        scylla: None,
     }
 }
 

@@ -111,7 +111,7 @@ pub enum ConnectError {
     #[error("connecting to ScyllaDB at {nodes}: {source}")]
     Session {
         nodes: String,
-        source: scylla::errors::NewSessionError,
+        source: Box<scylla::errors::NewSessionError>,
     },
     #[error("TLS CA file {path}: {message}")]
     Tls { path: PathBuf, message: String },
@@ -163,15 +163,15 @@ pub async fn session(cfg: &ScyllaConfig) -> Result<Session, ConnectError> {
         .await
         .map_err(|source| ConnectError::Session {
             nodes: cfg.nodes.join(","),
-            source,
+            source: Box::new(source),
         })
 }
 
-fn tls_config(path: &PathBuf) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let err = |message: String| ConnectError::Tls {
-        path: path.clone(),
+        path: path.to_path_buf(),
         message,
     };
     let mut roots = rustls::RootCertStore::empty();

@@ -284,18 +284,16 @@ pub async fn daily_stats(s: &ScyllaStore, q: &StatsQuery) -> Result<Vec<DailySta
             keys.push((day, interaction_type, campaign_id));
         }
     }
-    let shards = all_shards();
     let futs = keys
         .into_iter()
         .map(
             |(day, ty, campaign)| -> BoxFuture<'_, Result<DailyStat, StoreError>> {
-                let shards = shards.clone();
                 Box::pin(async move {
                     let c = campaign.clone().unwrap_or_default();
-                    let found: Vec<(Option<i64>, i64)> =
-                        rows(s, &s.st.daily_sum, (day, ty.as_str(), c, shards)).await?;
-                    let (count, users) =
-                        found.first().map_or((0, 0), |(c, u)| (c.unwrap_or(0), *u));
+                    let (count, users) = sum_shards(s, &s.st.daily_sum, |shard| {
+                        (day, ty.as_str(), c.clone(), shard)
+                    })
+                    .await?;
                     Ok::<_, StoreError>(DailyStat {
                         day: num_day(day),
                         interaction_type: ty,
@@ -318,23 +316,19 @@ pub async fn status_stats(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<StatusStat>, StoreError> {
-    let shards = all_shards();
     let found = days(s, "status", from, to).await?;
     let futs = found
         .into_iter()
         .map(|day| -> BoxFuture<'_, Result<StatusStat, StoreError>> {
-            let shards = shards.clone();
             Box::pin(async move {
-                let (acc, rej) = futures::try_join!(
-                    rows::<(Option<i64>,), _>(s, &s.st.status_sum, (day, shards.clone())),
-                    rows::<(i64,), _>(s, &s.st.rejections_count, (day, shards)),
+                let ((accepted, _), (rejected, _)) = futures::try_join!(
+                    sum_shards(s, &s.st.status_sum, |shard| (day, shard)),
+                    count_shards(s, &s.st.rejections_count, |shard| (day, shard)),
                 )?;
-                let accepted = acc.first().and_then(|r| r.0).unwrap_or(0).max(0) as u64;
-                let rejected = rej.first().map_or(0, |r| r.0).max(0) as u64;
                 Ok::<_, StoreError>(StatusStat {
                     day: num_day(day),
-                    accepted,
-                    rejected,
+                    accepted: accepted.max(0) as u64,
+                    rejected: rejected.max(0) as u64,
                 })
             })
         })
@@ -342,6 +336,42 @@ pub async fn status_stats(
     let mut out = bounded(futs).await?;
     out.retain(|s| s.accepted + s.rejected > 0);
     Ok(out)
+}
+
+/// `(sum, count)` of a `SELECT sum(x), count(*)` over every shard's
+/// partition (one query each, concurrently: an aggregate over an `IN` of
+/// partitions would gather them all on one coordinator).
+async fn sum_shards<V: SerializeRow>(
+    s: &ScyllaStore,
+    st: &PreparedStatement,
+    values: impl Fn(i32) -> V,
+) -> Result<(i64, i64), StoreError> {
+    let parts = futures::future::try_join_all(
+        all_shards()
+            .into_iter()
+            .map(|shard| rows::<(Option<i64>, i64), _>(s, st, values(shard))),
+    )
+    .await?;
+    Ok(parts
+        .iter()
+        .flatten()
+        .fold((0, 0), |(sum, n), (x, c)| (sum + x.unwrap_or(0), n + c)))
+}
+
+/// `count(*)` over every shard's partition, as [`sum_shards`].
+async fn count_shards<V: SerializeRow>(
+    s: &ScyllaStore,
+    st: &PreparedStatement,
+    values: impl Fn(i32) -> V,
+) -> Result<(i64, i64), StoreError> {
+    let parts = futures::future::try_join_all(
+        all_shards()
+            .into_iter()
+            .map(|shard| rows::<(i64,), _>(s, st, values(shard))),
+    )
+    .await?;
+    let n = parts.iter().flatten().map(|(c,)| c).sum();
+    Ok((n, n))
 }
 
 /// `user_id, total, clicks, views, likes, last_seq, first_at, last_at`.

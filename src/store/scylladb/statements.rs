@@ -90,7 +90,7 @@ impl Statements {
                 "INSERT INTO {ks}.daily_contrib (day, interaction_type, campaign, shard, user_id, count, as_of) \
                  VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             daily_sum: prep(s, &format!(
-                "SELECT sum(count), count(*) FROM {ks}.daily_contrib WHERE day = ? AND interaction_type = ? AND campaign = ? AND shard IN ?"), true).await?,
+                "SELECT sum(count), count(*) FROM {ks}.daily_contrib WHERE day = ? AND interaction_type = ? AND campaign = ? AND shard = ?"), true).await?,
             daily_key_insert: prep(s, &format!(
                 "INSERT INTO {ks}.daily_keys (day, interaction_type, campaign) VALUES (?, ?, ?)"), true).await?,
             daily_keys_get: prep(s, &format!(
@@ -103,7 +103,7 @@ impl Statements {
             status_put: prep(s, &format!(
                 "INSERT INTO {ks}.status_contrib (day, shard, user_id, accepted, as_of) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             status_sum: prep(s, &format!(
-                "SELECT sum(accepted) FROM {ks}.status_contrib WHERE day = ? AND shard IN ?"), true).await?,
+                "SELECT sum(accepted), count(*) FROM {ks}.status_contrib WHERE day = ? AND shard = ?"), true).await?,
             rejection_insert: prep(s, &format!(
                 "INSERT INTO {ks}.rejections (command_id, day, reason, detail, rejected_at, pos) \
                  VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"), false).await?,
@@ -112,7 +112,7 @@ impl Statements {
             rejection_day_insert: prep(s, &format!(
                 "INSERT INTO {ks}.rejections_by_day (day, shard, command_id) VALUES (?, ?, ?)"), true).await?,
             rejections_count: prep(s, &format!(
-                "SELECT count(*) FROM {ks}.rejections_by_day WHERE day = ? AND shard IN ?"), true).await?,
+                "SELECT count(*) FROM {ks}.rejections_by_day WHERE day = ? AND shard = ?"), true).await?,
             user_stats_get: prep(s, &format!(
                 "SELECT user_id, total, clicks, views, likes, last_seq, first_at, last_at FROM {ks}.user_stats WHERE user_id = ?"), true).await?,
             user_stats_put: prep(s, &format!(

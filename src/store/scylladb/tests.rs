@@ -26,12 +26,15 @@ fn config() -> ScyllaConfig {
     cfg
 }
 
-/// Applies the schema once per test process (tests run in parallel).
+/// A fresh keyspace once per test process (tests run in parallel; stats
+/// are compared per day, so data of earlier runs must not linger).
 async fn ensure_schema(cfg: &ScyllaConfig) {
     static APPLIED: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
     let mut done = APPLIED.lock().await;
     if !*done {
         let s = session(cfg).await.unwrap();
+        let drop = format!("DROP KEYSPACE IF EXISTS {}", cfg.keyspace);
+        s.query_unpaged(drop, ()).await.unwrap();
         schema::apply(&s, &cfg.keyspace, "SimpleStrategy:1", &mut |_| {})
             .await
             .unwrap();
