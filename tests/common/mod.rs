@@ -161,6 +161,7 @@ impl Worker {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env_remove("PULSAR_URL")
+            .env_remove("SCYLLA_NODES")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -231,6 +232,7 @@ pub fn tracking(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary())
         .args(args)
         .env_remove("PULSAR_URL")
+        .env_remove("SCYLLA_NODES")
         .output()
         .expect("run tracking");
     (

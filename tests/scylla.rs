@@ -1,0 +1,273 @@
+//! Workers on a shared ScyllaDB store (a real Apache Cassandra 5 in CI:
+//! `compose/native/cassandra.sh up`, then `SCYLLA_NODES`). `#[ignore]`d in
+//! a plain `cargo test`; `.ci/run` runs them:
+//!
+//! ```text
+//! compose/native/cassandra.sh up && eval "$(compose/native/cassandra.sh env)"
+//! cargo test --test scylla -- --ignored --test-threads=1
+//! ```
+//!
+//! Each worker has its own embedded command log (the log and the store are
+//! chosen independently), so two workers can be handed commands of the same
+//! users at the same time: the harshest case (Key_Shared normally keeps a
+//! user on one worker; during a rebalance two may briefly overlap).
+
+mod common;
+
+use common::{command, get, post_json, tracking, wait_for, Worker};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 8;
+
+fn nodes() -> String {
+    std::env::var("SCYLLA_NODES")
+        .expect("SCYLLA_NODES must name a CQL server (compose/native/cassandra.sh up)")
+}
+
+/// A fresh keyspace with the schema applied by `tracking schema apply`.
+fn keyspace(name: &str) -> String {
+    let ks = format!("it_{name}_{}", std::process::id());
+    let n = nodes();
+    let (code, out, err) = tracking(&[
+        "schema",
+        "apply",
+        "--scylla-nodes",
+        &n,
+        "--scylla-keyspace",
+        &ks,
+    ]);
+    assert_eq!(code, 0, "schema apply failed:\n{out}\n{err}");
+    assert!(out.contains("schema version 1"), "{out}");
+    ks
+}
+
+fn store_args(ks: &str) -> Vec<String> {
+    [
+        "--scylla-nodes",
+        &nodes(),
+        "--scylla-keyspace",
+        ks,
+        "--scylla-consistency",
+        "one",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn start(dir: &Path, ks: &str) -> Worker {
+    let args = store_args(ks);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Worker::start(dir, &refs)
+}
+
+fn verify(ks: &str) -> String {
+    let args = store_args(ks);
+    let mut all = vec!["verify"];
+    all.extend(args.iter().map(String::as_str));
+    let (code, out, err) = tracking(&all);
+    assert_eq!(code, 0, "verify failed:\n{out}\n{err}");
+    assert!(out.contains(" 0 differences"), "{out}");
+    out
+}
+
+/// Posts `(worker, command)` pairs from `CLIENTS` threads, stopping after
+/// `stop_after` answers if given; returns the ids answered 202 and the
+/// number of failed posts.
+fn post_all(jobs: Vec<(SocketAddr, String)>, stop_after: Option<usize>) -> (Vec<String>, usize) {
+    let jobs = Arc::new(jobs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (jobs, next, accepted, failed) =
+                (jobs.clone(), next.clone(), accepted.clone(), failed.clone());
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= jobs.len() || stop_after.is_some_and(|n| i >= n) {
+                    return;
+                }
+                let (addr, body) = &jobs[i];
+                match post_json(*addr, "/tracking/interactions", body) {
+                    Ok(r) if r.status == 202 => {
+                        let id = r.json()["interaction_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        accepted.lock().unwrap().push(id);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let ids = accepted.lock().unwrap().clone();
+    (ids, failed.load(Ordering::SeqCst))
+}
+
+/// Sum of the daily counts of a campaign, as one worker serves them.
+fn daily_total(addr: SocketAddr, campaign: &str) -> u64 {
+    let r = get(
+        addr,
+        &format!("/tracking/stats/daily?from=2026-11-20&to=2026-11-24&campaign_id={campaign}"),
+    );
+    r.json()["items"]
+        .as_array()
+        .map(|items| items.iter().map(|i| i["count"].as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0)
+}
+
+/// A user's events as a worker serves them: (interaction id, seq), paged.
+fn user_events(addr: SocketAddr, user: &str) -> Vec<(String, u64)> {
+    let (mut out, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let page = get(
+            addr,
+            &format!("/tracking/users/{user}/interactions?limit=1000{cursor}"),
+        )
+        .json();
+        for item in page["items"].as_array().unwrap() {
+            out.push((
+                item["interaction_id"].as_str().unwrap().to_owned(),
+                item["seq"].as_u64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
+fn cmd(i: usize, users: usize, campaign: &str) -> String {
+    let user = format!("{campaign}-user-{}", i % users);
+    let ty = ["click", "view", "like"][i % 3];
+    let day = format!("2026-11-{:02}T10:00:00Z", 20 + i % 5);
+    command(Some(&format!("{campaign}-{i}")), &user, ty, campaign, &day)
+}
+
+#[test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+fn two_workers_on_the_same_users_count_exactly_and_answer_for_each_other() {
+    let ks = keyspace("two");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = start(&tmp.path().join("a"), &ks);
+    let b = start(&tmp.path().join("b"), &ks);
+    let (total, users, campaign) = (3000, 60, "c-two");
+    // Every user's commands alternate between the workers in runs of 7,
+    // and every 10th command is also sent to the other worker (the same
+    // interaction id twice: one event).
+    let mut jobs = Vec::new();
+    for i in 0..total {
+        let (mine, other) = if (i / 7) % 2 == 0 {
+            (a.addr, b.addr)
+        } else {
+            (b.addr, a.addr)
+        };
+        jobs.push((mine, cmd(i, users, campaign)));
+        if i % 10 == 0 {
+            jobs.push((other, cmd(i, users, campaign)));
+        }
+    }
+    let started = Instant::now();
+    let (accepted, failed) = post_all(jobs, None);
+    assert_eq!(failed, 0);
+    let unique: HashSet<String> = accepted.iter().cloned().collect();
+    assert_eq!(unique.len(), total);
+    wait_for("every event counted", Duration::from_secs(120), || {
+        (daily_total(a.addr, campaign) == total as u64).then_some(())
+    });
+    eprintln!(
+        "{total} commands (+{} duplicates) through two workers in {:?}",
+        total / 10,
+        started.elapsed()
+    );
+    // Any worker answers for any user, and identically.
+    assert_eq!(daily_total(b.addr, campaign), total as u64);
+    let mut seen = HashSet::new();
+    for u in 0..users {
+        let user = format!("{campaign}-user-{u}");
+        let from_b = user_events(b.addr, &user);
+        let seqs: Vec<u64> = from_b.iter().map(|e| e.1).collect();
+        assert_eq!(
+            seqs,
+            (1..=from_b.len() as u64).collect::<Vec<_>>(),
+            "gap in {user}"
+        );
+        assert_eq!(from_b, user_events(a.addr, &user));
+        for (id, _) in from_b {
+            assert!(seen.insert(id.clone()), "{id} stored twice");
+        }
+        let stats_a = get(a.addr, &format!("/tracking/users/{user}/stats")).json();
+        let stats_b = get(b.addr, &format!("/tracking/users/{user}/stats")).json();
+        assert_eq!(stats_a, stats_b);
+        assert_eq!(stats_a["total"].as_u64(), Some(seqs.len() as u64));
+    }
+    assert_eq!(seen, unique);
+    let status = get(a.addr, "/tracking/stats/status").json();
+    assert!(
+        status["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "{status}"
+    );
+    drop((a, b));
+    verify(&ks);
+}
+
+#[test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+fn kill_9_mid_stream_then_restart_loses_and_doubles_nothing() {
+    let ks = keyspace("kill");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("w");
+    let mut w = start(&dir, &ks);
+    let (total, users, campaign) = (4000, 200, "c-kill");
+    let jobs: Vec<_> = (0..total)
+        .map(|i| (w.addr, cmd(i, users, campaign)))
+        .collect();
+    // SIGKILL while commands are still being posted and processed.
+    let poster = std::thread::spawn(move || post_all(jobs, None));
+    wait_for("some events", Duration::from_secs(60), || {
+        (daily_total(w.addr, campaign) > 500).then_some(())
+    });
+    w.kill9();
+    let (mut accepted, failed) = poster.join().unwrap();
+    // Restart on the same log: what was not acknowledged is redelivered.
+    let w = start(&dir, &ks);
+    let rest: Vec<_> = (0..total)
+        .map(|i| (w.addr, cmd(i, users, campaign)))
+        .collect();
+    let (again, again_failed) = post_all(rest, None);
+    assert_eq!(again_failed, 0);
+    accepted.extend(again);
+    let unique: HashSet<String> = accepted.iter().cloned().collect();
+    assert_eq!(unique.len(), total, "failed before the kill: {failed}");
+    wait_for("every event counted", Duration::from_secs(120), || {
+        (daily_total(w.addr, campaign) == total as u64).then_some(())
+    });
+    let mut per_user: HashMap<String, usize> = HashMap::new();
+    for u in 0..users {
+        let user = format!("{campaign}-user-{u}");
+        let events = user_events(w.addr, &user);
+        let seqs: Vec<u64> = events.iter().map(|e| e.1).collect();
+        assert_eq!(
+            seqs,
+            (1..=events.len() as u64).collect::<Vec<_>>(),
+            "gap in {user}"
+        );
+        per_user.insert(user, events.len());
+    }
+    assert_eq!(per_user.values().sum::<usize>(), total);
+    let mut w = w;
+    assert_eq!(w.term(Duration::from_secs(30)), Some(0), "{}", w.logs());
+    verify(&ks);
+}
