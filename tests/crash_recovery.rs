@@ -4,10 +4,8 @@
 
 mod common;
 
-use common::{command, get, post_json, tracking, wait_for, Worker};
+use common::{command, get, post_all, tracking, wait_for, Worker};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TOTAL: usize = 10_000;
@@ -18,59 +16,21 @@ const CLIENTS: usize = 8;
 fn post_range(
     worker_addr: std::net::SocketAddr,
     range: std::ops::Range<usize>,
-    stop_after: Option<(Arc<AtomicUsize>, usize)>,
 ) -> (Vec<String>, usize) {
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let next = Arc::new(AtomicUsize::new(range.start));
-    let end = range.end;
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (accepted, failed, next, stop_after) = (
-                accepted.clone(),
-                failed.clone(),
-                next.clone(),
-                stop_after.clone(),
-            );
-            std::thread::spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= end {
-                    return;
-                }
-                if let Some((count, limit)) = &stop_after {
-                    if count.fetch_add(1, Ordering::SeqCst) >= *limit {
-                        return;
-                    }
-                }
-                // Half the commands carry their own id; the others get one from the server.
-                let id = (i % 2 == 0).then(|| format!("crash-{i}"));
-                let user = format!("user-{}", i % USERS);
-                let ty = ["click", "view", "like"][i % 3];
-                let day = format!("2026-11-{:02}T10:00:00Z", 20 + i % 5);
-                match post_json(
-                    worker_addr,
-                    "/tracking/interactions",
-                    &command(id.as_deref(), &user, ty, "c-crash", &day),
-                ) {
-                    Ok(r) if r.status == 202 => {
-                        let id = r.json()["interaction_id"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string();
-                        accepted.lock().unwrap().push(id);
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            })
+    let jobs = range
+        .map(|i| {
+            // Half the commands carry their own id; the others get one from the server.
+            let id = (i % 2 == 0).then(|| format!("crash-{i}"));
+            let user = format!("user-{}", i % USERS);
+            let ty = ["click", "view", "like"][i % 3];
+            let day = format!("2026-11-{:02}T10:00:00Z", 20 + i % 5);
+            (
+                worker_addr,
+                command(id.as_deref(), &user, ty, "c-crash", &day),
+            )
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let ids = accepted.lock().unwrap().clone();
-    (ids, failed.load(Ordering::SeqCst))
+    post_all(jobs, CLIENTS)
 }
 
 #[test]
@@ -82,14 +42,14 @@ fn kill_9_midway_loses_nothing_and_duplicates_nothing() {
     // First half, then SIGKILL while the pipeline is still busy.
     let (mut accepted, mut failed) = {
         let addr = worker.addr;
-        let killer = std::thread::spawn(move || post_range(addr, 0..TOTAL / 2, None));
+        let killer = std::thread::spawn(move || post_range(addr, 0..TOTAL / 2));
         let r = killer.join().unwrap();
         worker.kill9();
         r
     };
     // Restart on the same data; redeliveries must not double anything.
     let worker2 = Worker::start(&data, &[]);
-    let (more, more_failed) = post_range(worker2.addr, TOTAL / 2..TOTAL, None);
+    let (more, more_failed) = post_range(worker2.addr, TOTAL / 2..TOTAL);
     accepted.extend(more);
     failed += more_failed;
     assert!(accepted.len() >= TOTAL - failed);

@@ -14,12 +14,10 @@
 
 mod common;
 
-use common::{command, get, post_json, tracking, wait_for, Worker};
+use common::{command, get, post_all, tracking, wait_for, Worker};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 8;
@@ -73,46 +71,6 @@ fn verify(ks: &str) -> String {
     assert_eq!(code, 0, "verify failed:\n{out}\n{err}");
     assert!(out.contains(" 0 differences"), "{out}");
     out
-}
-
-/// Posts `(worker, command)` pairs from `CLIENTS` threads, stopping after
-/// `stop_after` answers if given; returns the ids answered 202 and the
-/// number of failed posts.
-fn post_all(jobs: Vec<(SocketAddr, String)>, stop_after: Option<usize>) -> (Vec<String>, usize) {
-    let jobs = Arc::new(jobs);
-    let next = Arc::new(AtomicUsize::new(0));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (jobs, next, accepted, failed) =
-                (jobs.clone(), next.clone(), accepted.clone(), failed.clone());
-            std::thread::spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= jobs.len() || stop_after.is_some_and(|n| i >= n) {
-                    return;
-                }
-                let (addr, body) = &jobs[i];
-                match post_json(*addr, "/tracking/interactions", body) {
-                    Ok(r) if r.status == 202 => {
-                        let id = r.json()["interaction_id"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned();
-                        accepted.lock().unwrap().push(id);
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let ids = accepted.lock().unwrap().clone();
-    (ids, failed.load(Ordering::SeqCst))
 }
 
 /// Sum of the daily counts of a campaign, as one worker serves them.
@@ -180,7 +138,7 @@ fn two_workers_on_the_same_users_count_exactly_and_answer_for_each_other() {
         }
     }
     let started = Instant::now();
-    let (accepted, failed) = post_all(jobs, None);
+    let (accepted, failed) = post_all(jobs, CLIENTS);
     assert_eq!(failed, 0);
     let unique: HashSet<String> = accepted.iter().cloned().collect();
     assert_eq!(unique.len(), total);
@@ -235,7 +193,7 @@ fn kill_9_mid_stream_then_restart_loses_and_doubles_nothing() {
         .map(|i| (w.addr, cmd(i, users, campaign)))
         .collect();
     // SIGKILL while commands are still being posted and processed.
-    let poster = std::thread::spawn(move || post_all(jobs, None));
+    let poster = std::thread::spawn(move || post_all(jobs, CLIENTS));
     wait_for("some events", Duration::from_secs(60), || {
         (daily_total(w.addr, campaign) > 500).then_some(())
     });
@@ -246,7 +204,7 @@ fn kill_9_mid_stream_then_restart_loses_and_doubles_nothing() {
     let rest: Vec<_> = (0..total)
         .map(|i| (w.addr, cmd(i, users, campaign)))
         .collect();
-    let (again, again_failed) = post_all(rest, None);
+    let (again, again_failed) = post_all(rest, CLIENTS);
     assert_eq!(again_failed, 0);
     accepted.extend(again);
     let unique: HashSet<String> = accepted.iter().cloned().collect();

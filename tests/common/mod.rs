@@ -241,3 +241,43 @@ pub fn tracking(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Posts `(worker, command)` pairs from `clients` threads; returns the ids
+/// answered 202 (in no particular order) and the number of failed posts.
+pub fn post_all(jobs: Vec<(SocketAddr, String)>, clients: usize) -> (Vec<String>, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let jobs = Arc::new(jobs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (jobs, next, accepted, failed) =
+                (jobs.clone(), next.clone(), accepted.clone(), failed.clone());
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((addr, body)) = jobs.get(i) else {
+                    return;
+                };
+                match post_json(*addr, "/tracking/interactions", body) {
+                    Ok(r) if r.status == 202 => {
+                        let id = r.json()["interaction_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        accepted.lock().unwrap().push(id);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let ids = accepted.lock().unwrap().clone();
+    (ids, failed.load(Ordering::SeqCst))
+}

@@ -22,6 +22,8 @@
 //!
 //! The argument in full is in actors.md ("Exactly once with ScyllaDB").
 
+mod contrib;
+mod project;
 mod read;
 pub mod schema;
 mod statements;
@@ -134,7 +136,7 @@ pub struct ScyllaStore {
     #[cfg(test)]
     pub(crate) crash_before_stats: std::sync::atomic::AtomicBool,
     /// Small listing rows (days, keys, minutes) this process has written.
-    written: std::sync::Mutex<std::collections::HashSet<write::Small>>,
+    written: std::sync::Mutex<std::collections::HashSet<project::Small>>,
 }
 
 /// Opens a session (without checking the schema).
@@ -222,13 +224,13 @@ impl ScyllaStore {
     }
 
     /// Whether this process has written this listing row already.
-    fn known(&self, item: &write::Small) -> bool {
+    fn known(&self, item: &project::Small) -> bool {
         self.written.lock().is_ok_and(|w| w.contains(item))
     }
 
     /// Remembers written listing rows (bounded: forgetting only costs a
     /// repeated, idempotent write).
-    fn remember(&self, items: Vec<write::Small>) {
+    fn remember(&self, items: Vec<project::Small>) {
         if let Ok(mut w) = self.written.lock() {
             if w.len() > 100_000 {
                 w.clear();
@@ -370,7 +372,7 @@ impl EventStore for ScyllaStore {
     }
 
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
-        write::load_user(self, user_id).await
+        project::load_user(self, user_id).await
     }
 
     async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -436,7 +438,7 @@ impl EventStore for ScyllaStore {
     }
 
     async fn rebuild_user(&self, user_id: &str) -> Result<(), StoreError> {
-        write::rebuild_user(self, user_id).await
+        project::rebuild_user(self, user_id).await
     }
 
     async fn users(&self, visit: &mut (dyn FnMut(String) + Send)) -> Result<u64, StoreError> {

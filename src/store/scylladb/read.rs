@@ -321,10 +321,11 @@ pub async fn status_stats(
         .into_iter()
         .map(|day| -> BoxFuture<'_, Result<StatusStat, StoreError>> {
             Box::pin(async move {
-                let ((accepted, _), (rejected, _)) = futures::try_join!(
+                let ((accepted, _), rejected) = futures::try_join!(
                     sum_shards(s, &s.st.status_sum, |shard| (day, shard)),
-                    count_shards(s, &s.st.rejections_count, |shard| (day, shard)),
+                    per_shard::<(i64,), _>(s, &s.st.rejections_count, |shard| (day, shard)),
                 )?;
+                let rejected: i64 = rejected.iter().map(|r| r.0).sum();
                 Ok::<_, StoreError>(StatusStat {
                     day: num_day(day),
                     accepted: accepted.max(0) as u64,
@@ -338,40 +339,36 @@ pub async fn status_stats(
     Ok(out)
 }
 
-/// `(sum, count)` of a `SELECT sum(x), count(*)` over every shard's
-/// partition (one query each, concurrently: an aggregate over an `IN` of
-/// partitions would gather them all on one coordinator).
+/// One query per shard's partition, concurrently (an aggregate over an
+/// `IN` of partitions would gather them all on one coordinator).
+async fn per_shard<R, V>(
+    s: &ScyllaStore,
+    st: &PreparedStatement,
+    values: impl Fn(i32) -> V,
+) -> Result<Vec<R>, StoreError>
+where
+    V: SerializeRow,
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let parts = futures::future::try_join_all(
+        all_shards()
+            .into_iter()
+            .map(|shard| rows::<R, V>(s, st, values(shard))),
+    )
+    .await?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+/// `(sum, count)` of a `SELECT sum(x), count(*)` over every shard.
 async fn sum_shards<V: SerializeRow>(
     s: &ScyllaStore,
     st: &PreparedStatement,
     values: impl Fn(i32) -> V,
 ) -> Result<(i64, i64), StoreError> {
-    let parts = futures::future::try_join_all(
-        all_shards()
-            .into_iter()
-            .map(|shard| rows::<(Option<i64>, i64), _>(s, st, values(shard))),
-    )
-    .await?;
+    let parts: Vec<(Option<i64>, i64)> = per_shard(s, st, values).await?;
     Ok(parts
         .iter()
-        .flatten()
         .fold((0, 0), |(sum, n), (x, c)| (sum + x.unwrap_or(0), n + c)))
-}
-
-/// `count(*)` over every shard's partition, as [`sum_shards`].
-async fn count_shards<V: SerializeRow>(
-    s: &ScyllaStore,
-    st: &PreparedStatement,
-    values: impl Fn(i32) -> V,
-) -> Result<(i64, i64), StoreError> {
-    let parts = futures::future::try_join_all(
-        all_shards()
-            .into_iter()
-            .map(|shard| rows::<(i64,), _>(s, st, values(shard))),
-    )
-    .await?;
-    let n = parts.iter().flatten().map(|(c,)| c).sum();
-    Ok((n, n))
 }
 
 /// `user_id, total, clicks, views, likes, last_seq, first_at, last_at`.

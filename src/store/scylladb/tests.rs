@@ -140,7 +140,7 @@ async fn a_stale_worker_conflicts_and_a_late_replay_changes_nothing() {
     write_batch(&b, groups(vec![group(&u, 2, vec![fx.ev(&u, 3, Like)])])).await;
     // A's projection step arriving late (a slow or retried request).
     let stale = a.user_events(&u, 0, 2).await.unwrap();
-    write::project_after_append(&a, &u, 0, stale[..2].to_vec())
+    super::project::project_after_append(&a, &u, 0, stale[..2].to_vec())
         .await
         .unwrap();
     // An expected seq that is ahead of the journal is refused too.

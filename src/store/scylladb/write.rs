@@ -4,11 +4,9 @@
 //! loading a user runs, and the per-user rebuild.
 
 use super::{bounded, day_num, exec_err, micros, read, rows_err, shard, ScyllaStore, CONCURRENCY};
-use crate::domain::{InteractionTracked, Rejection};
-use crate::projections::{daily_key, DailyKey};
+use crate::domain::Rejection;
 use crate::store::{
-    AppendConflict, AppendGroup, GroupOutcome, StoreError, StoredEvent, UserStats, WriteBatch,
-    WriteOutcome,
+    AppendConflict, AppendGroup, GroupOutcome, StoreError, StoredEvent, WriteBatch, WriteOutcome,
 };
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -21,26 +19,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// Events per conditional batch (the server refuses batches over
 /// `batch_size_fail_threshold`, 50 KiB by default; events are ~300 bytes).
 const MAX_BATCH: usize = 64;
-
-/// How contributions are computed.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// From the stored rows plus the events after them (timestamp 2*seq).
-    Incremental,
-    /// From the user's whole journal, ignoring stored rows (timestamp
-    /// 2*seq+1: wins over an incremental write of the same seq).
-    Rebuild,
-}
-
-impl Mode {
-    fn timestamp(self, seq: u64) -> i64 {
-        let ts = (seq as i64).saturating_mul(2);
-        match self {
-            Mode::Incremental => ts,
-            Mode::Rebuild => ts + 1,
-        }
-    }
-}
 
 pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
     let rejections = async {
@@ -119,7 +97,7 @@ async fn append_group(s: &ScyllaStore, g: &AppendGroup) -> Result<GroupOutcome, 
         None => s.positions(0),
     };
     if !fresh.is_empty() {
-        project_after_append(s, &g.user_id, g.expected_last_seq, fresh).await?;
+        super::project::project_after_append(s, &g.user_id, g.expected_last_seq, fresh).await?;
     }
     Ok(GroupOutcome::Appended { first_pos })
 }
@@ -292,180 +270,10 @@ async fn reject(s: &ScyllaStore, r: &Rejection) -> Result<Option<u64>, StoreErro
     Ok(new.then_some(pos))
 }
 
-/// Loads a user: the last seq of the journal, after repairing whatever a
-/// crash left unprojected (events after the stats row's `last_seq`).
-pub async fn load_user(s: &ScyllaStore, user: &str) -> Result<u64, StoreError> {
-    let row = read::user_stats(s, user).await?;
-    let projected = row.as_ref().map_or(0, |r| r.last_seq);
-    let last = read::journal_last(s, user, projected).await?;
-    if last > projected {
-        crate::internal_events::store_repair(last - projected);
-        let tail = read::journal(s, user, projected, last, usize::MAX).await?;
-        project(s, user, row, tail, Mode::Incremental).await?;
-    }
-    Ok(last)
-}
-
-/// After appending `fresh` (right after `expected`): projects everything
-/// from the stats row's mark on (normally exactly `fresh`).
-pub(crate) async fn project_after_append(
-    s: &ScyllaStore,
-    user: &str,
-    expected: u64,
-    fresh: Vec<StoredEvent>,
-) -> Result<(), StoreError> {
-    let row = read::user_stats(s, user).await?;
-    let projected = row.as_ref().map_or(0, |r| r.last_seq);
-    let mut tail = if projected < expected {
-        read::journal(s, user, projected, expected, usize::MAX).await?
-    } else {
-        Vec::new()
-    };
-    tail.extend(fresh.into_iter().filter(|e| e.event.seq > projected));
-    if tail.is_empty() {
-        return Ok(()); // a racing load projected it all already
-    }
-    project(s, user, row, tail, Mode::Incremental).await
-}
-
-/// Recomputes every projection row of one user from the journal.
-pub async fn rebuild_user(s: &ScyllaStore, user: &str) -> Result<(), StoreError> {
-    let all = read::journal(s, user, 0, u64::MAX, usize::MAX).await?;
-    if all.is_empty() {
-        return Ok(());
-    }
-    project(s, user, None, all, Mode::Rebuild).await
-}
-
-/// Writes indexes and projections for `tail` (the user's events right
-/// after `row.last_seq`, ascending), the stats row last.
-async fn project(
-    s: &ScyllaStore,
-    user: &str,
-    row: Option<UserStats>,
-    tail: Vec<StoredEvent>,
-    mode: Mode,
-) -> Result<(), StoreError> {
-    let Some(last) = tail.last().map(|e| e.event.seq) else {
-        return Ok(());
-    };
-    let events: Vec<&InteractionTracked> = tail.iter().map(|e| &e.event).collect();
-    futures::try_join!(
-        write_indexes(s, &tail),
-        daily_contributions(s, user, &events, last, mode),
-        status_contributions(s, user, &events, last, mode),
-    )?;
-    #[cfg(test)]
-    if s.crash_before_stats
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        return Err(StoreError::Unavailable(
-            "injected crash before the stats row".into(),
-        ));
-    }
-    let mut stats = match (mode, row) {
-        (Mode::Incremental, Some(r)) => r,
-        _ => UserStats::first(events[0]),
-    };
-    let skip = usize::from(stats.last_seq == events[0].seq); // `first` folded it
-    for e in &events[skip..] {
-        stats.fold(e);
-    }
-    s.session
-        .execute_unpaged(
-            &s.st.user_stats_put,
-            (
-                user,
-                stats.total as i64,
-                stats.clicks as i64,
-                stats.views as i64,
-                stats.likes as i64,
-                stats.last_seq as i64,
-                micros(stats.first_occurred_at),
-                micros(stats.last_occurred_at),
-                mode.timestamp(last),
-            ),
-        )
-        .await
-        .map_err(exec_err)?;
-    Ok(())
-}
-
-/// Id lookup, target and recent indexes, and the key/day listings: every
-/// write keyed by what it indexes (repeating it changes nothing).
-async fn write_indexes(s: &ScyllaStore, tail: &[StoredEvent]) -> Result<(), StoreError> {
-    let mut blobs = Vec::with_capacity(tail.len());
-    for e in tail {
-        blobs.push(e.event.encode()?);
-    }
-    let mut small: HashSet<Small> = HashSet::new();
-    let mut futs = Vec::new();
-    for (e, blob) in tail.iter().zip(&blobs) {
-        let ev = &e.event;
-        let (pos, seq, user) = (e.pos as i64, ev.seq as i64, ev.user_id.as_str());
-        let occurred = day_num(ev.occurred_at.date_naive());
-        let recorded = day_num(ev.recorded_or_occurred().date_naive());
-        // The recent list is ordered and paged by position (commit time).
-        let minute = pos / 1000 / 60_000_000;
-        let minute_day = (minute * 60).div_euclid(86_400) as i32;
-        futs.push(exec(
-            s,
-            &s.st.id_insert,
-            (ev.interaction_id.as_str(), user, seq, pos, blob.as_slice()),
-        ));
-        futs.push(exec(
-            s,
-            &s.st.target_insert,
-            (
-                ev.target.id.as_str(),
-                occurred,
-                pos,
-                user,
-                seq,
-                blob.as_slice(),
-            ),
-        ));
-        futs.push(exec(
-            s,
-            &s.st.recent_insert,
-            (minute, pos, user, seq, blob.as_slice()),
-        ));
-        let (day, ty, campaign) = daily_key(ev);
-        small.insert(Small::Minute(minute_day, minute));
-        small.insert(Small::Key(
-            day_num(day),
-            ty.as_str(),
-            campaign.unwrap_or_default(),
-        ));
-        small.insert(Small::Day("daily", day_num(day)));
-        small.insert(Small::Day("status", recorded));
-    }
-    let small: Vec<Small> = small.into_iter().filter(|i| !s.known(i)).collect();
-    for item in small.iter().cloned() {
-        futs.push(match item {
-            Small::Minute(day, minute) => exec(s, &s.st.minute_insert, (day, minute)),
-            Small::Key(day, ty, campaign) => exec(s, &s.st.daily_key_insert, (day, ty, campaign)),
-            Small::Day(kind, day) => exec(s, &s.st.day_insert, (kind, day)),
-        });
-    }
-    run_all(futs).await?;
-    s.remember(small);
-    Ok(())
-}
-
-/// A small row written once per process (the cache only saves writes:
-/// writing it again would change nothing).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub enum Small {
-    Minute(i32, i64),
-    Key(i32, &'static str, String),
-    Day(&'static str, i32),
-}
-
-type Exec<'a> = BoxFuture<'a, Result<(), StoreError>>;
+pub(super) type Exec<'a> = BoxFuture<'a, Result<(), StoreError>>;
 
 /// One statement, its result dropped.
-fn exec<'a, V: SerializeRow + Send + Sync + 'a>(
+pub(super) fn exec<'a, V: SerializeRow + Send + Sync + 'a>(
     s: &'a ScyllaStore,
     st: &'a PreparedStatement,
     values: V,
@@ -480,122 +288,9 @@ fn exec<'a, V: SerializeRow + Send + Sync + 'a>(
 }
 
 /// Runs statements with bounded concurrency; the first error wins.
-async fn run_all(futs: Vec<Exec<'_>>) -> Result<(), StoreError> {
+pub(super) async fn run_all(futs: Vec<Exec<'_>>) -> Result<(), StoreError> {
     futures::stream::iter(futs)
         .buffer_unordered(CONCURRENCY)
         .try_for_each(|()| async { Ok(()) })
         .await
-}
-
-/// Per (day, type, campaign) of the tail: the user's absolute count.
-async fn daily_contributions(
-    s: &ScyllaStore,
-    user: &str,
-    events: &[&InteractionTracked],
-    last: u64,
-    mode: Mode,
-) -> Result<(), StoreError> {
-    let mut keys: BTreeMap<DailyKey, Vec<u64>> = BTreeMap::new();
-    for e in events {
-        keys.entry(daily_key(e)).or_default().push(e.seq);
-    }
-    let sh = shard(user);
-    let futs: Vec<Exec<'_>> = keys
-        .into_iter()
-        .map(|((day, ty, campaign), seqs)| -> Exec<'_> {
-            Box::pin(async move {
-                let (day, ty, campaign) = (day_num(day), ty.as_str(), campaign.unwrap_or_default());
-                let base = match mode {
-                    Mode::Rebuild => (0, 0),
-                    Mode::Incremental => {
-                        read::counter_row(
-                            s,
-                            &s.st.daily_get_user,
-                            (day, ty, campaign.as_str(), sh, user),
-                        )
-                        .await?
-                    }
-                };
-                let Some(count) = added(base, &seqs) else {
-                    return Ok(());
-                };
-                let values = (
-                    day,
-                    ty,
-                    campaign.as_str(),
-                    sh,
-                    user,
-                    count,
-                    last as i64,
-                    mode.timestamp(last),
-                );
-                exec(s, &s.st.daily_put, values).await
-            })
-        })
-        .collect();
-    run_all(futs).await
-}
-
-/// Per recording day of the tail: the user's absolute accepted count.
-async fn status_contributions(
-    s: &ScyllaStore,
-    user: &str,
-    events: &[&InteractionTracked],
-    last: u64,
-    mode: Mode,
-) -> Result<(), StoreError> {
-    let mut days: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
-    for e in events {
-        let day = day_num(e.recorded_or_occurred().date_naive());
-        days.entry(day).or_default().push(e.seq);
-    }
-    let sh = shard(user);
-    let futs: Vec<Exec<'_>> = days
-        .into_iter()
-        .map(|(day, seqs)| -> Exec<'_> {
-            Box::pin(async move {
-                let base = match mode {
-                    Mode::Rebuild => (0, 0),
-                    Mode::Incremental => {
-                        read::counter_row(s, &s.st.status_get_user, (day, sh, user)).await?
-                    }
-                };
-                let Some(count) = added(base, &seqs) else {
-                    return Ok(());
-                };
-                exec(
-                    s,
-                    &s.st.status_put,
-                    (day, sh, user, count, last as i64, mode.timestamp(last)),
-                )
-                .await
-            })
-        })
-        .collect();
-    run_all(futs).await
-}
-
-/// The stored `(count, as_of)` plus the seqs after `as_of`; `None` when no
-/// seq is new to the row (nothing to write).
-fn added((count, as_of): (i64, i64), seqs: &[u64]) -> Option<i64> {
-    let new = seqs.iter().filter(|&&q| q as i64 > as_of).count() as i64;
-    (new > 0).then_some(count + new)
-}
-
-#[cfg(test)]
-mod unit {
-    use super::*;
-
-    #[test]
-    fn added_counts_only_seqs_after_the_rows_mark() {
-        assert_eq!(added((0, 0), &[1, 2]), Some(2));
-        assert_eq!(added((5, 7), &[6, 7]), None);
-        assert_eq!(added((5, 7), &[6, 8, 9]), Some(7));
-    }
-
-    #[test]
-    fn rebuild_writes_win_over_incremental_ones_of_the_same_seq() {
-        assert!(Mode::Rebuild.timestamp(5) > Mode::Incremental.timestamp(5));
-        assert!(Mode::Incremental.timestamp(6) > Mode::Rebuild.timestamp(5));
-    }
 }
