@@ -1,0 +1,64 @@
+# Helpers of the real-stack scenarios (sourced after lib.sh): Apache Pulsar
+# and Apache Cassandra 5 started natively from Maven Central artifacts
+# (compose/native/*.sh), workers in Pulsar mode on the ScyllaDB store.
+#
+# Every run gets its own partitioned commands topic and its own keyspace,
+# so runs never see each other's backlog or data.
+
+NATIVE=$ROOT/compose/native
+PARTITIONS=${PARTITIONS:-4}
+STAMP=$(date +%s)
+
+stack_up() {
+  "$NATIVE/pulsar.sh" status >/dev/null 2>&1 || "$NATIVE/pulsar.sh" up >&2
+  "$NATIVE/cassandra.sh" status >/dev/null 2>&1 || "$NATIVE/cassandra.sh" up >&2
+  eval "$("$NATIVE/pulsar.sh" env)"
+  eval "$("$NATIVE/cassandra.sh" env)"
+  ADMIN=${PULSAR_ADMIN_URL:-http://127.0.0.1:8080}
+}
+
+# new_run NAME: a fresh partitioned topic (TOPIC) and keyspace (KS) with the
+# schema applied by `tracking schema apply`.
+new_run() {
+  local name=$1
+  TOPIC=persistent://public/default/lt-$name-$STAMP
+  KS=lt_${name//-/_}_$STAMP
+  curl -sf -X PUT -H 'Content-Type: application/json' -d "$PARTITIONS" \
+    "$ADMIN/admin/v2/persistent/public/default/lt-$name-$STAMP/partitions" >/dev/null
+  "$BIN" schema apply --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" >/dev/null 2>&1
+}
+
+# stack_args: the flags of a worker of the current run.
+stack_args() {
+  echo --pulsar-url "$PULSAR_URL" --topic-commands "$TOPIC" --subscription loadtest \
+    --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" --scylla-consistency one
+}
+
+# start_workers N DIR: N workers of the current run; pids in WORKER_PIDS,
+# URLs in WORKER_URLS.
+start_workers() {
+  local n=$1 dir=$2 i
+  WORKER_PIDS=(); WORKER_URLS=()
+  for i in $(seq 1 "$n"); do
+    # shellcheck disable=SC2046
+    start_worker "$dir/w$i" $(stack_args)
+    WORKER_PIDS+=("$WORKER_PID"); WORKER_URLS+=("$WORKER_URL")
+  done
+}
+
+stop_workers() {
+  local p
+  for p in "${WORKER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${WORKER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+# drop_run: the run's keyspace and topic (disk space).
+drop_run() {
+  "$NATIVE/cassandra.sh" cql "DROP KEYSPACE IF EXISTS $KS" >/dev/null 2>&1 || true
+  curl -sf -X DELETE "$ADMIN/admin/v2/persistent/public/default/${TOPIC##*/}/partitions?force=true" >/dev/null 2>&1 || true
+}
+
+# verify_run: `tracking verify` against the run's keyspace; prints its last line.
+verify_run() {
+  "$BIN" verify --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" --scylla-consistency one 2>/dev/null | tail -1
+}
