@@ -174,7 +174,7 @@ impl Actor for PartitionConsumer {
         state.aggregates.stop_all();
         state.health.consumer_down();
         ev::in_flight(state.partition, 0);
-        state.acker.commit().await?;
+        state.acker.flush().await?;
         Ok(())
     }
 

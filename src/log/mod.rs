@@ -116,8 +116,16 @@ pub trait Acker: Send + Sync + 'static {
     /// an offset-based log).
     async fn ack(&self, ids: &[u64]) -> Result<(), LogError>;
 
-    /// Makes the acks so far durable (called periodically and at shutdown).
+    /// Makes the acks so far durable, cheaply: called periodically by the
+    /// consumer actor, so it must not wait long (an offset-based log writes
+    /// its offset; a broker's acks are already on their way).
     async fn commit(&self) -> Result<(), LogError>;
+
+    /// Waits until the acks so far are confirmed (at drain and stop). The
+    /// default is [`Acker::commit`].
+    async fn flush(&self) -> Result<(), LogError> {
+        self.commit().await
+    }
 
     /// Hands a delivery that will never succeed to the dead-letter
     /// destination, with the reason (a bounded label) and a human detail;

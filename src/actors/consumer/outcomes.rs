@@ -255,7 +255,7 @@ pub(super) async fn finish_drain_if_done(
 ) -> Result<(), ActorProcessingErr> {
     if state.draining.is_some() && state.flow.quiescent() {
         commit_acks(state).await?;
-        state.acker.commit().await?;
+        state.acker.flush().await?;
         if let Some(reply) = state.draining.take() {
             let _ = reply.send(());
         }

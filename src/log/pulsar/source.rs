@@ -306,8 +306,11 @@ impl Driver {
                                 return Exit::Reconnect(format!("flush failed: {e}"));
                             }
                             Err(_) => {
+                                // A slow broker is not a dead consumer (the
+                                // silence probe below catches those):
+                                // recreating it would redeliver everything
+                                // unacknowledged and make the broker slower.
                                 let _ = reply.send(Err(LogError::Unavailable("flush timed out".into())));
-                                return Exit::Reconnect("flush timed out".into());
                             }
                         }
                     }
@@ -447,7 +450,17 @@ impl Acker for PulsarAcker {
             .map_err(|_| LogError::Closed)
     }
 
+    /// Periodic: nothing to wait for. The acks went out on the consumer's
+    /// connection as they came; confirming them with a broker round trip
+    /// every tick would stall the consumer actor whenever the broker is slow
+    /// (seen under overload: 10 s stalls, then reconnects and mass
+    /// redeliveries). A lost ack only means a redelivery, answered
+    /// `Duplicate`. [`Acker::flush`] (drain, stop) does confirm.
     async fn commit(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), LogError> {
         let (tx, rx) = oneshot::channel();
         if self.cmds.send(Cmd::Flush(tx)).is_err() {
             return Ok(()); // the driver is gone: nothing left to flush
