@@ -74,6 +74,11 @@ pub struct StoreArgs {
     /// Timeout of one request (the driver retries idempotent ones).
     #[arg(long, env = "SCYLLA_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub scylla_request_timeout: Duration,
+    /// How long a daily/status statistics answer is reused by this worker
+    /// (0s: never). Those reads sum per-user rows; a dashboard polling many
+    /// times a second then costs one read a second.
+    #[arg(long, env = "SCYLLA_STATS_CACHE", default_value = "1s", value_parser = parse_duration)]
+    pub scylla_stats_cache: Duration,
 }
 
 impl StoreArgs {
@@ -109,6 +114,7 @@ impl StoreArgs {
         }
         cfg.tls_ca = self.scylla_tls_ca.clone();
         cfg.request_timeout = self.scylla_request_timeout;
+        cfg.stats_cache_ttl = self.scylla_stats_cache;
         Ok(Some(cfg))
     }
 }

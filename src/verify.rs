@@ -213,7 +213,10 @@ fn diff_sets<T: std::fmt::Debug + Ord>(
 
 async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
     match args.scylla()? {
-        Some(cfg) => crate::app::open_configured_store(&args.data_dir, Some(&cfg)).await,
+        Some(mut cfg) => {
+            cfg.stats_cache_ttl = std::time::Duration::ZERO;
+            crate::app::open_configured_store(&args.data_dir, Some(&cfg)).await
+        }
         None => crate::app::open_store(&args.data_dir)
             .context("is the service still running on this data dir?"),
     }

@@ -66,9 +66,11 @@ impl Fx {
         self.day + Days::new(offset)
     }
 
-    /// `day + offset` at `hour`:00 UTC.
+    /// `day + offset` at `hour`:00:00.123456789 UTC.
+    /// (With nanoseconds: stores must give instants back exactly.)
     fn at(&self, offset: u64, hour: u32) -> DateTime<Utc> {
-        Utc.from_utc_datetime(&self.d(offset).and_hms_opt(hour, 0, 0).unwrap())
+        let t = self.d(offset).and_hms_nano_opt(hour, 0, 0, 123_456_789);
+        Utc.from_utc_datetime(&t.unwrap())
     }
 
     /// An event with a unique interaction id, on this test's target and

@@ -69,6 +69,10 @@ pub struct ScyllaConfig {
     /// PEM file of the CA that signs the nodes' certificates: enables TLS.
     pub tls_ca: Option<PathBuf>,
     pub request_timeout: Duration,
+    /// How long a daily or status statistics answer is reused (their reads
+    /// sum per-user rows: many reads a second of one dashboard would each
+    /// scan them). Zero: never reused.
+    pub stats_cache_ttl: Duration,
 }
 
 impl ScyllaConfig {
@@ -85,6 +89,7 @@ impl ScyllaConfig {
             password: None,
             tls_ca: None,
             request_timeout: Duration::from_secs(5),
+            stats_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -135,6 +140,8 @@ pub struct ScyllaStore {
     /// between the contribution rows and the mark).
     #[cfg(test)]
     pub(crate) crash_before_stats: std::sync::atomic::AtomicBool,
+    /// Recent statistics answers, by query (see `ScyllaConfig::stats_cache_ttl`).
+    stats_cache: read::StatsCache,
     /// Small listing rows (days, keys, minutes) this process has written.
     written: std::sync::Mutex<std::collections::HashSet<project::Small>>,
 }
@@ -210,6 +217,7 @@ impl ScyllaStore {
             #[cfg(test)]
             crash_before_stats: Default::default(),
             written: Default::default(),
+            stats_cache: read::StatsCache::new(cfg.stats_cache_ttl),
         })
     }
 
@@ -284,9 +292,21 @@ pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
+/// The nanoseconds below the microsecond (0..=999), stored beside
+/// [`micros`] where the exact instant is served back.
+pub(crate) fn sub_micros(t: DateTime<Utc>) -> i32 {
+    (t.timestamp_subsec_nanos() % 1000) as i32
+}
+
 pub(crate) fn from_micros(m: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(m)
         .ok_or_else(|| StoreError::Corrupt(format!("bad instant {m}")))
+}
+
+/// The exact instant of a `(micros, nanos below the microsecond)` pair.
+pub(crate) fn from_parts(m: i64, ns: Option<i32>) -> Result<DateTime<Utc>, StoreError> {
+    let ns = ns.unwrap_or(0).clamp(0, 999) as i64;
+    Ok(from_micros(m)? + chrono::Duration::nanoseconds(ns))
 }
 
 /// The projection shard of a user (FNV-1a: stable across builds).
@@ -446,7 +466,14 @@ impl EventStore for ScyllaStore {
     }
 
     async fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
-        read::daily_stats(self, q).await
+        let key = format!("daily {q:?}");
+        if let Some(read::Cached::Daily(hit)) = self.stats_cache.get(&key) {
+            return Ok(hit);
+        }
+        let fresh = read::daily_stats(self, q).await?;
+        self.stats_cache
+            .put(key, read::Cached::Daily(fresh.clone()));
+        Ok(fresh)
     }
 
     async fn status_stats(
@@ -454,7 +481,14 @@ impl EventStore for ScyllaStore {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<StatusStat>, StoreError> {
-        read::status_stats(self, from, to).await
+        let key = format!("status {from} {to}");
+        if let Some(read::Cached::Status(hit)) = self.stats_cache.get(&key) {
+            return Ok(hit);
+        }
+        let fresh = read::status_stats(self, from, to).await?;
+        self.stats_cache
+            .put(key, read::Cached::Status(fresh.clone()));
+        Ok(fresh)
     }
 
     async fn user_stats(&self, user_id: &str) -> Result<Option<UserStats>, StoreError> {

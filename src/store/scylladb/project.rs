@@ -4,7 +4,7 @@
 
 use super::contrib::{self, Mode};
 use super::write::{exec, run_all};
-use super::{day_num, exec_err, micros, read, ScyllaStore};
+use super::{day_num, exec_err, micros, read, sub_micros, ScyllaStore};
 use crate::domain::InteractionTracked;
 use crate::projections::daily_key;
 use crate::store::{StoreError, StoredEvent, UserStats};
@@ -99,7 +99,9 @@ async fn project(
                 stats.likes as i64,
                 stats.last_seq as i64,
                 micros(stats.first_occurred_at),
+                sub_micros(stats.first_occurred_at),
                 micros(stats.last_occurred_at),
+                sub_micros(stats.last_occurred_at),
                 mode.timestamp(last),
             ),
         )

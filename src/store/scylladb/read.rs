@@ -3,7 +3,7 @@
 //! contribution rows.
 
 use super::{
-    all_shards, bounded, day_num, exec_err, from_micros, num_day, pager_err, rows_err, stored,
+    all_shards, bounded, day_num, exec_err, from_parts, num_day, pager_err, rows_err, stored,
     ScyllaStore,
 };
 use crate::domain::{InteractionType, RejectReason, Rejection};
@@ -196,10 +196,10 @@ pub async fn visit_journal(
         .await
         .map_err(pager_err)?;
     let mut stream = pager
-        .rows_stream::<(String, String, String, i64, i64)>()
+        .rows_stream::<(String, String, String, i64, Option<i32>, i64)>()
         .map_err(rows_err)?;
     while let Some(row) = stream.next().await {
-        let (command_id, reason, detail, at, pos) =
+        let (command_id, reason, detail, at, at_ns, pos) =
             row.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let reason = RejectReason::ALL
             .into_iter()
@@ -211,7 +211,7 @@ pub async fn visit_journal(
                 command_id,
                 reason,
                 detail,
-                rejected_at: from_micros(at)?,
+                rejected_at: from_parts(at, at_ns)?,
             },
         }));
         n += 1;
@@ -371,11 +371,22 @@ async fn sum_shards<V: SerializeRow>(
         .fold((0, 0), |(sum, n), (x, c)| (sum + x.unwrap_or(0), n + c)))
 }
 
-/// `user_id, total, clicks, views, likes, last_seq, first_at, last_at`.
-type StatsRow = (String, i64, i64, i64, i64, i64, i64, i64);
+/// `user_id, total, clicks, views, likes, last_seq, first_at(_ns), last_at(_ns)`.
+type StatsRow = (
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i32>,
+    i64,
+    Option<i32>,
+);
 
 fn user_row(r: StatsRow) -> Result<UserStats, StoreError> {
-    let (user_id, total, clicks, views, likes, last_seq, first, last) = r;
+    let (user_id, total, clicks, views, likes, last_seq, first, first_ns, last, last_ns) = r;
     Ok(UserStats {
         user_id,
         total: total.max(0) as u64,
@@ -383,8 +394,8 @@ fn user_row(r: StatsRow) -> Result<UserStats, StoreError> {
         views: views.max(0) as u64,
         likes: likes.max(0) as u64,
         last_seq: last_seq.max(0) as u64,
-        first_occurred_at: from_micros(first)?,
-        last_occurred_at: from_micros(last)?,
+        first_occurred_at: from_parts(first, first_ns)?,
+        last_occurred_at: from_parts(last, last_ns)?,
     })
 }
 
@@ -407,4 +418,50 @@ pub async fn all_user_stats(s: &ScyllaStore) -> Result<Vec<UserStats>, StoreErro
         )?);
     }
     Ok(out)
+}
+
+/// A statistics answer kept for a moment.
+#[derive(Clone)]
+pub enum Cached {
+    Daily(Vec<DailyStat>),
+    Status(Vec<StatusStat>),
+}
+
+/// Statistics answers by query, reused for `ttl` (bounded: at most
+/// [`StatsCache::MAX`] queries, then it starts over).
+pub struct StatsCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Cached)>>,
+}
+
+impl StatsCache {
+    const MAX: usize = 1024;
+
+    pub fn new(ttl: std::time::Duration) -> Self {
+        StatsCache {
+            ttl,
+            entries: Default::default(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Cached> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().ok()?;
+        let (at, value) = entries.get(key)?;
+        (at.elapsed() < self.ttl).then(|| value.clone())
+    }
+
+    pub fn put(&self, key: String, value: Cached) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::MAX {
+                entries.clear();
+            }
+            entries.insert(key, (std::time::Instant::now(), value));
+        }
+    }
 }

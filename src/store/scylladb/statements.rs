@@ -105,21 +105,21 @@ impl Statements {
             status_sum: prep(s, &format!(
                 "SELECT sum(accepted), count(*) FROM {ks}.status_contrib WHERE day = ? AND shard = ?"), true).await?,
             rejection_insert: prep(s, &format!(
-                "INSERT INTO {ks}.rejections (command_id, day, reason, detail, rejected_at, pos) \
-                 VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"), false).await?,
+                "INSERT INTO {ks}.rejections (command_id, day, reason, detail, rejected_at, rejected_at_ns, pos) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"), false).await?,
             rejections_all: prep(s, &format!(
-                "SELECT command_id, reason, detail, rejected_at, pos FROM {ks}.rejections"), true).await?,
+                "SELECT command_id, reason, detail, rejected_at, rejected_at_ns, pos FROM {ks}.rejections"), true).await?,
             rejection_day_insert: prep(s, &format!(
                 "INSERT INTO {ks}.rejections_by_day (day, shard, command_id) VALUES (?, ?, ?)"), true).await?,
             rejections_count: prep(s, &format!(
                 "SELECT count(*) FROM {ks}.rejections_by_day WHERE day = ? AND shard = ?"), true).await?,
             user_stats_get: prep(s, &format!(
-                "SELECT user_id, total, clicks, views, likes, last_seq, first_at, last_at FROM {ks}.user_stats WHERE user_id = ?"), true).await?,
+                "SELECT user_id, total, clicks, views, likes, last_seq, first_at, first_at_ns, last_at, last_at_ns FROM {ks}.user_stats WHERE user_id = ?"), true).await?,
             user_stats_put: prep(s, &format!(
-                "INSERT INTO {ks}.user_stats (user_id, total, clicks, views, likes, last_seq, first_at, last_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
+                "INSERT INTO {ks}.user_stats (user_id, total, clicks, views, likes, last_seq, first_at, first_at_ns, last_at, last_at_ns) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             user_stats_all: prep(s, &format!(
-                "SELECT user_id, total, clicks, views, likes, last_seq, first_at, last_at FROM {ks}.user_stats"), true).await?,
+                "SELECT user_id, total, clicks, views, likes, last_seq, first_at, first_at_ns, last_at, last_at_ns FROM {ks}.user_stats"), true).await?,
         })
     }
 }

@@ -23,6 +23,7 @@ fn config() -> ScyllaConfig {
         &std::env::var("SCYLLA_CONSISTENCY").unwrap_or_else(|_| "one".into()),
     )
     .unwrap();
+    cfg.stats_cache_ttl = std::time::Duration::ZERO; // tests read their own writes
     cfg
 }
 

@@ -3,7 +3,9 @@
 //! user's stats row (the "projected up to" mark). Also the repair that
 //! loading a user runs, and the per-user rebuild.
 
-use super::{bounded, day_num, exec_err, micros, read, rows_err, shard, ScyllaStore, CONCURRENCY};
+use super::{
+    bounded, day_num, exec_err, micros, read, rows_err, shard, sub_micros, ScyllaStore, CONCURRENCY,
+};
 use crate::domain::Rejection;
 use crate::store::{
     AppendConflict, AppendGroup, GroupOutcome, StoreError, StoredEvent, WriteBatch, WriteOutcome,
@@ -248,6 +250,7 @@ async fn reject(s: &ScyllaStore, r: &Rejection) -> Result<Option<u64>, StoreErro
                 r.reason.as_str(),
                 r.detail.as_str(),
                 micros(r.rejected_at),
+                sub_micros(r.rejected_at),
                 pos as i64,
             ),
         )
