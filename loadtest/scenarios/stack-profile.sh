@@ -39,8 +39,8 @@ printf '  %-10s %6.1f s\n' loadgen "$(echo "$lu + $ls" | bc)"
 grep -E '^throughput|^check' "$OUT/profile.log"
 stop_workers
 if [ -f "$OUT/perf.data" ]; then
-  perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -25 > "$OUT/perf-top.txt"
+  perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio >"$OUT/perf-report.txt" 2>/dev/null || true
+  grep -E '^ +[0-9]' "$OUT/perf-report.txt" | head -25 >"$OUT/perf-top.txt" || true
   echo "worker's hottest functions (self time, perf):"
   sed 's/^/  /' "$OUT/perf-top.txt"
 fi
