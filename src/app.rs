@@ -35,6 +35,10 @@ pub struct ServiceConfig {
     pub pulsar: Option<PulsarOptions>,
     /// The ScyllaDB store; `None`: the embedded store under `data_dir`.
     pub scylla: Option<ScyllaConfig>,
+    /// Bearer token the read endpoints require (`None`: open).
+    pub api_token: Option<String>,
+    /// A separate listener for health, readiness and metrics.
+    pub internal_listen: Option<SocketAddr>,
 }
 
 /// Opens the embedded store under the data dir.
@@ -101,6 +105,8 @@ pub async fn open_transport(
 /// handle to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The internal listener (health, readiness, metrics), if configured.
+    pub internal_addr: Option<SocketAddr>,
     /// Registry names of this instance's actors (for observers in tests and the load generator).
     pub names: Names,
     pub health: Arc<Health>,
@@ -135,6 +141,11 @@ pub async fn start_with_store(
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let internal = bind_internal(&config).await?;
+    let internal_addr = match &internal {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let health = Arc::new(Health::default());
     let store = match store {
         Some(s) => s,
@@ -149,6 +160,7 @@ pub async fn start_with_store(
         sink,
         store: store.clone(),
         names: names.clone(),
+        internal,
     };
     let done = tokio::spawn(async move {
         serve(config, listener, parts, async {
@@ -158,6 +170,7 @@ pub async fn start_with_store(
     });
     Ok(Running {
         addr,
+        internal_addr,
         names,
         health,
         log,
@@ -167,11 +180,23 @@ pub async fn start_with_store(
     })
 }
 
+async fn bind_internal(config: &ServiceConfig) -> anyhow::Result<Option<TcpListener>> {
+    match config.internal_listen {
+        None => Ok(None),
+        Some(a) => {
+            Ok(Some(TcpListener::bind(a).await.with_context(|| {
+                format!("binding the internal listener {a}")
+            })?))
+        }
+    }
+}
+
 /// Runs the service until `shutdown` completes, then drains.
 pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let internal = bind_internal(&config).await?;
     let store = open_configured_store(&config.data_dir, config.scylla.as_ref()).await?;
     let health = Arc::new(Health::default());
     let (log, sink) = open_transport(&config, &health).await?;
@@ -181,6 +206,7 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> a
         sink,
         store,
         names: Names::new(),
+        internal,
     };
     serve(config, listener, parts, shutdown).await
 }
@@ -192,6 +218,8 @@ struct Parts {
     sink: Option<Arc<PulsarSink>>,
     store: Arc<dyn EventStore>,
     names: Names,
+    /// The internal listener (health, readiness, metrics), bound.
+    internal: Option<TcpListener>,
 }
 
 async fn serve(
@@ -206,6 +234,7 @@ async fn serve(
         sink,
         store,
         names,
+        internal,
     } = parts;
     let metrics = internal_events::install_metrics()?;
     let upkeep = {
@@ -233,8 +262,24 @@ async fn serve(
         store: store.clone(),
         health: health.clone(),
         metrics,
+        access: http::Access {
+            api_token: config.api_token.as_deref().map(Arc::from),
+            internal_listener: internal.is_some(),
+        },
     };
-    let http_task = tokio::spawn(http::serve(listener, state, http_stop_rx));
+    let internal_task = internal.map(|l| {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!("internal listener (health, readiness, metrics) on http://{a}");
+        }
+        let rx = http_stop_rx.clone();
+        tokio::spawn(http::serve(l, http::Listener::Internal, state.clone(), rx))
+    });
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        http::Listener::Public,
+        state,
+        http_stop_rx,
+    ));
 
     let args = SupervisorArgs {
         log: log.clone(),
@@ -277,6 +322,9 @@ async fn serve(
     };
     let _ = http_stop.send(true);
     let _ = http_task.await;
+    if let Some(t) = internal_task {
+        let _ = t.await;
+    }
     upkeep.abort();
     log.close().await.context("closing the command log")?;
     if let Some(sink) = &sink {

@@ -160,6 +160,18 @@ pub struct RunArgs {
     /// Address of the HTTP endpoint (API, health, readiness, metrics).
     #[arg(long, env = "TRACKING_LISTEN", default_value = "127.0.0.1:8010")]
     pub listen: SocketAddr,
+    /// A second listener serving only health, readiness and metrics, never
+    /// behind the API token (for probes and Prometheus); `/metrics` then
+    /// leaves the public listener.
+    #[arg(long, env = "TRACKING_INTERNAL_LISTEN")]
+    pub internal_listen: Option<SocketAddr>,
+    /// Bearer token the read endpoints require (`Authorization: Bearer
+    /// <token>`); unset: open. Never logged.
+    #[arg(long, env = "TRACKING_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// File holding the API token (alternative to --api-token).
+    #[arg(long, env = "TRACKING_API_TOKEN_FILE", conflicts_with = "api_token")]
+    pub api_token_file: Option<PathBuf>,
     /// Partitions of the embedded command log (fixed once the log exists).
     #[arg(long, env = "TRACKING_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub partitions: u32,
@@ -235,7 +247,24 @@ impl RunArgs {
                 "--max-in-flight, --max-write-batch and --max-deliveries must be at least 1"
             );
         }
+        let api_token = match (&self.api_token, &self.api_token_file) {
+            (Some(t), _) => Some(t.trim().to_owned()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("reading the API token file {}: {e}", path.display())
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if api_token.as_deref().is_some_and(str::is_empty) {
+            anyhow::bail!("the API token is empty (--api-token / --api-token-file)");
+        }
         Ok(ServiceConfig {
+            api_token,
+            internal_listen: self.internal_listen,
             listen: self.listen,
             data_dir: self.store.data_dir.clone(),
             scylla: self.store.scylla()?,

@@ -27,6 +27,8 @@ async fn start(dir: &std::path::Path, max_deliveries: u32) -> (Running, Arc<Faul
         },
         pulsar: None,
         scylla: None,
+        api_token: None,
+        internal_listen: None,
     };
     let store = Arc::new(FaultyStore {
         panic_prefix: Some("boom"),

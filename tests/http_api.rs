@@ -8,17 +8,22 @@ use common::{command, request, wait_for, Resp};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-async fn start(dir: &std::path::Path) -> Running {
-    let config = ServiceConfig {
+fn config(dir: &std::path::Path) -> ServiceConfig {
+    ServiceConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         partitions: 4,
         pulsar: None,
         scylla: None,
+        api_token: None,
+        internal_listen: None,
         shutdown_grace: Duration::from_secs(20),
         pipeline: PipelineConfig::default(),
-    };
-    app::start(config).await.expect("service starts")
+    }
+}
+
+async fn start(dir: &std::path::Path) -> Running {
+    app::start(config(dir)).await.expect("service starts")
 }
 
 async fn call(
@@ -373,4 +378,74 @@ async fn restart_keeps_sequence_numbers_and_stats() {
     )
     .await;
     svc.stop().await.expect("graceful stop");
+}
+
+#[tokio::test]
+async fn api_token_guards_reads_and_the_internal_listener_serves_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.api_token = Some("s3cret-token".into());
+    cfg.internal_listen = Some("127.0.0.1:0".parse().unwrap());
+    let svc = app::start(cfg).await.expect("service starts");
+    let (addr, internal) = (svc.addr, svc.internal_addr.expect("internal listener"));
+    let with = |token: &'static str| vec![("Authorization", token)];
+    let get_as = |a, path: &str, h| call(a, "GET", path.to_string(), h, vec![]);
+
+    // Reads need the token; a wrong or malformed one is refused the same way.
+    for (headers, status) in [
+        (vec![], 401),
+        (with("Bearer wrong-token!"), 401),
+        (with("Bearer s3cret-tokeN"), 401),
+        (with("s3cret-token"), 401),
+        (with("Basic czNjcmV0LXRva2Vu"), 401),
+        (with("Bearer s3cret-token"), 200),
+    ] {
+        for path in [
+            "/tracking/stats/daily",
+            "/tracking/interactions",
+            "/tracking/stats/status",
+        ] {
+            let r = get_as(addr, path, headers.clone()).await;
+            assert_eq!(r.status, status, "{path} {headers:?}: {}", r.body);
+            if status == 401 {
+                assert_error(&r, 401, "unauthorized");
+                assert!(!r.body.contains("s3cret"), "the token leaked: {}", r.body);
+            }
+        }
+    }
+    let r = get_as(addr, "/tracking/users/u-1/stats", vec![]).await;
+    assert_error(&r, 401, "unauthorized");
+    // Ingest, health and readiness stay open on the public listener.
+    assert_eq!(get(addr, "/tracking/health").await.status, 200);
+    assert_eq!(
+        post(
+            addr,
+            &command(None, "u-1", "click", "c-1", "2026-11-29T10:00:00Z")
+        )
+        .await
+        .status,
+        202
+    );
+    // Metrics moved to the internal listener, which serves nothing else.
+    assert_error(&get(addr, "/metrics").await, 404, "not_found");
+    let m = get(internal, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(m.body.contains("tracking_http_requests_total"));
+    assert_eq!(get(internal, "/tracking/health").await.status, 200);
+    eventually(internal, "/tracking/ready", |r| r.status == 200).await;
+    assert_error(
+        &get(internal, "/tracking/stats/daily").await,
+        404,
+        "not_found",
+    );
+    let r = call(
+        internal,
+        "POST",
+        "/tracking/interactions".into(),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_error(&r, 404, "not_found");
+    svc.stop().await.expect("clean stop");
 }

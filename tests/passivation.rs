@@ -22,6 +22,8 @@ async fn live_aggregates_stay_under_the_cap() {
         partitions: 4,
         pulsar: None,
         scylla: None,
+        api_token: None,
+        internal_listen: None,
         shutdown_grace: Duration::from_secs(30),
         pipeline: PipelineConfig {
             max_live_aggregates: CAP,

@@ -3,7 +3,8 @@
 //!
 //! Hardening: at most `MAX_CONNECTIONS` connections (accepting waits when
 //! full), a header read timeout, a body read timeout and the 64 KiB body
-//! limit. Every error is JSON `{"error":{"code":..,"message":..}}`; a bad
+//! limit. Access: an optional bearer token for the read endpoints, and an
+//! optional internal listener for health, readiness and metrics. Every error is JSON `{"error":{"code":..,"message":..}}`; a bad
 //! request is a 4xx, never a 5xx or a panic.
 
 mod query;
@@ -47,11 +48,55 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub health: Arc<Health>,
     pub metrics: PrometheusHandle,
+    pub access: Access,
+}
+
+/// Who may call what, on which listener.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// When set, the read endpoints need `Authorization: Bearer <token>`
+    /// (health, readiness, metrics and ingest do not).
+    pub api_token: Option<Arc<str>>,
+    /// Health, readiness and metrics are served on a separate internal
+    /// listener: the public one then does not serve metrics.
+    pub internal_listener: bool,
+}
+
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The API (and health/readiness).
+    Public,
+    /// Health, readiness and metrics only, without the token.
+    Internal,
+}
+
+impl Access {
+    /// Whether the request carries the token (constant-time comparison).
+    pub fn authorized(&self, headers: &hyper::HeaderMap) -> bool {
+        let Some(token) = &self.api_token else {
+            return true;
+        };
+        let Some(given) = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 /// Serves until `shutdown` turns true; then stops accepting (connections in
 /// progress finish on their own).
-pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    role: Listener,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -72,7 +117,7 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(state.clone(), req));
+            let service = service_fn(move |req| handle(state.clone(), role, req));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -88,10 +133,11 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
 
 async fn handle(
     state: AppState,
+    role: Listener,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let (route, response) = routes::route(&state, req).await;
+    let (route, response) = routes::route(&state, role, req).await;
     crate::internal_events::http_request(
         route,
         response.status().as_u16(),

@@ -3,7 +3,7 @@
 //! retryable) with the error JSON.
 
 use super::query::{percent_decode, BadParam, Query};
-use super::{error, json, AppState, Body, BODY_TIMEOUT};
+use super::{error, json, AppState, Body, Listener, BODY_TIMEOUT};
 use crate::domain::codec::{decode_command, Command, MessageMeta, MAX_PAYLOAD_BYTES};
 use crate::domain::validate;
 use crate::log::NewRecord;
@@ -18,10 +18,46 @@ use std::collections::HashMap;
 /// Longest day range of a stats query.
 const MAX_RANGE_DAYS: i64 = 366;
 
-pub async fn route(state: &AppState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+pub async fn route(
+    state: &AppState,
+    role: Listener,
+    req: Request<Incoming>,
+) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = req.method().clone();
+    let operational = matches!(
+        segments.as_slice(),
+        ["tracking", "health"] | ["tracking", "ready"] | ["metrics"]
+    );
+    let public_metrics = !state.access.internal_listener;
+    if role == Listener::Internal && !operational
+        || role == Listener::Public && segments == ["metrics"] && !public_metrics
+    {
+        let which = if role == Listener::Internal {
+            "the public"
+        } else {
+            "the internal"
+        };
+        let message = format!("{path} is served on {which} listener");
+        return (
+            "not_found",
+            error(StatusCode::NOT_FOUND, "not_found", message),
+        );
+    }
+    let is_read = method == Method::GET && !operational && known_path(&segments);
+    if is_read && !state.access.authorized(req.headers()) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs `Authorization: Bearer <token>` (--api-token)",
+        );
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        return ("unauthorized", r);
+    }
     let query = match Query::parse(req.uri().query()) {
         Ok(q) => q,
         Err(e) => return ("bad_query", bad_request(e)),

@@ -68,6 +68,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 },
                 pulsar: None,
                 scylla: None,
+                api_token: None,
+                internal_listen: None,
             };
             Target::InProcess {
                 svc: app::start(config)

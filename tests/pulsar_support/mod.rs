@@ -90,6 +90,8 @@ pub fn config(dir: &Path, pulsar: PulsarOptions) -> ServiceConfig {
         },
         pulsar: Some(pulsar),
         scylla: None,
+        api_token: None,
+        internal_listen: None,
     }
 }
 
