@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{command, get, post_all, tracking, wait_for, Worker};
+use common::{command, get, post_all, tracking, user_events, wait_for, Worker};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -80,22 +80,7 @@ fn kill_9_midway_loses_nothing_and_duplicates_nothing() {
     // still have been appended before the kill).
     let mut total_events = 0;
     for user in (0..USERS).map(|u| format!("user-{u}")) {
-        let mut seqs = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let page = get(
-                addr,
-                &format!("/tracking/users/{user}/interactions?limit=1000{cursor}"),
-            )
-            .json();
-            for item in page["items"].as_array().unwrap() {
-                seqs.push(item["seq"].as_u64().unwrap());
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = format!("&cursor={c}"),
-                None => break,
-            }
-        }
+        let seqs: Vec<u64> = user_events(addr, &user).iter().map(|e| e.1).collect();
         let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
         assert_eq!(seqs, expected, "gap or disorder for {user}");
         total_events += seqs.len();

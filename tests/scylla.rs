@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{command, get, post_all, tracking, wait_for, Worker};
+use common::{command, get, post_all, tracking, user_events, wait_for, Worker};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -83,28 +83,6 @@ fn daily_total(addr: SocketAddr, campaign: &str) -> u64 {
         .as_array()
         .map(|items| items.iter().map(|i| i["count"].as_u64().unwrap_or(0)).sum())
         .unwrap_or(0)
-}
-
-/// A user's events as a worker serves them: (interaction id, seq), paged.
-fn user_events(addr: SocketAddr, user: &str) -> Vec<(String, u64)> {
-    let (mut out, mut cursor) = (Vec::new(), String::new());
-    loop {
-        let page = get(
-            addr,
-            &format!("/tracking/users/{user}/interactions?limit=1000{cursor}"),
-        )
-        .json();
-        for item in page["items"].as_array().unwrap() {
-            out.push((
-                item["interaction_id"].as_str().unwrap().to_owned(),
-                item["seq"].as_u64().unwrap(),
-            ));
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => return out,
-        }
-    }
 }
 
 fn cmd(i: usize, users: usize, campaign: &str) -> String {

@@ -281,3 +281,25 @@ pub fn post_all(jobs: Vec<(SocketAddr, String)>, clients: usize) -> (Vec<String>
     let ids = accepted.lock().unwrap().clone();
     (ids, failed.load(Ordering::SeqCst))
 }
+
+/// A user's events as a worker serves them: (interaction id, seq), paged.
+pub fn user_events(addr: SocketAddr, user: &str) -> Vec<(String, u64)> {
+    let (mut out, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let page = get(
+            addr,
+            &format!("/tracking/users/{user}/interactions?limit=1000{cursor}"),
+        )
+        .json();
+        for item in page["items"].as_array().unwrap() {
+            out.push((
+                item["interaction_id"].as_str().unwrap().to_owned(),
+                item["seq"].as_u64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
