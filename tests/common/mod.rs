@@ -49,6 +49,18 @@ pub fn request(
     parse(&raw)
 }
 
+/// Sends raw bytes on a fresh connection and reads until the server closes
+/// it (or `timeout`): the response, if any (`None`: closed without one).
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    // The server may answer (and close) before everything is written.
+    let _ = s.write_all(bytes);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse(&raw).ok()
+}
+
 fn parse(raw: &[u8]) -> std::io::Result<Resp> {
     let text = String::from_utf8_lossy(raw);
     let bad = || {
