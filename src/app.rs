@@ -149,7 +149,7 @@ pub async fn start_with_store(
     let health = Arc::new(Health::default());
     let store = match store {
         Some(s) => s,
-        None => open_configured_store(&config.data_dir, config.scylla.as_ref()).await?,
+        None => open_configured_store(&config.data_dir, scylla_of(&config).as_ref()).await?,
     };
     let (log, sink) = open_transport(&config, &health).await?;
     let (stop, stopped) = oneshot::channel::<()>();
@@ -180,6 +180,15 @@ pub async fn start_with_store(
     })
 }
 
+/// The ScyllaDB settings, with the outbox on in Pulsar mode (where an
+/// event publisher exists to clear it).
+fn scylla_of(config: &ServiceConfig) -> Option<ScyllaConfig> {
+    config.scylla.clone().map(|mut c| {
+        c.outbox = config.pulsar.is_some();
+        c
+    })
+}
+
 async fn bind_internal(config: &ServiceConfig) -> anyhow::Result<Option<TcpListener>> {
     match config.internal_listen {
         None => Ok(None),
@@ -197,7 +206,7 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> a
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let internal = bind_internal(&config).await?;
-    let store = open_configured_store(&config.data_dir, config.scylla.as_ref()).await?;
+    let store = open_configured_store(&config.data_dir, scylla_of(&config).as_ref()).await?;
     let health = Arc::new(Health::default());
     let (log, sink) = open_transport(&config, &health).await?;
     let parts = Parts {

@@ -39,6 +39,7 @@ pub const PULSAR_PUBLISH_ERRORS: &str = "tracking_pulsar_publish_errors_total";
 pub const EVENTS_PUBLISHED: &str = "tracking_events_published_total";
 pub const STORE_REPAIRED: &str = "tracking_store_repaired_events_total";
 pub const EVENTS_PUBLISH_DROPPED: &str = "tracking_events_publish_dropped_total";
+pub const EVENTS_REPUBLISHED: &str = "tracking_events_republished_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -91,6 +92,7 @@ fn register_initial_series() {
         APPENDED,
         STORE_REPAIRED,
         EVENTS_PUBLISH_DROPPED,
+        EVENTS_REPUBLISHED,
     ] {
         counter!(name).increment(0);
     }
@@ -157,6 +159,10 @@ fn describe() {
     );
     describe_histogram!(STORE_BATCH, "Events per group commit.");
     describe_counter!(STORE_ERRORS, "Failed store operations, by operation.");
+    describe_counter!(
+        EVENTS_REPUBLISHED,
+        "Events published again by the outbox sweep (ScyllaDB store: committed, never confirmed published)."
+    );
     describe_counter!(
         EVENTS_PUBLISH_DROPPED,
         "Events not published to the events topic because the broker stayed away longer than the retry buffer lasts (ScyllaDB store)."
@@ -367,5 +373,14 @@ pub fn events_publish_dropped(n: u64) {
     tracing::error!(
         events = n,
         "events topic: retry buffer full; oldest events not published"
+    );
+}
+
+/// The outbox sweep found committed events never confirmed published.
+pub fn events_republished(n: u64) {
+    counter!(EVENTS_REPUBLISHED).increment(n);
+    tracing::info!(
+        events = n,
+        "events topic: publishing events a crash left unpublished"
     );
 }

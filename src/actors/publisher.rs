@@ -20,8 +20,12 @@
 //! positions to follow) the publisher is *direct*: it publishes what the
 //! writer hands it, in order, retrying a failed publish on the tick (at
 //! most [`MAX_PENDING`] records wait; beyond, the oldest are dropped and
-//! counted). A worker that dies between the commit and the broker's receipt
-//! does not publish those events (see actors.md, "Known limits").
+//! counted), then marks the users' events published in the store
+//! (`EventStore::mark_published`). Every `sweep_every` it also publishes
+//! what the store's outbox says was committed more than `sweep_grace` ago
+//! and never marked (`EventStore::unpublished`: a worker died between its
+//! commit and the broker's receipt, or a mark failed). Same guarantee:
+//! at least once, consumers dedupe by `interaction_id`.
 
 use super::follow::{catch_up, handle_in_order, Follower};
 use crate::internal_events as ev;
@@ -40,6 +44,13 @@ const CATCH_UP_CHUNK: usize = 1024;
 const TICK: Duration = Duration::from_secs(1);
 /// Direct mode: records waiting for a retry, at most.
 pub const MAX_PENDING: usize = 100_000;
+/// Direct mode: how often the outbox is swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Direct mode: how old an unmarked commit must be before the sweeper
+/// republishes it (younger ones are still on their way).
+pub const SWEEP_GRACE: Duration = Duration::from_secs(30);
+/// Direct mode: events republished per sweep, at most.
+const SWEEP_LIMIT: usize = 10_000;
 
 /// Errors of one publishing step (both retryable: the tick tries again).
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +75,9 @@ pub struct EventPublisher;
 pub struct PublisherArgs {
     pub store: Arc<dyn EventStore>,
     pub sink: Arc<dyn EventSink>,
+    /// Direct mode: [`SWEEP_EVERY`] and [`SWEEP_GRACE`] (tests shorten them).
+    pub sweep_every: Duration,
+    pub sweep_grace: Duration,
 }
 
 pub struct PublisherState {
@@ -76,6 +90,9 @@ pub struct PublisherState {
     direct: bool,
     /// Direct mode: records whose publish failed, oldest first.
     pending: std::collections::VecDeque<JournalRecord>,
+    sweep_every: Duration,
+    sweep_grace: Duration,
+    last_sweep: std::time::Instant,
 }
 
 impl Actor for EventPublisher {
@@ -102,6 +119,9 @@ impl Actor for EventPublisher {
             flush_scheduled: false,
             direct,
             pending: Default::default(),
+            sweep_every: args.sweep_every,
+            sweep_grace: args.sweep_grace,
+            last_sweep: std::time::Instant::now(),
         };
         // Not fatal: the broker may be away; the tick catches up.
         if direct {
@@ -135,7 +155,24 @@ impl Actor for EventPublisher {
                 }
             }
             PublisherMsg::Tick if state.direct => {
-                if let Err(e) = publish_direct(state, &[]).await {
+                if state.last_sweep.elapsed() >= state.sweep_every {
+                    state.last_sweep = std::time::Instant::now();
+                    match state
+                        .store
+                        .unpublished(state.sweep_grace, SWEEP_LIMIT)
+                        .await
+                    {
+                        Ok(found) if !found.is_empty() => {
+                            ev::events_republished(found.len() as u64);
+                            let records = found.into_iter().map(JournalRecord::Event).collect();
+                            state.buffer.push(Arc::new(records));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "events topic: outbox sweep failed"),
+                    }
+                }
+                let buffered = std::mem::take(&mut state.buffer);
+                if let Err(e) = publish_direct(state, &buffered).await {
                     tracing::debug!(error = %e, "events topic: retry failed");
                 }
             }
@@ -180,7 +217,19 @@ async fn publish_direct(
     let n = messages.len() as u64;
     state.sink.publish(messages).await?;
     ev::events_published(n);
-    state.pending.clear();
+    // The highest seq published per user; a failed mark only means the
+    // sweeper publishes them again.
+    let mut marks: HashMap<String, u64> = HashMap::new();
+    for r in state.pending.drain(..) {
+        if let JournalRecord::Event(e) = r {
+            let m = marks.entry(e.event.user_id).or_default();
+            *m = (*m).max(e.event.seq);
+        }
+    }
+    let marks: Vec<(String, u64)> = marks.into_iter().collect();
+    if let Err(e) = state.store.mark_published(&marks).await {
+        tracing::warn!(error = %e, "events topic: marking published events failed; the outbox sweep will publish them again");
+    }
     Ok(())
 }
 

@@ -281,6 +281,8 @@ async fn spawn_child(
             let args = PublisherArgs {
                 store: a.store.clone(),
                 sink,
+                sweep_every: super::publisher::SWEEP_EVERY,
+                sweep_grace: super::publisher::SWEEP_GRACE,
             };
             let (p, _) = Actor::spawn_linked(
                 Some(a.names.publisher_name()),

@@ -302,6 +302,23 @@ pub trait EventStore: Send + Sync + 'static {
         Err(StoreError::Unsupported("per-user rebuild".into()))
     }
 
+    /// Records that the events of each `(user, seq)` up to `seq` reached
+    /// the events topic (stores with an outbox; others ignore it).
+    async fn mark_published(&self, _marks: &[(String, u64)]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Events committed at least `older_than` ago and not marked published
+    /// (what a crash between commit and publication left), at most about
+    /// `limit`, per user in seq order. Empty for stores without an outbox.
+    async fn unpublished(
+        &self,
+        _older_than: std::time::Duration,
+        _limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// The position of the last record committed (0 if none).
     async fn head(&self) -> Result<u64, StoreError>;
 

@@ -23,6 +23,7 @@
 //! The argument in full is in actors.md ("Exactly once with ScyllaDB").
 
 mod contrib;
+mod outbox;
 mod project;
 mod read;
 pub mod schema;
@@ -73,6 +74,9 @@ pub struct ScyllaConfig {
     /// sum per-user rows: many reads a second of one dashboard would each
     /// scan them). Zero: never reused.
     pub stats_cache_ttl: Duration,
+    /// Keep the events-topic outbox (Pulsar mode: an event publisher
+    /// clears it; without one it would only grow).
+    pub outbox: bool,
 }
 
 impl ScyllaConfig {
@@ -90,6 +94,7 @@ impl ScyllaConfig {
             tls_ca: None,
             request_timeout: Duration::from_secs(5),
             stats_cache_ttl: Duration::from_secs(1),
+            outbox: false,
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct ScyllaStore {
     last_pos: AtomicU64,
     /// Events per journal partition ([`BUCKET`]; smaller in tests).
     bucket_size: u64,
+    /// Whether commits record themselves in the outbox.
+    outbox: bool,
     /// Test hook: fail every commit right before its stats row (a crash
     /// between the contribution rows and the mark).
     #[cfg(test)]
@@ -214,6 +221,7 @@ impl ScyllaStore {
             st,
             last_pos: AtomicU64::new(0),
             bucket_size: BUCKET,
+            outbox: cfg.outbox,
             #[cfg(test)]
             crash_before_stats: Default::default(),
             written: Default::default(),
@@ -309,14 +317,19 @@ pub(crate) fn from_parts(m: i64, ns: Option<i32>) -> Result<DateTime<Utc>, Store
     Ok(from_micros(m)? + chrono::Duration::nanoseconds(ns))
 }
 
-/// The projection shard of a user (FNV-1a: stable across builds).
-pub(crate) fn shard(user: &str) -> i32 {
+/// FNV-1a of a user id: stable across builds and processes.
+pub(crate) fn fnv(user: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in user.bytes() {
         h ^= b as u32;
         h = h.wrapping_mul(0x0100_0193);
     }
-    (h % SHARDS as u32) as i32
+    h
+}
+
+/// The projection shard of a user.
+pub(crate) fn shard(user: &str) -> i32 {
+    (fnv(user) % SHARDS as u32) as i32
 }
 
 pub(crate) fn all_shards() -> Vec<i32> {
@@ -509,5 +522,23 @@ impl EventStore for ScyllaStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(()) // every write was acknowledged at the configured consistency
+    }
+
+    async fn mark_published(&self, marks: &[(String, u64)]) -> Result<(), StoreError> {
+        if !self.outbox || marks.is_empty() {
+            return Ok(());
+        }
+        outbox::mark(self, marks).await
+    }
+
+    async fn unpublished(
+        &self,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if !self.outbox {
+            return Ok(Vec::new());
+        }
+        outbox::unpublished(self, older_than, limit).await
     }
 }

@@ -42,6 +42,11 @@ pub struct Statements {
     pub user_stats_get: PreparedStatement,
     pub user_stats_put: PreparedStatement,
     pub user_stats_all: PreparedStatement,
+    pub outbox_insert: PreparedStatement,
+    pub outbox_delete: PreparedStatement,
+    pub outbox_scan: PreparedStatement,
+    pub published_put: PreparedStatement,
+    pub published_get: PreparedStatement,
 }
 
 async fn prep(
@@ -120,6 +125,16 @@ impl Statements {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             user_stats_all: prep(s, &format!(
                 "SELECT user_id, total, clicks, views, likes, last_seq, first_at, first_at_ns, last_at, last_at_ns FROM {ks}.user_stats"), true).await?,
+            outbox_insert: prep(s, &format!(
+                "INSERT INTO {ks}.outbox (shard, user_id, seq, at) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
+            outbox_delete: prep(s, &format!(
+                "DELETE FROM {ks}.outbox USING TIMESTAMP ? WHERE shard = ? AND user_id = ?"), true).await?,
+            outbox_scan: prep(s, &format!(
+                "SELECT user_id, seq, at FROM {ks}.outbox WHERE shard = ? LIMIT ?"), true).await?,
+            published_put: prep(s, &format!(
+                "INSERT INTO {ks}.user_published (user_id, seq) VALUES (?, ?) USING TIMESTAMP ?"), true).await?,
+            published_get: prep(s, &format!(
+                "SELECT seq FROM {ks}.user_published WHERE user_id = ?"), true).await?,
         })
     }
 }

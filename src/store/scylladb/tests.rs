@@ -282,3 +282,132 @@ async fn schema_apply_is_idempotent_and_refuses_a_newer_schema() {
         .await
         .unwrap();
 }
+
+async fn outbox_store() -> ScyllaStore {
+    let mut cfg = config();
+    cfg.outbox = true;
+    ensure_schema(&cfg).await;
+    ScyllaStore::connect(&cfg).await.unwrap()
+}
+
+/// This user's unpublished seqs, as the outbox sweep sees them.
+async fn unpublished_seqs(s: &ScyllaStore, user: &str) -> Vec<u64> {
+    let all = s
+        .unpublished(std::time::Duration::ZERO, 100_000)
+        .await
+        .unwrap();
+    all.iter()
+        .filter(|e| e.event.user_id == user)
+        .map(|e| e.event.seq)
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn the_outbox_keeps_commits_until_marked_published_and_newer_ones_survive_old_marks() {
+    let s = outbox_store().await;
+    let fx = Fx::new();
+    let u = fx.name("u");
+    write_batch(
+        &s,
+        groups(vec![group(
+            &u,
+            0,
+            vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)],
+        )]),
+    )
+    .await;
+    assert_eq!(unpublished_seqs(&s, &u).await, vec![1, 2]);
+    s.mark_published(&[(u.clone(), 2)]).await.unwrap();
+    assert!(unpublished_seqs(&s, &u).await.is_empty());
+    write_batch(&s, groups(vec![group(&u, 2, vec![fx.ev(&u, 3, Like)])])).await;
+    // A late mark of an older seq removes nothing newer.
+    s.mark_published(&[(u.clone(), 2)]).await.unwrap();
+    assert_eq!(unpublished_seqs(&s, &u).await, vec![3]);
+    s.mark_published(&[(u.clone(), 3)]).await.unwrap();
+    assert!(unpublished_seqs(&s, &u).await.is_empty());
+    // Without the outbox (no Pulsar), nothing is recorded.
+    let plain = store().await;
+    let v = fx.name("v");
+    write_batch(
+        &plain,
+        groups(vec![group(&v, 0, vec![fx.ev(&v, 1, Click)])]),
+    )
+    .await;
+    assert!(unpublished_seqs(&s, &v).await.is_empty());
+}
+
+/// Records what the publisher sends.
+#[derive(Default)]
+struct RecordingSink(std::sync::Mutex<Vec<crate::log::OutboundMessage>>);
+
+#[async_trait::async_trait]
+impl crate::log::EventSink for RecordingSink {
+    async fn publish(
+        &self,
+        messages: Vec<crate::log::OutboundMessage>,
+    ) -> Result<(), crate::log::LogError> {
+        self.0.lock().unwrap().extend(messages);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn the_publisher_sweeps_commits_a_crash_left_unpublished() {
+    use crate::actors::publisher::{EventPublisher, PublisherArgs};
+    let s: Arc<dyn EventStore> = Arc::new(outbox_store().await);
+    let fx = Fx::new();
+    let u = fx.name("u");
+    // Committed, but the worker "died" before publishing: the publisher
+    // never got these events from a writer.
+    let evs = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)];
+    write_batch(&*s, groups(vec![group(&u, 0, evs.clone())])).await;
+    let sink = Arc::new(RecordingSink::default());
+    let args = PublisherArgs {
+        store: s.clone(),
+        sink: sink.clone(),
+        sweep_every: std::time::Duration::from_millis(200),
+        sweep_grace: std::time::Duration::ZERO,
+    };
+    let (actor, handle) = ractor::Actor::spawn(None, EventPublisher, args)
+        .await
+        .unwrap();
+    let ids: Vec<String> = evs.iter().map(|e| e.interaction_id.clone()).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let sent: Vec<String> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.key == u)
+            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+            .filter_map(|v| v["interaction_id"].as_str().map(str::to_owned))
+            .collect();
+        if ids.iter().all(|id| sent.contains(id)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not republished: {sent:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Marked published once the broker confirmed them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut left = s
+        .unpublished(std::time::Duration::ZERO, 100_000)
+        .await
+        .unwrap();
+    while left.iter().any(|e| e.event.user_id == u) {
+        assert!(std::time::Instant::now() < deadline, "still unpublished");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = s
+            .unpublished(std::time::Duration::ZERO, 100_000)
+            .await
+            .unwrap();
+    }
+    actor.stop(None);
+    handle.await.unwrap();
+}

@@ -157,6 +157,10 @@ pub(crate) async fn append_journal(
     if !prev {
         return Ok(Err(mismatch(s, g).await?));
     }
+    if s.outbox {
+        let last = g.events.last().map_or(0, |e| e.seq);
+        super::outbox::record(s, &g.user_id, last).await?;
+    }
     let mut fresh = Vec::with_capacity(n);
     let mut start = 0;
     while start < n {
