@@ -2,24 +2,13 @@
 
 mod common;
 
-use alpes_tracking::actors::PipelineConfig;
 use alpes_tracking::app::{self, Running, ServiceConfig};
 use common::{command, request, wait_for, Resp};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 fn config(dir: &std::path::Path) -> ServiceConfig {
-    ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        partitions: 4,
-        pulsar: None,
-        scylla: None,
-        api_token: None,
-        internal_listen: None,
-        shutdown_grace: Duration::from_secs(20),
-        pipeline: PipelineConfig::default(),
-    }
+    common::service_config(dir)
 }
 
 async fn start(dir: &std::path::Path) -> Running {

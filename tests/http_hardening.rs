@@ -5,7 +5,6 @@
 
 mod common;
 
-use alpes_tracking::actors::PipelineConfig;
 use alpes_tracking::app::{self, ServiceConfig};
 use alpes_tracking::http::HEADER_TIMEOUT;
 use common::raw_exchange;
@@ -14,17 +13,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn config(dir: &std::path::Path) -> ServiceConfig {
-    ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        partitions: 2,
-        pulsar: None,
-        scylla: None,
-        api_token: None,
-        internal_listen: None,
-        shutdown_grace: Duration::from_secs(20),
-        pipeline: PipelineConfig::default(),
-    }
+    common::service_config(dir)
 }
 
 fn req(method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {

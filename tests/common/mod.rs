@@ -315,3 +315,18 @@ pub fn user_events(addr: SocketAddr, user: &str) -> Vec<(String, u64)> {
         }
     }
 }
+
+/// An in-process service's configuration: embedded default, port 0.
+pub fn service_config(dir: &Path) -> alpes_tracking::app::ServiceConfig {
+    alpes_tracking::app::ServiceConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        partitions: 4,
+        pulsar: None,
+        scylla: None,
+        api_token: None,
+        internal_listen: None,
+        shutdown_grace: Duration::from_secs(20),
+        pipeline: alpes_tracking::actors::PipelineConfig::default(),
+    }
+}

@@ -53,6 +53,16 @@ crate::store::contract::store_contract_tests!(ignored common: async {
     (Arc::new(store().await) as Arc<dyn EventStore>, ())
 });
 
+/// Appends one group of `user`'s events after `after`.
+async fn append(
+    s: &dyn EventStore,
+    user: &str,
+    after: u64,
+    events: Vec<crate::domain::InteractionTracked>,
+) -> crate::store::WriteOutcome {
+    write_batch(s, groups(vec![group(user, after, events)])).await
+}
+
 /// Recount of this test's records equals the projections.
 async fn assert_exact(s: &dyn EventStore, fx: &Fx, users: &[String]) {
     let own = own_records(s, fx, 0).await;
@@ -94,15 +104,7 @@ async fn a_lost_stats_row_is_recomputed_without_double_counting() {
     let s = store().await;
     let fx = Fx::new();
     let u = fx.name("u");
-    write_batch(
-        &s,
-        groups(vec![group(
-            &u,
-            0,
-            vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, Like)],
-        )]),
-    )
-    .await;
+    append(&s, &u, 0, vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, Like)]).await;
     // A crash after the contribution rows but before the stats row: the
     // rows already count events the stats row does not.
     let crashing = store().await;
@@ -127,9 +129,9 @@ async fn a_stale_worker_conflicts_and_a_late_replay_changes_nothing() {
     let fx = Fx::new();
     let u = fx.name("u");
     let first = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)];
-    write_batch(&a, groups(vec![group(&u, 0, first.clone())])).await;
+    append(&a, &u, 0, first.clone()).await;
     // B still believes the user has no event.
-    let out = write_batch(&b, groups(vec![group(&u, 0, vec![fx.ev(&u, 1, Like)])])).await;
+    let out = append(&b, &u, 0, vec![fx.ev(&u, 1, Like)]).await;
     assert_eq!(
         out.groups[0],
         GroupOutcome::Conflict(AppendConflict::SeqMismatch {
@@ -138,14 +140,14 @@ async fn a_stale_worker_conflicts_and_a_late_replay_changes_nothing() {
         })
     );
     assert_eq!(b.last_seq(&u).await.unwrap(), 2);
-    write_batch(&b, groups(vec![group(&u, 2, vec![fx.ev(&u, 3, Like)])])).await;
+    append(&b, &u, 2, vec![fx.ev(&u, 3, Like)]).await;
     // A's projection step arriving late (a slow or retried request).
     let stale = a.user_events(&u, 0, 2).await.unwrap();
     super::project::project_after_append(&a, &u, 0, stale[..2].to_vec())
         .await
         .unwrap();
     // An expected seq that is ahead of the journal is refused too.
-    let ahead = write_batch(&a, groups(vec![group(&u, 5, vec![fx.ev(&u, 6, Like)])])).await;
+    let ahead = append(&a, &u, 5, vec![fx.ev(&u, 6, Like)]).await;
     assert!(matches!(ahead.groups[0], GroupOutcome::Conflict(_)));
     assert_exact(&a, &fx, &[u]).await;
 }
@@ -188,17 +190,9 @@ async fn groups_cross_journal_buckets() {
     let fx = Fx::new();
     let u = fx.name("u");
     let evs: Vec<_> = (1..=10).map(|q| fx.ev(&u, q, View)).collect();
-    let out = write_batch(&s, groups(vec![group(&u, 0, evs.clone())])).await;
+    let out = append(&s, &u, 0, evs.clone()).await;
     let p = appended(&out.groups[0]);
-    write_batch(
-        &s,
-        groups(vec![group(
-            &u,
-            10,
-            vec![fx.ev(&u, 11, Click), fx.ev(&u, 12, Click)],
-        )]),
-    )
-    .await;
+    append(&s, &u, 10, vec![fx.ev(&u, 11, Click), fx.ev(&u, 12, Click)]).await;
     assert_eq!(s.last_seq(&u).await.unwrap(), 12);
     let fresh = store().await.with_bucket_size(4); // nothing cached
     assert_eq!(fresh.last_seq(&u).await.unwrap(), 12);
@@ -308,19 +302,11 @@ async fn the_outbox_keeps_commits_until_marked_published_and_newer_ones_survive_
     let s = outbox_store().await;
     let fx = Fx::new();
     let u = fx.name("u");
-    write_batch(
-        &s,
-        groups(vec![group(
-            &u,
-            0,
-            vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)],
-        )]),
-    )
-    .await;
+    append(&s, &u, 0, vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)]).await;
     assert_eq!(unpublished_seqs(&s, &u).await, vec![1, 2]);
     s.mark_published(&[(u.clone(), 2)]).await.unwrap();
     assert!(unpublished_seqs(&s, &u).await.is_empty());
-    write_batch(&s, groups(vec![group(&u, 2, vec![fx.ev(&u, 3, Like)])])).await;
+    append(&s, &u, 2, vec![fx.ev(&u, 3, Like)]).await;
     // A late mark of an older seq removes nothing newer.
     s.mark_published(&[(u.clone(), 2)]).await.unwrap();
     assert_eq!(unpublished_seqs(&s, &u).await, vec![3]);
@@ -329,11 +315,7 @@ async fn the_outbox_keeps_commits_until_marked_published_and_newer_ones_survive_
     // Without the outbox (no Pulsar), nothing is recorded.
     let plain = store().await;
     let v = fx.name("v");
-    write_batch(
-        &plain,
-        groups(vec![group(&v, 0, vec![fx.ev(&v, 1, Click)])]),
-    )
-    .await;
+    append(&plain, &v, 0, vec![fx.ev(&v, 1, Click)]).await;
     assert!(unpublished_seqs(&s, &v).await.is_empty());
 }
 
@@ -362,7 +344,7 @@ async fn the_publisher_sweeps_commits_a_crash_left_unpublished() {
     // Committed, but the worker "died" before publishing: the publisher
     // never got these events from a writer.
     let evs = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)];
-    write_batch(&*s, groups(vec![group(&u, 0, evs.clone())])).await;
+    append(&*s, &u, 0, evs.clone()).await;
     let sink = Arc::new(RecordingSink::default());
     let args = PublisherArgs {
         store: s.clone(),
