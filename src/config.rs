@@ -94,21 +94,12 @@ impl StoreArgs {
         crate::store::scylladb::schema::check_keyspace(&self.scylla_keyspace)?;
         cfg.consistency = self.scylla_consistency;
         cfg.username = self.scylla_username.clone();
-        cfg.password = match (&self.scylla_password_file, std::env::var("SCYLLA_PASSWORD")) {
-            (Some(path), _) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "reading the ScyllaDB password file {}: {e}",
-                            path.display()
-                        )
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            (None, Ok(p)) => Some(p),
-            (None, Err(_)) => None,
-        };
+        let from_env = std::env::var("SCYLLA_PASSWORD").ok();
+        cfg.password = secret(
+            from_env,
+            self.scylla_password_file.as_deref(),
+            "ScyllaDB password",
+        )?;
         if cfg.password.is_some() && cfg.username.is_none() {
             anyhow::bail!("a ScyllaDB password is set but no --scylla-username");
         }
@@ -247,18 +238,12 @@ impl RunArgs {
                 "--max-in-flight, --max-write-batch and --max-deliveries must be at least 1"
             );
         }
-        let api_token = match (&self.api_token, &self.api_token_file) {
-            (Some(t), _) => Some(t.trim().to_owned()),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("reading the API token file {}: {e}", path.display())
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            (None, None) => None,
-        };
+        let api_token = secret(
+            self.api_token.clone(),
+            self.api_token_file.as_deref(),
+            "API token",
+        )?
+        .map(|t| t.trim().to_owned());
         if api_token.as_deref().is_some_and(str::is_empty) {
             anyhow::bail!("the API token is empty (--api-token / --api-token-file)");
         }
@@ -292,15 +277,10 @@ impl RunArgs {
         if !(url.starts_with("pulsar://") || url.starts_with("pulsar+ssl://")) {
             anyhow::bail!("--pulsar-url must start with pulsar:// or pulsar+ssl://");
         }
-        let token = match (&self.pulsar_token, &self.pulsar_token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(path)) => {
-                let raw = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("reading the Pulsar token file {}: {e}", path.display())
-                })?;
-                Some(Secret::new(raw.trim()))
-            }
-            (None, None) => None,
+        let token = match &self.pulsar_token {
+            Some(t) => Some(t.clone()),
+            None => secret(None, self.pulsar_token_file.as_deref(), "Pulsar token")?
+                .map(|raw| Secret::new(raw.trim())),
         };
         if self.pulsar_tls_allow_insecure {
             anyhow::bail!(
@@ -321,6 +301,25 @@ impl RunArgs {
 }
 
 /// Parses `250ms`, `25s`, `2m`, `1h`, or plain seconds.
+/// A secret given directly (flag or variable), else read from a file (its
+/// trailing line break dropped); `what` names it in the error, never the
+/// value.
+fn secret(
+    direct: Option<String>,
+    file: Option<&std::path::Path>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    match (direct, file) {
+        (Some(v), None) => Ok(Some(v)),
+        (_, Some(path)) => {
+            let raw = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading the {what} file {}: {e}", path.display()))?;
+            Ok(Some(raw.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s

@@ -149,6 +149,10 @@ pub struct ScyllaStore {
     pub(crate) crash_before_stats: std::sync::atomic::AtomicBool,
     /// Recent statistics answers, by query (see `ScyllaConfig::stats_cache_ttl`).
     stats_cache: read::StatsCache,
+    /// Stats rows this process read or wrote last, per user (`None`: no
+    /// row). Any stats row ever stored is exact as of its `last_seq`, so an
+    /// older copy is still a valid starting point for the next commit.
+    stats_rows: std::sync::Mutex<std::collections::HashMap<String, Option<UserStats>>>,
     /// Small listing rows (days, keys, minutes) this process has written.
     written: std::sync::Mutex<std::collections::HashSet<project::Small>>,
 }
@@ -225,6 +229,7 @@ impl ScyllaStore {
             #[cfg(test)]
             crash_before_stats: Default::default(),
             written: Default::default(),
+            stats_rows: Default::default(),
             stats_cache: read::StatsCache::new(cfg.stats_cache_ttl),
         })
     }
@@ -237,6 +242,22 @@ impl ScyllaStore {
     /// Whether a seq is the last of its bucket (a later bucket may exist).
     pub(crate) fn ends_bucket(&self, seq: u64) -> bool {
         (seq + 1).is_multiple_of(self.bucket_size)
+    }
+
+    /// The stats row of `user` this process saw last (see `stats_rows`).
+    fn kept_stats(&self, user: &str) -> Option<Option<UserStats>> {
+        self.stats_rows.lock().ok()?.get(user).cloned()
+    }
+
+    /// Remembers a stats row read or written (bounded: forgetting only
+    /// costs a read).
+    fn keep_stats(&self, user: &str, row: Option<UserStats>) {
+        if let Ok(mut rows) = self.stats_rows.lock() {
+            if rows.len() >= 20_000 {
+                rows.clear();
+            }
+            rows.insert(user.to_owned(), row);
+        }
     }
 
     /// Whether this process has written this listing row already.
@@ -317,19 +338,10 @@ pub(crate) fn from_parts(m: i64, ns: Option<i32>) -> Result<DateTime<Utc>, Store
     Ok(from_micros(m)? + chrono::Duration::nanoseconds(ns))
 }
 
-/// FNV-1a of a user id: stable across builds and processes.
-pub(crate) fn fnv(user: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in user.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-/// The projection shard of a user.
+/// The projection shard of a user: the embedded log's stable key hash
+/// (FNV-1a 64), so every process agrees.
 pub(crate) fn shard(user: &str) -> i32 {
-    (fnv(user) % SHARDS as u32) as i32
+    crate::log::embedded::partition_for(user, SHARDS as u32) as i32
 }
 
 pub(crate) fn all_shards() -> Vec<i32> {

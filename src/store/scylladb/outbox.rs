@@ -17,7 +17,7 @@
 //! find nothing to do.
 
 use super::write::{exec, run_all, Exec};
-use super::{fnv, read, rows_err, ScyllaStore};
+use super::{read, rows_err, ScyllaStore};
 use crate::store::{StoreError, StoredEvent};
 use chrono::Utc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ use std::time::Duration;
 const SHARDS: u32 = 16;
 
 fn shard(user: &str) -> i32 {
-    (fnv(user) % SHARDS) as i32
+    crate::log::embedded::partition_for(user, SHARDS) as i32
 }
 
 /// Records that `user` has events up to `seq` to publish (before they are

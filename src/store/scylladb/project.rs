@@ -14,6 +14,7 @@ use std::collections::HashSet;
 /// crash left unprojected (events after the stats row's `last_seq`).
 pub async fn load_user(s: &ScyllaStore, user: &str) -> Result<u64, StoreError> {
     let row = read::user_stats(s, user).await?;
+    s.keep_stats(user, row.clone());
     let projected = row.as_ref().map_or(0, |r| r.last_seq);
     let last = read::journal_last(s, user, projected).await?;
     if last > projected {
@@ -32,7 +33,12 @@ pub(crate) async fn project_after_append(
     expected: u64,
     fresh: Vec<StoredEvent>,
 ) -> Result<(), StoreError> {
-    let row = read::user_stats(s, user).await?;
+    // Usually the row the aggregate's load read, or our previous commit
+    // wrote, moments ago: not read again.
+    let row = match s.kept_stats(user) {
+        Some(row) => row,
+        None => read::user_stats(s, user).await?,
+    };
     let projected = row.as_ref().map_or(0, |r| r.last_seq);
     let mut tail = if projected < expected {
         read::journal(s, user, projected, expected, usize::MAX).await?
@@ -107,6 +113,7 @@ async fn project(
         )
         .await
         .map_err(exec_err)?;
+    s.keep_stats(user, Some(stats));
     Ok(())
 }
 
