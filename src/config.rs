@@ -41,6 +41,9 @@ pub enum Command {
     /// Generate load (open model) against the in-process service or a URL,
     /// and write a report.
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Compare a load run's manifest with the store and the dead-letter
+    /// topic: lost, duplicated, unexpected, dead-lettered, order, recount.
+    Check(crate::check::CheckArgs),
 }
 
 /// Where the data lives (every command takes these).

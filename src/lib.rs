@@ -7,6 +7,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Some(Command::Rebuild(args)) => verify::rebuild(&args).await,
             Some(Command::Schema(args)) => verify::schema(&args).await,
             Some(Command::Loadgen(args)) => alpes_tracking::loadgen::loadgen(args).await,
+            Some(Command::Check(args)) => alpes_tracking::check::check(&args).await,
         }
     });
     match result {

@@ -211,7 +211,7 @@ fn diff_sets<T: std::fmt::Debug + Ord>(
     }
 }
 
-async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+pub(crate) async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
     match args.scylla()? {
         Some(mut cfg) => {
             cfg.stats_cache_ttl = std::time::Duration::ZERO;

@@ -15,14 +15,17 @@
 //! the counts in the store equal what was sent minus invalid commands and
 //! duplicates, then writes the JSON report and an SVG chart.
 
+mod feed;
 mod http;
+mod poison;
 mod probe;
 mod report;
 mod run;
 mod workload;
 
+pub use feed::{read_manifest, Sent};
 pub use report::Report;
-pub use workload::{Distribution, Mix, Workload};
+pub use workload::{Distribution, Mix, Workload, ID_PROPERTY};
 
 use clap::Args;
 use std::net::SocketAddr;
@@ -97,6 +100,22 @@ pub struct LoadgenArgs {
     /// appends to its embedded log directly.
     #[arg(long)]
     pub url: Option<String>,
+    /// Publish to a Pulsar commands topic instead (a keyed producer, the
+    /// key is the user; in send order, failed sends retried). `--url` then
+    /// names a worker to read counts (and stats) from, if any.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub pulsar_url: Option<String>,
+    /// The commands topic (with `--pulsar-url`).
+    #[arg(long, default_value = "persistent://public/default/commands.tracking")]
+    pub topic: String,
+    /// Write every acknowledged message (id, user, kind) as JSON lines, in
+    /// send order (with `--pulsar-url`), for `tracking check`.
+    #[arg(long, requires = "pulsar_url")]
+    pub manifest: Option<PathBuf>,
+    /// Share of poison messages (undecodable: malformed, unknown command,
+    /// oversize, wrong encoding); with `--pulsar-url`.
+    #[arg(long, default_value_t = 0.0, requires = "pulsar_url")]
+    pub poison: f64,
     /// Data dir of the in-process service (default: a fresh temporary dir).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

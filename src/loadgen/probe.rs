@@ -53,6 +53,8 @@ pub(super) struct Shared {
     pub(super) outstanding: AtomicU64,
     pub(super) persisted: AtomicU64,
     pub(super) reads_failed: AtomicU64,
+    /// Appends retried (log targets: the broker refused or was down).
+    pub(super) retries: AtomicU64,
     pub(super) hists: Mutex<Hists>,
     /// Intended send time of every valid first send not yet seen in the journal.
     pub(super) pending: Mutex<HashMap<String, Instant>>,
@@ -117,12 +119,13 @@ pub(super) fn progress(s: &Second, shared: &Shared) {
     let mut err = std::io::stderr();
     let _ = write!(
         err,
-        "\rt={:>4}s sent={} acked={} persisted={} errors={} dropped={} rate={}/s ack_p99={:.1}ms e2e_p99={:.1}ms   ",
+        "\rt={:>4}s sent={} acked={} persisted={} errors={} retries={} dropped={} rate={}/s ack_p99={:.1}ms e2e_p99={:.1}ms   ",
         s.t,
         shared.sent.load(Relaxed),
         shared.acked.load(Relaxed),
         shared.persisted.load(Relaxed),
         shared.errors.load(Relaxed),
+        shared.retries.load(Relaxed),
         shared.dropped.load(Relaxed),
         s.acked,
         s.ack_p99_ms,

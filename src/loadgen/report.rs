@@ -60,6 +60,10 @@ pub struct Report {
     pub valid: u64,
     pub invalid: u64,
     pub duplicates: u64,
+    /// Undecodable messages (log targets only).
+    pub poison: u64,
+    /// Appends retried after a failure (log targets: broker down).
+    pub retries: u64,
     pub acked: u64,
     pub errors: u64,
     pub dropped: u64,
@@ -75,6 +79,9 @@ pub struct Report {
     pub reads_failed: u64,
     pub expected_events: u64,
     pub counted_events: u64,
+    /// False when nothing could be counted here (a Pulsar target without
+    /// `--url`): `tracking check` compares the manifest with the store.
+    pub counts_checked: bool,
     pub expected_rejected: Option<u64>,
     pub counted_rejected: Option<u64>,
     pub check_passed: bool,
@@ -226,7 +233,7 @@ pub fn summary(r: &Report, path: &std::path::Path) {
         )
     };
     println!("mode:        {}", r.mode);
-    println!("sent:        {} ({} valid, {} invalid, {} duplicates) in {:.1} s; acked {}, errors {}, dropped {}", r.sent, r.valid, r.invalid, r.duplicates, r.duration_s, r.acked, r.errors, r.dropped);
+    println!("sent:        {} ({} valid, {} invalid, {} duplicates, {} poison) in {:.1} s; acked {}, errors {}, retries {}, dropped {}", r.sent, r.valid, r.invalid, r.duplicates, r.poison, r.duration_s, r.acked, r.errors, r.retries, r.dropped);
     println!(
         "throughput:  {:.0}/s acknowledged, {:.0}/s persisted",
         r.achieved_rate, r.persisted_rate
@@ -240,6 +247,14 @@ pub fn summary(r: &Report, path: &std::path::Path) {
     }
     if let Some(rss) = r.peak_rss_mib {
         println!("peak RSS:    {rss:.0} MiB (this process: service and generator)");
+    }
+    if !r.counts_checked {
+        println!(
+            "check:       {} (every send acknowledged; counts not read here: run `tracking check` with the manifest)",
+            if r.check_passed { "PASSED" } else { "FAILED" },
+        );
+        println!("report:      {} (+ .svg)", path.display());
+        return;
     }
     println!(
         "check:       {} (events {} of {} expected{})",

@@ -1,6 +1,7 @@
 //! The synthetic workload: a seeded generator of interaction commands with
 //! a chosen user distribution, type mix, share of invalid commands and share
-//! of duplicates (an earlier command sent again with the same id).
+//! of duplicates (an earlier command sent again with the same id), and a
+//! share of poison messages (undecodable payloads, see [`super::poison`]).
 //!
 //! Deterministic for a seed: the same seed gives the same commands in the
 //! same order, so runs are reproducible.
@@ -8,7 +9,7 @@
 use crate::domain::codec::CanonicalCommand;
 use crate::domain::Target;
 use chrono::{DateTime, Utc};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// SplitMix64: small, fast, good enough for load generation.
 #[derive(Debug, Clone)]
@@ -149,7 +150,24 @@ pub enum Kind {
     Valid,
     Invalid,
     Duplicate,
+    /// Never decodable (malformed, unknown command, oversize, bad encoding).
+    Poison,
 }
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Valid => "valid",
+            Kind::Invalid => "invalid",
+            Kind::Duplicate => "duplicate",
+            Kind::Poison => "poison",
+        }
+    }
+}
+
+/// The message property carrying the generator's id of every message it
+/// sends (kept by the dead-letter topic, so a checker can match them).
+pub const ID_PROPERTY: &str = "loadgen-id";
 
 /// One generated command.
 pub struct Generated {
@@ -157,6 +175,26 @@ pub struct Generated {
     pub interaction_id: String,
     pub user_id: String,
     pub body: Vec<u8>,
+    /// Message properties (log targets): always [`ID_PROPERTY`].
+    pub properties: HashMap<String, String>,
+}
+
+impl Generated {
+    #[cfg(test)]
+    pub(super) fn new_for_test(kind: Kind, id: String, user: String) -> Self {
+        Self::new(kind, id, user, Vec::new())
+    }
+
+    fn new(kind: Kind, interaction_id: String, user_id: String, body: Vec<u8>) -> Self {
+        let properties = HashMap::from([(ID_PROPERTY.to_string(), interaction_id.clone())]);
+        Self {
+            kind,
+            interaction_id,
+            user_id,
+            body,
+            properties,
+        }
+    }
 }
 
 pub struct Workload {
@@ -165,6 +203,7 @@ pub struct Workload {
     mix: Mix,
     invalid: f64,
     duplicates: f64,
+    poison: f64,
     campaign: String,
     run: String,
     seq: u64,
@@ -190,11 +229,19 @@ impl Workload {
             mix,
             invalid: invalid.clamp(0.0, 1.0),
             duplicates: duplicates.clamp(0.0, 1.0),
+            poison: 0.0,
             run: campaign.clone(),
             campaign,
             seq: 0,
             recent: VecDeque::with_capacity(RECENT),
         }
+    }
+
+    /// Adds a share of poison messages (for log targets: HTTP ingest
+    /// refuses them before they reach the log).
+    pub fn with_poison(mut self, share: f64) -> Self {
+        self.poison = share.clamp(0.0, 1.0);
+        self
     }
 
     pub fn campaign(&self) -> &str {
@@ -207,18 +254,23 @@ impl Workload {
         if roll < self.duplicates && !self.recent.is_empty() {
             let i = self.rng.below(self.recent.len() as u64) as usize;
             if let Some((id, user, body)) = self.recent.get(i) {
-                return Generated {
-                    kind: Kind::Duplicate,
-                    interaction_id: id.clone(),
-                    user_id: user.clone(),
-                    body: body.clone(),
-                };
+                return Generated::new(Kind::Duplicate, id.clone(), user.clone(), body.clone());
             }
         }
         let invalid = roll >= self.duplicates && roll < self.duplicates + self.invalid;
+        let poison = !invalid
+            && roll >= self.duplicates + self.invalid
+            && roll < self.duplicates + self.invalid + self.poison;
         self.seq += 1;
         let user = format!("lg-u{}", self.users.draw(&mut self.rng));
         let id = format!("lg-{}-{}", self.run, self.seq);
+        if poison {
+            let variant = self.rng.below(super::poison::VARIANTS);
+            return super::poison::make(
+                variant,
+                Generated::new(Kind::Poison, id, user, Vec::new()),
+            );
+        }
         let w = self.mix.0;
         let pick = self.rng.below(u64::from(w[0] + w[1] + w[2])) as u32;
         let ty = if invalid {
@@ -250,12 +302,12 @@ impl Workload {
             self.recent
                 .push_back((id.clone(), user.clone(), body.clone()));
         }
-        Generated {
-            kind: if invalid { Kind::Invalid } else { Kind::Valid },
-            interaction_id: id,
-            user_id: user,
+        Generated::new(
+            if invalid { Kind::Invalid } else { Kind::Valid },
+            id,
+            user,
             body,
-        }
+        )
     }
 }
 
@@ -303,6 +355,33 @@ mod tests {
         let share = |k| kinds.iter().filter(|x| **x == k).count() as f64 / kinds.len() as f64;
         assert!((share(Kind::Invalid) - 0.2).abs() < 0.02);
         assert!((share(Kind::Duplicate) - 0.1).abs() < 0.02);
+        assert_eq!(share(Kind::Poison), 0.0, "no poison unless asked for");
+    }
+
+    #[test]
+    fn poison_share_and_every_message_carries_its_id() {
+        let mut w = Workload::new(
+            5,
+            100,
+            &Distribution::Uniform,
+            Mix([1, 1, 1]),
+            0.1,
+            0.1,
+            "c".into(),
+        )
+        .with_poison(0.2);
+        let at = Utc::now();
+        let all: Vec<Generated> = (0..5_000).map(|_| w.next(at)).collect();
+        let poison = all.iter().filter(|g| g.kind == Kind::Poison).count() as f64 / 5_000.0;
+        assert!((poison - 0.2).abs() < 0.03, "poison share {poison}");
+        for g in &all {
+            assert_eq!(
+                g.properties.get(ID_PROPERTY),
+                Some(&g.interaction_id),
+                "{:?}",
+                g.kind
+            );
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod client;
 mod producer;
 mod source;
 
-pub use client::{PulsarOptions, Secret};
+pub use client::{build as build_client, PulsarOptions, Secret};
 pub use producer::PulsarSink;
 
 use crate::actors::Health;

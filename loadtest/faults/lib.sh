@@ -1,0 +1,121 @@
+# Helpers of the fault suite (sourced by every scenario; see README.md).
+# Real Apache Pulsar and Apache Cassandra 5 (started natively if needed),
+# a fresh partitioned topic and keyspace per scenario, workers in Pulsar
+# mode on the ScyllaDB store, the generator feeding the topic directly (a
+# keyed producer, in order, with a manifest), and `tracking check` as the
+# judge. FORM=short (CI) or FORM=long (by hand).
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../stack.sh"
+
+FORM=${FORM:-short}
+if [ "$FORM" = long ]; then
+  RATE=${RATE:-300}; DURATION=${DURATION:-300}
+else
+  RATE=${RATE:-200}; DURATION=${DURATION:-40}
+fi
+USERS=${USERS:-2000}
+SEED=${SEED:-$RANDOM}
+SUMMARY=$RESULTS/faults/summary.tsv
+
+# begin NAME: the scenario's output dir (OUT), topic and keyspace.
+begin() {
+  SCENARIO=$1
+  OUT=$RESULTS/faults/$SCENARIO-$(date +%H%M%S)
+  mkdir -p "$OUT"
+  build
+  stack_up
+  new_run "f-$SCENARIO"
+  echo "== fault scenario $SCENARIO ($FORM form: $RATE/s for ${DURATION}s, seed $SEED) -> $OUT" >&2
+}
+
+# feed [loadgen flags...]: the generator in the background (FEED_PID).
+# Defaults: 2 % duplicates, 1 % invalid, 0.5 % poison.
+feed() {
+  "$BIN" loadgen --pulsar-url "$PULSAR_URL" --topic "$TOPIC" --rate "$RATE" \
+    --duration "${DURATION}s" --users "$USERS" --seed "$SEED" \
+    --duplicates 0.02 --invalid 0.01 --poison 0.005 --drain-timeout 600s \
+    --manifest "$OUT/manifest.jsonl" --report "$OUT/feed.json" "$@" >"$OUT/feed.log" 2>&1 &
+  FEED_PID=$!
+}
+
+# worker_n I: starts worker I of the run (index into WORKER_PIDS/URLS).
+worker_n() {
+  local i=$1
+  # shellcheck disable=SC2046
+  start_worker "$OUT/w$i" $(stack_args) --shutdown-grace "${GRACE:-15}s"
+  WORKER_PIDS[i]=$WORKER_PID; WORKER_URLS[i]=$WORKER_URL
+  sample_rss "$WORKER_PID" "$OUT/w$i.rss" &
+}
+
+# backlog: unprocessed + unacknowledged messages of the run's subscription.
+backlog() {
+  curl -sf "$ADMIN/admin/v2/persistent/public/default/${TOPIC##*/}/partitioned-stats" 2>/dev/null |
+    python3 -c 'import json,sys
+s = json.load(sys.stdin).get("subscriptions", {}).get("loadtest", {})
+print(s.get("msgBacklog", 0) + s.get("unackedMessages", 0))' 2>/dev/null || echo unknown
+}
+
+# drained [TIMEOUT]: waits for the feed, then until the subscription's
+# backlog is 0 (every message processed and acknowledged).
+drained() {
+  local timeout=${1:-600} t=0 b
+  set +e; wait "$FEED_PID"; FEED_RC=$?; set -e
+  while :; do
+    b=$(backlog)
+    [ "$b" = 0 ] && break
+    if ((t >= timeout)); then echo "backlog still $b after ${timeout}s" >&2; return 1; fi
+    ((t % 10 == 0)) && echo "waiting for the backlog to drain: $b" >&2
+    sleep 1; t=$((t + 1))
+  done
+}
+
+# metric URL NAME: the sum of a counter over its label sets on one worker.
+metric() {
+  curl -sf "$1/metrics" 2>/dev/null | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2} END {print s + 0}'
+}
+
+# judge [KEY=VALUE...]: stops the workers, runs `tracking check` (store,
+# dead-letter topic, recount), prints and records the result; extra facts
+# of the scenario go into the summary line. Exit status: the check's.
+judge() {
+  local p rc
+  for p in "${WORKER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${WORKER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  set +e
+  "$BIN" check --manifest "$OUT/manifest.jsonl" --scylla-nodes "$SCYLLA_NODES" \
+    --scylla-keyspace "$KS" --scylla-consistency one --pulsar-url "$PULSAR_URL" \
+    --topic "$TOPIC" --wait 60s --report "$OUT/check.json" >"$OUT/check.log" 2>"$OUT/check.err"
+  rc=$?
+  set -e
+  cat "$OUT/check.log" >&2
+  [ "${FEED_RC:-0}" = 0 ] || fail "the generator failed (exit $FEED_RC): $OUT/feed.log"
+  [ -z "$SCENARIO_FAIL" ] || rc=1
+  python3 - "$OUT" "$SCENARIO" "$FORM" "$rc" "$SUMMARY" "$@" ${SCENARIO_FAIL:+"failed=$SCENARIO_FAIL"} <<'PY'
+import json, os, sys
+out, name, form, rc, summary, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+c = json.load(open(os.path.join(out, "check.json"))) if os.path.exists(os.path.join(out, "check.json")) else {}
+f = json.load(open(os.path.join(out, "feed.json"))) if os.path.exists(os.path.join(out, "feed.json")) else {}
+row = {
+    "scenario": name, "form": form, "result": "PASS" if rc == "0" else "FAIL",
+    "sent": f.get("sent"), "valid": c.get("expected"), "stored": c.get("events"),
+    "lost": c.get("lost"), "duplicated": c.get("duplicated"), "unexpected": c.get("unexpected"),
+    "dead_lettered": c.get("dead_lettered"), "missing_dead_letters": c.get("missing_dead_letters"),
+    "good_dead_lettered": c.get("good_dead_lettered"), "gaps": c.get("gaps"),
+    "out_of_order": c.get("out_of_order"), "verify_differences": c.get("verify_differences"),
+    "send_retries": f.get("retries"),
+}
+for kv in extra:
+    k, _, v = kv.partition("=")
+    row[k] = v
+os.makedirs(os.path.dirname(summary), exist_ok=True)
+with open(summary, "a") as s:
+    s.write(json.dumps(row) + "\n")
+print("  ".join(f"{k}={v}" for k, v in row.items()))
+PY
+  if [ "$rc" = 0 ]; then drop_run; else echo "kept keyspace $KS and topic $TOPIC for inspection" >&2; fi
+  return "$rc"
+}
+
+# fail REASON: a scenario-specific expectation did not hold (judge then fails).
+SCENARIO_FAIL=""
+fail() { echo "EXPECTATION FAILED: $*" >&2; SCENARIO_FAIL+="$*; "; }
