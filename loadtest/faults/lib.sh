@@ -29,11 +29,12 @@ begin() {
 }
 
 # feed [loadgen flags...]: the generator in the background (FEED_PID).
-# Defaults: 2 % duplicates, 1 % invalid, 0.5 % poison.
+# Shares: DUPLICATES (0.02), INVALID (0.01), POISON (0.005).
 feed() {
   "$BIN" loadgen --pulsar-url "$PULSAR_URL" --topic "$TOPIC" --rate "$RATE" \
     --duration "${DURATION}s" --users "$USERS" --seed "$SEED" \
-    --duplicates 0.02 --invalid 0.01 --poison 0.005 --drain-timeout 600s \
+    --duplicates "${DUPLICATES:-0.02}" --invalid "${INVALID:-0.01}" --poison "${POISON:-0.005}" \
+    --drain-timeout 600s \
     --manifest "$OUT/manifest.jsonl" --report "$OUT/feed.json" "$@" >"$OUT/feed.log" 2>&1 &
   FEED_PID=$!
 }
@@ -69,25 +70,74 @@ drained() {
   done
 }
 
+# watch FILE: every second, one line "unix-time backlog code..." with the
+# readiness answer of every worker (000: not answering), until unwatch.
+watch() {
+  touch "$OUT/.watching"
+  (
+    while [ -f "$OUT/.watching" ]; do
+      local codes="" u
+      for u in "${WORKER_URLS[@]}"; do
+        codes+=" $(curl -s -o /dev/null -m 1 -w '%{http_code}' "$u/tracking/ready" 2>/dev/null || true)"
+      done
+      echo "$(date +%s) $(backlog)$codes" >>"$1"
+      sleep 1
+    done
+  ) &
+}
+unwatch() { rm -f "$OUT/.watching"; sleep 1.2; }
+
+# all_ready TIMEOUT: waits until every worker answers ready (200).
+all_ready() {
+  local t=0 u ok
+  while ((t < $1)); do
+    ok=1
+    for u in "${WORKER_URLS[@]}"; do
+      [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$u/tracking/ready")" = 200 ] || ok=0
+    done
+    ((ok)) && { echo "$t"; return 0; }
+    sleep 1; t=$((t + 1))
+  done
+  echo "$t"; return 1
+}
+
+# peak_rss_mib: the highest RSS sampled of any worker of the scenario.
+peak_rss_mib() {
+  cat "$OUT"/w*.rss 2>/dev/null | sort -n | tail -1 | awk '{printf "%.0f", $1 / 1024}'
+}
+
 # metric URL NAME: the sum of a counter over its label sets on one worker.
 metric() {
   curl -sf "$1/metrics" 2>/dev/null | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2} END {print s + 0}'
 }
 
-# judge [KEY=VALUE...]: stops the workers, runs `tracking check` (store,
-# dead-letter topic, recount), prints and records the result; extra facts
-# of the scenario go into the summary line. Exit status: the check's.
+# judge [KEY=VALUE...]: check, then record (below). Exit status: the
+# check's, failed if any scenario expectation failed.
 judge() {
-  local p rc
+  check_run
+  record "$@"
+}
+
+# check_run: stops the workers, runs `tracking check` (store, dead-letter
+# topic, recount) into $OUT/check.json; CHECK_RC is its status.
+check_run() {
+  local p
   for p in "${WORKER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${WORKER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   set +e
   "$BIN" check --manifest "$OUT/manifest.jsonl" --scylla-nodes "$SCYLLA_NODES" \
     --scylla-keyspace "$KS" --scylla-consistency one --pulsar-url "$PULSAR_URL" \
     --topic "$TOPIC" --wait 60s --report "$OUT/check.json" >"$OUT/check.log" 2>"$OUT/check.err"
-  rc=$?
+  CHECK_RC=$?
   set -e
   cat "$OUT/check.log" >&2
+}
+
+# record [KEY=VALUE...]: prints and appends the scenario's summary line
+# (extra facts as KEY=VALUE), drops the run's topic and keyspace if it
+# passed; returns non-zero if the check or an expectation failed.
+record() {
+  local rc=$CHECK_RC
   [ "${FEED_RC:-0}" = 0 ] || fail "the generator failed (exit $FEED_RC): $OUT/feed.log"
   [ -z "$SCENARIO_FAIL" ] || rc=1
   python3 - "$OUT" "$SCENARIO" "$FORM" "$rc" "$SUMMARY" "$@" ${SCENARIO_FAIL:+"failed=$SCENARIO_FAIL"} <<'PY'
