@@ -234,9 +234,12 @@ pub fn commands_received(format: &'static str, n: u64) {
     counter!(RECEIVED, "format" => format).increment(n);
 }
 
-pub fn command_rejected(reason: RejectReason, detail: &str) {
+/// The reason only: a rejection's detail may quote the payload (a decoder
+/// error, an unknown type), so it goes to the dead-letter topic and the
+/// rejection record, never to the logs.
+pub fn command_rejected(reason: RejectReason) {
     counter!(REJECTED, "reason" => reason.as_str()).increment(1);
-    tracing::debug!(reason = reason.as_str(), detail, "command rejected");
+    tracing::debug!(reason = reason.as_str(), "command rejected");
 }
 
 pub fn commands_duplicate(n: u64) {

@@ -143,7 +143,7 @@ async fn process(
         for (w, owner) in works.iter().zip(owners) {
             match validate(&w.command, now) {
                 Err(v) => {
-                    ev::command_rejected(v.reason, &v.message);
+                    ev::command_rejected(v.reason);
                     rejections.push(Rejection {
                         command_id: w.command.interaction_id.clone(),
                         reason: v.reason,
@@ -165,7 +165,7 @@ async fn process(
                         Some(_) => {
                             let reason = RejectReason::ConflictingInteractionId;
                             let detail = "interaction id already used by another user".to_string();
-                            ev::command_rejected(reason, &detail);
+                            ev::command_rejected(reason);
                             rejections.push(Rejection {
                                 command_id: format!("{id}#{}", state.user_id),
                                 reason,

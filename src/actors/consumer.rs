@@ -421,7 +421,7 @@ async fn on_deliveries(
             }
             Err(e) => {
                 ev::commands_received("undecodable", 1);
-                ev::command_rejected(e.reason, &e.message);
+                ev::command_rejected(e.reason);
                 rejections.push(rejection(&d, e.reason, e.message));
                 rejected.push((id, e.reason));
                 None
