@@ -95,6 +95,9 @@ pub async fn open_transport(
             let log = PulsarLog::connect(options.clone(), health.clone())
                 .await
                 .with_context(|| format!("connecting to Pulsar at {}", options.url))?;
+            log.ensure_dead_letter_subscription()
+                .await
+                .context("creating the dead-letter topic's retention subscription")?;
             let sink = log.events_sink();
             Ok((log, Some(sink)))
         }

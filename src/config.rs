@@ -219,6 +219,11 @@ pub struct RunArgs {
     /// Dead-letter topic (Pulsar mode); default `<commands topic>-DLQ`.
     #[arg(long, env = "TRACKING_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
+    /// Durable subscription on the dead-letter topic that keeps dead letters
+    /// until someone handles them (Pulsar trims a topic nobody subscribes
+    /// to); empty: none (then set a retention policy on the topic).
+    #[arg(long, env = "TRACKING_DEAD_LETTER_SUBSCRIPTION", default_value = "dead-letters")]
+    pub dead_letter_subscription: String,
     /// Receiver queue (flow permits) of each partition consumer (Pulsar mode).
     #[arg(long, env = "TRACKING_PULSAR_RECEIVER_QUEUE", default_value_t = DEFAULT_RECEIVER_QUEUE)]
     pub pulsar_receiver_queue: u32,
@@ -295,6 +300,7 @@ impl RunArgs {
         o.commands_topic = self.topic_commands.clone();
         o.events_topic = self.topic_events.clone();
         o.dead_letter_topic = self.dead_letter_topic.clone();
+        o.dead_letter_subscription = self.dead_letter_subscription.clone();
         o.subscription = self.subscription.clone();
         o.token = token;
         o.tls_ca_file = self.pulsar_tls_ca_file.clone();

@@ -121,6 +121,18 @@ async fn poison_messages_reach_the_dlq_and_good_ones_still_flow() {
         .find(|g| g.properties["reason"] == "unknown_command")
         .unwrap();
     assert_eq!(unknown.properties["name"], "DropTables");
+    // The dead letters are retained by the worker's durable subscription on
+    // the DLQ topic (without one, Pulsar trims them at the next ledger
+    // roll-over: found by loadtest/faults/broker-restart.sh).
+    let stats = common::get(
+        admin_addr(),
+        &format!("/admin/v2/persistent/public/default/{cmds}-DLQ/stats"),
+    )
+    .json();
+    assert_eq!(
+        stats["subscriptions"]["dead-letters"]["msgBacklog"], 4,
+        "{stats}"
+    );
 
     let events = eventually("both good commands persisted", WAIT, || async {
         let e = user_events(&*w.store, user).await;

@@ -52,6 +52,11 @@ pub struct PulsarOptions {
     pub events_topic: String,
     /// Dead-letter topic; `<commands_topic>-DLQ` when `None`.
     pub dead_letter_topic: Option<String>,
+    /// Durable subscription created on the dead-letter topic so that its
+    /// messages are retained until someone handles them (a topic without
+    /// subscriptions is trimmed: dead letters would silently vanish at the
+    /// next ledger roll-over, e.g. a broker restart). Empty: none.
+    pub dead_letter_subscription: String,
     pub subscription: String,
     /// JWT for token authentication.
     pub token: Option<Secret>,
@@ -73,6 +78,7 @@ impl PulsarOptions {
             commands_topic: "persistent://public/default/commands.tracking".into(),
             events_topic: "persistent://public/default/events.tracking".into(),
             dead_letter_topic: None,
+            dead_letter_subscription: "dead-letters".into(),
             subscription: "tracking".into(),
             token: None,
             tls_ca_file: None,

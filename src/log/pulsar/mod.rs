@@ -31,7 +31,9 @@ use crate::actors::Health;
 use crate::log::{Acker, Appended, CommandLog, Delivery, LogError, NewRecord, PartitionSource};
 use async_trait::async_trait;
 use producer::TopicProducer;
-use pulsar::{Pulsar, TokioExecutor};
+use pulsar::consumer::InitialPosition;
+use pulsar::{ConsumerOptions, Pulsar, SubType, TokioExecutor};
+use std::time::Duration;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,6 +112,36 @@ impl PulsarLog {
             topics,
             shared,
         }))
+    }
+
+    /// Makes sure the dead-letter topic has its retention subscription
+    /// (idempotent: subscribing to an existing durable subscription and
+    /// closing the consumer leaves it as it was, backlog included).
+    pub async fn ensure_dead_letter_subscription(&self) -> Result<(), LogError> {
+        let o = &self.shared.options;
+        if o.dead_letter_subscription.is_empty() {
+            return Ok(());
+        }
+        let topic = o.dead_letter_topic();
+        let client = self.shared.client().await;
+        let consumer = client
+            .consumer()
+            .with_topic(topic.clone())
+            .with_subscription(o.dead_letter_subscription.clone())
+            .with_subscription_type(SubType::Shared)
+            .with_options(
+                ConsumerOptions::default()
+                    .with_receiver_queue_size(1)
+                    .with_initial_position(InitialPosition::Earliest),
+            )
+            .build::<Vec<u8>>();
+        let mut consumer = tokio::time::timeout(Duration::from_secs(20), consumer)
+            .await
+            .map_err(|_| LogError::Unavailable(format!("subscribing to {topic} timed out")))?
+            .map_err(unavailable)?;
+        let _ = consumer.close().await;
+        tracing::info!(%topic, subscription = %o.dead_letter_subscription, "dead letters retained by a durable subscription");
+        Ok(())
     }
 
     /// A sink publishing to the events topic over this log's client.
