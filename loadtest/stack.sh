@@ -52,10 +52,11 @@ stop_workers() {
   for p in "${WORKER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
-# drop_run: the run's keyspace and topic (disk space).
+# drop_run: the run's keyspace, topic and dead-letter topic (disk space).
 drop_run() {
   "$NATIVE/cassandra.sh" cql "DROP KEYSPACE IF EXISTS $KS" >/dev/null 2>&1 || true
   curl -sf -X DELETE "$ADMIN/admin/v2/persistent/public/default/${TOPIC##*/}/partitions?force=true" >/dev/null 2>&1 || true
+  curl -sf -X DELETE "$ADMIN/admin/v2/persistent/public/default/${TOPIC##*/}-DLQ?force=true" >/dev/null 2>&1 || true
 }
 
 # verify_run: `tracking verify` against the run's keyspace; prints its last line.

@@ -48,12 +48,12 @@ worker_n() {
   sample_rss "$WORKER_PID" "$OUT/w$i.rss" &
 }
 
-# backlog: unprocessed + unacknowledged messages of the run's subscription.
+# backlog: messages of the run's subscription not yet acknowledged
+# (delivered or not).
 backlog() {
   curl -sf "$ADMIN/admin/v2/persistent/public/default/${TOPIC##*/}/partitioned-stats" 2>/dev/null |
     python3 -c 'import json,sys
-s = json.load(sys.stdin).get("subscriptions", {}).get("loadtest", {})
-print(s.get("msgBacklog", 0) + s.get("unackedMessages", 0))' 2>/dev/null || echo unknown
+print(json.load(sys.stdin).get("subscriptions", {}).get("loadtest", {}).get("msgBacklog", 0))' 2>/dev/null || echo unknown
 }
 
 # drained [TIMEOUT]: waits for the feed, then until the subscription's
@@ -99,6 +99,19 @@ all_ready() {
     sleep 1; t=$((t + 1))
   done
   echo "$t"; return 1
+}
+
+# recovered WHAT TIMEOUT: after WHAT's outage (the watch running): every
+# worker ready again within TIMEOUT s (READY_AFTER), the backlog drained,
+# the watch stopped; NOT_READY: seconds in which some worker was not ready,
+# which must be some (readiness reflects the outage).
+recovered() {
+  READY_AFTER=$(all_ready "$2") || fail "the workers were not all ready ${READY_AFTER}s after the $1 returned"
+  echo "all workers ready ${READY_AFTER}s after the $1 returned" >&2
+  drained 600 || fail "the backlog did not drain"
+  unwatch
+  NOT_READY=$(awk '{for (i = 3; i <= NF; i++) if ($i != 200) {n++; break}} END {print n + 0}' "$OUT/watch.log")
+  [ "$NOT_READY" -gt 0 ] || fail "readiness never reflected the $1 outage"
 }
 
 # peak_rss_mib: the highest RSS sampled of any worker of the scenario.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Rebalancing: workers join and leave during load (Key_Shared moves keys
-# between consumers): start with one, then alternately add workers (up to
-# three) and stop the oldest with SIGTERM, CHANGES times (4 short, 12
-# long). The judge: no duplicate event, no gap, per-user send order kept.
+# between consumers). Start with one worker; then, CHANGES times (4 short,
+# 12 long), in a cycle of join, join, leave, leave: a new worker joins, or
+# the oldest leaves with SIGTERM (1 -> 2 -> 3 -> 2 -> 1 -> ...). The judge:
+# no duplicate event, no gap, per-user send order kept; every leaving
+# worker exits 0.
 #
 #   loadtest/faults/rebalance.sh       FORM=long CHANGES=12
 source "$(dirname "$0")/lib.sh"
@@ -11,12 +13,13 @@ begin rebalance
 WORKER_PIDS=(); WORKER_URLS=()
 worker_n 1
 next=2
+most=1
 feed
 step=$(( DURATION / (CHANGES + 1) ))
 ((step >= 1)) || step=1
 for c in $(seq 1 "$CHANGES"); do
   sleep "$step"
-  if (( ${#WORKER_PIDS[@]} < 3 && (c % 2 == 1 || ${#WORKER_PIDS[@]} < 2) )); then
+  if (( (c - 1) % 4 < 2 )); then
     echo "change $c/$CHANGES: worker $next joins (backlog $(backlog))" >&2
     worker_n "$next"; next=$((next + 1))
   else
@@ -27,6 +30,7 @@ for c in $(seq 1 "$CHANGES"); do
     [ "$rc" = 0 ] || fail "worker $old exited $rc on SIGTERM"
     unset "WORKER_PIDS[old]" "WORKER_URLS[old]"
   fi
+  (( ${#WORKER_PIDS[@]} > most )) && most=${#WORKER_PIDS[@]}
 done
 drained 600 || fail "the backlog did not drain"
-judge changes="$CHANGES" workers_at_end="${#WORKER_PIDS[@]}"
+judge changes="$CHANGES" most_workers="$most" workers_at_end="${#WORKER_PIDS[@]}"
