@@ -9,6 +9,8 @@ pub mod actors;
 pub mod app;
 pub mod config;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod internal_events;
 pub mod loadgen;
