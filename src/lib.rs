@@ -10,6 +10,8 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod internal_events;
 pub mod loadgen;

@@ -13,6 +13,8 @@ pub mod aggregate;
 pub mod consumer;
 pub mod follow;
 pub mod projector;
+#[cfg(test)]
+mod props;
 pub mod publisher;
 pub mod supervisor;
 pub mod writer;

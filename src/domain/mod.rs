@@ -6,6 +6,8 @@
 
 pub mod codec;
 pub mod event;
+#[cfg(test)]
+mod props;
 pub mod rules;
 
 pub use event::{InteractionTracked, EVENT_SCHEMA_VERSION};

@@ -58,7 +58,7 @@
 //!   committed is delivered again after a restart (at-least-once).
 
 mod partition;
-mod segment;
+pub(crate) mod segment;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// Bytes of the frame header.
-pub(super) const HEADER: usize = 8;
+pub(crate) const HEADER: usize = 8;
 /// No sane body is this large; a bigger length field is garbage.
 const MAX_BODY: usize = 1 << 30;
 /// Read-ahead of a segment reader.
@@ -66,7 +66,7 @@ struct RecordRef<'a> {
 
 /// A decoded record body.
 #[derive(Deserialize)]
-pub(super) struct Record {
+pub(crate) struct Record {
     pub offset: u64,
     pub key: String,
     #[serde(deserialize_with = "de_bytes")]
@@ -105,7 +105,7 @@ fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
 
 /// Appends the frame of `record` (at `offset`) to `buf`; on error `buf` is
 /// left as it was.
-pub(super) fn encode_frame(
+pub(crate) fn encode_frame(
     buf: &mut Vec<u8>,
     offset: u64,
     record: &NewRecord,
@@ -135,7 +135,7 @@ pub(super) fn encode_frame(
     Ok(())
 }
 
-pub(super) fn decode_body(body: &[u8]) -> Result<Record, rmp_serde::decode::Error> {
+pub(crate) fn decode_body(body: &[u8]) -> Result<Record, rmp_serde::decode::Error> {
     rmp_serde::from_slice(body)
 }
 

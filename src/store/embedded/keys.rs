@@ -134,7 +134,11 @@ pub fn decode_bucket(key: &[u8]) -> Result<DecodedBucket, StoreError> {
     let t = type_of(t).ok_or_else(|| corrupt(W))?;
     let campaign = match rest.split_first() {
         Some((0, [])) => None,
-        Some((1, rest)) => Some(take_str(rest, W)?.0.to_owned()),
+        // The campaign ends the key: bytes after it mean a malformed key.
+        Some((1, rest)) => match take_str(rest, W)? {
+            (c, []) => Some(c.to_owned()),
+            _ => return Err(corrupt(W)),
+        },
         _ => return Err(corrupt(W)),
     };
     Ok((d, t, campaign))
@@ -237,5 +241,16 @@ mod tests {
             target_key_pos(&target_key("t", d, 42).unwrap()).unwrap(),
             42
         );
+    }
+
+    /// Found by the `store_rows` fuzz target: a row key with bytes after
+    /// its campaign decoded as if they were not there (the no-campaign
+    /// branch already refused trailing bytes).
+    #[test]
+    fn bucket_with_trailing_bytes_is_malformed() {
+        let key = [1, 128, 11, 74, 109, 0, 1, 0, 3, 99, 45, 49, 126];
+        assert!(decode_bucket(&key).is_err());
+        assert!(decode_bucket(&key[..12]).is_ok());
+        assert!(decode_bucket(&[1, 128, 11, 74, 109, 0, 0, 7]).is_err());
     }
 }

@@ -59,7 +59,7 @@
 //! of an extra flush on every commit. The block cache is 64 MiB; memtables
 //! keep fjall's 64 MiB default, which absorbs large batches without stalls.
 
-mod keys;
+pub(crate) mod keys;
 mod project;
 mod read;
 mod write;

@@ -1,0 +1,304 @@
+//! Property test of the aggregate's idempotency: any sequence of deliveries,
+//! redeliveries (the same delivery again, in the same or a later batch,
+//! possibly to a freshly restarted aggregate) and duplicates (the same
+//! interaction id sent again, even with other content) yields exactly the
+//! events of the deduplicated sequence: the first occurrence of each id, in
+//! order, with sequence numbers 1..n and no gaps.
+//!
+//! It drives the real `UserAggregate` actors and the real `JournalWriter`
+//! on an embedded store in a temporary directory; a small collector actor
+//! stands in for the partition consumer and hands each batch's outcomes
+//! back to the test.
+
+use super::aggregate::{AggregateArgs, AggregateMsg, UserAggregate};
+use super::consumer::{ConsumerMsg, Outcome, Work};
+use super::writer::{JournalWriter, WriterArgs};
+use super::{Health, Names};
+use crate::domain::{CommandFormat, InteractionType, Target, TrackInteraction};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{EventStore, JournalRecord};
+use proptest::prelude::*;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const USERS: usize = 3;
+
+/// One step of the generated history.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A new message: user, interaction id (small, so ids repeat), type.
+    Send(usize, usize, usize),
+    /// The `n`-th earlier message (modulo their count) delivered again.
+    Redeliver(usize),
+    /// Close the current batch of this user (and maybe restart its
+    /// aggregate, as passivation or a crash would, before the next one).
+    Cut(usize, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        5 => (0..USERS, 0..6usize, 0..3usize).prop_map(|(u, i, t)| Step::Send(u, i, t)),
+        2 => any::<usize>().prop_map(Step::Redeliver),
+        2 => (0..USERS, any::<bool>()).prop_map(|(u, r)| Step::Cut(u, r)),
+    ]
+}
+
+/// Stands in for the partition consumer: forwards outcomes to the test.
+struct Collector;
+
+impl Actor for Collector {
+    type Msg = ConsumerMsg;
+    type State = mpsc::UnboundedSender<Vec<(u64, Outcome)>>;
+    type Arguments = mpsc::UnboundedSender<Vec<(u64, Outcome)>>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        tx: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(tx)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: ConsumerMsg,
+        tx: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let ConsumerMsg::Processed { outcomes, .. } = msg {
+            let _ = tx.send(outcomes);
+        }
+        Ok(())
+    }
+}
+
+fn command(user: usize, id: usize, ty: usize) -> TrackInteraction {
+    TrackInteraction {
+        interaction_id: format!("u{user}-i{id}"),
+        user_id: format!("u{user}"),
+        interaction_type: InteractionType::ALL[ty].as_str().to_owned(),
+        target: Target {
+            id: format!("post-{ty}"),
+            kind: "post".into(),
+        },
+        campaign_id: Some("c-1".into()),
+        affiliate_id: None,
+        occurred_at: chrono::Utc::now() - chrono::Duration::hours(1),
+        correlation_id: None,
+        format: CommandFormat::Canonical,
+    }
+}
+
+/// Each user's batches, in order, each with a restart flag.
+type Plan = Vec<Vec<(bool, Vec<Work>)>>;
+
+fn plan(steps: &[Step]) -> Plan {
+    let mut sent: Vec<(usize, Work)> = Vec::new();
+    let mut open: Vec<Vec<Work>> = vec![Vec::new(); USERS];
+    let mut restart = [false; USERS];
+    let mut plan: Plan = vec![Vec::new(); USERS];
+    for s in steps {
+        match *s {
+            Step::Send(u, id, ty) => {
+                let w = Work {
+                    delivery_id: sent.len() as u64,
+                    command: command(u, id, ty),
+                    published_at_ms: 0,
+                };
+                open[u].push(w.clone());
+                sent.push((u, w));
+            }
+            Step::Redeliver(n) if !sent.is_empty() => {
+                let (u, w) = sent[n % sent.len()].clone();
+                open[u].push(w);
+            }
+            Step::Redeliver(_) => {}
+            Step::Cut(u, r) => {
+                if !open[u].is_empty() {
+                    plan[u].push((restart[u], std::mem::take(&mut open[u])));
+                }
+                restart[u] = r;
+            }
+        }
+    }
+    for (u, works) in open.into_iter().enumerate() {
+        if !works.is_empty() {
+            plan[u].push((restart[u], works));
+        }
+    }
+    plan
+}
+
+async fn spawn_aggregate(
+    user: usize,
+    store: &Arc<dyn EventStore>,
+    names: &Names,
+    collector: &ActorRef<ConsumerMsg>,
+) -> ActorRef<AggregateMsg> {
+    let args = AggregateArgs {
+        user_id: format!("u{user}"),
+        store: store.clone(),
+        names: names.clone(),
+        consumer: collector.clone(),
+        write_timeout: Duration::from_secs(10),
+    };
+    let (a, _) = Actor::spawn(None, UserAggregate, args)
+        .await
+        .expect("spawn aggregate");
+    a
+}
+
+/// Runs one user's batches through its aggregate; checks each outcome
+/// (first occurrence of an id persisted, any later one a duplicate).
+async fn drive_user(
+    user: usize,
+    batches: Vec<(bool, Vec<Work>)>,
+    store: Arc<dyn EventStore>,
+    names: Names,
+) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (collector, _) = Actor::spawn(None, Collector, tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut aggregate = spawn_aggregate(user, &store, &names, &collector).await;
+    let mut seen = HashSet::new();
+    for (restart, works) in batches {
+        if restart {
+            aggregate.stop(None);
+            aggregate = spawn_aggregate(user, &store, &names, &collector).await;
+        }
+        let expected: Vec<(u64, Outcome)> = works
+            .iter()
+            .map(|w| {
+                let first = seen.insert(w.command.interaction_id.clone());
+                let o = if first {
+                    Outcome::Persisted
+                } else {
+                    Outcome::Duplicate
+                };
+                (w.delivery_id, o)
+            })
+            .collect();
+        aggregate
+            .send_message(AggregateMsg::Commands(works))
+            .map_err(|e| e.to_string())?;
+        let got = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .map_err(|_| format!("u{user}: no outcomes within 20 s"))?
+            .ok_or("collector stopped")?;
+        if got != expected {
+            return Err(format!("u{user}: outcomes {got:?}, expected {expected:?}"));
+        }
+    }
+    aggregate.stop(None);
+    collector.stop(None);
+    Ok(())
+}
+
+/// The deduplicated sequence: per user, (id, type) of each first occurrence.
+fn expected_journal(plan: &Plan) -> BTreeMap<String, Vec<(String, InteractionType)>> {
+    let mut out: BTreeMap<String, Vec<(String, InteractionType)>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for batches in plan {
+        for w in batches.iter().flat_map(|(_, works)| works) {
+            let c = &w.command;
+            if seen.insert(c.interaction_id.clone()) {
+                let ty = InteractionType::parse(&c.interaction_type).expect("valid type");
+                out.entry(c.user_id.clone())
+                    .or_default()
+                    .push((c.interaction_id.clone(), ty));
+            }
+        }
+    }
+    out
+}
+
+async fn run_case(steps: Vec<Step>) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store: Arc<dyn EventStore> =
+        Arc::new(EmbeddedStore::open(dir.path()).map_err(|e| e.to_string())?);
+    let names = Names::new();
+    let writer_args = WriterArgs {
+        names: names.clone(),
+        store: store.clone(),
+        health: Arc::new(Health::default()),
+        max_batch: 64,
+    };
+    let (writer, _) = Actor::spawn(Some(names.writer_name()), JournalWriter, writer_args)
+        .await
+        .map_err(|e| e.to_string())?;
+    let plan = plan(&steps);
+    // Users run concurrently (the writer commits their groups together).
+    let drivers: Vec<_> = plan
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(u, batches)| tokio::spawn(drive_user(u, batches, store.clone(), names.clone())))
+        .collect();
+    let mut result = Ok(());
+    for d in drivers {
+        let r = d.await.map_err(|e| e.to_string()).and_then(|r| r);
+        result = result.and(r);
+    }
+    writer.stop(None);
+    result?;
+
+    let mut journal: BTreeMap<String, Vec<(String, InteractionType, u64)>> = BTreeMap::new();
+    store
+        .visit_journal(&mut |r| {
+            if let JournalRecord::Event(e) = r {
+                let e = e.event;
+                journal.entry(e.user_id.clone()).or_default().push((
+                    e.interaction_id,
+                    e.interaction_type,
+                    e.seq,
+                ));
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let expected: BTreeMap<String, Vec<(String, InteractionType, u64)>> = expected_journal(&plan)
+        .into_iter()
+        .map(|(user, events)| {
+            let numbered = events
+                .into_iter()
+                .zip(1u64..)
+                .map(|((id, ty), seq)| (id, ty, seq))
+                .collect();
+            (user, numbered)
+        })
+        .collect();
+    if journal != expected {
+        return Err(format!("journal {journal:?}\nexpected {expected:?}"));
+    }
+    for (user, events) in &expected {
+        let last = store.last_seq(user).await.map_err(|e| e.to_string())?;
+        if last != events.len() as u64 {
+            return Err(format!(
+                "{user}: last_seq {last}, expected {}",
+                events.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn redeliveries_and_duplicates_yield_the_deduplicated_journal(
+        steps in proptest::collection::vec(step(), 1..40)
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let result = rt.block_on(run_case(steps));
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}
