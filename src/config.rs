@@ -222,7 +222,11 @@ pub struct RunArgs {
     /// Durable subscription on the dead-letter topic that keeps dead letters
     /// until someone handles them (Pulsar trims a topic nobody subscribes
     /// to); empty: none (then set a retention policy on the topic).
-    #[arg(long, env = "TRACKING_DEAD_LETTER_SUBSCRIPTION", default_value = "dead-letters")]
+    #[arg(
+        long,
+        env = "TRACKING_DEAD_LETTER_SUBSCRIPTION",
+        default_value = "dead-letters"
+    )]
     pub dead_letter_subscription: String,
     /// Receiver queue (flow permits) of each partition consumer (Pulsar mode).
     #[arg(long, env = "TRACKING_PULSAR_RECEIVER_QUEUE", default_value_t = DEFAULT_RECEIVER_QUEUE)]

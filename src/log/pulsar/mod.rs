@@ -33,10 +33,10 @@ use async_trait::async_trait;
 use producer::TopicProducer;
 use pulsar::consumer::InitialPosition;
 use pulsar::{ConsumerOptions, Pulsar, SubType, TokioExecutor};
-use std::time::Duration;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Messages a partition's driver takes from the broker at once (the
 /// consumer's receiver queue / flow permits), as the original did.
