@@ -113,10 +113,9 @@ pub fn analyse(sent: &[Sent], journal: &[Seen], dlq: Option<&[DeadLetter]>) -> F
     let mut refused: HashSet<&str> = HashSet::new();
     for s in sent {
         match s.kind.as_str() {
-            "valid" => {
-                if valid.insert(&s.id, &s.user).is_none() {
-                    order.entry(&s.user).or_default().push(&s.id);
-                }
+            // A valid id's first line fixes its place in the user's order.
+            "valid" if valid.insert(&s.id, &s.user).is_none() => {
+                order.entry(&s.user).or_default().push(&s.id);
             }
             "invalid" | "poison" => {
                 refused.insert(&s.id);
