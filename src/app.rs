@@ -140,31 +140,19 @@ pub async fn start_with_store(
     config: ServiceConfig,
     store: Option<Arc<dyn EventStore>>,
 ) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let (listener, parts) = Parts::open(&config, store).await?;
     let addr = listener.local_addr()?;
-    let internal = bind_internal(&config).await?;
-    let internal_addr = match &internal {
+    let internal_addr = match &parts.internal {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let health = Arc::new(Health::default());
-    let store = match store {
-        Some(s) => s,
-        None => open_configured_store(&config.data_dir, scylla_of(&config).as_ref()).await?,
-    };
-    let (log, sink) = open_transport(&config, &health).await?;
+    let (health, log, store, names) = (
+        parts.health.clone(),
+        parts.log.clone(),
+        parts.store.clone(),
+        parts.names.clone(),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
-    let names = Names::new();
-    let parts = Parts {
-        health: health.clone(),
-        log: log.clone(),
-        sink,
-        store: store.clone(),
-        names: names.clone(),
-        internal,
-    };
     let done = tokio::spawn(async move {
         serve(config, listener, parts, async {
             let _ = stopped.await;
@@ -205,21 +193,7 @@ async fn bind_internal(config: &ServiceConfig) -> anyhow::Result<Option<TcpListe
 
 /// Runs the service until `shutdown` completes, then drains.
 pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let internal = bind_internal(&config).await?;
-    let store = open_configured_store(&config.data_dir, scylla_of(&config).as_ref()).await?;
-    let health = Arc::new(Health::default());
-    let (log, sink) = open_transport(&config, &health).await?;
-    let parts = Parts {
-        health,
-        log,
-        sink,
-        store,
-        names: Names::new(),
-        internal,
-    };
+    let (listener, parts) = Parts::open(&config, None).await?;
     serve(config, listener, parts, shutdown).await
 }
 
@@ -232,6 +206,35 @@ struct Parts {
     names: Names,
     /// The internal listener (health, readiness, metrics), bound.
     internal: Option<TcpListener>,
+}
+
+impl Parts {
+    /// Binds the listeners, opens the store (unless given) and the
+    /// command log: everything that can fail before the service starts.
+    async fn open(
+        config: &ServiceConfig,
+        store: Option<Arc<dyn EventStore>>,
+    ) -> anyhow::Result<(TcpListener, Parts)> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let internal = bind_internal(config).await?;
+        let store = match store {
+            Some(s) => s,
+            None => open_configured_store(&config.data_dir, scylla_of(config).as_ref()).await?,
+        };
+        let health = Arc::new(Health::default());
+        let (log, sink) = open_transport(config, &health).await?;
+        let parts = Parts {
+            health,
+            log,
+            sink,
+            store,
+            names: Names::new(),
+            internal,
+        };
+        Ok((listener, parts))
+    }
 }
 
 async fn serve(

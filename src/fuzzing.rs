@@ -4,7 +4,6 @@
 
 use crate::log::embedded::segment;
 use crate::log::NewRecord;
-use std::collections::HashMap;
 
 pub use crate::store::embedded::keys::{
     bucket, decode_bucket, decode_rejection, decode_user_stats, encode_rejection,
@@ -14,27 +13,11 @@ pub use crate::store::embedded::keys::{
 /// Bytes of a segment frame header (`[u32 len][u32 crc]`).
 pub const SEGMENT_HEADER: usize = segment::HEADER;
 
-/// A decoded segment record body (the fields of the log's own record).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SegmentRecord {
-    pub offset: u64,
-    pub key: String,
-    pub payload: Vec<u8>,
-    pub properties: HashMap<String, String>,
-    pub published_at_ms: i64,
-}
+/// A decoded segment record body (the log's own type).
+pub use segment::Record as SegmentRecord;
 
-/// Decodes a segment record body (the bytes after the frame header), as
-/// reading and recovery do.
 pub fn decode_segment_body(body: &[u8]) -> Result<SegmentRecord, String> {
-    let r = segment::decode_body(body).map_err(|e| e.to_string())?;
-    Ok(SegmentRecord {
-        offset: r.offset,
-        key: r.key,
-        payload: r.payload,
-        properties: r.properties,
-        published_at_ms: r.published_at_ms,
-    })
+    segment::decode_body(body).map_err(|e| e.to_string())
 }
 
 /// Encodes `record` as a whole frame (header and body), as the writer does.

@@ -65,8 +65,8 @@ struct RecordRef<'a> {
 }
 
 /// A decoded record body.
-#[derive(Deserialize)]
-pub(crate) struct Record {
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Record {
     pub offset: u64,
     pub key: String,
     #[serde(deserialize_with = "de_bytes")]
