@@ -39,6 +39,8 @@ pub struct ServiceConfig {
     pub api_token: Option<String>,
     /// A separate listener for health, readiness and metrics.
     pub internal_listen: Option<SocketAddr>,
+    /// Worker threads of the HTTP runtime (apart from the pipeline's).
+    pub http_threads: usize,
 }
 
 /// Opens the embedded store under the data dir.
@@ -282,19 +284,16 @@ async fn serve(
             internal_listener: internal.is_some(),
         },
     };
-    let internal_task = internal.map(|l| {
+    let mut listeners = vec![(listener, http::Listener::Public)];
+    if let Some(l) = internal {
         if let Ok(a) = l.local_addr() {
             tracing::info!("internal listener (health, readiness, metrics) on http://{a}");
         }
-        let rx = http_stop_rx.clone();
-        tokio::spawn(http::serve(l, http::Listener::Internal, state.clone(), rx))
-    });
-    let http_task = tokio::spawn(http::serve(
-        listener,
-        http::Listener::Public,
-        state,
-        http_stop_rx,
-    ));
+        listeners.push((l, http::Listener::Internal));
+    }
+    let http_threads =
+        http::HttpThreads::spawn(listeners, state, http_stop_rx, config.http_threads)
+            .context("starting the HTTP threads")?;
 
     let args = SupervisorArgs {
         log: log.clone(),
@@ -336,10 +335,7 @@ async fn serve(
         }
     };
     let _ = http_stop.send(true);
-    let _ = http_task.await;
-    if let Some(t) = internal_task {
-        let _ = t.await;
-    }
+    http_threads.stopped().await;
     upkeep.abort();
     log.close().await.context("closing the command log")?;
     if let Some(sink) = &sink {

@@ -159,6 +159,10 @@ pub struct RunArgs {
     /// leaves the public listener.
     #[arg(long, env = "TRACKING_INTERNAL_LISTEN")]
     pub internal_listen: Option<SocketAddr>,
+    /// Worker threads of the HTTP runtime, apart from the pipeline's, so
+    /// that reads answer quickly while the pipeline is busy.
+    #[arg(long, env = "TRACKING_HTTP_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub http_threads: u16,
     /// Bearer token the read endpoints require (`Authorization: Bearer
     /// <token>`); unset: open. Never logged.
     #[arg(long, env = "TRACKING_API_TOKEN", hide_env_values = true)]
@@ -262,6 +266,7 @@ impl RunArgs {
         Ok(ServiceConfig {
             api_token,
             internal_listen: self.internal_listen,
+            http_threads: usize::from(self.http_threads),
             listen: self.listen,
             data_dir: self.store.data_dir.clone(),
             scylla: self.store.scylla()?,

@@ -29,6 +29,7 @@ async fn start(dir: &std::path::Path, max_deliveries: u32) -> (Running, Arc<Faul
         scylla: None,
         api_token: None,
         internal_listen: None,
+        http_threads: 1,
     };
     let store = Arc::new(FaultyStore {
         panic_prefix: Some("boom"),

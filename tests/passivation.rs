@@ -24,6 +24,7 @@ async fn live_aggregates_stay_under_the_cap() {
         scylla: None,
         api_token: None,
         internal_listen: None,
+        http_threads: 1,
         shutdown_grace: Duration::from_secs(30),
         pipeline: PipelineConfig {
             max_live_aggregates: CAP,

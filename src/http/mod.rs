@@ -9,6 +9,9 @@
 
 mod query;
 mod routes;
+mod runtime;
+
+pub use runtime::HttpThreads;
 
 /// The JSON of one stored event (the HTTP item; also the events topic's payload).
 pub use routes::item as event_json;

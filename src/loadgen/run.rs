@@ -85,6 +85,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 scylla: None,
                 api_token: None,
                 internal_listen: None,
+                http_threads: 1,
             };
             Target::InProcess {
                 svc: app::start(config)

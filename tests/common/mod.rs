@@ -326,6 +326,7 @@ pub fn service_config(dir: &Path) -> alpes_tracking::app::ServiceConfig {
         scylla: None,
         api_token: None,
         internal_listen: None,
+        http_threads: 1,
         shutdown_grace: Duration::from_secs(20),
         pipeline: alpes_tracking::actors::PipelineConfig::default(),
     }

@@ -92,6 +92,7 @@ pub fn config(dir: &Path, pulsar: PulsarOptions) -> ServiceConfig {
         scylla: None,
         api_token: None,
         internal_listen: None,
+        http_threads: 1,
     }
 }
 

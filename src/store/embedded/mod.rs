@@ -56,10 +56,13 @@
 //!
 //! `manual_journal_persist(true)`: the store chooses each batch's
 //! durability itself (`SyncAll` for writes, `Buffer` for applies) instead
-//! of an extra flush on every commit. The block cache is 64 MiB; memtables
-//! keep fjall's 64 MiB default, which absorbs large batches without stalls.
+//! of an extra flush on every commit. The block cache is 32 MiB and each
+//! keyspace's memtable 4 MiB (the constants below say why). The recent
+//! rows of the daily-stats and status projections are also held in memory
+//! for reads ([`mirror`]).
 
 pub(crate) mod keys;
+mod mirror;
 mod project;
 mod read;
 mod write;
@@ -99,6 +102,9 @@ struct Inner {
     daily: Keyspace,
     status: Keyspace,
     users: Keyspace,
+    /// Recent rows of `daily` and `status`, for reads (see [`mirror`]).
+    daily_mirror: mirror::Mirror<crate::projections::DailyKey>,
+    status_mirror: mirror::Mirror<NaiveDate>,
     /// Serializes writes: the conflict checks and the commit are one step.
     writer: std::sync::Mutex<()>,
     /// The last committed position (updated after each commit).
@@ -187,7 +193,13 @@ impl EmbeddedStore {
                 *cp = keys::u64_at(&v, 0, "checkpoint")?;
             }
         }
+        let today = chrono::Utc::now().date_naive();
+        let from = mirror::window_start(today);
+        let daily_mirror = mirror::Mirror::new(today, project::daily_rows(&daily, from)?);
+        let status_mirror = mirror::Mirror::new(today, project::status_rows(&status, from)?);
         let inner = Inner {
+            daily_mirror,
+            status_mirror,
             journal: ks("journal")?,
             last_seq: ks("last_seq")?,
             ids: ks("ids")?,
@@ -336,16 +348,24 @@ impl EventStore for EmbeddedStore {
         self.blocking(move |s| s.reset(projection, cp)).await
     }
 
+    /// Recent days come from memory, inline; older ones from the keyspace.
     async fn daily_stats(&self, query: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
+        if let Some(rows) = self.inner.recent_daily_stats(query) {
+            return Ok(rows);
+        }
         let query = query.clone();
         self.blocking(move |s| s.daily_stats(&query)).await
     }
 
+    /// Like `daily_stats`.
     async fn status_stats(
         &self,
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<StatusStat>, StoreError> {
+        if let Some(rows) = self.inner.recent_status_stats(from, to) {
+            return Ok(rows);
+        }
         self.blocking(move |s| s.status_stats(from, to)).await
     }
 

@@ -1,6 +1,7 @@
 //! Projections: folding records with the shared math (`crate::projections`)
 //! and reading the projection tables.
 
+use super::mirror::Counters;
 use super::{db_err, keys, Inner};
 use crate::projections::{daily_key, status_day, DailyKey};
 use crate::store::{
@@ -127,6 +128,9 @@ impl Inner {
         mut checkpoint: OwnedMutexGuard<u64>,
     ) -> Result<u64, StoreError> {
         let mut fb = self.db.batch().durability(Some(PersistMode::Buffer));
+        // The rows' new values, for the mirrors once committed.
+        let mut daily_rows = Vec::new();
+        let mut status_rows = Vec::new();
         let ks = match delta.body {
             Body::Daily(buckets) => {
                 let ks = &self.daily;
@@ -145,6 +149,7 @@ impl Inner {
                         }
                     }
                     fb.insert(ks, row, keys::pair(n, unique));
+                    daily_rows.push(((day, ty, campaign), (n, unique)));
                 }
                 ks
             }
@@ -154,6 +159,7 @@ impl Inner {
                     let row = keys::day_row(day);
                     let (a, r) = counters(ks, &row, "status row")?;
                     fb.insert(ks, row, keys::pair(a + accepted, r + rejected));
+                    status_rows.push((day, (a + accepted, r + rejected)));
                 }
                 ks
             }
@@ -176,6 +182,13 @@ impl Inner {
         };
         fb.insert(ks, keys::CHECKPOINT, delta.to.to_be_bytes());
         fb.commit().map_err(db_err)?;
+        let today = chrono::Utc::now().date_naive();
+        if !daily_rows.is_empty() {
+            self.daily_mirror.update(today, daily_rows);
+        }
+        if !status_rows.is_empty() {
+            self.status_mirror.update(today, status_rows);
+        }
         *checkpoint = delta.to;
         Ok(delta.to)
     }
@@ -187,11 +200,57 @@ impl Inner {
     ) -> Result<(), StoreError> {
         // Rows and checkpoint live in the same keyspace: one clear empties both.
         self.projection(projection).clear().map_err(db_err)?;
+        match projection {
+            ProjectionKind::DailyStats => self.daily_mirror.clear(),
+            ProjectionKind::Status => self.status_mirror.clear(),
+            ProjectionKind::UserStats => {}
+        }
         self.db.persist(PersistMode::SyncAll).map_err(db_err)?;
         *checkpoint = 0;
         Ok(())
     }
 
+    /// `daily_stats` from the mirror; `None` when the range starts before it.
+    pub(super) fn recent_daily_stats(&self, q: &StatsQuery) -> Option<Vec<DailyStat>> {
+        if q.from > q.to {
+            return Some(Vec::new());
+        }
+        self.daily_mirror.query(
+            q.from,
+            q.to,
+            |(day, ty, campaign), (count, unique_users)| {
+                let wanted = q.interaction_type.is_none_or(|t| t == *ty)
+                    && q.campaign_id
+                        .as_ref()
+                        .is_none_or(|c| campaign.as_ref() == Some(c));
+                wanted.then(|| DailyStat {
+                    day: *day,
+                    interaction_type: *ty,
+                    campaign_id: campaign.clone(),
+                    count,
+                    unique_users,
+                })
+            },
+        )
+    }
+
+    /// `status_stats` from the mirror; `None` when the range starts before it.
+    pub(super) fn recent_status_stats(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Option<Vec<StatusStat>> {
+        self.status_mirror
+            .query(from, to, |day, (accepted, rejected)| {
+                Some(StatusStat {
+                    day: *day,
+                    accepted,
+                    rejected,
+                })
+            })
+    }
+
+    /// `daily_stats` read from the keyspace.
     pub(super) fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
         if q.from > q.to {
             return Ok(Vec::new());
@@ -270,4 +329,34 @@ impl Inner {
             })
             .collect()
     }
+}
+
+/// The daily-stats rows of `from` and later days (to fill the mirror).
+pub(super) fn daily_rows(
+    ks: &Keyspace,
+    from: NaiveDate,
+) -> Result<Vec<(DailyKey, Counters)>, StoreError> {
+    ks.range(keys::day_row(from).to_vec()..vec![keys::MEMBER])
+        .map(|g| {
+            let (k, v) = g.into_inner().map_err(db_err)?;
+            Ok((
+                keys::decode_bucket(&k)?,
+                keys::take_pair(&v, "daily stats row")?,
+            ))
+        })
+        .collect()
+}
+
+/// The status rows of `from` and later days (to fill the mirror).
+pub(super) fn status_rows(
+    ks: &Keyspace,
+    from: NaiveDate,
+) -> Result<Vec<(NaiveDate, Counters)>, StoreError> {
+    ks.range(keys::day_row(from).to_vec()..vec![keys::ROW + 1])
+        .map(|g| {
+            let (k, v) = g.into_inner().map_err(db_err)?;
+            let (day, _) = keys::take_day(k.get(1..).unwrap_or_default(), "status key")?;
+            Ok((day, keys::take_pair(&v, "status row")?))
+        })
+        .collect()
 }

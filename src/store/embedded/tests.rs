@@ -269,3 +269,85 @@ async fn throughput() {
     );
     assert_projections_match_journal(&store).await;
 }
+
+/// Reads of recent days come from the in-memory mirror and equal the
+/// keyspace's rows, after applies, after a reopen (the mirror is filled at
+/// open) and after a reset; ranges that start before the window read the
+/// keyspace.
+#[tokio::test]
+async fn recent_days_are_served_from_memory_and_match_the_keyspace() {
+    use super::mirror::MIRROR_DAYS;
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let today = now.date_naive();
+    let ago = |d: u64| today.checked_sub_days(chrono::Days::new(d)).unwrap();
+    let offsets = [0, 1, 10, MIRROR_DAYS - 1, MIRROR_DAYS, MIRROR_DAYS + 1, 100];
+    let mut b = batch(0..21, 0, 3);
+    for (i, g) in b.groups.iter_mut().enumerate() {
+        for e in &mut g.events {
+            e.occurred_at = now - chrono::Duration::days(offsets[i % offsets.len()] as i64);
+        }
+    }
+    b.rejections = (0..4).map(|i| rejection(&format!("r{i}"))).collect();
+    for (i, r) in b.rejections.iter_mut().enumerate() {
+        r.rejected_at = now - chrono::Duration::days(offsets[i * 2] as i64);
+    }
+    let queries = |campaign: Option<&str>, ty: Option<InteractionType>| {
+        [
+            (0, 0),
+            (MIRROR_DAYS, 0),
+            (MIRROR_DAYS, 10),
+            (MIRROR_DAYS + 1, 0),
+            (200, 0),
+        ]
+        .map(|(from, to)| StatsQuery {
+            from: ago(from),
+            to: ago(to),
+            campaign_id: campaign.map(str::to_owned),
+            interaction_type: ty,
+        })
+    };
+    let check = |store: &EmbeddedStore, expect_rows: bool| {
+        let mut served = 0;
+        for (campaign, ty) in [
+            (None, None),
+            (Some("camp-1"), None),
+            (None, Some(InteractionType::Like)),
+            (Some("camp-2"), Some(InteractionType::View)),
+        ] {
+            for q in queries(campaign, ty) {
+                let from_memory = store.inner.recent_daily_stats(&q);
+                assert_eq!(from_memory.is_some(), q.from >= ago(MIRROR_DAYS), "{q:?}");
+                if let Some(rows) = from_memory {
+                    assert_eq!(rows, store.inner.daily_stats(&q).unwrap(), "{q:?}");
+                    served += rows.len();
+                }
+                let status = store.inner.recent_status_stats(q.from, q.to);
+                if let Some(rows) = status {
+                    assert_eq!(rows, store.inner.status_stats(q.from, q.to).unwrap());
+                }
+            }
+        }
+        assert_eq!(served > 0, expect_rows);
+    };
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(b.into()).await.unwrap();
+        catch_up(&store).await;
+        check(&store, true);
+        assert_projections_match_journal(&store).await;
+        store.flush().await.unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    check(&store, true);
+    let q = &queries(None, None)[1];
+    let everything = store.daily_stats(q).await.unwrap();
+    assert_eq!(everything, store.inner.daily_stats(q).unwrap());
+    assert!(!everything.is_empty());
+    store.reset(ProjectionKind::DailyStats).await.unwrap();
+    store.reset(ProjectionKind::Status).await.unwrap();
+    check(&store, false);
+    catch_up(&store).await;
+    check(&store, true);
+    assert_projections_match_journal(&store).await;
+}
