@@ -255,11 +255,12 @@ async fn serve(
     } = parts;
     let metrics = internal_events::install_metrics()?;
     let upkeep = {
-        let m = metrics.clone();
+        let (m, store) = (metrics.clone(), store.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(internal_events::upkeep_interval());
             loop {
                 tick.tick().await;
+                internal_events::memory_sampled(store.memory());
                 m.run_upkeep();
             }
         })

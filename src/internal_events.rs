@@ -40,6 +40,10 @@ pub const EVENTS_PUBLISHED: &str = "tracking_events_published_total";
 pub const STORE_REPAIRED: &str = "tracking_store_repaired_events_total";
 pub const EVENTS_PUBLISH_DROPPED: &str = "tracking_events_publish_dropped_total";
 pub const EVENTS_REPUBLISHED: &str = "tracking_events_republished_total";
+pub const STORE_WRITE_BUFFER: &str = "tracking_store_write_buffer_bytes";
+pub const STORE_CACHE: &str = "tracking_store_block_cache_bytes";
+pub const STORE_PENDING_FLUSHES: &str = "tracking_store_pending_flushes";
+pub const RESIDENT_MEMORY: &str = "tracking_process_resident_memory_bytes";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -223,6 +227,44 @@ fn describe() {
         READY,
         "1 when the worker is ready (consuming), 0 otherwise."
     );
+    describe_gauge!(
+        STORE_WRITE_BUFFER,
+        Unit::Bytes,
+        "Embedded store: memtables (active and sealed), by payload size."
+    );
+    describe_gauge!(
+        STORE_CACHE,
+        Unit::Bytes,
+        "Embedded store: block cache in use."
+    );
+    describe_gauge!(
+        STORE_PENDING_FLUSHES,
+        "Embedded store: sealed memtables waiting to be flushed."
+    );
+    describe_gauge!(
+        RESIDENT_MEMORY,
+        Unit::Bytes,
+        "Resident set size of the process (Linux)."
+    );
+}
+
+/// Memory gauges, sampled at each metrics upkeep.
+pub fn memory_sampled(store: Option<crate::store::StoreMemory>) {
+    if let Some(m) = store {
+        gauge!(STORE_WRITE_BUFFER).set(m.write_buffer_bytes as f64);
+        gauge!(STORE_CACHE).set(m.cache_bytes as f64);
+        gauge!(STORE_PENDING_FLUSHES).set(m.pending_flushes as f64);
+    }
+    if let Some(rss) = resident_bytes() {
+        gauge!(RESIDENT_MEMORY).set(rss as f64);
+    }
+}
+
+/// The process's resident set, from `/proc/self/statm` (pages × 4 KiB).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// Drains histogram buffers; call periodically.

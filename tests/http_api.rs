@@ -311,6 +311,9 @@ async fn ingest_query_and_errors() {
         "tracking_end_to_end_latency_seconds_bucket",
         "tracking_live_aggregates",
         "tracking_http_requests_total",
+        "tracking_store_write_buffer_bytes",
+        "tracking_store_block_cache_bytes",
+        "tracking_process_resident_memory_bytes",
     ] {
         assert!(m.body.contains(name), "metrics lack {name}");
     }

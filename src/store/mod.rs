@@ -359,4 +359,21 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Makes everything written so far durable (at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// What the store holds in this process's memory, if it keeps any
+    /// (for the metrics; the ScyllaDB store keeps none worth reporting).
+    fn memory(&self) -> Option<StoreMemory> {
+        None
+    }
+}
+
+/// The memory an embedded store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Memtables, active and sealed (not yet flushed), by payload size.
+    pub write_buffer_bytes: u64,
+    /// The block cache's current size.
+    pub cache_bytes: u64,
+    /// Sealed memtables waiting for a flush.
+    pub pending_flushes: u64,
 }

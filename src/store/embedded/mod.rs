@@ -56,7 +56,7 @@
 //!
 //! `manual_journal_persist(true)`: the store chooses each batch's
 //! durability itself (`SyncAll` for writes, `Buffer` for applies) instead
-//! of an extra flush on every commit. The block cache is 32 MiB and each
+//! of an extra flush on every commit. The block cache is 16 MiB and each
 //! keyspace's memtable 4 MiB (the constants below say why). The recent
 //! rows of the daily-stats and status projections are also held in memory
 //! for reads ([`mirror`]).
@@ -134,9 +134,11 @@ fn proj_index(p: ProjectionKind) -> usize {
     }
 }
 
-/// Block cache. With the memtables below, the store's memory stays bounded
-/// well under the pod's 256 MiB request.
-const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// Block cache. The OS page cache holds the files too (outside the
+/// process's RSS), so a cache miss costs a copy, not a disk read; 16 MiB
+/// instead of 32 took 25 MiB off the worker's peak in the 1,000,000-user
+/// scenario (BENCHMARKS.md, "Memory").
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Per keyspace (fjall's default is 64 MiB; twelve keyspaces at that size
 /// would be most of a pod's memory limit).
 const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
@@ -381,5 +383,14 @@ impl EventStore for EmbeddedStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.blocking(|s| s.db.persist(PersistMode::SyncAll).map_err(db_err))
             .await
+    }
+
+    fn memory(&self) -> Option<crate::store::StoreMemory> {
+        let db = &self.inner.db;
+        Some(crate::store::StoreMemory {
+            write_buffer_bytes: db.write_buffer_size(),
+            cache_bytes: db.cache_size(),
+            pending_flushes: db.outstanding_flushes() as u64,
+        })
     }
 }

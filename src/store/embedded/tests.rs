@@ -351,3 +351,17 @@ async fn recent_days_are_served_from_memory_and_match_the_keyspace() {
     check(&store, true);
     assert_projections_match_journal(&store).await;
 }
+
+#[tokio::test]
+async fn reports_the_memory_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let empty = store.memory().unwrap();
+    store.write(batch(0..50, 0, 4).into()).await.unwrap();
+    let after = store.memory().unwrap();
+    assert!(
+        after.write_buffer_bytes > empty.write_buffer_bytes + 200 * 20,
+        "{empty:?} -> {after:?}"
+    );
+    assert_eq!(after.pending_flushes, 0);
+}
