@@ -59,7 +59,14 @@ pub async fn open_configured_store(
     scylla: Option<&ScyllaConfig>,
 ) -> anyhow::Result<Arc<dyn EventStore>> {
     match scylla {
-        None => open_store(data_dir),
+        // On the blocking pool: the store's flush and compaction threads
+        // inherit that thread's (lowered) priority, not the main thread's.
+        None => {
+            let dir = data_dir.to_path_buf();
+            tokio::task::spawn_blocking(move || open_store(&dir))
+                .await
+                .context("opening the event store")?
+        }
         Some(cfg) => {
             let store = ScyllaStore::connect(cfg).await.with_context(|| {
                 format!(

@@ -163,6 +163,13 @@ pub struct RunArgs {
     /// that reads answer quickly while the pipeline is busy.
     #[arg(long, env = "TRACKING_HTTP_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub http_threads: u16,
+    /// Nice value (0 to 19) of the pipeline's threads (runtime workers, the
+    /// blocking pool, the embedded log's writers and the embedded store's
+    /// flush and compaction workers). The HTTP threads keep the process's
+    /// own, so reads are answered ahead of background work when the CPU is
+    /// saturated. 0 turns it off.
+    #[arg(long, env = "TRACKING_PIPELINE_NICE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub pipeline_nice: u8,
     /// Bearer token the read endpoints require (`Authorization: Bearer
     /// <token>`); unset: open. Never logged.
     #[arg(long, env = "TRACKING_API_TOKEN", hide_env_values = true)]
@@ -390,6 +397,10 @@ mod tests {
             matches!(cli.command, Some(Command::Verify(s)) if s.data_dir == std::path::Path::new("/tmp/x"))
         );
         assert!(Cli::try_parse_from(["tracking", "--partitions", "0"]).is_err());
+        let cli = Cli::try_parse_from(["tracking"]).unwrap();
+        assert_eq!((cli.run.http_threads, cli.run.pipeline_nice), (2, 10));
+        assert!(Cli::try_parse_from(["tracking", "--pipeline-nice", "20"]).is_err());
+        assert!(Cli::try_parse_from(["tracking", "--http-threads", "0"]).is_err());
     }
 
     #[test]

@@ -22,10 +22,19 @@ fn main() -> ExitCode {
         _ => cli.run.log_format.clone(),
     };
     init_tracing(&log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Only a worker lowers its pipeline's priority (the load generator's
+    // in-process pipeline competes with nothing of its own).
+    let pipeline_nice = match &cli.command {
+        None => cli.run.pipeline_nice,
+        Some(Command::Run(r)) => r.pipeline_nice,
+        Some(_) => 0,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if pipeline_nice > 0 {
+        builder.on_thread_start(move || lower_thread_priority(pipeline_nice));
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -131,6 +140,25 @@ fn return_freed_memory_at_once() {
             mi_option_set(PURGE_DELAY, 0);
         } else {
             eprintln!("warning: mimalloc purge delay is not its default (MIMALLOC_PURGE_DELAY set?): left as it is");
+        }
+    }
+}
+
+/// Raises the calling thread's nice value; threads it starts inherit it.
+/// The main thread keeps its own: it starts the HTTP runtime's threads,
+/// while the store, the log writers and the actors start on this
+/// runtime's threads (see `app::open_store`).
+fn lower_thread_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain integers; on Linux, PRIO_PROCESS with `who` 0 sets
+        // the calling thread's nice value only. Raising it needs no privilege.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
+        if rc != 0 {
+            eprintln!(
+                "warning: could not lower a pipeline thread's priority: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
