@@ -16,6 +16,7 @@ pub mod http;
 pub mod internal_events;
 pub mod loadgen;
 pub mod log;
+pub mod process;
 pub mod projections;
 pub mod store;
 pub mod verify;

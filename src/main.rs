@@ -1,7 +1,7 @@
 //! The `tracking` binary: parses the configuration and calls the library.
 
 use alpes_tracking::config::{Cli, Command};
-use alpes_tracking::{app, verify};
+use alpes_tracking::{app, process, verify};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -13,26 +13,25 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    disable_transparent_huge_pages();
+    process::disable_transparent_huge_pages();
     #[cfg(not(feature = "system-allocator"))]
     return_freed_memory_at_once();
     let cli = Cli::parse();
-    let log_format = match &cli.command {
-        Some(Command::Run(r)) => r.log_format.clone(),
-        _ => cli.run.log_format.clone(),
+    // The worker's arguments (`run` is also the default command); the
+    // tools have none.
+    let worker = match &cli.command {
+        None => Some(&cli.run),
+        Some(Command::Run(r)) => Some(r),
+        Some(_) => None,
     };
-    init_tracing(&log_format);
+    init_tracing(&worker.unwrap_or(&cli.run).log_format);
     // Only a worker lowers its pipeline's priority (the load generator's
     // in-process pipeline competes with nothing of its own).
-    let pipeline_nice = match &cli.command {
-        None => cli.run.pipeline_nice,
-        Some(Command::Run(r)) => r.pipeline_nice,
-        Some(_) => 0,
-    };
+    let pipeline_nice = worker.map_or(0, |r| r.pipeline_nice);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if pipeline_nice > 0 {
-        builder.on_thread_start(move || lower_thread_priority(pipeline_nice));
+        builder.on_thread_start(move || process::lower_thread_priority(pipeline_nice));
     }
     let runtime = match builder.build() {
         Ok(r) => r,
@@ -89,26 +88,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Transparent huge pages off for this process. mimalloc asks the kernel
-/// for them (madvise) and the kernel then backs partly used 2 MiB ranges
-/// whole: 118 MiB of a 448 MiB peak in the 1,000,000-user memory scenario,
-/// against 265 MiB at the same load without them (BENCHMARKS.md, "Memory").
-/// Also covers kernels set to use them everywhere (`always`).
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a
-        // flag of this process; no memory is passed to the kernel.
-        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-        if rc != 0 {
-            eprintln!(
-                "warning: could not disable transparent huge pages: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-}
-
 #[cfg(not(feature = "system-allocator"))]
 mod mimalloc_options {
     use std::ffi::{c_int, c_long};
@@ -140,25 +119,6 @@ fn return_freed_memory_at_once() {
             mi_option_set(PURGE_DELAY, 0);
         } else {
             eprintln!("warning: mimalloc purge delay is not its default (MIMALLOC_PURGE_DELAY set?): left as it is");
-        }
-    }
-}
-
-/// Raises the calling thread's nice value; threads it starts inherit it.
-/// The main thread keeps its own: it starts the HTTP runtime's threads,
-/// while the store, the log writers and the actors start on this
-/// runtime's threads (see `app::open_store`).
-fn lower_thread_priority(nice: u8) {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain integers; on Linux, PRIO_PROCESS with `who` 0 sets
-        // the calling thread's nice value only. Raising it needs no privilege.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
-        if rc != 0 {
-            eprintln!(
-                "warning: could not lower a pipeline thread's priority: {}",
-                std::io::Error::last_os_error()
-            );
         }
     }
 }

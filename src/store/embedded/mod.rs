@@ -197,8 +197,8 @@ impl EmbeddedStore {
         }
         let today = chrono::Utc::now().date_naive();
         let from = mirror::window_start(today);
-        let daily_mirror = mirror::Mirror::new(today, project::daily_rows(&daily, from)?);
-        let status_mirror = mirror::Mirror::new(today, project::status_rows(&status, from)?);
+        let daily_mirror = mirror::Mirror::new(today, project::daily_rows(&daily, from, None)?);
+        let status_mirror = mirror::Mirror::new(today, project::status_rows(&status, from, None)?);
         let inner = Inner {
             daily_mirror,
             status_mirror,

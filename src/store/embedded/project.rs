@@ -215,23 +215,8 @@ impl Inner {
         if q.from > q.to {
             return Some(Vec::new());
         }
-        self.daily_mirror.query(
-            q.from,
-            q.to,
-            |(day, ty, campaign), (count, unique_users)| {
-                let wanted = q.interaction_type.is_none_or(|t| t == *ty)
-                    && q.campaign_id
-                        .as_ref()
-                        .is_none_or(|c| campaign.as_ref() == Some(c));
-                wanted.then(|| DailyStat {
-                    day: *day,
-                    interaction_type: *ty,
-                    campaign_id: campaign.clone(),
-                    count,
-                    unique_users,
-                })
-            },
-        )
+        self.daily_mirror
+            .query(q.from, q.to, |key, counters| daily_stat(q, key, counters))
     }
 
     /// `status_stats` from the mirror; `None` when the range starts before it.
@@ -241,13 +226,7 @@ impl Inner {
         to: NaiveDate,
     ) -> Option<Vec<StatusStat>> {
         self.status_mirror
-            .query(from, to, |day, (accepted, rejected)| {
-                Some(StatusStat {
-                    day: *day,
-                    accepted,
-                    rejected,
-                })
-            })
+            .query(from, to, |day, counters| Some(status_stat(*day, counters)))
     }
 
     /// `daily_stats` read from the keyspace.
@@ -255,29 +234,11 @@ impl Inner {
         if q.from > q.to {
             return Ok(Vec::new());
         }
-        let start = keys::day_row(q.from);
-        let mut end = keys::day_row(q.to).to_vec();
-        end.push(0xFF);
-        let mut out = Vec::new();
-        for g in self.daily.range(start.to_vec()..=end) {
-            let (k, v) = g.into_inner().map_err(db_err)?;
-            let (day, ty, campaign) = keys::decode_bucket(&k)?;
-            if q.interaction_type.is_some_and(|t| t != ty)
-                || q.campaign_id
-                    .as_ref()
-                    .is_some_and(|c| campaign.as_ref() != Some(c))
-            {
-                continue;
-            }
-            let (count, unique_users) = keys::take_pair(&v, "daily stats row")?;
-            out.push(DailyStat {
-                day,
-                interaction_type: ty,
-                campaign_id: campaign,
-                count,
-                unique_users,
-            });
-        }
+        let mut out: Vec<DailyStat> = daily_rows(&self.daily, q.from, Some(q.to))?
+            .iter()
+            .filter_map(|(key, counters)| daily_stat(q, key, *counters))
+            .collect();
+        // Campaigns are length-prefixed in keys: key order is not name order.
         out.sort_unstable_by(|a, b| {
             (a.day, a.interaction_type, &a.campaign_id).cmp(&(
                 b.day,
@@ -288,6 +249,7 @@ impl Inner {
         Ok(out)
     }
 
+    /// `status_stats` read from the keyspace.
     pub(super) fn status_stats(
         &self,
         from: NaiveDate,
@@ -296,19 +258,10 @@ impl Inner {
         if from > to {
             return Ok(Vec::new());
         }
-        self.status
-            .range(keys::day_row(from)..=keys::day_row(to))
-            .map(|g| {
-                let (k, v) = g.into_inner().map_err(db_err)?;
-                let (day, _) = keys::take_day(k.get(1..).unwrap_or_default(), "status key")?;
-                let (accepted, rejected) = keys::take_pair(&v, "status row")?;
-                Ok(StatusStat {
-                    day,
-                    accepted,
-                    rejected,
-                })
-            })
-            .collect()
+        Ok(status_rows(&self.status, from, Some(to))?
+            .into_iter()
+            .map(|(day, counters)| status_stat(day, counters))
+            .collect())
     }
 
     pub(super) fn user_stats(&self, user: &str) -> Result<Option<UserStats>, StoreError> {
@@ -331,12 +284,53 @@ impl Inner {
     }
 }
 
-/// The daily-stats rows of `from` and later days (to fill the mirror).
+/// The daily-stats row as a query's item, if the query wants it (the
+/// keyspace reader and the mirror both answer through it).
+fn daily_stat(
+    q: &StatsQuery,
+    (day, ty, campaign): &DailyKey,
+    (count, unique_users): Counters,
+) -> Option<DailyStat> {
+    let wanted = q.interaction_type.is_none_or(|t| t == *ty)
+        && q.campaign_id
+            .as_ref()
+            .is_none_or(|c| campaign.as_ref() == Some(c));
+    wanted.then(|| DailyStat {
+        day: *day,
+        interaction_type: *ty,
+        campaign_id: campaign.clone(),
+        count,
+        unique_users,
+    })
+}
+
+fn status_stat(day: NaiveDate, (accepted, rejected): Counters) -> StatusStat {
+    StatusStat {
+        day,
+        accepted,
+        rejected,
+    }
+}
+
+/// The bounds of the counter rows (tag `ROW`, then the day) of days
+/// `from..=to`, or of `from` and every later day.
+fn row_range(from: NaiveDate, to: Option<NaiveDate>) -> std::ops::Range<Vec<u8>> {
+    let end = match to {
+        // Past every key of day `to` (the type byte after the day is < 0xFF).
+        Some(to) => [&keys::day_row(to)[..], &[0xFF]].concat(),
+        None => vec![keys::ROW + 1],
+    };
+    keys::day_row(from).to_vec()..end
+}
+
+/// The daily-stats rows of `from..=to` (`None`: and every later day), in
+/// key order: read by `daily_stats` and to fill the mirror.
 pub(super) fn daily_rows(
     ks: &Keyspace,
     from: NaiveDate,
+    to: Option<NaiveDate>,
 ) -> Result<Vec<(DailyKey, Counters)>, StoreError> {
-    ks.range(keys::day_row(from).to_vec()..vec![keys::MEMBER])
+    ks.range(row_range(from, to))
         .map(|g| {
             let (k, v) = g.into_inner().map_err(db_err)?;
             Ok((
@@ -347,12 +341,14 @@ pub(super) fn daily_rows(
         .collect()
 }
 
-/// The status rows of `from` and later days (to fill the mirror).
+/// The status rows of `from..=to` (`None`: and every later day): read by
+/// `status_stats` and to fill the mirror.
 pub(super) fn status_rows(
     ks: &Keyspace,
     from: NaiveDate,
+    to: Option<NaiveDate>,
 ) -> Result<Vec<(NaiveDate, Counters)>, StoreError> {
-    ks.range(keys::day_row(from).to_vec()..vec![keys::ROW + 1])
+    ks.range(row_range(from, to))
         .map(|g| {
             let (k, v) = g.into_inner().map_err(db_err)?;
             let (day, _) = keys::take_day(k.get(1..).unwrap_or_default(), "status key")?;
