@@ -330,15 +330,7 @@ pub(super) fn daily_rows(
     from: NaiveDate,
     to: Option<NaiveDate>,
 ) -> Result<Vec<(DailyKey, Counters)>, StoreError> {
-    ks.range(row_range(from, to))
-        .map(|g| {
-            let (k, v) = g.into_inner().map_err(db_err)?;
-            Ok((
-                keys::decode_bucket(&k)?,
-                keys::take_pair(&v, "daily stats row")?,
-            ))
-        })
-        .collect()
+    counter_rows(ks, from, to, keys::decode_bucket, "daily stats row")
 }
 
 /// The status rows of `from..=to` (`None`: and every later day): read by
@@ -348,11 +340,22 @@ pub(super) fn status_rows(
     from: NaiveDate,
     to: Option<NaiveDate>,
 ) -> Result<Vec<(NaiveDate, Counters)>, StoreError> {
+    let day = |k: &[u8]| Ok(keys::take_day(k.get(1..).unwrap_or_default(), "status key")?.0);
+    counter_rows(ks, from, to, day, "status row")
+}
+
+/// Counter rows of a projection keyspace in a day range, keys decoded by `key`.
+fn counter_rows<K>(
+    ks: &Keyspace,
+    from: NaiveDate,
+    to: Option<NaiveDate>,
+    key: impl Fn(&[u8]) -> Result<K, StoreError>,
+    what: &str,
+) -> Result<Vec<(K, Counters)>, StoreError> {
     ks.range(row_range(from, to))
         .map(|g| {
             let (k, v) = g.into_inner().map_err(db_err)?;
-            let (day, _) = keys::take_day(k.get(1..).unwrap_or_default(), "status key")?;
-            Ok((day, keys::take_pair(&v, "status row")?))
+            Ok((key(&k)?, keys::take_pair(&v, what)?))
         })
         .collect()
 }
