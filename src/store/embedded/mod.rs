@@ -37,6 +37,9 @@
 //!   the whole batch (fjall replays only complete batches), never part of it.
 //!   Writes are serialized by a mutex, so the checks (last seq, ids taken,
 //!   command ids) read every earlier committed batch.
+//! - Reads see only positions up to the committed head, stored after the
+//!   commit has put the whole batch in the memtables: a reader never meets
+//!   a batch in part (see [`read`]).
 //! - Positions come from the head, which is read back at open as the
 //!   largest key of `pos` (and the `head` row: both are in every batch), so
 //!   a restart never hands out a position twice.

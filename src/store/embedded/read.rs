@@ -1,10 +1,21 @@
 //! Reads of the journal and its indexes.
+//!
+//! A read sees only positions up to the committed head. A batch's entries
+//! reach the memtables one after the other, and fjall makes them readable
+//! as they go (a plain read sees everything; even a snapshot's instant can
+//! move past a batch in progress when a flush installs a new version). So a
+//! reader following an index (position, id, target) into the journal could
+//! find a batch in part: an index entry whose journal entry is not there
+//! yet. The head is stored (release) after the commit has put every entry
+//! of the batch in place; each read loads it (acquire) first and ignores
+//! every entry with a later position.
 
 use super::{db_err, keys, Inner};
 use crate::domain::InteractionTracked;
 use crate::store::{JournalRecord, StoreError, StoredEvent, StoredRejection};
 use chrono::NaiveDate;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 
 /// A journal value: `u64 pos`, then the event blob.
 fn decode_event(v: &[u8]) -> Result<StoredEvent, StoreError> {
@@ -13,7 +24,23 @@ fn decode_event(v: &[u8]) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent { pos, event })
 }
 
+/// The position at the end of an id index value (`journal key, u64 pos`),
+/// and the journal key before it.
+fn split_id_value(v: &[u8]) -> Result<(&[u8], u64), StoreError> {
+    let n = v
+        .len()
+        .checked_sub(8)
+        .ok_or_else(|| keys::corrupt("interaction id index"))?;
+    let (jk, pos) = v.split_at(n);
+    Ok((jk, keys::u64_at(pos, 0, "interaction id index")?))
+}
+
 impl Inner {
+    /// The last committed position: every entry up to it is readable.
+    fn committed(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
     fn event_at(&self, journal_key: &[u8]) -> Result<StoredEvent, StoreError> {
         let v = self
             .journal
@@ -36,23 +63,26 @@ impl Inner {
     }
 
     pub(super) fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let head = self.committed();
         let Some(v) = self.ids.get(id).map_err(db_err)? else {
             return Ok(None);
         };
-        let jk = v
-            .len()
-            .checked_sub(8)
-            .and_then(|n| v.get(..n))
-            .ok_or_else(|| keys::corrupt("interaction id index"))?;
-        self.event_at(jk).map(Some)
+        match split_id_value(&v)? {
+            (jk, pos) if pos <= head => self.event_at(jk).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The user holding an interaction id, from the id index alone (its
     /// value starts with the journal key: `u16 len, user, seq`).
     pub(super) fn interaction_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let head = self.committed();
         let Some(v) = self.ids.get(id).map_err(db_err)? else {
             return Ok(None);
         };
+        if split_id_value(&v)?.1 > head {
+            return Ok(None);
+        }
         let len = v
             .get(..2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
@@ -74,13 +104,19 @@ impl Inner {
         let Some(first) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
         };
+        let head = self.committed();
         let from = keys::journal_key(user, first)?;
         let to = keys::journal_key(user, u64::MAX)?;
-        self.journal
-            .range(from..=to)
-            .take(limit)
-            .map(|g| decode_event(&g.value().map_err(db_err)?))
-            .collect()
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for g in self.journal.range(from..=to).take(limit) {
+            let event = decode_event(&g.value().map_err(db_err)?)?;
+            // A user's events are in one batch's order: later ones too.
+            if event.pos > head {
+                break;
+            }
+            out.push(event);
+        }
+        Ok(out)
     }
 
     pub(super) fn recent(
@@ -88,9 +124,10 @@ impl Inner {
         before_pos: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let head = self.committed();
         let end = match before_pos {
-            Some(p) => Bound::Excluded(p.to_be_bytes()),
-            None => Bound::Unbounded,
+            Some(p) if p <= head => Bound::Excluded(p.to_be_bytes()),
+            _ => Bound::Included(head.to_be_bytes()),
         };
         let mut out = Vec::with_capacity(limit.min(1024));
         for g in self.pos.range((Bound::Unbounded, end)).rev() {
@@ -118,8 +155,14 @@ impl Inner {
         let start = keys::target_key(target, from, 0)?;
         let end = keys::target_key(target, to, u64::MAX)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        for g in self.target.range(start..=end).take(limit) {
+        let head = self.committed();
+        let mut entries = self.target.range(start..=end);
+        while out.len() < limit {
+            let Some(g) = entries.next() else { break };
             let pos = keys::target_key_pos(&g.key().map_err(db_err)?)?;
+            if pos > head {
+                continue;
+            }
             let v = self
                 .pos
                 .get(pos.to_be_bytes())
@@ -142,11 +185,12 @@ impl Inner {
         after_pos: u64,
         limit: usize,
     ) -> Result<Vec<JournalRecord>, StoreError> {
-        let Some(first) = after_pos.checked_add(1) else {
+        let head = self.committed();
+        let Some(first) = after_pos.checked_add(1).filter(|f| *f <= head) else {
             return Ok(Vec::new());
         };
         self.pos
-            .range(first.to_be_bytes()..)
+            .range(first.to_be_bytes()..=head.to_be_bytes())
             .take(limit)
             .map(|g| {
                 let (k, v) = g.into_inner().map_err(db_err)?;
