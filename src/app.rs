@@ -9,6 +9,7 @@ use crate::internal_events;
 use crate::log::embedded::EmbeddedLog;
 use crate::log::pulsar::{PulsarLog, PulsarOptions, PulsarSink};
 use crate::log::{CommandLog, EventSink};
+use crate::process;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::scylladb::{ScyllaConfig, ScyllaStore};
 use crate::store::EventStore;
@@ -44,11 +45,30 @@ pub struct ServiceConfig {
 }
 
 /// Opens the embedded store under the data dir.
+///
+/// The store starts its flush and compaction workers while it opens, so it
+/// opens on a thread of its own at the lowest priority
+/// ([`process::BACKGROUND_NICE`]): they inherit it. Compaction is
+/// background work that may wait for idle CPU; when it ran at the
+/// pipeline's priority, its bursts took both cores from the actors and
+/// showed as the end-to-end latency's spikes (BENCHMARKS.md, "Background
+/// work at the lowest priority").
 pub fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>> {
     let dir = data_dir.join("store");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let store = EmbeddedStore::open(&dir)
-        .with_context(|| format!("opening the event store in {}", dir.display()))?;
+    let opened = {
+        let dir = dir.clone();
+        std::thread::Builder::new()
+            .name("store-open".into())
+            .spawn(move || {
+                process::lower_thread_priority(process::BACKGROUND_NICE);
+                EmbeddedStore::open(&dir)
+            })
+            .context("starting a thread to open the event store")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread opening the event store panicked"))?
+    };
+    let store = opened.with_context(|| format!("opening the event store in {}", dir.display()))?;
     Ok(Arc::new(store))
 }
 
@@ -59,8 +79,7 @@ pub async fn open_configured_store(
     scylla: Option<&ScyllaConfig>,
 ) -> anyhow::Result<Arc<dyn EventStore>> {
     match scylla {
-        // On the blocking pool: the store's flush and compaction threads
-        // inherit that thread's (lowered) priority, not the main thread's.
+        // Off the async threads: opening replays the store's journal.
         None => {
             let dir = data_dir.to_path_buf();
             tokio::task::spawn_blocking(move || open_store(&dir))

@@ -164,10 +164,10 @@ pub struct RunArgs {
     #[arg(long, env = "TRACKING_HTTP_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub http_threads: u16,
     /// Nice value (0 to 19) of the pipeline's threads (runtime workers, the
-    /// blocking pool, the embedded log's writers and the embedded store's
-    /// flush and compaction workers). The HTTP threads keep the process's
-    /// own, so reads are answered ahead of background work when the CPU is
-    /// saturated. 0 turns it off.
+    /// blocking pool, the embedded log's writers; the embedded store's
+    /// flush and compaction workers always run at 19, the lowest). The
+    /// HTTP threads keep the process's own, so reads are answered ahead of
+    /// background work when the CPU is saturated. 0 turns it off.
     #[arg(long, env = "TRACKING_PIPELINE_NICE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub pipeline_nice: u8,
     /// Bearer token the read endpoints require (`Authorization: Bearer

@@ -1,7 +1,8 @@
 //! Process-level settings the binary applies at start: transparent huge
-//! pages off, and a lower priority for the pipeline's threads. Here rather
-//! than in `main.rs` so that `main` stays configuration and a call to
-//! `app::run`. Linux only; elsewhere they do nothing.
+//! pages off, a lower priority for the pipeline's threads and the lowest
+//! for background work. Here rather than in `main.rs` so that `main` stays
+//! configuration and a call to `app::run`. Linux only; elsewhere they do
+//! nothing.
 
 /// Transparent huge pages off for this process. mimalloc asks the kernel
 /// for them (madvise) and the kernel then backs partly used 2 MiB ranges
@@ -23,10 +24,15 @@ pub fn disable_transparent_huge_pages() {
     }
 }
 
+/// The nice value of background work that may wait for idle CPU: the
+/// embedded store's flush and compaction workers (see `app::open_store`).
+pub const BACKGROUND_NICE: u8 = 19;
+
 /// Raises the calling thread's nice value; threads it starts inherit it.
 /// The main thread keeps its own: it starts the HTTP runtime's threads,
-/// while the store, the log writers and the actors start on this
-/// runtime's threads (see `app::open_configured_store`).
+/// while the log writers and the actors start on the pipeline runtime's
+/// threads, and the store's workers on a thread at [`BACKGROUND_NICE`]
+/// (see `app::open_store`).
 pub fn lower_thread_priority(nice: u8) {
     #[cfg(target_os = "linux")]
     {
@@ -35,7 +41,7 @@ pub fn lower_thread_priority(nice: u8) {
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
         if rc != 0 {
             eprintln!(
-                "warning: could not lower a pipeline thread's priority: {}",
+                "warning: could not lower a thread's priority: {}",
                 std::io::Error::last_os_error()
             );
         }
