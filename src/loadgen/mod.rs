@@ -19,6 +19,7 @@ mod feed;
 mod http;
 mod poison;
 mod probe;
+mod reads;
 mod report;
 mod run;
 mod workload;

@@ -3,6 +3,7 @@
 use super::feed::{self, Batch};
 use super::http::Conn;
 use super::probe::{progress, rss_mib, snapshot, Hists, Observer, Shared};
+use super::reads;
 use super::report::{summary, write_report, Latency, Report, Second};
 use super::workload::{Kind, Workload};
 use super::{LoadgenArgs, Stage};
@@ -163,45 +164,19 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 .context("starting the latency observer")?;
         observer = Some(actor);
     }
-    // Reads under load.
+    // Reads under load, on a thread of their own (see `reads`).
+    let mut reader = None;
     if let (true, Some(read_addr)) = (args.read_rate > 0.0, read_addr) {
-        let (shared, rate, campaign) = (shared.clone(), args.read_rate, campaign.clone());
-        tasks.push(tokio::spawn(async move {
-            let today = Utc::now().date_naive();
-            let path = format!(
-                "/tracking/stats/daily?from={}&to={}&campaign_id={campaign}",
-                today - Days::days(1),
-                today + Days::days(1)
-            );
-            let start = Instant::now();
-            let mut done = 0u64;
-            let conns = Arc::new(tokio::sync::Semaphore::new(64));
-            while !shared.stop.load(Relaxed) {
-                let due = (start.elapsed().as_secs_f64() * rate) as u64;
-                while done < due {
-                    done += 1;
-                    let intended = start + Duration::from_secs_f64(done as f64 / rate);
-                    let (shared, path, conns) = (shared.clone(), path.clone(), conns.clone());
-                    tokio::spawn(async move {
-                        let Ok(_permit) = conns.acquire().await else {
-                            return;
-                        };
-                        let mut c = Conn::new(read_addr);
-                        match c.request("GET", &path, b"").await {
-                            Ok((200, _)) => {
-                                if let Ok(mut h) = shared.hists.lock() {
-                                    Hists::record(&mut h.read, intended);
-                                }
-                            }
-                            _ => {
-                                shared.reads_failed.fetch_add(1, Relaxed);
-                            }
-                        }
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }));
+        let today = Utc::now().date_naive();
+        let path = format!(
+            "/tracking/stats/daily?from={}&to={}&campaign_id={campaign}",
+            today - Days::days(1),
+            today + Days::days(1)
+        );
+        reader = Some(
+            reads::spawn(read_addr, path, args.read_rate, shared.clone())
+                .context("starting the read probe")?,
+        );
     }
 
     // The schedule.
@@ -386,6 +361,10 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
     eprintln!();
     for t in tasks {
         t.abort();
+    }
+    if let Some(r) = reader {
+        // It ends within 100 ms of `stop`.
+        let _ = tokio::task::spawn_blocking(move || r.join()).await;
     }
     if let Some(o) = observer {
         o.stop(None);
