@@ -214,3 +214,77 @@ async fn wait_for_ready(addr: SocketAddr, status: u16) {
     })
     .await
 }
+
+/// A command whose event is already in the store (appended by another
+/// worker while the user was away, or by a write that crashed before its
+/// acknowledgement) is a duplicate, and an aggregate holding its user's
+/// state from before reloads the user before acknowledging it: the load is
+/// where the ScyllaDB store mends a write cut short between the journal and
+/// the projections (CI's crash scenario once left one event out of the
+/// statistics this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_found_in_the_store_makes_a_live_aggregate_reload() {
+    use alpes_tracking::domain::{
+        InteractionTracked, InteractionType, Target, EVENT_SCHEMA_VERSION,
+    };
+    use alpes_tracking::store::{AppendGroup, WriteBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, store) = start(dir.path(), 5).await;
+    let user = "u-moved";
+    let body = |id: &str| command(Some(id), user, "click", "c-1", "2026-11-29T10:00:00Z");
+    let journal_len = || async { store.inner.user_events(user, 0, 10).await.unwrap().len() };
+    let deadline = |what: &str| {
+        let what = what.to_owned();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        move || assert!(std::time::Instant::now() < until, "timed out: {what}")
+    };
+
+    assert_eq!(post(svc.addr, body("m-1")).await.status, 202);
+    let check = deadline("m-1 persisted");
+    while journal_len().await < 1 {
+        check();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let loads = store.loads.load(Ordering::SeqCst);
+
+    // Another writer appends the user's next event, then its command
+    // reaches this worker (whose aggregate still says last seq 1).
+    let event = InteractionTracked {
+        schema_version: EVENT_SCHEMA_VERSION,
+        interaction_id: "m-2".into(),
+        user_id: user.into(),
+        seq: 2,
+        interaction_type: InteractionType::Click,
+        target: Target {
+            id: "post-1".into(),
+            kind: "post".into(),
+        },
+        campaign_id: Some("c-1".into()),
+        occurred_at: "2026-11-29T10:00:00Z".parse().unwrap(),
+        affiliate_id: None,
+        correlation_id: None,
+        recorded_at: None,
+    };
+    let batch = WriteBatch {
+        groups: vec![AppendGroup {
+            user_id: user.into(),
+            expected_last_seq: 1,
+            events: vec![event],
+        }],
+        rejections: vec![],
+    };
+    store.inner.write(Arc::new(batch)).await.unwrap();
+    assert_eq!(post(svc.addr, body("m-2")).await.status, 202);
+
+    let check = deadline("the aggregate reloading its user");
+    while store.loads.load(Ordering::SeqCst) == loads {
+        check();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        journal_len().await,
+        2,
+        "the duplicate was not appended again"
+    );
+    svc.stop().await.unwrap();
+}

@@ -17,6 +17,8 @@ pub struct FaultyStore {
     pub failing_writes: AtomicU32,
     /// Interaction ids starting with this make the asking aggregate panic.
     pub panic_prefix: Option<&'static str>,
+    /// Calls of `last_seq`: each is an aggregate loading its user.
+    pub loads: AtomicU32,
 }
 
 impl FaultyStore {
@@ -26,6 +28,7 @@ impl FaultyStore {
             down: AtomicBool::new(false),
             failing_writes: AtomicU32::new(0),
             panic_prefix: None,
+            loads: AtomicU32::new(0),
         }
     }
 }
@@ -57,6 +60,7 @@ impl EventStore for FaultyStore {
         self.inner.interaction_owners(ids).await
     }
     async fn last_seq(&self, u: &str) -> Result<u64, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.last_seq(u).await
     }
     async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
