@@ -255,16 +255,9 @@ pub fn memory_sampled(store: Option<crate::store::StoreMemory>) {
         gauge!(STORE_CACHE).set(m.cache_bytes as f64);
         gauge!(STORE_PENDING_FLUSHES).set(m.pending_flushes as f64);
     }
-    if let Some(rss) = resident_bytes() {
+    if let Some(rss) = crate::process::resident_bytes() {
         gauge!(RESIDENT_MEMORY).set(rss as f64);
     }
-}
-
-/// The process's resident set, from `/proc/self/statm` (pages × 4 KiB).
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 /// Drains histogram buffers; call periodically.

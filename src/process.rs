@@ -1,6 +1,6 @@
 //! Process-level settings the binary applies at start: transparent huge
 //! pages off, a lower priority for the pipeline's threads and the lowest
-//! for background work. Here rather than in `main.rs` so that `main` stays
+//! for background work; and the resident set, for whoever reports it. Here rather than in `main.rs` so that `main` stays
 //! configuration and a call to `app::run`. Linux only; elsewhere they do
 //! nothing.
 
@@ -46,4 +46,19 @@ pub fn lower_thread_priority(nice: u8) {
             );
         }
     }
+}
+
+/// The process's resident set in bytes (`VmRSS` of `/proc/self/status`,
+/// which the kernel gives in KiB whatever the page size); `None` where it
+/// cannot be read. Read by the metrics upkeep and the load generator.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

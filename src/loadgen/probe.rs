@@ -136,15 +136,7 @@ pub(super) fn progress(s: &Second, shared: &Shared) {
 
 /// Resident memory of this process in MiB (Linux; 0 elsewhere).
 pub fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::process::resident_bytes().map_or(0.0, |b| b as f64 / (1024.0 * 1024.0))
 }
 
 /// Receives every committed journal record (like a projector) and records

@@ -62,27 +62,31 @@ impl Inner {
         }
     }
 
-    pub(super) fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+    /// The id index value of `id` (`journal key, u64 pos`), split, if its
+    /// event is committed: the one head check both id readers share.
+    fn committed_id(&self, id: &str) -> Result<Option<(fjall::Slice, usize)>, StoreError> {
         let head = self.committed();
         let Some(v) = self.ids.get(id).map_err(db_err)? else {
             return Ok(None);
         };
-        match split_id_value(&v)? {
-            (jk, pos) if pos <= head => self.event_at(jk).map(Some),
-            _ => Ok(None),
+        let (jk, pos) = split_id_value(&v)?;
+        let jk_len = jk.len();
+        Ok((pos <= head).then_some((v, jk_len)))
+    }
+
+    pub(super) fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        match self.committed_id(id)? {
+            Some((v, jk_len)) => self.event_at(&v[..jk_len]).map(Some),
+            None => Ok(None),
         }
     }
 
     /// The user holding an interaction id, from the id index alone (its
     /// value starts with the journal key: `u16 len, user, seq`).
     pub(super) fn interaction_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let head = self.committed();
-        let Some(v) = self.ids.get(id).map_err(db_err)? else {
+        let Some((v, _)) = self.committed_id(id)? else {
             return Ok(None);
         };
-        if split_id_value(&v)?.1 > head {
-            return Ok(None);
-        }
         let len = v
             .get(..2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
