@@ -21,6 +21,7 @@
 #   CASSANDRA_HEAP           heap size for -Xms/-Xmx (default 1g)
 #   CASSANDRA_START_TIMEOUT  seconds to wait for CQL (default 240)
 #   CASSANDRA_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (default 60)
+#   CASSANDRA_MIN_FREE_MIB   free disk space required to start (default 2048)
 #   CASSANDRA_KEYSPACES      space separated keyspaces created (SimpleStrategy, RF 1) after up
 #   CASSANDRA_YAML_EXTRA     extra cassandra.yaml lines (keys not already in the generated file)
 #   CASSANDRA_JVM_EXTRA      extra JVM options
@@ -442,6 +443,7 @@ cmd_up() {
     write_conf
     jvm_opts
     mkdir -p "$DATA_DIR"/{data,commitlog,saved_caches,hints,cdc_raw,triggers}
+    require_free_space "$DATA_DIR" "${CASSANDRA_MIN_FREE_MIB:-2048}"
     [[ -f "$OUT_FILE" ]] && mv -f "$OUT_FILE" "$OUT_FILE.prev"
     [[ -f "$LOG_DIR/system.log" ]] && mv -f "$LOG_DIR/system.log" "$LOG_DIR/system.log.prev"
     log "starting Cassandra $CASSANDRA_RESOLVED on $HOST:$NATIVE_PORT (heap $HEAP, JMX ${JMX_PORT:-off}); logs: $LOG_DIR/system.log, $OUT_FILE"

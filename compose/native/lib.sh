@@ -31,3 +31,22 @@ stop_service() {
   rm -f "$PID_FILE"
   log "stopped (${waited}s)"
 }
+
+# Free space check before a server starts on DIR's filesystem: a full disk makes
+# Pulsar's bookie start read-only ("Not enough non-faulty bookies") and Cassandra
+# refuse writes, which otherwise shows only as a start-up timeout minutes later.
+# require_free_space DIR MIN_MIB
+require_free_space() {
+  local dir="$1" min_mib="$2" avail_kib used
+  mkdir -p "$dir"
+  avail_kib="$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')"
+  used="$(df -Pk "$dir" | awk 'NR == 2 { print $5 }')"
+  if [[ -z "$avail_kib" ]]; then
+    log "could not read free space of $dir (df); continuing"
+    return 0
+  fi
+  log "disk: $((avail_kib / 1024)) MiB free on the filesystem of $dir ($used used)"
+  if ((avail_kib / 1024 < min_mib)); then
+    die "only $((avail_kib / 1024)) MiB free on the filesystem of $dir; $SERVICE needs at least $min_mib MiB (free some space: old build trees, data dirs)"
+  fi
+}

@@ -19,6 +19,7 @@
 #   PULSAR_GC                 JVM GC flags (default -XX:+UseG1GC -XX:+PerfDisableSharedMem)
 #   PULSAR_START_TIMEOUT      seconds to wait for readiness (default 180)
 #   PULSAR_STOP_TIMEOUT       seconds to wait after SIGTERM before SIGKILL (default 60)
+#   PULSAR_MIN_FREE_MIB       free disk space required to start (default 2048)
 #   PULSAR_PARTITIONED_TOPICS space separated name:partitions in public/default
 #                             (default "commands.tracking:4")
 #   PULSAR_TOPICS             space separated non-partitioned topics in public/default
@@ -160,6 +161,12 @@ write_conf() {
   set_prop allowAutoTopicCreation true "$CONF_FILE.tmp"
   set_prop allowAutoTopicCreationType non-partitioned "$CONF_FILE.tmp"
   set_prop functionsWorkerEnabled false "$CONF_FILE.tmp"
+  # The in-process bookie turns read-only above this share of the disk in use
+  # (standalone.conf ships 0.99). This broker holds test data only, so it may
+  # use a shared machine's disk nearly to the end; require_free_space guards
+  # the absolute minimum.
+  set_prop diskUsageThreshold 0.999 "$CONF_FILE.tmp"
+  set_prop diskUsageWarnThreshold 0.999 "$CONF_FILE.tmp"
   mv "$CONF_FILE.tmp" "$CONF_FILE"
 }
 
@@ -236,7 +243,8 @@ cmd_up() {
       port_busy "$p" && die "port $HOST:$p is already in use by another process (not ours); stop it or change PULSAR_*_PORT"
     done
     write_conf
-    mkdir -p "$DATA_DIR"
+    # the bookie needs 1 GiB to open an entry log, plus room for the test data
+    require_free_space "$DATA_DIR" "${PULSAR_MIN_FREE_MIB:-2048}"
     [[ -f "$LOG_FILE" ]] && mv -f "$LOG_FILE" "$LOG_FILE.prev"
     rm -f "$LOG_DIR"/pulsar_gc_*.log*
     log "starting Pulsar $PULSAR_VERSION standalone on $HOST (binary $BROKER_PORT, http $HTTP_PORT); log: $LOG_FILE"
@@ -270,6 +278,9 @@ cmd_up() {
     fi
     if ((SECONDS >= deadline)); then
       tail -n 40 "$LOG_FILE" >&2 || true
+      if grep -q 'No writable ledger dirs' "$LOG_FILE" 2>/dev/null; then
+        log "the bookie is read-only because its disk is full: $(df -Ph "$DATA_DIR" | awk 'NR == 2 { print $4 " free, " $5 " used" }')"
+      fi
       die "Pulsar did not become ready within ${START_TIMEOUT}s (still running as pid $pid; './pulsar.sh down' to stop)"
     fi
     sleep 2
