@@ -167,8 +167,10 @@ pub struct RunArgs {
     /// blocking pool, the embedded log's writers; the embedded store's
     /// flush and compaction workers always run at 19, the lowest). The
     /// HTTP threads keep the process's own, so reads are answered ahead of
-    /// background work when the CPU is saturated. 0 turns it off.
-    #[arg(long, env = "TRACKING_PIPELINE_NICE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
+    /// the pipeline when the CPU is saturated (19 measured a lower read
+    /// tail than 10 at the same ingest: BENCHMARKS.md, "Reads under
+    /// ingest"). 0 turns it off.
+    #[arg(long, env = "TRACKING_PIPELINE_NICE", default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub pipeline_nice: u8,
     /// Bearer token the read endpoints require (`Authorization: Bearer
     /// <token>`); unset: open. Never logged.
@@ -398,7 +400,7 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["tracking", "--partitions", "0"]).is_err());
         let cli = Cli::try_parse_from(["tracking"]).unwrap();
-        assert_eq!((cli.run.http_threads, cli.run.pipeline_nice), (2, 10));
+        assert_eq!((cli.run.http_threads, cli.run.pipeline_nice), (2, 19));
         assert!(Cli::try_parse_from(["tracking", "--pipeline-nice", "20"]).is_err());
         assert!(Cli::try_parse_from(["tracking", "--http-threads", "0"]).is_err());
     }
