@@ -37,10 +37,9 @@ stop_service() {
 # refuse writes, which otherwise shows only as a start-up timeout minutes later.
 # require_free_space DIR MIN_MIB
 require_free_space() {
-  local dir="$1" min_mib="$2" avail_kib used
+  local dir="$1" min_mib="$2" avail_kib="" used=""
   mkdir -p "$dir"
-  avail_kib="$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')"
-  used="$(df -Pk "$dir" | awk 'NR == 2 { print $5 }')"
+  read -r avail_kib used < <(df -Pk "$dir" | awk 'NR == 2 { print $4, $5 }') || true
   if [[ -z "$avail_kib" ]]; then
     log "could not read free space of $dir (df); continuing"
     return 0
