@@ -1,8 +1,10 @@
 //! Process-level settings the binary applies at start: transparent huge
 //! pages off, a lower priority for the pipeline's threads and the lowest
-//! for background work; and the resident set, for whoever reports it. Here rather than in `main.rs` so that `main` stays
-//! configuration and a call to `app::run`. Linux only; elsewhere they do
-//! nothing.
+//! for background work. Also two readings for whoever reports them: the
+//! process's resident set and the machine's CPU times. Here rather than in
+//! `main.rs` so that `main` stays configuration and a call to `app::run`.
+//! Linux only; elsewhere the settings do nothing and the readings are
+//! `None`.
 
 /// Transparent huge pages off for this process. mimalloc asks the kernel
 /// for them (madvise) and the kernel then backs partly used 2 MiB ranges
@@ -61,4 +63,78 @@ pub fn resident_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// The machine's CPU time so far, from the first line of `/proc/stat` (all
+/// cores, in clock ticks): what was busy and what was not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub busy: u64,
+    pub idle: u64,
+}
+
+impl CpuTimes {
+    /// `/proc/stat` now; `None` where it cannot be read (not Linux).
+    pub fn read() -> Option<CpuTimes> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Parses the aggregate `cpu` line: user nice system idle iowait irq
+    /// softirq steal (guest time is already inside user and nice).
+    /// Idle and iowait count as not busy; steal counts as busy, since
+    /// this machine could not have used it.
+    pub fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let [user, nice, system, idle, iowait, irq, softirq] = v.get(..7)?.try_into().ok()?;
+        let steal = v.get(7).copied().unwrap_or(0);
+        Some(CpuTimes {
+            busy: user + nice + system + irq + softirq + steal,
+            idle: idle + iowait,
+        })
+    }
+
+    /// The busy share of all cores between `earlier` and `self`, in
+    /// percent; `None` if no time passed.
+    pub fn busy_pct_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        let total = busy + self.idle.checked_sub(earlier.idle)?;
+        (total > 0).then(|| 100.0 * busy as f64 / total as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuTimes;
+
+    #[test]
+    fn cpu_times_parse_the_aggregate_line_and_give_the_busy_share() {
+        let a =
+            CpuTimes::parse("cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n").unwrap();
+        assert_eq!(
+            a,
+            CpuTimes {
+                busy: 170,
+                idle: 820
+            }
+        );
+        let b = CpuTimes::parse("cpu  160 5 70 820 20 3 2 10 0 0\n").unwrap();
+        // 80 busy ticks out of 100.
+        assert_eq!(b.busy_pct_since(&a), Some(80.0));
+        assert_eq!(a.busy_pct_since(&a), None);
+        assert_eq!(a.busy_pct_since(&b), None);
+        // Older kernels print no steal column.
+        assert_eq!(
+            CpuTimes::parse("cpu 1 2 3 4 5 6 7\n"),
+            Some(CpuTimes { busy: 19, idle: 9 })
+        );
+        assert_eq!(CpuTimes::parse("cpu0 1 2 3\n"), None);
+        assert_eq!(CpuTimes::parse("cpu  1 x 3 4 5 6 7 8\n"), None);
+    }
 }

@@ -50,6 +50,14 @@ fn in_process_run_counts_exactly() {
     assert_eq!(r["counted_rejected"].as_u64(), Some(invalid));
     assert!(r["e2e_latency"]["p99_ms"].as_f64().unwrap() > 0.0);
     assert!(r["timeline"].as_array().unwrap().len() >= 2);
+    // The machine's CPU while sending (Linux: /proc/stat).
+    if cfg!(target_os = "linux") {
+        let cpu = r["cpu_busy_pct_median"]
+            .as_f64()
+            .expect("cpu_busy_pct_median");
+        assert!((0.0..=100.0).contains(&cpu), "{cpu}");
+        assert!(r["timeline"][1]["cpu_busy_pct"].as_f64().is_some());
+    }
     let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     assert!(err.contains("sent="), "no progress line: {err}");

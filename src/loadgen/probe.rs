@@ -191,3 +191,33 @@ impl ractor::Actor for Observer {
         Ok(())
     }
 }
+
+/// The busy share of the machine's cores since the previous sample, which
+/// it then replaces; `None` on the first sample or where `/proc/stat` is
+/// not readable.
+pub(super) fn cpu_busy_pct(prev: &mut Option<crate::process::CpuTimes>) -> Option<f64> {
+    let now = crate::process::CpuTimes::read()?;
+    let pct = prev.and_then(|p| now.busy_pct_since(&p));
+    *prev = Some(now);
+    pct
+}
+
+/// The median of some values (the lower middle one for an even count);
+/// `None` for none.
+pub(super) fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().saturating_sub(1) / 2).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median(std::iter::empty()), None);
+    }
+}

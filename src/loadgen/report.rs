@@ -44,6 +44,9 @@ pub struct Second {
     pub ack_p99_ms: f64,
     pub e2e_p50_ms: f64,
     pub e2e_p99_ms: f64,
+    /// Busy share of all the machine's cores in this second, in percent
+    /// (the generator's own work included; Linux only).
+    pub cpu_busy_pct: Option<f64>,
 }
 
 /// The whole report.
@@ -86,6 +89,10 @@ pub struct Report {
     pub counted_rejected: Option<u64>,
     pub check_passed: bool,
     pub peak_rss_mib: Option<f64>,
+    /// Median of the seconds' `cpu_busy_pct` while sending: whether the
+    /// machine had room left at this rate (a latency tail on saturated
+    /// cores is queueing for them).
+    pub cpu_busy_pct_median: Option<f64>,
     pub timeline: Vec<Second>,
 }
 
@@ -244,6 +251,9 @@ pub fn summary(r: &Report, path: &std::path::Path) {
     }
     if let Some(e) = &r.read_latency {
         println!("reads:       {} ({} failed)", l(e), r.reads_failed);
+    }
+    if let Some(cpu) = r.cpu_busy_pct_median {
+        println!("machine CPU: {cpu:.0} % busy while sending (median of the seconds, all cores, generator included)");
     }
     if let Some(rss) = r.peak_rss_mib {
         println!("peak RSS:    {rss:.0} MiB (this process: service and generator)");

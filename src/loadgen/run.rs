@@ -2,7 +2,7 @@
 
 use super::feed::{self, Batch};
 use super::http::Conn;
-use super::probe::{progress, rss_mib, snapshot, Hists, Observer, Shared};
+use super::probe::{cpu_busy_pct, median, progress, rss_mib, snapshot, Hists, Observer, Shared};
 use super::reads;
 use super::report::{summary, write_report, Latency, Report, Second};
 use super::workload::{Kind, Workload};
@@ -182,6 +182,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
     // The schedule.
     let (mut valid, mut invalid, mut duplicates, mut poison) = (0u64, 0u64, 0u64, 0u64);
     let mut timeline: Vec<Second> = Vec::new();
+    let mut cpu = crate::process::CpuTimes::read();
     let mut peak_rss = 0.0f64;
     let start = Instant::now();
     let mut generated = 0u64;
@@ -279,7 +280,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         }
         last_tick = now;
         if t >= next_second as f64 {
-            let s = snapshot(&shared, &mut last, next_second, rate);
+            let mut s = snapshot(&shared, &mut last, next_second, rate);
+            s.cpu_busy_pct = cpu_busy_pct(&mut cpu);
             peak_rss = peak_rss.max(rss_mib());
             progress(&s, &shared);
             timeline.push(s);
@@ -338,7 +340,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         let pending_empty = !matches!(target, Target::InProcess { .. })
             || shared.pending.lock().map(|p| p.is_empty()).unwrap_or(false);
         if next_second as f64 <= start.elapsed().as_secs_f64() {
-            let s = snapshot(&shared, &mut last, next_second, 0.0);
+            let mut s = snapshot(&shared, &mut last, next_second, 0.0);
+            s.cpu_busy_pct = cpu_busy_pct(&mut cpu);
             progress(&s, &shared);
             timeline.push(s);
             next_second += 1;
@@ -434,6 +437,12 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         },
         check_passed: false,
         peak_rss_mib: in_process.then_some(peak_rss),
+        cpu_busy_pct_median: median(
+            timeline
+                .iter()
+                .filter(|s| s.target_rate > 0.0)
+                .filter_map(|s| s.cpu_busy_pct),
+        ),
         timeline,
     };
     report.check_passed = (!counts_checked
