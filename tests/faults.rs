@@ -233,18 +233,15 @@ async fn a_duplicate_found_in_the_store_makes_a_live_aggregate_reload() {
     let user = "u-moved";
     let body = |id: &str| command(Some(id), user, "click", "c-1", "2026-11-29T10:00:00Z");
     let journal_len = || async { store.inner.user_events(user, 0, 10).await.unwrap().len() };
-    let deadline = |what: &str| {
-        let what = what.to_owned();
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        move || assert!(std::time::Instant::now() < until, "timed out: {what}")
-    };
 
     assert_eq!(post(svc.addr, body("m-1")).await.status, 202);
-    let check = deadline("m-1 persisted");
-    while journal_len().await < 1 {
-        check();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let addr = svc.addr;
+    blocking(move || {
+        wait_for("m-1 persisted", Duration::from_secs(10), || {
+            (!common::user_events(addr, user).is_empty()).then_some(())
+        })
+    })
+    .await;
     let loads = store.loads.load(Ordering::SeqCst);
 
     // Another writer appends the user's next event, then its command
@@ -276,11 +273,15 @@ async fn a_duplicate_found_in_the_store_makes_a_live_aggregate_reload() {
     store.inner.write(Arc::new(batch)).await.unwrap();
     assert_eq!(post(svc.addr, body("m-2")).await.status, 202);
 
-    let check = deadline("the aggregate reloading its user");
-    while store.loads.load(Ordering::SeqCst) == loads {
-        check();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let counted = Arc::clone(&store);
+    blocking(move || {
+        wait_for(
+            "the aggregate reloading its user",
+            Duration::from_secs(10),
+            || (counted.loads.load(Ordering::SeqCst) != loads).then_some(()),
+        )
+    })
+    .await;
     assert_eq!(
         journal_len().await,
         2,

@@ -3,6 +3,7 @@
 //! progress line, and the process's resident memory.
 
 use super::report::Second;
+use crate::process::CpuTimes;
 use crate::store::JournalRecord;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
@@ -73,9 +74,12 @@ impl Shared {
     }
 }
 
+/// Second `t` of the run: the counters since `last` and the machine's CPU
+/// since `cpu` (both then move on to now), and the second's percentiles.
 pub(super) fn snapshot(
     shared: &Shared,
     last: &mut (u64, u64, u64, u64),
+    cpu: &mut Option<CpuTimes>,
     t: u64,
     rate: f64,
 ) -> Second {
@@ -95,6 +99,9 @@ pub(super) fn snapshot(
         ..Second::default()
     };
     *last = now;
+    let cpu_now = CpuTimes::read();
+    s.cpu_busy_pct = cpu_now.zip(*cpu).and_then(|(n, p)| n.busy_pct_since(&p));
+    *cpu = cpu_now;
     if let Ok(mut h) = shared.hists.lock() {
         let ms = |h: &Histogram<u64>, q| {
             if h.is_empty() {
@@ -190,16 +197,6 @@ impl ractor::Actor for Observer {
         }
         Ok(())
     }
-}
-
-/// The busy share of the machine's cores since the previous sample, which
-/// it then replaces; `None` on the first sample or where `/proc/stat` is
-/// not readable.
-pub(super) fn cpu_busy_pct(prev: &mut Option<crate::process::CpuTimes>) -> Option<f64> {
-    let now = crate::process::CpuTimes::read()?;
-    let pct = prev.and_then(|p| now.busy_pct_since(&p));
-    *prev = Some(now);
-    pct
 }
 
 /// The median of some values (the lower middle one for an even count);

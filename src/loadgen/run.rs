@@ -2,7 +2,7 @@
 
 use super::feed::{self, Batch};
 use super::http::Conn;
-use super::probe::{cpu_busy_pct, median, progress, rss_mib, snapshot, Hists, Observer, Shared};
+use super::probe::{median, progress, rss_mib, snapshot, Hists, Observer, Shared};
 use super::reads;
 use super::report::{summary, write_report, Latency, Report, Second};
 use super::workload::{Kind, Workload};
@@ -280,8 +280,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         }
         last_tick = now;
         if t >= next_second as f64 {
-            let mut s = snapshot(&shared, &mut last, next_second, rate);
-            s.cpu_busy_pct = cpu_busy_pct(&mut cpu);
+            let s = snapshot(&shared, &mut last, &mut cpu, next_second, rate);
             peak_rss = peak_rss.max(rss_mib());
             progress(&s, &shared);
             timeline.push(s);
@@ -340,8 +339,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         let pending_empty = !matches!(target, Target::InProcess { .. })
             || shared.pending.lock().map(|p| p.is_empty()).unwrap_or(false);
         if next_second as f64 <= start.elapsed().as_secs_f64() {
-            let mut s = snapshot(&shared, &mut last, next_second, 0.0);
-            s.cpu_busy_pct = cpu_busy_pct(&mut cpu);
+            let s = snapshot(&shared, &mut last, &mut cpu, next_second, 0.0);
             progress(&s, &shared);
             timeline.push(s);
             next_second += 1;

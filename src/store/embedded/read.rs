@@ -62,21 +62,20 @@ impl Inner {
         }
     }
 
-    /// The id index value of `id` (`journal key, u64 pos`), split, if its
-    /// event is committed: the one head check both id readers share.
-    fn committed_id(&self, id: &str) -> Result<Option<(fjall::Slice, usize)>, StoreError> {
+    /// The id index value of `id` (`journal key, u64 pos`) if its event is
+    /// committed: the one head check both id readers share.
+    fn committed_id(&self, id: &str) -> Result<Option<fjall::Slice>, StoreError> {
         let head = self.committed();
         let Some(v) = self.ids.get(id).map_err(db_err)? else {
             return Ok(None);
         };
-        let (jk, pos) = split_id_value(&v)?;
-        let jk_len = jk.len();
-        Ok((pos <= head).then_some((v, jk_len)))
+        let pos = split_id_value(&v)?.1;
+        Ok((pos <= head).then_some(v))
     }
 
     pub(super) fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         match self.committed_id(id)? {
-            Some((v, jk_len)) => self.event_at(&v[..jk_len]).map(Some),
+            Some(v) => self.event_at(split_id_value(&v)?.0).map(Some),
             None => Ok(None),
         }
     }
@@ -84,19 +83,12 @@ impl Inner {
     /// The user holding an interaction id, from the id index alone (its
     /// value starts with the journal key: `u16 len, user, seq`).
     pub(super) fn interaction_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let Some((v, _)) = self.committed_id(id)? else {
+        let Some(v) = self.committed_id(id)? else {
             return Ok(None);
         };
-        let len = v
-            .get(..2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-            .ok_or_else(|| keys::corrupt("interaction id index"))?;
-        let user = v
-            .get(2..2 + len)
-            .ok_or_else(|| keys::corrupt("interaction id index"))?;
-        String::from_utf8(user.to_vec())
-            .map(Some)
-            .map_err(|_| keys::corrupt("interaction id index"))
+        Ok(Some(
+            keys::take_str(&v, "interaction id index")?.0.to_owned(),
+        ))
     }
 
     pub(super) fn user_events(
