@@ -159,9 +159,11 @@ pub struct RunArgs {
     /// leaves the public listener.
     #[arg(long, env = "TRACKING_INTERNAL_LISTEN")]
     pub internal_listen: Option<SocketAddr>,
-    /// Worker threads of the HTTP runtime, apart from the pipeline's, so
-    /// that reads answer quickly while the pipeline is busy.
-    #[arg(long, env = "TRACKING_HTTP_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Worker threads of the HTTP ingest runtime (connections that start
+    /// with a `POST`), apart from the pipeline's. Reads, health, readiness
+    /// and metrics have a front thread of their own besides these, so that
+    /// they answer quickly while ingest and the pipeline are busy.
+    #[arg(long, env = "TRACKING_HTTP_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub http_threads: u16,
     /// Nice value (0 to 19) of the pipeline's threads (runtime workers, the
     /// blocking pool, the embedded log's writers; the embedded store's
@@ -400,7 +402,7 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["tracking", "--partitions", "0"]).is_err());
         let cli = Cli::try_parse_from(["tracking"]).unwrap();
-        assert_eq!((cli.run.http_threads, cli.run.pipeline_nice), (2, 19));
+        assert_eq!((cli.run.http_threads, cli.run.pipeline_nice), (1, 19));
         assert!(Cli::try_parse_from(["tracking", "--pipeline-nice", "20"]).is_err());
         assert!(Cli::try_parse_from(["tracking", "--http-threads", "0"]).is_err());
     }

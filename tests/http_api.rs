@@ -441,3 +441,87 @@ async fn api_token_guards_reads_and_the_internal_listener_serves_operations() {
     assert_error(&r, 404, "not_found");
     svc.stop().await.expect("clean stop");
 }
+
+/// Sends `requests` pipelined on one connection (the last one closes it)
+/// and returns the status codes of the responses, in order.
+fn pipelined(addr: SocketAddr, requests: &[(&str, &str, String)]) -> Vec<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut bytes = Vec::new();
+    for (i, (method, path, body)) in requests.iter().enumerate() {
+        let close = if i + 1 == requests.len() {
+            "close"
+        } else {
+            "keep-alive"
+        };
+        bytes.extend_from_slice(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: {close}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    s.write_all(&bytes).expect("send");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
+/// Connections are served on the front thread or handed to the ingest
+/// runtime by their first byte; either way every request on a keep-alive
+/// connection is answered, whatever its method, and the posts persist.
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_alive_connections_are_served_whichever_method_comes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(dir.path()).await;
+    let addr = svc.addr;
+    let post = |id: &str| {
+        let body = command(Some(id), "u-keep", "click", "c-1", "2026-11-30T10:00:00Z");
+        ("POST", "/tracking/interactions", body)
+    };
+    let get = |path: &'static str| ("GET", path, String::new());
+    let statuses = tokio::task::spawn_blocking(move || {
+        (
+            pipelined(
+                addr,
+                &[get("/tracking/health"), post("k-1"), get("/tracking/ready")],
+            ),
+            pipelined(addr, &[post("k-2"), get("/tracking/health"), post("k-3")]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses, (vec![200, 202, 200], vec![202, 200, 202]));
+    let events = tokio::task::spawn_blocking(move || {
+        wait_for("three events of u-keep", Duration::from_secs(20), || {
+            let e = common::user_events(addr, "u-keep");
+            (e.len() == 3).then_some(e)
+        })
+    })
+    .await
+    .unwrap();
+    let mut ids: Vec<_> = events.into_iter().map(|(id, _)| id).collect();
+    ids.sort();
+    assert_eq!(ids, ["k-1", "k-2", "k-3"]);
+
+    // The two HTTP runtimes are there, by thread name.
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !names.is_empty() {
+        assert!(names.iter().any(|n| n == "http-front"), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("http-ingest")),
+            "{names:?}"
+        );
+    }
+    svc.stop().await.expect("clean stop");
+}

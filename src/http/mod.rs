@@ -11,7 +11,7 @@ mod query;
 mod routes;
 mod runtime;
 
-pub use runtime::HttpThreads;
+pub use runtime::{HttpThreads, FRONT_SLICE};
 
 /// The JSON of one stored event (the HTTP item; also the events topic's payload).
 pub use routes::item as event_json;
@@ -30,7 +30,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{watch, Semaphore};
 
 mod bytes_body {
@@ -93,14 +94,18 @@ impl Access {
 }
 
 /// Serves until `shutdown` turns true; then stops accepting (connections in
-/// progress finish on their own).
+/// progress finish on their own). With `ingest`, a public connection whose
+/// first request is a `POST` is served on that runtime instead (see
+/// `runtime`).
 pub async fn serve(
     listener: TcpListener,
     role: Listener,
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
+    ingest: Option<Handle>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let ingest = ingest.filter(|_| role == Listener::Public);
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
@@ -119,18 +124,59 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let ingest = ingest.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(state.clone(), role, req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let Some(ingest) = ingest else {
+                connection(stream, role, state).await;
+                drop(permit);
+                return;
+            };
+            match first_byte(&stream).await {
+                // A silent client: what hyper's header timeout would do.
+                None => {}
+                Some(b'P') => match stream.into_std() {
+                    Ok(std) => {
+                        ingest.spawn(async move {
+                            match TcpStream::from_std(std) {
+                                Ok(s) => connection(s, role, state).await,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "cannot hand a connection over")
+                                }
+                            }
+                            drop(permit);
+                        });
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
+                },
+                Some(_) => connection(stream, role, state).await,
             }
             drop(permit);
         });
+    }
+}
+
+/// The connection's first byte, once it arrived (`P`: a `POST`; the other
+/// methods served here start otherwise). `None` if the client sent nothing
+/// within `HEADER_TIMEOUT` or closed.
+async fn first_byte(stream: &TcpStream) -> Option<u8> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => Some(first[0]),
+        _ => None,
+    }
+}
+
+/// Serves one connection (HTTP/1.1, keep-alive) until it ends.
+async fn connection(stream: TcpStream, role: Listener, state: AppState) {
+    let service = service_fn(move |req| handle(state.clone(), role, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
@@ -167,4 +213,45 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
         status,
         &serde_json::json!({"error": {"code": code, "message": message.into()}}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_byte;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn the_first_byte_routes_and_is_left_for_hyper_to_read() {
+        for (sent, want) in [
+            (&b"POST /x"[..], b'P'),
+            (b"GET /x", b'G'),
+            (b"HEAD /", b'H'),
+        ] {
+            let (mut client, server) = pair().await;
+            client.write_all(sent).await.unwrap();
+            assert_eq!(first_byte(&server).await, Some(want));
+            // Peeked, not consumed.
+            let mut buf = vec![0u8; sent.len()];
+            server.readable().await.unwrap();
+            assert_eq!(server.try_read(&mut buf).unwrap(), sent.len());
+            assert_eq!(buf, sent);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_or_closed_client_gives_no_first_byte() {
+        let (_client, server) = pair().await;
+        assert_eq!(first_byte(&server).await, None, "silent past the timeout");
+        let (client, server) = pair().await;
+        drop(client);
+        assert_eq!(first_byte(&server).await, None, "closed");
+    }
 }

@@ -6,7 +6,8 @@
 //! runtime a read waited behind thousands of ingest sends per second and a
 //! 1 ms polling tick before it was even sent, and that wait (the
 //! generator's, on a 2-core machine it shares with the worker) was counted
-//! as the service's latency. Here each read starts at its intended instant.
+//! as the service's latency. Here each read starts at its intended instant,
+//! and the probe's threads wake promptly (`probe_slice`).
 
 use super::http::Conn;
 use super::probe::{Hists, Shared};
@@ -32,11 +33,25 @@ pub(super) fn spawn(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("loadgen-reads")
+        .on_thread_start(probe_slice)
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name("loadgen-read-clock".into())
-        .spawn(move || run(&runtime, addr, path.into(), rate, &shared))
+        .spawn(move || {
+            probe_slice();
+            run(&runtime, addr, path.into(), rate, &shared)
+        })
+}
+
+/// The probe's threads ask for a short time slice (as the service's front
+/// thread does, `http::FRONT_SLICE`): on a machine the generator's senders
+/// keep busy, a response that arrived otherwise waited for a sender's
+/// slice to end before the probe saw it, and that wait was counted as the
+/// service's latency. It gives the probe no more CPU, only a prompt
+/// wake-up, as it would have on a machine of its own.
+fn probe_slice() {
+    crate::process::request_short_slice(crate::http::FRONT_SLICE);
 }
 
 /// Starts each read at its intended instant. The clock is this thread's
