@@ -32,6 +32,7 @@ pub const PROJECTION_LAG: &str = "tracking_projection_lag_records";
 pub const APPENDED: &str = "tracking_log_appended_total";
 pub const HTTP_REQUESTS: &str = "tracking_http_requests_total";
 pub const HTTP_DURATION: &str = "tracking_http_request_duration_seconds";
+pub const HTTP_CONNECTIONS: &str = "tracking_http_connections_total";
 pub const READY: &str = "tracking_ready";
 pub const PULSAR_RECONNECTS: &str = "tracking_pulsar_reconnects_total";
 pub const PULSAR_PUBLISH: &str = "tracking_pulsar_publish_duration_seconds";
@@ -201,6 +202,10 @@ fn describe() {
         "Commands appended to the command log by this process."
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status class.");
+    describe_counter!(
+        HTTP_CONNECTIONS,
+        "HTTP connections served, by runtime: front (reads, health, metrics) or ingest (first request a POST)."
+    );
     describe_histogram!(
         HTTP_DURATION,
         Unit::Seconds,
@@ -388,6 +393,22 @@ pub fn http_request(route: &'static str, status: u16, seconds: f64) {
     };
     counter!(HTTP_REQUESTS, "route" => route, "status" => class).increment(1);
     histogram!(HTTP_DURATION, "route" => route).record(seconds);
+}
+
+/// Which HTTP runtime serves a connection (see `http::runtime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpRuntime {
+    Front,
+    Ingest,
+}
+
+/// A connection was accepted and is served on `runtime`.
+pub fn http_connection(runtime: HttpRuntime) {
+    let runtime = match runtime {
+        HttpRuntime::Front => "front",
+        HttpRuntime::Ingest => "ingest",
+    };
+    counter!(HTTP_CONNECTIONS, "runtime" => runtime).increment(1);
 }
 
 pub fn ready(is_ready: bool) {

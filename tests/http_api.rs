@@ -483,14 +483,21 @@ async fn keep_alive_connections_are_served_whichever_method_comes_first() {
         let body = command(Some(id), "u-keep", "click", "c-1", "2026-11-30T10:00:00Z");
         ("POST", "/tracking/interactions", body)
     };
-    let get = |path: &'static str| ("GET", path, String::new());
+    let get_on = |path: &'static str| ("GET", path, String::new());
     let statuses = tokio::task::spawn_blocking(move || {
         (
             pipelined(
                 addr,
-                &[get("/tracking/health"), post("k-1"), get("/tracking/ready")],
+                &[
+                    get_on("/tracking/health"),
+                    post("k-1"),
+                    get_on("/tracking/interactions?limit=1"),
+                ],
             ),
-            pipelined(addr, &[post("k-2"), get("/tracking/health"), post("k-3")]),
+            pipelined(
+                addr,
+                &[post("k-2"), get_on("/tracking/health"), post("k-3")],
+            ),
         )
     })
     .await
@@ -522,6 +529,12 @@ async fn keep_alive_connections_are_served_whichever_method_comes_first() {
             names.iter().any(|n| n.starts_with("http-ingest")),
             "{names:?}"
         );
+    }
+    // And the operators' view of the same: connections by runtime.
+    let metrics = get(addr, "/metrics").await.body;
+    for runtime in ["front", "ingest"] {
+        let line = format!("tracking_http_connections_total{{runtime=\"{runtime}\"}}");
+        assert!(metrics.contains(&line), "no {line} in /metrics");
     }
     svc.stop().await.expect("clean stop");
 }

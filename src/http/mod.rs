@@ -17,6 +17,7 @@ pub use runtime::{HttpThreads, FRONT_SLICE};
 pub use routes::item as event_json;
 
 use crate::actors::Health;
+use crate::internal_events::HttpRuntime;
 use crate::log::CommandLog;
 use crate::store::EventStore;
 use bytes_body::Body;
@@ -127,7 +128,7 @@ pub async fn serve(
         let ingest = ingest.clone();
         tokio::spawn(async move {
             let Some(ingest) = ingest else {
-                connection(stream, role, state).await;
+                connection(stream, role, state, HttpRuntime::Front).await;
                 drop(permit);
                 return;
             };
@@ -138,7 +139,7 @@ pub async fn serve(
                     Ok(std) => {
                         ingest.spawn(async move {
                             match TcpStream::from_std(std) {
-                                Ok(s) => connection(s, role, state).await,
+                                Ok(s) => connection(s, role, state, HttpRuntime::Ingest).await,
                                 Err(e) => {
                                     tracing::debug!(error = %e, "cannot hand a connection over")
                                 }
@@ -149,7 +150,7 @@ pub async fn serve(
                     }
                     Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
                 },
-                Some(_) => connection(stream, role, state).await,
+                Some(_) => connection(stream, role, state, HttpRuntime::Front).await,
             }
             drop(permit);
         });
@@ -168,7 +169,8 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
 }
 
 /// Serves one connection (HTTP/1.1, keep-alive) until it ends.
-async fn connection(stream: TcpStream, role: Listener, state: AppState) {
+async fn connection(stream: TcpStream, role: Listener, state: AppState, on: HttpRuntime) {
+    crate::internal_events::http_connection(on);
     let service = service_fn(move |req| handle(state.clone(), role, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
