@@ -55,8 +55,8 @@ pub fn lower_thread_priority(nice: u8) {
 /// A thread with a shorter slice gets an earlier deadline, so when it
 /// wakes up it runs ahead of threads that are using up long slices, without
 /// any more CPU share (its nice value stays as it is). Needs no privilege;
-/// older kernels ignore the field. Threads the caller starts later inherit
-/// the slice.
+/// older kernels ignore the field. Per thread: each thread that should have
+/// it calls this (a runtime's `on_thread_start`).
 pub fn request_short_slice(slice: std::time::Duration) {
     #[cfg(target_os = "linux")]
     {
@@ -81,8 +81,9 @@ pub fn request_short_slice(slice: std::time::Duration) {
             runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
             ..SchedAttr::default()
         };
-        // SAFETY: `attr` is a valid sched_attr (version 1 layout, its size
-        // in `size`) that lives across the call; pid 0 is this thread.
+        // SAFETY: `attr` is a valid sched_attr (the first, 48-byte layout,
+        // SCHED_ATTR_SIZE_VER0, its size in `size`) that lives across the
+        // call; pid 0 is the calling thread; flags 0.
         let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
         if rc != 0 {
             eprintln!(
