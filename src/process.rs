@@ -17,12 +17,19 @@ pub fn disable_transparent_huge_pages() {
         // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a
         // flag of this process; no memory is passed to the kernel.
         let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-        if rc != 0 {
-            eprintln!(
-                "warning: could not disable transparent huge pages: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        warn_on_failure(rc != 0, "disable transparent huge pages");
+    }
+}
+
+/// Prints a warning with the OS error if a system call failed. A warning,
+/// not an error: the service runs without these settings.
+#[cfg(target_os = "linux")]
+fn warn_on_failure(failed: bool, what: &str) {
+    if failed {
+        eprintln!(
+            "warning: could not {what}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -41,12 +48,7 @@ pub fn lower_thread_priority(nice: u8) {
         // SAFETY: plain integers; on Linux, PRIO_PROCESS with `who` 0 sets
         // the calling thread's nice value only. Raising it needs no privilege.
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
-        if rc != 0 {
-            eprintln!(
-                "warning: could not lower a thread's priority: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        warn_on_failure(rc != 0, "lower a thread's priority");
     }
 }
 
@@ -85,12 +87,7 @@ pub fn request_short_slice(slice: std::time::Duration) {
         // SCHED_ATTR_SIZE_VER0, its size in `size`) that lives across the
         // call; pid 0 is the calling thread; flags 0.
         let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
-        if rc != 0 {
-            eprintln!(
-                "warning: could not request a short time slice: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        warn_on_failure(rc != 0, "request a short time slice");
     }
 }
 

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 mod bytes_body {
     pub type Body = http_body_util::Full<hyper::body::Bytes>;
@@ -128,33 +128,37 @@ pub async fn serve(
         let ingest = ingest.clone();
         tokio::spawn(async move {
             let Some(ingest) = ingest else {
-                connection(stream, role, state, HttpRuntime::Front).await;
-                drop(permit);
-                return;
+                return connection(stream, role, state, HttpRuntime::Front, permit).await;
             };
             match first_byte(&stream).await {
                 // A silent client: what hyper's header timeout would do.
                 None => {}
-                Some(b'P') => match stream.into_std() {
-                    Ok(std) => {
-                        ingest.spawn(async move {
-                            match TcpStream::from_std(std) {
-                                Ok(s) => connection(s, role, state, HttpRuntime::Ingest).await,
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "cannot hand a connection over")
-                                }
-                            }
-                            drop(permit);
-                        });
-                        return;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
-                },
-                Some(_) => connection(stream, role, state, HttpRuntime::Front).await,
+                Some(b'P') => hand_over(stream, &ingest, role, state, permit),
+                Some(_) => connection(stream, role, state, HttpRuntime::Front, permit).await,
             }
-            drop(permit);
         });
     }
+}
+
+/// Moves a connection to the ingest runtime (re-registered with that
+/// runtime's reactor) and serves it there.
+fn hand_over(
+    stream: TcpStream,
+    ingest: &Handle,
+    role: Listener,
+    state: AppState,
+    permit: OwnedSemaphorePermit,
+) {
+    let std = match stream.into_std() {
+        Ok(std) => std,
+        Err(e) => return tracing::debug!(error = %e, "cannot hand a connection over"),
+    };
+    ingest.spawn(async move {
+        match TcpStream::from_std(std) {
+            Ok(s) => connection(s, role, state, HttpRuntime::Ingest, permit).await,
+            Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
+        }
+    });
 }
 
 /// The connection's first byte, once it arrived (`P`: a `POST`; the other
@@ -168,8 +172,15 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
     }
 }
 
-/// Serves one connection (HTTP/1.1, keep-alive) until it ends.
-async fn connection(stream: TcpStream, role: Listener, state: AppState, on: HttpRuntime) {
+/// Serves one connection (HTTP/1.1, keep-alive) until it ends; its
+/// `permit` (one of `MAX_CONNECTIONS`) is returned then.
+async fn connection(
+    stream: TcpStream,
+    role: Listener,
+    state: AppState,
+    on: HttpRuntime,
+    _permit: OwnedSemaphorePermit,
+) {
     crate::internal_events::http_connection(on);
     let service = service_fn(move |req| handle(state.clone(), role, req));
     let conn = http1::Builder::new()
