@@ -22,6 +22,7 @@
 //!
 //! The argument in full is in actors.md ("Exactly once with ScyllaDB").
 
+mod connect;
 mod contrib;
 mod outbox;
 mod project;
@@ -38,13 +39,9 @@ use super::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use scylla::client::execution_profile::ExecutionProfile;
+pub use connect::{parse_consistency, session, ConnectError, ScyllaConfig};
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
-use scylla::policies::retry::DefaultRetryPolicy;
-use scylla::statement::{Consistency, SerialConsistency};
 use statements::Statements;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,83 +52,6 @@ pub const BUCKET: u64 = 10_000;
 pub const SHARDS: i32 = 4;
 /// Concurrent statements per write or read fan-out.
 const CONCURRENCY: usize = 64;
-
-/// How to reach the cluster.
-#[derive(Debug, Clone)]
-pub struct ScyllaConfig {
-    /// Contact points, `host:port`.
-    pub nodes: Vec<String>,
-    pub keyspace: String,
-    /// LOCAL_QUORUM by default; ONE only on a single node (the read-modify-
-    /// write of the projections needs to read its own writes).
-    pub consistency: Consistency,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// PEM file of the CA that signs the nodes' certificates: enables TLS.
-    pub tls_ca: Option<PathBuf>,
-    pub request_timeout: Duration,
-    /// How long a daily or status statistics answer is reused (their reads
-    /// sum per-user rows: many reads a second of one dashboard would each
-    /// scan them). Zero: never reused.
-    pub stats_cache_ttl: Duration,
-    /// Keep the events-topic outbox (Pulsar mode: an event publisher
-    /// clears it; without one it would only grow).
-    pub outbox: bool,
-}
-
-impl ScyllaConfig {
-    pub fn new(nodes: &str, keyspace: &str) -> Self {
-        ScyllaConfig {
-            nodes: nodes
-                .split(',')
-                .map(|n| n.trim().to_owned())
-                .filter(|n| !n.is_empty())
-                .collect(),
-            keyspace: keyspace.to_owned(),
-            consistency: Consistency::LocalQuorum,
-            username: None,
-            password: None,
-            tls_ca: None,
-            request_timeout: Duration::from_secs(5),
-            stats_cache_ttl: Duration::from_secs(1),
-            outbox: false,
-        }
-    }
-}
-
-/// Parses `one`, `quorum`, `local_quorum`, `all`, ... (case-insensitive).
-pub fn parse_consistency(s: &str) -> Result<Consistency, String> {
-    Ok(match s.to_ascii_lowercase().replace('-', "_").as_str() {
-        "one" => Consistency::One,
-        "two" => Consistency::Two,
-        "three" => Consistency::Three,
-        "quorum" => Consistency::Quorum,
-        "all" => Consistency::All,
-        "local_quorum" => Consistency::LocalQuorum,
-        "each_quorum" => Consistency::EachQuorum,
-        "local_one" => Consistency::LocalOne,
-        other => return Err(format!("unknown consistency level {other:?}")),
-    })
-}
-
-/// Errors opening the store (not retryable by the store itself: the caller
-/// decides; a refused schema version never goes away by retrying).
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("no ScyllaDB contact points given")]
-    NoNodes,
-    #[error("connecting to ScyllaDB at {nodes}: {source}")]
-    Session {
-        nodes: String,
-        source: Box<scylla::errors::NewSessionError>,
-    },
-    #[error("TLS CA file {path}: {message}")]
-    Tls { path: PathBuf, message: String },
-    #[error(transparent)]
-    Schema(#[from] schema::SchemaError),
-    #[error("preparing statements: {0}")]
-    Prepare(#[from] scylla::errors::PrepareError),
-}
 
 pub struct ScyllaStore {
     session: Session,
@@ -155,62 +75,6 @@ pub struct ScyllaStore {
     stats_rows: std::sync::Mutex<std::collections::HashMap<String, Option<UserStats>>>,
     /// Small listing rows (days, keys, minutes) this process has written.
     written: std::sync::Mutex<std::collections::HashSet<project::Small>>,
-}
-
-/// Opens a session (without checking the schema).
-pub async fn session(cfg: &ScyllaConfig) -> Result<Session, ConnectError> {
-    if cfg.nodes.is_empty() {
-        return Err(ConnectError::NoNodes);
-    }
-    let profile = ExecutionProfile::builder()
-        .consistency(cfg.consistency)
-        .serial_consistency(Some(SerialConsistency::LocalSerial))
-        .request_timeout(Some(cfg.request_timeout))
-        .retry_policy(Arc::new(DefaultRetryPolicy::new()))
-        .build();
-    let mut builder = SessionBuilder::new()
-        .known_nodes(&cfg.nodes)
-        .connection_timeout(Duration::from_secs(5))
-        .default_execution_profile_handle(profile.into_handle());
-    if let Some(user) = &cfg.username {
-        builder = builder.user(user, cfg.password.clone().unwrap_or_default());
-    }
-    if let Some(path) = &cfg.tls_ca {
-        builder = builder.tls_context(Some(tls_config(path)?));
-    }
-    builder
-        .build()
-        .await
-        .map_err(|source| ConnectError::Session {
-            nodes: cfg.nodes.join(","),
-            source: Box::new(source),
-        })
-}
-
-fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let err = |message: String| ConnectError::Tls {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?;
-    for cert in certs {
-        roots
-            .add(cert.map_err(|e| err(e.to_string()))?)
-            .map_err(|e| err(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(err("no certificate in the file".into()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 impl ScyllaStore {

@@ -1,0 +1,169 @@
+//! Routing: decoded deliveries go to their user's queue, and a user's next
+//! batch goes to its aggregate (spawned on demand, within the partition's
+//! share of live aggregates).
+
+use super::outcomes::{decode, record_rejections, rejection};
+use super::{saga, ConsumerMsg, ConsumerState, InFlight, Work};
+use crate::actors::aggregate::{AggregateArgs, AggregateMsg, UserAggregate};
+use crate::domain::codec::Command;
+use crate::domain::RejectReason;
+use crate::internal_events as ev;
+use crate::log::Delivery;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+/// Decodes new deliveries and queues them per user (undecodable ones go
+/// to the writer as rejections).
+pub(super) async fn on_deliveries(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    batch: Vec<Delivery>,
+) -> Result<(), ActorProcessingErr> {
+    if state.draining.is_some() {
+        // Read just before the drain: left unacknowledged, delivered again later.
+        state.permits.add_permits(batch.len());
+        return Ok(());
+    }
+    let mut users: Vec<String> = Vec::new();
+    let mut rejections = Vec::new();
+    let mut rejected = Vec::new();
+    for d in batch {
+        if d.redelivery_count > 0 {
+            ev::redelivered(state.partition, 1);
+        }
+        let id = d.id;
+        let command = match decode(&d) {
+            Ok(Command::Track(cmd)) => {
+                ev::commands_received(cmd.format.as_str(), 1);
+                Some(cmd)
+            }
+            Ok(Command::BuildInteractionsInfo(b)) if state.sink.is_some() => {
+                ev::commands_received("build_interactions_info", 1);
+                state.flow.insert(InFlight {
+                    delivery: d,
+                    command: None,
+                    attempts: 0,
+                    failures: 0,
+                    refused: None,
+                });
+                answer_saga(myself, state, id, b);
+                continue;
+            }
+            Ok(Command::BuildInteractionsInfo(b)) => {
+                ev::commands_received("build_interactions_info", 1);
+                tracing::info!(saga_id = %b.saga_id, "BuildInteractionsInfo is answered in Pulsar mode only; acknowledged");
+                rejections.push(rejection(
+                    &d,
+                    RejectReason::UnknownCommand,
+                    "BuildInteractionsInfo needs the events topic (Pulsar mode)".into(),
+                ));
+                rejected.push((id, RejectReason::UnknownCommand));
+                None
+            }
+            Err(e) => {
+                ev::commands_received("undecodable", 1);
+                ev::command_rejected(e.reason);
+                rejections.push(rejection(&d, e.reason, e.message));
+                rejected.push((id, e.reason));
+                None
+            }
+        };
+        if let Some(cmd) = &command {
+            state.flow.enqueue(&cmd.user_id, id);
+            if users.last() != Some(&cmd.user_id) {
+                users.push(cmd.user_id.clone());
+            }
+        }
+        let refused = rejected
+            .last()
+            .filter(|(r, _)| *r == id)
+            .map(|(_, reason)| *reason);
+        state.flow.insert(InFlight {
+            delivery: d,
+            command,
+            attempts: 0,
+            failures: 0,
+            refused,
+        });
+    }
+    users.sort_unstable();
+    users.dedup();
+    for user in users {
+        send_next(myself, state, &user).await?;
+    }
+    if !rejections.is_empty() {
+        record_rejections(myself, state, rejections, rejected);
+    }
+    Ok(())
+}
+
+/// Answers a `BuildInteractionsInfo` on the events topic (Pulsar mode); the
+/// outcome comes back as `Answered`.
+pub(super) fn answer_saga(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    id: u64,
+    request: crate::domain::codec::BuildInteractionsInfo,
+) {
+    let Some(sink) = state.sink.clone() else {
+        return;
+    };
+    state.flow.settling(1);
+    saga::answer(
+        myself.clone(),
+        state.store.clone(),
+        sink,
+        id,
+        request,
+        state.config.write_timeout,
+    );
+}
+
+/// Sends the user's next batch to its aggregate, if it may go now.
+pub(super) async fn send_next(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    user_id: &str,
+) -> Result<(), ActorProcessingErr> {
+    let Some(batch) = state.flow.next_batch(user_id) else {
+        state.flow.forget_idle(user_id);
+        return Ok(());
+    };
+    let works: Vec<Work> = batch
+        .iter()
+        .filter_map(|id| {
+            let f = state.flow.get(*id)?;
+            Some(Work {
+                delivery_id: *id,
+                command: f.command.clone()?,
+                published_at_ms: f.delivery.published_at_ms,
+            })
+        })
+        .collect();
+    let actor = get_or_spawn(myself, state, user_id).await?;
+    actor.send_message(AggregateMsg::Commands(works))?;
+    state.aggregates.dispatched(user_id, 1);
+    Ok(())
+}
+
+async fn get_or_spawn(
+    myself: &ActorRef<ConsumerMsg>,
+    state: &mut ConsumerState,
+    user_id: &str,
+) -> Result<ActorRef<AggregateMsg>, ActorProcessingErr> {
+    if let Some(a) = state.aggregates.get(user_id) {
+        return Ok(a);
+    }
+    let evicted = state.aggregates.make_room();
+    ev::passivated("cap", evicted);
+    let args = AggregateArgs {
+        user_id: user_id.to_string(),
+        store: state.store.clone(),
+        names: state.names.clone(),
+        consumer: myself.clone(),
+        write_timeout: state.config.write_timeout,
+    };
+    let (actor, _handle) =
+        Actor::spawn_linked(None, UserAggregate, args, myself.get_cell()).await?;
+    state.aggregates.insert(user_id.to_string(), actor.clone());
+    Ok(actor)
+}
