@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod http;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
