@@ -60,7 +60,9 @@
 //! `manual_journal_persist(true)`: the store chooses each batch's
 //! durability itself (`SyncAll` for writes, `Buffer` for applies) instead
 //! of an extra flush on every commit. The block cache is 16 MiB and each
-//! keyspace's memtable 4 MiB (the constants below say why). The recent
+//! keyspace's memtable 4 MiB (the constants below say why). Filters and
+//! indexes are partitioned on every level, so a point lookup's cost does
+//! not grow with the tables ([`keyspace_options`]). The recent
 //! rows of the daily-stats and status projections are also held in memory
 //! for reads ([`mirror`]).
 
@@ -79,6 +81,7 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use chrono::NaiveDate;
+use fjall::config::PartitioningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,6 +149,28 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// would be most of a pod's memory limit).
 const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The options every keyspace is created with (fjall keeps them with the
+/// keyspace: a store created by an earlier version keeps its own).
+///
+/// Filters and indexes are *partitioned* on every level. fjall's default
+/// partitions them only from the fourth level down and keeps the first
+/// level's filters unpinned, so a point lookup in a table of the first
+/// level loads that table's whole filter block: about 1 MiB for a 64 MiB
+/// table of interaction ids. Once the id and sequence keyspaces outgrew the
+/// block cache, every command's lookups read and checksummed megabytes:
+/// at 30,000/s offered the pipeline fell from about 21,000/s to under
+/// 1,000/s after about 1.3 million events and did not recover
+/// (BENCHMARKS.md, "Sustained for 60 s"). Partitioned, a lookup loads one
+/// small filter partition and one index partition, found through a small
+/// top-level index that stays in memory, so its cost no longer grows with
+/// the table.
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(MEMTABLE_BYTES)
+        .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+        .index_block_partitioning_policy(PartitioningPolicy::all(true))
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
@@ -154,12 +179,7 @@ impl EmbeddedStore {
             .cache_size(CACHE_BYTES)
             .open()
             .map_err(db_err)?;
-        let ks = |name: &str| {
-            db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
-            })
-            .map_err(db_err)
-        };
+        let ks = |name: &str| db.keyspace(name, keyspace_options).map_err(db_err);
         let meta = ks("meta")?;
         let pos = ks("pos")?;
         match meta.get("format").map_err(db_err)? {

@@ -2,7 +2,8 @@ use super::EmbeddedStore;
 use crate::domain::{InteractionTracked, InteractionType, RejectReason, Rejection, Target};
 use crate::projections::Recount;
 use crate::store::{
-    AppendGroup, EventStore, GroupOutcome, ProjectionKind, StatsQuery, StoreError, WriteBatch,
+    AppendConflict, AppendGroup, EventStore, GroupOutcome, ProjectionKind, StatsQuery, StoreError,
+    WriteBatch,
 };
 use chrono::{NaiveDate, TimeZone, Utc};
 use std::path::Path;
@@ -423,4 +424,66 @@ async fn reads_during_writes_see_whole_batches() {
     writer.await.unwrap();
     assert_eq!(store.head().await.unwrap(), batches * size);
     assert!(reads > 0);
+}
+
+/// Every keyspace flushed and compacted into tables (the partitioned
+/// filters and indexes of `keyspace_options`): point lookups, the append
+/// checks and the projections still answer as from the memtables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_are_right_from_compacted_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    for users in [0..1500, 1500..3000] {
+        store.write(batch(users, 0, 2).into()).await.unwrap();
+    }
+    catch_up(&store).await;
+    let s = &store.inner;
+    for ks in [
+        &s.journal,
+        &s.last_seq,
+        &s.pos,
+        &s.ids,
+        &s.target,
+        &s.daily,
+        &s.users,
+    ] {
+        ks.rotate_memtable_and_wait().unwrap();
+        ks.major_compact().unwrap();
+        assert!(ks.table_count() >= 1);
+    }
+    for u in [0, 777, 1499, 1500, 2999] {
+        let user = format!("user-{u}");
+        assert_eq!(store.last_seq(&user).await.unwrap(), 2, "{user}");
+    }
+    assert_eq!(store.last_seq("user-3000").await.unwrap(), 0);
+    let ids = ["user-5-2", "user-2500-1", "user-5-3", "nobody-1"].map(String::from);
+    assert_eq!(
+        store.interaction_owners(&ids).await.unwrap(),
+        [Some("user-5".into()), Some("user-2500".into()), None, None]
+    );
+    // The append checks read the same tables: a stale expectation and a
+    // taken id are refused, a right one is appended.
+    let mut taken = batch(7..8, 2, 1);
+    taken.groups[0].events[0].interaction_id = "user-9-1".into();
+    let stale = batch(8..9, 1, 1);
+    let out = store.write(batch(6..7, 2, 1).into()).await.unwrap();
+    assert!(matches!(out.groups[0], GroupOutcome::Appended { .. }));
+    let out = store.write(taken.into()).await.unwrap();
+    assert_eq!(
+        out.groups,
+        [GroupOutcome::Conflict(AppendConflict::InteractionIdTaken {
+            interaction_id: "user-9-1".into(),
+            owner: "user-9".into(),
+        })]
+    );
+    let out = store.write(stale.into()).await.unwrap();
+    assert_eq!(
+        out.groups,
+        [GroupOutcome::Conflict(AppendConflict::SeqMismatch {
+            expected: 1,
+            actual: 2,
+        })]
+    );
+    catch_up(&store).await;
+    assert_projections_match_journal(&store).await;
 }
