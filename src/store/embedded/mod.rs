@@ -164,7 +164,7 @@ const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// partition and one index partition, found through a top-level index
 /// kept in memory, so its cost no longer grows with the table. Level 0
 /// (4 MiB flushes, filters pinned) stays whole: partitioning it too cost
-/// about 2 % of throughput in short runs and bought nothing.
+/// about 2 % of throughput in short runs and bought nothing more.
 fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .max_memtable_size(MEMTABLE_BYTES)
