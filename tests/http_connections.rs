@@ -4,7 +4,7 @@
 mod common;
 
 use alpes_tracking::app;
-use common::http::{assert_error, call, config, eventually, get, post, start};
+use common::http::{assert_error, call, eventually, get, post, start};
 use common::{command, wait_for};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 #[tokio::test]
 async fn api_token_guards_reads_and_the_internal_listener_serves_operations() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = common::service_config(dir.path());
     cfg.api_token = Some("s3cret-token".into());
     cfg.internal_listen = Some("127.0.0.1:0".parse().unwrap());
     let svc = app::start(cfg).await.expect("service starts");

@@ -2,16 +2,14 @@
 //! and call it from a blocking client thread.
 
 use super::{request, wait_for, Resp};
-use alpes_tracking::app::{self, Running, ServiceConfig};
+use alpes_tracking::app::{self, Running};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub fn config(dir: &std::path::Path) -> ServiceConfig {
-    super::service_config(dir)
-}
-
 pub async fn start(dir: &std::path::Path) -> Running {
-    app::start(config(dir)).await.expect("service starts")
+    app::start(super::service_config(dir))
+        .await
+        .expect("service starts")
 }
 
 pub async fn call(

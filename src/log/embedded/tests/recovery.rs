@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// A one-partition log whose segments roll after every record.
+async fn one_record_segments(dir: &std::path::Path) -> Arc<EmbeddedLog> {
+    let options = EmbeddedLogOptions {
+        segment_bytes: 1,
+        ..Default::default()
+    };
+    EmbeddedLog::open_with(dir, 1, options).await.unwrap()
+}
+
 #[tokio::test]
 async fn confirmed_records_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,13 +90,7 @@ async fn a_torn_tail_is_truncated_and_confirmed_records_kept() {
 #[tokio::test]
 async fn corruption_inside_a_sealed_segment_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedLogOptions {
-        segment_bytes: 1,
-        ..Default::default()
-    };
-    let log = EmbeddedLog::open_with(dir.path(), 1, options.clone())
-        .await
-        .unwrap();
+    let log = one_record_segments(dir.path()).await;
     for i in 0..3 {
         within(log.append(vec![rec("k", &format!("p{i}"))]))
             .await
@@ -99,9 +102,7 @@ async fn corruption_inside_a_sealed_segment_is_reported() {
     let last = data.len() - 1;
     data[last] ^= 0xff;
     fs::write(&seg, data).unwrap();
-    let log = EmbeddedLog::open_with(dir.path(), 1, options)
-        .await
-        .unwrap();
+    let log = one_record_segments(dir.path()).await;
     let (mut source, _) = log.open(0).await.unwrap();
     let err = within(source.next_batch(10)).await.unwrap_err();
     assert!(
@@ -114,13 +115,7 @@ async fn corruption_inside_a_sealed_segment_is_reported() {
 async fn segments_roll_and_consumed_ones_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let part_dir = dir.path().join("partition-0");
-    let options = EmbeddedLogOptions {
-        segment_bytes: 1,
-        ..Default::default()
-    };
-    let log = EmbeddedLog::open_with(dir.path(), 1, options.clone())
-        .await
-        .unwrap();
+    let log = one_record_segments(dir.path()).await;
     let (mut source, acker) = log.open(0).await.unwrap();
     for i in 0..10u64 {
         let at = within(log.append(vec![rec("k", &format!("p{i}"))]))
@@ -150,9 +145,7 @@ async fn segments_roll_and_consumed_ones_are_deleted() {
     );
     drop((source, acker, log));
 
-    let log = EmbeddedLog::open_with(dir.path(), 1, options)
-        .await
-        .unwrap();
+    let log = one_record_segments(dir.path()).await;
     let (mut source, _) = log.open(0).await.unwrap();
     assert_idle(&mut source).await;
     within(log.append(vec![rec("k", "p10"), rec("k", "p11")]))
