@@ -25,6 +25,7 @@
 mod connect;
 mod contrib;
 mod outbox;
+mod plain;
 mod project;
 mod read;
 pub mod schema;

@@ -61,7 +61,7 @@ pub async fn owners(s: &ScyllaStore, ids: &[String]) -> Result<Vec<Option<String
         .iter()
         .map(|id| -> BoxFuture<'_, Result<Option<String>, StoreError>> {
             Box::pin(async move {
-                let found: Vec<EventRow> = rows(s, &s.st.id_get, (id.as_str(),)).await?;
+                let found: Vec<(String,)> = rows(s, &s.st.id_owner_get, (id.as_str(),)).await?;
                 Ok(found.into_iter().next().map(|r| r.0))
             })
         })

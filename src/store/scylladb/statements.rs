@@ -19,6 +19,7 @@ pub struct Statements {
     pub journal_users: PreparedStatement,
     pub id_insert: PreparedStatement,
     pub id_get: PreparedStatement,
+    pub id_owner_get: PreparedStatement,
     pub target_insert: PreparedStatement,
     pub target_get: PreparedStatement,
     pub recent_insert: PreparedStatement,
@@ -56,6 +57,14 @@ async fn prep(
 ) -> Result<PreparedStatement, PrepareError> {
     let mut p = session.prepare(cql).await?;
     p.set_is_idempotent(idempotent);
+    // Results are decoded with the metadata the server gave at prepare
+    // time, not sent again with every response (encoding it was a visible
+    // part of Cassandra's CPU). Safe: every SELECT names its columns. Not
+    // for conditional statements, whose result columns vary (`[applied]`
+    // alone, or with the existing row).
+    if !cql.contains(" IF ") {
+        p.set_use_cached_result_metadata(true);
+    }
     Ok(p)
 }
 
@@ -77,6 +86,8 @@ impl Statements {
                 "INSERT INTO {ks}.interactions_by_id (interaction_id, user_id, seq, pos, event) VALUES (?, ?, ?, ?, ?)"), true).await?,
             id_get: prep(s, &format!(
                 "SELECT {ev} FROM {ks}.interactions_by_id WHERE interaction_id = ?"), true).await?,
+            id_owner_get: prep(s, &format!(
+                "SELECT user_id FROM {ks}.interactions_by_id WHERE interaction_id = ?"), true).await?,
             target_insert: prep(s, &format!(
                 "INSERT INTO {ks}.by_target (target_id, day, pos, user_id, seq, event) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
             target_get: prep(s, &format!(
