@@ -4,7 +4,9 @@
 //! in delivery order, and for each: applies the rules, drops duplicates
 //! (same interaction id already stored or earlier in the batch), assigns the
 //! next sequence numbers, and asks the journal writer to append them as one
-//! group *conditional on the user's last sequence number*. Only after the
+//! group *conditional on the user's last sequence number*. Ids are not
+//! looked up before the first write: the store refuses a group holding a
+//! stored id, and the rounds after that look them up and decide. Only after the
 //! writer confirms the commit does it report the outcomes to the consumer,
 //! which acknowledges the deliveries. A conflict (someone appended for this
 //! user meanwhile, or an id got taken) reloads the state and decides again;
@@ -26,8 +28,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Conflicts resolved by reloading before giving up on a batch (retryable).
-const MAX_CONFLICT_ROUNDS: usize = 3;
+/// Rounds of a batch before giving up on it (retryable): the first,
+/// which does not look its ids up, and conflicts resolved by reloading.
+const MAX_CONFLICT_ROUNDS: usize = 4;
 
 pub enum AggregateMsg {
     /// Commands of this user, in delivery order.
@@ -114,7 +117,7 @@ async fn process(
     state: &mut AggregateState,
     works: &[Work],
 ) -> Result<Vec<(u64, Outcome)>, WriteFailed> {
-    for _round in 0..MAX_CONFLICT_ROUNDS {
+    for round in 0..MAX_CONFLICT_ROUNDS {
         let cached = state.last_seq;
         let last_seq = match cached {
             Some(s) => s,
@@ -126,16 +129,24 @@ async fn process(
         };
         state.last_seq = Some(last_seq);
         let now = chrono::Utc::now();
-        // Who already holds each id (one store round trip for the batch).
-        let ids: Vec<String> = works
-            .iter()
-            .map(|w| w.command.interaction_id.clone())
-            .collect();
-        let owners = state
-            .store
-            .interaction_owners(&ids)
-            .await
-            .map_err(|e| WriteFailed::from(&e))?;
+        // Who already holds each id. The first round does not ask: the
+        // store refuses a group holding a taken id (`InteractionIdTaken`)
+        // in the write itself, so asking first cost a store round trip per
+        // batch for the rare duplicate. After such a refusal (or any other
+        // conflict) the next rounds ask, and decide with the answer.
+        let owners = if round == 0 {
+            vec![None; works.len()]
+        } else {
+            let ids: Vec<String> = works
+                .iter()
+                .map(|w| w.command.interaction_id.clone())
+                .collect();
+            state
+                .store
+                .interaction_owners(&ids)
+                .await
+                .map_err(|e| WriteFailed::from(&e))?
+        };
         // An id of this user already in the store, while our state is from
         // before: another writer appended it (the user moved between
         // workers), or a write that crashed before its acknowledgement did.

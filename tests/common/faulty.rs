@@ -1,7 +1,8 @@
 //! A store with faults on demand, for the black-box fault tests: it
 //! delegates to a real store and can fail writes (an outage, or the next N
 //! writes) and panic when asked about an interaction id with a prefix
-//! (a poison command that kills its aggregate).
+//! (a poison command that kills its aggregate; its writes are refused as a
+//! taken id, which is when an aggregate asks).
 
 use alpes_tracking::store::*;
 use async_trait::async_trait;
@@ -33,6 +34,48 @@ impl FaultyStore {
     }
 }
 
+impl FaultyStore {
+    /// The aggregate looks ids up only after the store refused its group
+    /// (a taken id): so a group holding a poison id is refused as if the
+    /// id were the user's, which makes the aggregate ask, and panic.
+    async fn refusing_poison(
+        &self,
+        batch: Arc<WriteBatch>,
+        prefix: &str,
+    ) -> Result<WriteOutcome, StoreError> {
+        let poison = |g: &AppendGroup| {
+            g.events
+                .iter()
+                .find(|e| e.interaction_id.starts_with(prefix))
+                .map(|e| AppendConflict::InteractionIdTaken {
+                    interaction_id: e.interaction_id.clone(),
+                    owner: g.user_id.clone(),
+                })
+        };
+        let mut rest = WriteBatch {
+            rejections: batch.rejections.clone(),
+            ..WriteBatch::default()
+        };
+        rest.groups = batch
+            .groups
+            .iter()
+            .filter(|g| poison(g).is_none())
+            .cloned()
+            .collect();
+        let mut out = self.inner.write(Arc::new(rest)).await?;
+        let mut written = std::mem::take(&mut out.groups).into_iter();
+        for g in &batch.groups {
+            out.groups.push(match poison(g) {
+                Some(conflict) => GroupOutcome::Conflict(conflict),
+                None => written
+                    .next()
+                    .ok_or_else(|| StoreError::Corrupt("missing outcome".into()))?,
+            });
+        }
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl EventStore for FaultyStore {
     fn kind(&self) -> &'static str {
@@ -49,7 +92,10 @@ impl EventStore for FaultyStore {
         {
             return Err(StoreError::Unavailable("injected failure".into()));
         }
-        self.inner.write(batch).await
+        match self.panic_prefix {
+            Some(prefix) => self.refusing_poison(batch, prefix).await,
+            None => self.inner.write(batch).await,
+        }
     }
     async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         if let Some(prefix) = self.panic_prefix {
