@@ -1,19 +1,14 @@
 //! Per-user absolute contributions to the daily and status projections:
 //! for each key a commit touches, the user's count "as of seq S", from the
 //! stored row plus the user's events after the row's `as_of`, written
-//! `USING TIMESTAMP` derived from S (see the module docs of `scylladb`),
-//! in the commit's unlogged batches ([`Plain`]).
+//! `USING TIMESTAMP` derived from S (see the module docs of `scylladb`).
 
-use super::plain::Plain;
-use super::{bounded, day_num, read, shard, ScyllaStore};
+use super::write::{exec, run_all, Exec};
+use super::{day_num, read, shard, ScyllaStore};
 use crate::domain::{InteractionTracked, InteractionType};
 use crate::projections::daily_key;
 use crate::store::StoreError;
-use futures::future::BoxFuture;
 use std::collections::BTreeMap;
-
-/// A key's new count, `None` when the stored row counts the events already.
-type Counted<'a> = BoxFuture<'a, Result<Option<(Key, i64)>, StoreError>>;
 
 /// A projection row of one user.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,22 +19,20 @@ enum Key {
     Status(i32),
 }
 
-/// Adds to `plain` the user's rows for every key the events (ascending
-/// seqs, ending at `last`) touch, after reading the stored rows they build
-/// on.
+/// Writes the user's rows for every key the events (ascending seqs, ending
+/// at `last`) touch.
 ///
 /// Events that start at the user's seq 1 are all the user has up to
 /// `last`, so each count is computed from zero, without reading the stored
 /// rows (a new user's first commit, the common case under many users): a
 /// row already there can only be the same count, written by a racing
 /// repair of these very events.
-pub(super) async fn rows<'a>(
-    s: &'a ScyllaStore,
-    user: &'a str,
+pub(super) async fn write(
+    s: &ScyllaStore,
+    user: &str,
     events: &[&InteractionTracked],
     last: u64,
     mode: Mode,
-    plain: &mut Plain<'a>,
 ) -> Result<(), StoreError> {
     let mut keys: BTreeMap<Key, Vec<u64>> = BTreeMap::new();
     for e in events {
@@ -50,40 +43,56 @@ pub(super) async fn rows<'a>(
         keys.entry(Key::Status(recorded)).or_default().push(e.seq);
     }
     let from_start = events.first().is_some_and(|e| e.seq == 1);
-    let sh = shard(user);
-    let futs: Vec<Counted<'_>> = keys
+    let futs: Vec<Exec<'_>> = keys
         .into_iter()
-        .map(|(key, seqs)| -> BoxFuture<'_, _> {
-            Box::pin(async move {
-                let base = match (mode, &key) {
-                    (Mode::Rebuild, _) => (0, 0),
-                    (Mode::Incremental, _) if from_start => (0, 0),
-                    (Mode::Incremental, Key::Daily(day, ty, campaign)) => {
-                        let values = (*day, ty.as_str(), campaign.as_str(), sh, user);
-                        read::counter_row(s, &s.st.daily_get_user, values).await?
-                    }
-                    (Mode::Incremental, Key::Status(day)) => {
-                        read::counter_row(s, &s.st.status_get_user, (*day, sh, user)).await?
-                    }
-                };
-                // `None`: the row counts these events already.
-                Ok(added(base, &seqs).map(|count| (key, count)))
-            })
+        .map(|(key, seqs)| -> Exec<'_> {
+            Box::pin(one(s, user, key, seqs, last, mode, from_start))
         })
         .collect();
-    let (as_of, ts) = (last as i64, mode.timestamp(last));
-    for (key, count) in bounded(futs).await?.into_iter().flatten() {
-        match key {
-            Key::Daily(day, ty, campaign) => plain.push(
-                &s.st.daily_put,
-                (day, ty.as_str(), campaign, sh, user, count, as_of, ts),
-            ),
-            Key::Status(day) => {
-                plain.push(&s.st.status_put, (day, sh, user, count, as_of, ts));
-            }
+    run_all(futs).await
+}
+
+async fn one(
+    s: &ScyllaStore,
+    user: &str,
+    key: Key,
+    seqs: Vec<u64>,
+    last: u64,
+    mode: Mode,
+    from_start: bool,
+) -> Result<(), StoreError> {
+    let sh = shard(user);
+    let base = match (mode, &key) {
+        (Mode::Rebuild, _) => (0, 0),
+        (Mode::Incremental, _) if from_start => (0, 0),
+        (Mode::Incremental, Key::Daily(day, ty, campaign)) => {
+            let values = (*day, ty.as_str(), campaign.as_str(), sh, user);
+            read::counter_row(s, &s.st.daily_get_user, values).await?
         }
+        (Mode::Incremental, Key::Status(day)) => {
+            read::counter_row(s, &s.st.status_get_user, (*day, sh, user)).await?
+        }
+    };
+    let Some(count) = added(base, &seqs) else {
+        return Ok(()); // the row counts these events already
+    };
+    let (as_of, ts) = (last as i64, mode.timestamp(last));
+    match &key {
+        Key::Daily(day, ty, campaign) => {
+            let values = (
+                *day,
+                ty.as_str(),
+                campaign.as_str(),
+                sh,
+                user,
+                count,
+                as_of,
+                ts,
+            );
+            exec(s, &s.st.daily_put, values).await
+        }
+        Key::Status(day) => exec(s, &s.st.status_put, (*day, sh, user, count, as_of, ts)).await,
     }
-    Ok(())
 }
 
 /// How contributions are computed.

@@ -25,7 +25,6 @@
 mod connect;
 mod contrib;
 mod outbox;
-mod plain;
 mod project;
 mod read;
 pub mod schema;

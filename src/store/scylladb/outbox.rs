@@ -16,8 +16,7 @@
 //! is removed once that seq is published; until then sweeps look at it and
 //! find nothing to do.
 
-use super::plain::Plain;
-use super::write::exec;
+use super::write::{exec, run_all, Exec};
 use super::{read, rows_err, ScyllaStore};
 use crate::store::{StoreError, StoredEvent};
 use chrono::Utc;
@@ -43,23 +42,27 @@ pub async fn record(s: &ScyllaStore, user: &str, seq: u64) -> Result<(), StoreEr
     .await
 }
 
-/// The users' events up to each seq reached the events topic: the marks
-/// first, then (only once they are written) the outbox rows go.
+/// The users' events up to each seq reached the events topic.
 pub async fn mark(s: &ScyllaStore, marks: &[(String, u64)]) -> Result<(), StoreError> {
-    let mut puts = Plain::default();
-    for (user, seq) in marks {
-        puts.push(
-            &s.st.published_put,
-            (user.as_str(), *seq as i64, *seq as i64),
-        );
-    }
-    puts.run(s).await?;
-    let mut deletes = Plain::default();
-    for (user, seq) in marks {
-        let ts = (*seq as i64).saturating_mul(2);
-        deletes.push(&s.st.outbox_delete, (ts, shard(user), user.as_str()));
-    }
-    deletes.run(s).await
+    let puts: Vec<Exec<'_>> = marks
+        .iter()
+        .map(|(user, seq)| {
+            exec(
+                s,
+                &s.st.published_put,
+                (user.as_str(), *seq as i64, *seq as i64),
+            )
+        })
+        .collect();
+    run_all(puts).await?;
+    let deletes: Vec<Exec<'_>> = marks
+        .iter()
+        .map(|(user, seq)| {
+            let ts = (*seq as i64).saturating_mul(2);
+            exec(s, &s.st.outbox_delete, (ts, shard(user), user.as_str()))
+        })
+        .collect();
+    run_all(deletes).await
 }
 
 async fn published(s: &ScyllaStore, user: &str) -> Result<u64, StoreError> {

@@ -3,7 +3,7 @@
 //! what a crash left unprojected), and for a rebuild.
 
 use super::contrib::{self, Mode};
-use super::plain::Plain;
+use super::write::{exec, run_all};
 use super::{day_num, exec_err, micros, read, sub_micros, ScyllaStore};
 use crate::domain::InteractionTracked;
 use crate::projections::daily_key;
@@ -74,17 +74,10 @@ async fn project(
         return Ok(());
     };
     let events: Vec<&InteractionTracked> = tail.iter().map(|e| &e.event).collect();
-    let mut blobs = Vec::with_capacity(tail.len());
-    for e in &tail {
-        blobs.push(e.event.encode()?);
-    }
-    // Indexes and contributions go out together, in unlogged batches,
-    // once the contributions' stored rows are read (none for a new user).
-    let mut plain = Plain::default();
-    let small = index_rows(s, &tail, &blobs, &mut plain);
-    contrib::rows(s, user, &events, last, mode, &mut plain).await?;
-    plain.run(s).await?;
-    s.remember(small);
+    futures::try_join!(
+        write_indexes(s, &tail),
+        contrib::write(s, user, &events, last, mode),
+    )?;
     #[cfg(test)]
     if s.crash_before_stats
         .load(std::sync::atomic::Ordering::Relaxed)
@@ -125,16 +118,15 @@ async fn project(
 }
 
 /// Id lookup, target and recent indexes, and the key/day listings: every
-/// write keyed by what it indexes (repeating it changes nothing). Returns
-/// the small rows added, to remember once they are written.
-fn index_rows<'a>(
-    s: &'a ScyllaStore,
-    tail: &'a [StoredEvent],
-    blobs: &'a [Vec<u8>],
-    plain: &mut Plain<'a>,
-) -> Vec<Small> {
+/// write keyed by what it indexes (repeating it changes nothing).
+async fn write_indexes(s: &ScyllaStore, tail: &[StoredEvent]) -> Result<(), StoreError> {
+    let mut blobs = Vec::with_capacity(tail.len());
+    for e in tail {
+        blobs.push(e.event.encode()?);
+    }
     let mut small: HashSet<Small> = HashSet::new();
-    for (e, blob) in tail.iter().zip(blobs) {
+    let mut futs = Vec::new();
+    for (e, blob) in tail.iter().zip(&blobs) {
         let ev = &e.event;
         let (pos, seq, user) = (e.pos as i64, ev.seq as i64, ev.user_id.as_str());
         let occurred = day_num(ev.occurred_at.date_naive());
@@ -142,16 +134,28 @@ fn index_rows<'a>(
         // The recent list is ordered and paged by position (commit time).
         let minute = pos / 1000 / 60_000_000;
         let minute_day = (minute * 60).div_euclid(86_400) as i32;
-        let blob = blob.as_slice();
-        plain.push(
+        futs.push(exec(
+            s,
             &s.st.id_insert,
-            (ev.interaction_id.as_str(), user, seq, pos, blob),
-        );
-        plain.push(
+            (ev.interaction_id.as_str(), user, seq, pos, blob.as_slice()),
+        ));
+        futs.push(exec(
+            s,
             &s.st.target_insert,
-            (ev.target.id.as_str(), occurred, pos, user, seq, blob),
-        );
-        plain.push(&s.st.recent_insert, (minute, pos, user, seq, blob));
+            (
+                ev.target.id.as_str(),
+                occurred,
+                pos,
+                user,
+                seq,
+                blob.as_slice(),
+            ),
+        ));
+        futs.push(exec(
+            s,
+            &s.st.recent_insert,
+            (minute, pos, user, seq, blob.as_slice()),
+        ));
         let (day, ty, campaign) = daily_key(ev);
         small.insert(Small::Minute(minute_day, minute));
         small.insert(Small::Key(
@@ -163,16 +167,16 @@ fn index_rows<'a>(
         small.insert(Small::Day("status", recorded));
     }
     let small: Vec<Small> = small.into_iter().filter(|i| !s.known(i)).collect();
-    for item in &small {
-        match item.clone() {
-            Small::Minute(day, minute) => plain.push(&s.st.minute_insert, (day, minute)),
-            Small::Key(day, ty, campaign) => {
-                plain.push(&s.st.daily_key_insert, (day, ty, campaign));
-            }
-            Small::Day(kind, day) => plain.push(&s.st.day_insert, (kind, day)),
-        }
+    for item in small.iter().cloned() {
+        futs.push(match item {
+            Small::Minute(day, minute) => exec(s, &s.st.minute_insert, (day, minute)),
+            Small::Key(day, ty, campaign) => exec(s, &s.st.daily_key_insert, (day, ty, campaign)),
+            Small::Day(kind, day) => exec(s, &s.st.day_insert, (kind, day)),
+        });
     }
-    small
+    run_all(futs).await?;
+    s.remember(small);
+    Ok(())
 }
 
 /// A small row written once per process (the cache only saves writes:

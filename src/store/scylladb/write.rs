@@ -3,7 +3,6 @@
 //! user's stats row (the "projected up to" mark). Also the repair that
 //! loading a user runs, and the per-user rebuild.
 
-use super::plain::Plain;
 use super::{
     bounded, day_num, exec_err, micros, read, rows_err, shard, sub_micros, ScyllaStore, CONCURRENCY,
 };
@@ -269,10 +268,12 @@ async fn reject(s: &ScyllaStore, r: &Rejection) -> Result<Option<u64>, StoreErro
         _ => day,
     };
     let id = r.command_id.as_str();
-    let mut plain = Plain::default();
-    plain.push(&s.st.rejection_day_insert, (day, shard(id), id));
-    plain.push(&s.st.day_insert, ("status", day));
-    plain.run(s).await?;
+    futures::try_join!(
+        s.session
+            .execute_unpaged(&s.st.rejection_day_insert, (day, shard(id), id)),
+        s.session.execute_unpaged(&s.st.day_insert, ("status", day)),
+    )
+    .map_err(exec_err)?;
     Ok(new.then_some(pos))
 }
 
