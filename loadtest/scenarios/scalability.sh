@@ -6,7 +6,12 @@
 # by user) for DURATION; the figure is the persisted rate (events counted
 # in the store / time until the last one was), median of RUNS runs.
 #
-#   loadtest/scenarios/scalability.sh            WORKERS="1 2 3" RUNS=3 RATE=3000 DURATION=60s
+# Before the measured runs, WARMUP runs (default 1, one worker, not
+# counted) warm the JVMs up: right after the services start, Cassandra's
+# first runs are far slower (548, 841, then 1,117/s in a row, ninth
+# session), which a median of three does not hide.
+#
+#   loadtest/scenarios/scalability.sh            WORKERS="1 2 3" RUNS=3 RATE=3000 DURATION=60s WARMUP=1
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../stack.sh"
 build
@@ -17,6 +22,17 @@ DURATION=${DURATION:-60s}
 USERS=${USERS:-100000}
 OUT=$RESULTS/scalability; mkdir -p "$OUT"
 summary=()
+for run in $(seq 1 "${WARMUP:-1}"); do
+  new_run "warm-$run"
+  start_workers 1 "$OUT/warm-$run"
+  "$BIN" loadgen --url "${WORKER_URLS[0]}" --rate "$RATE" --duration "$DURATION" --users "$USERS" \
+    --connections 64 --seed "$((100 + run))" --drain-timeout 600s --report "$OUT/warmup-$run.json" \
+    >"$OUT/warmup-$run.log" 2>&1 || true
+  echo "warm-up run $run (not counted): $(python3 -c "import json;r=json.load(open('$OUT/warmup-$run.json'));print(f\"persisted {r['persisted_rate']:.0f}/s\")" 2>/dev/null || echo 'no report')" >&2
+  stop_workers
+  drop_run
+  rm -rf "$OUT/warm-$run"
+done
 for n in ${WORKERS:-1 2 3}; do
   files=()
   for run in $(seq 1 "$RUNS"); do

@@ -4,6 +4,9 @@
 # seconds each process used during the run (Cassandra, Pulsar, the worker,
 # the generator) and, with `perf` installed, the worker's hottest functions
 # (perf record -g at 99 Hz; report in loadtest/results/stack-profile/).
+# With `jcmd` (the JDK's) it also records Cassandra with JFR for the run
+# and prints its CPU by thread pool and its hottest methods
+# (loadtest/jfr-summary.py; recording in loadtest/results/stack-profile/).
 #
 #   loadtest/scenarios/stack-profile.sh        RATE=1000 DURATION=30s
 source "$(dirname "$0")/../lib.sh"
@@ -25,6 +28,11 @@ if command -v perf >/dev/null 2>&1; then
   perf record -F 99 -g -p "$worker" -o "$OUT/perf.data" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
   PERF=$!
 fi
+rm -f "$OUT/cassandra.jfr"
+if command -v jcmd >/dev/null 2>&1; then
+  jcmd "$cass" JFR.start name=stack-profile settings=profile duration="${DURATION%s}s" \
+    filename="$OUT/cassandra.jfr" >/dev/null 2>&1 || true
+fi
 /usr/bin/time -f '%e %U %S' -o "$OUT/loadgen.time" "$BIN" loadgen --url "${WORKER_URLS[0]}" --rate "$RATE" \
   --duration "$DURATION" --users 100000 --connections 64 --seed 1 --drain-timeout 600s \
   --report "$OUT/profile.json" >"$OUT/profile.log" 2>&1 || true
@@ -37,6 +45,10 @@ for name in cassandra:$cass pulsar:$pulsar worker:$worker; do
 done
 printf '  %-10s %6.1f s\n' loadgen "$(echo "$lu + $ls" | bc)"
 grep -E '^throughput|^check' "$OUT/profile.log"
+if [ -f "$OUT/cassandra.jfr" ]; then
+  echo "Cassandra (JFR, the first ${DURATION}):"
+  python3 "$ROOT/loadtest/jfr-summary.py" "$OUT/cassandra.jfr" | sed 's/^/  /'
+fi
 stop_workers
 if [ -f "$OUT/perf.data" ]; then
   perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio >"$OUT/perf-report.txt" 2>/dev/null || true
