@@ -23,6 +23,7 @@ pub const PROCESSING: &str = "tracking_processing_duration_seconds";
 pub const STORE_WRITE: &str = "tracking_store_write_duration_seconds";
 pub const STORE_BATCH: &str = "tracking_store_write_batch_events";
 pub const STORE_ERRORS: &str = "tracking_store_errors_total";
+pub const WRITES_ABANDONED: &str = "tracking_writes_abandoned_total";
 pub const LIVE_AGGREGATES: &str = "tracking_live_aggregates";
 pub const IN_FLIGHT: &str = "tracking_in_flight_messages";
 pub const ACTOR_RESTARTS: &str = "tracking_actor_restarts_total";
@@ -164,6 +165,10 @@ fn describe() {
     );
     describe_histogram!(STORE_BATCH, "Events per group commit.");
     describe_counter!(STORE_ERRORS, "Failed store operations, by operation.");
+    describe_counter!(
+        WRITES_ABANDONED,
+        "Write requests left out of a group commit because their caller had given up waiting (it retries them)."
+    );
     describe_counter!(
         EVENTS_REPUBLISHED,
         "Events published again by the outbox sweep (ScyllaDB store: committed, never confirmed published)."
@@ -343,6 +348,16 @@ pub fn processing(seconds: f64) {
 pub fn store_write(seconds: f64, events: usize) {
     histogram!(STORE_WRITE).record(seconds);
     histogram!(STORE_BATCH).record(events as f64);
+}
+
+/// Requests the writer left out: their callers timed out while they
+/// waited in its mailbox (a commit backlog longer than the write timeout).
+pub fn writes_abandoned(n: usize) {
+    counter!(WRITES_ABANDONED).increment(n as u64);
+    tracing::warn!(
+        n,
+        "write requests whose caller gave up were left out of the commit (the backlog is longer than the write timeout)"
+    );
 }
 
 pub fn store_error(op: &'static str, error: &dyn std::fmt::Display) {

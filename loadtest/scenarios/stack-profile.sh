@@ -8,7 +8,7 @@
 # and prints its CPU by thread pool and its hottest methods
 # (loadtest/jfr-summary.py; recording in loadtest/results/stack-profile/).
 #
-#   loadtest/scenarios/stack-profile.sh        RATE=1000 DURATION=30s
+#   loadtest/scenarios/stack-profile.sh        RATE=1000 DURATION=30s WITH_PERF=1 (0: no perf)
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../stack.sh"
 build
@@ -24,7 +24,7 @@ pulsar=$(pgrep -f 'org.apache.pulsar.PulsarStandaloneStarter' | head -1)
 cpu() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 declare -A before
 for p in "$cass" "$pulsar" "$worker"; do before[$p]=$(cpu "$p"); done
-if command -v perf >/dev/null 2>&1; then
+if [ "${WITH_PERF:-1}" = 1 ] && command -v perf >/dev/null 2>&1; then
   perf record -F 99 -g -p "$worker" -o "$OUT/perf.data" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
   PERF=$!
 fi

@@ -6,7 +6,9 @@
 //! only then answers each request and hands the committed records, in
 //! position order, to the projectors. Batching needs no timer: while a
 //! commit is in progress new requests queue up in the mailbox, and the
-//! `Flush` the writer sends itself lands behind them.
+//! `Flush` the writer sends itself lands behind them. Requests whose
+//! caller stopped waiting (its call timed out) are left out of the commit:
+//! the caller retries them.
 
 use super::projector;
 use super::{Health, Names};
@@ -95,11 +97,12 @@ impl Actor for JournalWriter {
         _myself: ActorRef<Self::Msg>,
         args: WriterArgs,
     ) -> Result<WriterState, ActorProcessingErr> {
+        let max_batch = args.max_batch.min(args.store.max_commit_events()).max(1);
         Ok(WriterState {
             names: args.names,
             store: args.store,
             health: args.health,
-            max_batch: args.max_batch.max(1),
+            max_batch,
             pending: Vec::new(),
             pending_events: 0,
             flush_scheduled: false,
@@ -159,7 +162,23 @@ async fn commit(state: &mut WriterState) {
         return;
     }
     let mut pending = std::mem::take(&mut state.pending);
-    let events = std::mem::take(&mut state.pending_events);
+    let mut events = std::mem::take(&mut state.pending_events);
+    // A requester whose call timed out while its request waited here has
+    // reported it retryable and will send it again: writing it now would
+    // be work for nothing, and under a backlog such work fed the backlog
+    // (every timeout a write more, and a reload; ninth session).
+    let before = pending.len();
+    pending.retain(|p| !p.reply.is_closed());
+    if pending.len() < before {
+        ev::writes_abandoned(before - pending.len());
+        events = pending
+            .iter()
+            .map(|p| p.group.as_ref().map_or(0, |g| g.events.len()) + p.rejections.len())
+            .sum();
+        if pending.is_empty() {
+            return;
+        }
+    }
     let mut batch = WriteBatch::default();
     // Index of each request's group in `batch.groups`, and its rejections
     // range (moved into the batch, not copied).
@@ -223,5 +242,46 @@ async fn commit(state: &mut WriterState) {
     if !records.is_empty() {
         records.sort_by_key(JournalRecord::pos);
         projector::broadcast(&state.names, Arc::new(records));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::InteractionType::Click;
+    use crate::store::contract::{group, Fx};
+    use crate::store::embedded::EmbeddedStore;
+
+    #[tokio::test]
+    async fn requests_whose_caller_gave_up_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let args = WriterArgs {
+            names: Names::new(),
+            store: store.clone(),
+            health: Arc::new(Health::default()),
+            max_batch: 100,
+        };
+        let (writer, handle) = Actor::spawn(None, JournalWriter, args).await.unwrap();
+        let fx = Fx::new();
+        let (gone, kept) = (fx.name("gone"), fx.name("kept"));
+        let (gone_tx, gone_rx) = ractor::concurrency::oneshot();
+        drop(gone_rx); // its caller timed out
+        let (kept_tx, kept_rx) = ractor::concurrency::oneshot();
+        for (user, tx) in [(&gone, gone_tx), (&kept, kept_tx)] {
+            let msg = WriterMsg::Write {
+                group: Some(group(user, 0, vec![fx.ev(user, 1, Click)])),
+                rejections: Vec::new(),
+                published_at_ms: Vec::new(),
+                reply: tx.into(),
+            };
+            writer.send_message(msg).unwrap();
+        }
+        let reply = kept_rx.await.unwrap().unwrap();
+        assert!(matches!(reply.group, Some(GroupOutcome::Appended { .. })));
+        assert_eq!(store.last_seq(&kept).await.unwrap(), 1);
+        assert_eq!(store.last_seq(&gone).await.unwrap(), 0);
+        writer.stop(None);
+        handle.await.unwrap();
     }
 }

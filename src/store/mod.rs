@@ -225,6 +225,14 @@ pub trait EventStore: Send + Sync + 'static {
         ProjectionMode::Checkpointed
     }
 
+    /// Most events one group commit should hold; the writer takes the
+    /// smaller of this and `--max-write-batch`. A store whose commit time
+    /// grows with the commit's size keeps commits well inside the callers'
+    /// write timeout.
+    fn max_commit_events(&self) -> usize {
+        usize::MAX
+    }
+
     /// Appends groups and records rejections in one durable commit.
     async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> Result<WriteOutcome, StoreError>;
 
