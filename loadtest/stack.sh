@@ -63,3 +63,20 @@ drop_run() {
 verify_run() {
   "$BIN" verify --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" --scylla-consistency one 2>/dev/null | tail -1
 }
+
+# stack_run NAME WORKERS SEED REPORT: one run of $BIN on a fresh topic and
+# keyspace: WORKERS workers, the generator posting RATE/s for DURATION over
+# USERS users to the first worker (a POST only publishes; every worker
+# consumes its share), a JSON report at REPORT; prints the persisted rate
+# and the check. The run's topic, keyspace and data dirs are dropped after.
+stack_run() {
+  local name=$1 n=$2 seed=$3 report=$4
+  new_run "$name"
+  start_workers "$n" "$OUT/run-$name"
+  "$BIN" loadgen --url "${WORKER_URLS[0]}" --rate "$RATE" --duration "$DURATION" --users "$USERS" \
+    --connections 64 --seed "$seed" --drain-timeout 600s --report "$report" >"$report.log" 2>&1 || true
+  stop_workers
+  drop_run
+  rm -rf "$OUT/run-$name"
+  echo "$name: $(python3 -c "import json;r=json.load(open('$report'));print(f\"persisted {r['persisted_rate']:.0f}/s, check {'ok' if r['check_passed'] else 'FAILED'}\")" 2>/dev/null || echo 'no report')" >&2
+}

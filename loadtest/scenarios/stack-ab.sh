@@ -16,16 +16,9 @@ RATE=${RATE:-2000}
 DURATION=${DURATION:-30s}
 USERS=${USERS:-100000}
 OUT=$RESULTS/stack-ab; mkdir -p "$OUT"
-one() { # one LABEL BINARY SEED REPORT
+one() { # one NAME BINARY SEED REPORT
   BIN=$2
-  new_run "ab-$1"
-  start_workers 1 "$OUT/run-$1"
-  "$BIN" loadgen --url "${WORKER_URLS[0]}" --rate "$RATE" --duration "$DURATION" --users "$USERS" \
-    --connections 64 --seed "$3" --drain-timeout 600s --report "$4" >"$4.log" 2>&1 || true
-  stop_workers
-  drop_run
-  rm -rf "$OUT/run-$1"
-  echo "$1: $(python3 -c "import json;r=json.load(open('$4'));print(f\"persisted {r['persisted_rate']:.0f}/s, check {'ok' if r['check_passed'] else 'FAILED'}\")" 2>/dev/null || echo 'no report')" >&2
+  stack_run "$1" 1 "$3" "$4"
 }
 for w in $(seq 1 "${WARMUP:-1}"); do one "warm-$w" "$BIN_A" "$((100 + w))" "$OUT/warmup-$w.json"; done
 a=(); b=()

@@ -77,6 +77,13 @@ struct Pending {
     reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
 }
 
+impl Pending {
+    /// Events and rejections the request adds to a commit.
+    fn events(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.events.len()) + self.rejections.len()
+    }
+}
+
 pub struct WriterState {
     names: Names,
     store: Arc<dyn EventStore>,
@@ -122,14 +129,14 @@ impl Actor for JournalWriter {
                 published_at_ms,
                 reply,
             } => {
-                state.pending_events +=
-                    group.as_ref().map_or(0, |g| g.events.len()) + rejections.len();
-                state.pending.push(Pending {
+                let p = Pending {
                     group,
                     rejections,
                     published_at_ms,
                     reply,
-                });
+                };
+                state.pending_events += p.events();
+                state.pending.push(p);
                 if state.pending_events >= state.max_batch {
                     commit(state).await;
                 } else if !state.flush_scheduled {
@@ -162,7 +169,7 @@ async fn commit(state: &mut WriterState) {
         return;
     }
     let mut pending = std::mem::take(&mut state.pending);
-    let mut events = std::mem::take(&mut state.pending_events);
+    state.pending_events = 0;
     // A requester whose call timed out while its request waited here has
     // reported it retryable and will send it again: writing it now would
     // be work for nothing, and under a backlog such work fed the backlog
@@ -171,14 +178,11 @@ async fn commit(state: &mut WriterState) {
     pending.retain(|p| !p.reply.is_closed());
     if pending.len() < before {
         ev::writes_abandoned(before - pending.len());
-        events = pending
-            .iter()
-            .map(|p| p.group.as_ref().map_or(0, |g| g.events.len()) + p.rejections.len())
-            .sum();
-        if pending.is_empty() {
-            return;
-        }
     }
+    if pending.is_empty() {
+        return;
+    }
+    let events: usize = pending.iter().map(Pending::events).sum();
     let mut batch = WriteBatch::default();
     // Index of each request's group in `batch.groups`, and its rejections
     // range (moved into the batch, not copied).
