@@ -167,7 +167,7 @@ fn describe() {
     describe_counter!(STORE_ERRORS, "Failed store operations, by operation.");
     describe_counter!(
         WRITES_ABANDONED,
-        "Write requests left out of a group commit because their caller had given up waiting (it retries them)."
+        "Write requests left out of a group commit because their caller had stopped (its aggregate or consumer stopped; the delivery comes again)."
     );
     describe_counter!(
         EVENTS_REPUBLISHED,
@@ -345,18 +345,29 @@ pub fn processing(seconds: f64) {
     histogram!(PROCESSING).record(seconds);
 }
 
+/// A group commit this long is logged: callers wait for it without a
+/// timer, so a slow store shows here (and as a full in-flight window).
+pub const SLOW_COMMIT_SECONDS: f64 = 5.0;
+
 pub fn store_write(seconds: f64, events: usize) {
     histogram!(STORE_WRITE).record(seconds);
     histogram!(STORE_BATCH).record(events as f64);
+    if seconds >= SLOW_COMMIT_SECONDS {
+        tracing::warn!(
+            seconds,
+            events,
+            "slow group commit: the store is behind; deliveries wait (at most --max-in-flight per partition)"
+        );
+    }
 }
 
-/// Requests the writer left out: their callers timed out while they
-/// waited in its mailbox (a commit backlog longer than the write timeout).
+/// Requests the writer left out: their callers stopped (an aggregate
+/// stopped with its consumer) while the requests waited in its mailbox.
 pub fn writes_abandoned(n: usize) {
     counter!(WRITES_ABANDONED).increment(n as u64);
     tracing::warn!(
         n,
-        "write requests whose caller gave up were left out of the commit (the backlog is longer than the write timeout)"
+        "write requests whose caller stopped were left out of the commit (their deliveries come again)"
     );
 }
 

@@ -26,7 +26,7 @@ use crate::store::{AppendConflict, AppendGroup, EventStore, GroupOutcome};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Rounds of a batch before giving up on it (retryable): the first,
 /// which does not look its ids up, and conflicts resolved by reloading.
@@ -44,7 +44,6 @@ pub struct AggregateArgs {
     pub store: Arc<dyn EventStore>,
     pub names: Names,
     pub consumer: ActorRef<ConsumerMsg>,
-    pub write_timeout: Duration,
 }
 
 pub struct AggregateState {
@@ -52,7 +51,6 @@ pub struct AggregateState {
     store: Arc<dyn EventStore>,
     names: Names,
     consumer: ActorRef<ConsumerMsg>,
-    write_timeout: Duration,
     /// The user's last durable sequence number; `None` until loaded or
     /// after a failure made it uncertain.
     last_seq: Option<u64>,
@@ -73,7 +71,6 @@ impl Actor for UserAggregate {
             store: a.store,
             names: a.names,
             consumer: a.consumer,
-            write_timeout: a.write_timeout,
             last_seq: None,
         })
     }
@@ -225,6 +222,14 @@ async fn process(
             retryable: true,
             message: "journal writer unavailable".into(),
         })?;
+        // No timer: the writer answers every request it takes, a stopped
+        // writer drops the reply port (seen here at once), and each commit
+        // is bounded by the store's own request timeouts. A timer here
+        // would also count the wait behind earlier commits: under a backlog
+        // (at most `max_in_flight` deliveries) that wait can outlast any
+        // fixed limit, and every timeout was a retry and a reload more for
+        // a store already behind (ninth session: thousands of timeouts,
+        // under 630/s where 930/s was possible).
         let reply = writer
             .call(
                 |reply| WriterMsg::Write {
@@ -233,18 +238,13 @@ async fn process(
                     published_at_ms: published,
                     reply,
                 },
-                Some(state.write_timeout),
+                None,
             )
             .await;
         let reply = match reply {
             Ok(ractor::rpc::CallResult::Success(r)) => r?,
-            Ok(ractor::rpc::CallResult::Timeout) => {
-                return Err(WriteFailed {
-                    retryable: true,
-                    message: "group commit timed out".into(),
-                })
-            }
-            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Ok(ractor::rpc::CallResult::Timeout | ractor::rpc::CallResult::SenderError)
+            | Err(_) => {
                 return Err(WriteFailed {
                     retryable: true,
                     message: "journal writer unavailable".into(),

@@ -38,8 +38,11 @@ pub struct PipelineConfig {
     /// First back-off after a transient failure; doubles up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
-    /// How long an aggregate waits for its group commit.
-    pub write_timeout: Duration,
+    /// How long answering a `BuildInteractionsInfo` (query and publish)
+    /// may take before it is retried. Group commits have no such limit:
+    /// their callers wait behind the backlog, which `max_in_flight`
+    /// bounds (see actors.md, "Group commit").
+    pub answer_timeout: Duration,
     /// Most events in one group commit.
     pub max_write_batch: usize,
     /// How often consumers commit acknowledged offsets.
@@ -59,7 +62,7 @@ impl Default for PipelineConfig {
             max_deliveries: 5,
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(10),
+            answer_timeout: Duration::from_secs(10),
             max_write_batch: 8192,
             commit_interval: Duration::from_millis(200),
             max_restarts: 5,

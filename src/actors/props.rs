@@ -143,7 +143,6 @@ async fn spawn_aggregate(
         store: store.clone(),
         names: names.clone(),
         consumer: collector.clone(),
-        write_timeout: Duration::from_secs(10),
     };
     let (a, _) = Actor::spawn(None, UserAggregate, args)
         .await

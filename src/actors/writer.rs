@@ -6,9 +6,11 @@
 //! only then answers each request and hands the committed records, in
 //! position order, to the projectors. Batching needs no timer: while a
 //! commit is in progress new requests queue up in the mailbox, and the
-//! `Flush` the writer sends itself lands behind them. Requests whose
-//! caller stopped waiting (its call timed out) are left out of the commit:
-//! the caller retries them.
+//! `Flush` the writer sends itself lands behind them. Callers wait for the
+//! answer without a timer (the wait behind a backlog is bounded by the
+//! consumers' in-flight window, a commit by the store's own timeouts).
+//! Requests whose caller stopped (an aggregate stopped with its consumer)
+//! are left out of the commit: their deliveries come again.
 
 use super::projector;
 use super::{Health, Names};
@@ -170,10 +172,9 @@ async fn commit(state: &mut WriterState) {
     }
     let mut pending = std::mem::take(&mut state.pending);
     state.pending_events = 0;
-    // A requester whose call timed out while its request waited here has
-    // reported it retryable and will send it again: writing it now would
-    // be work for nothing, and under a backlog such work fed the backlog
-    // (every timeout a write more, and a reload; ninth session).
+    // A requester that stopped while its request waited here (its
+    // consumer restarted or drained) will never see the answer, and its
+    // deliveries come again: writing it now would be work for nothing.
     let before = pending.len();
     pending.retain(|p| !p.reply.is_closed());
     if pending.len() < before {
@@ -257,7 +258,7 @@ mod tests {
     use crate::store::embedded::EmbeddedStore;
 
     #[tokio::test]
-    async fn requests_whose_caller_gave_up_are_left_out() {
+    async fn requests_whose_caller_stopped_are_left_out() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let args = WriterArgs {
@@ -270,7 +271,7 @@ mod tests {
         let fx = Fx::new();
         let (gone, kept) = (fx.name("gone"), fx.name("kept"));
         let (gone_tx, gone_rx) = ractor::concurrency::oneshot();
-        drop(gone_rx); // its caller timed out
+        drop(gone_rx); // its caller stopped
         let (kept_tx, kept_rx) = ractor::concurrency::oneshot();
         for (user, tx) in [(&gone, gone_tx), (&kept, kept_tx)] {
             let msg = WriterMsg::Write {

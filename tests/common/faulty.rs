@@ -1,14 +1,15 @@
 //! A store with faults on demand, for the black-box fault tests: it
 //! delegates to a real store and can fail writes (an outage, or the next N
-//! writes) and panic when asked about an interaction id with a prefix
+//! writes), slow every write down, and panic when asked about an interaction id with a prefix
 //! (a poison command that kills its aggregate; its writes are refused as a
 //! taken id, which is when an aggregate asks).
 
 use alpes_tracking::store::*;
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct FaultyStore {
     pub inner: Arc<dyn EventStore>,
@@ -16,6 +17,8 @@ pub struct FaultyStore {
     pub down: AtomicBool,
     /// The next this-many writes fail (retryable).
     pub failing_writes: AtomicU32,
+    /// Every write takes at least this many milliseconds (a slow store).
+    pub write_delay_ms: AtomicU64,
     /// Interaction ids starting with this make the asking aggregate panic.
     pub panic_prefix: Option<&'static str>,
     /// Calls of `last_seq`: each is an aggregate loading its user.
@@ -28,6 +31,7 @@ impl FaultyStore {
             inner,
             down: AtomicBool::new(false),
             failing_writes: AtomicU32::new(0),
+            write_delay_ms: AtomicU64::new(0),
             panic_prefix: None,
             loads: AtomicU32::new(0),
         }
@@ -82,6 +86,10 @@ impl EventStore for FaultyStore {
         "faulty"
     }
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
+        let delay = self.write_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Timeout("injected outage".into()));
         }

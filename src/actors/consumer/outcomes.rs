@@ -55,11 +55,12 @@ pub(super) fn record_rejections(
         None => false,
     };
     let me = myself.clone();
-    let timeout = state.config.write_timeout;
+    // No timer, as for the aggregates' writes (aggregate.rs): the writer
+    // answers, or drops the reply port when it stops.
     tokio::spawn(async move {
-        let result = match (sent, tokio::time::timeout(timeout, rx).await) {
-            (true, Ok(Ok(Ok(_)))) => Ok(()),
-            (true, Ok(Ok(Err(f)))) => Err(f),
+        let result = match (sent, rx.await) {
+            (true, Ok(Ok(_))) => Ok(()),
+            (true, Ok(Err(f))) => Err(f),
             _ => Err(WriteFailed {
                 retryable: true,
                 message: "journal writer unavailable".into(),

@@ -114,7 +114,7 @@ pub(super) fn answer_saga(
         sink,
         id,
         request,
-        state.config.write_timeout,
+        state.config.answer_timeout,
     );
 }
 
@@ -160,7 +160,6 @@ async fn get_or_spawn(
         store: state.store.clone(),
         names: state.names.clone(),
         consumer: myself.clone(),
-        write_timeout: state.config.write_timeout,
     };
     let (actor, _handle) =
         Actor::spawn_linked(None, UserAggregate, args, myself.get_cell()).await?;
