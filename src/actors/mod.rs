@@ -79,12 +79,19 @@ impl PipelineConfig {
     }
 }
 
+/// Group commits that must fail in a row before readiness says "store
+/// unavailable". One failed commit (a request that timed out while the
+/// store was busy) does not take a working worker out of its Service; a
+/// store that is away fails every retry, so it shows within a few back-offs.
+pub const STORE_FAILURES_BEFORE_UNREADY: u32 = 3;
+
 /// Process health shared by the actors and the HTTP endpoint.
 #[derive(Debug, Default)]
 pub struct Health {
     started: AtomicBool,
     draining: AtomicBool,
-    store_failing: AtomicBool,
+    /// Group commits failed in a row (0 after any success).
+    store_failures: AtomicU32,
     consumers_up: AtomicU32,
     consumers_expected: AtomicU32,
     /// Broker consumers currently disconnected (Pulsar mode; 0 otherwise).
@@ -106,10 +113,23 @@ impl Health {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+    /// The result of a group commit.
     pub fn store_result(&self, ok: bool) {
-        if self.store_failing.swap(!ok, Ordering::SeqCst) == ok {
+        let before = if ok {
+            self.store_failures.swap(0, Ordering::SeqCst)
+        } else {
+            self.store_failures.fetch_add(1, Ordering::SeqCst)
+        };
+        let after = if ok { 0 } else { before.saturating_add(1) };
+        if Self::failing(before) != Self::failing(after) {
             self.publish();
         }
+    }
+    fn failing(failures: u32) -> bool {
+        failures >= STORE_FAILURES_BEFORE_UNREADY
+    }
+    fn store_failing(&self) -> bool {
+        Self::failing(self.store_failures.load(Ordering::SeqCst))
     }
     pub fn consumer_up(&self) {
         self.consumers_up.fetch_add(1, Ordering::SeqCst);
@@ -141,7 +161,7 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         self.started.load(Ordering::SeqCst)
             && !self.draining.load(Ordering::SeqCst)
-            && !self.store_failing.load(Ordering::SeqCst)
+            && !self.store_failing()
             && self.broker_connected()
             && self.consumers_up.load(Ordering::SeqCst)
                 >= self.consumers_expected.load(Ordering::SeqCst)
@@ -152,7 +172,7 @@ impl Health {
             "starting"
         } else if self.draining.load(Ordering::SeqCst) {
             "draining"
-        } else if self.store_failing.load(Ordering::SeqCst) {
+        } else if self.store_failing() {
             "store unavailable"
         } else if !self.broker_connected() {
             "broker disconnected"
@@ -212,6 +232,17 @@ mod tests {
         h.consumer_up();
         h.consumer_up();
         assert!(h.is_ready());
+        for _ in 1..STORE_FAILURES_BEFORE_UNREADY {
+            h.store_result(false);
+            assert!(h.is_ready(), "isolated failures keep it ready");
+        }
+        h.store_result(true);
+        for _ in 1..STORE_FAILURES_BEFORE_UNREADY {
+            h.store_result(false);
+        }
+        assert!(h.is_ready(), "a success starts the count again");
+        h.store_result(false);
+        assert_eq!(h.reason(), "store unavailable");
         h.store_result(false);
         assert_eq!(h.reason(), "store unavailable");
         h.store_result(true);
