@@ -8,6 +8,10 @@
 NATIVE=$ROOT/compose/native
 PARTITIONS=${PARTITIONS:-4}
 STAMP=$(date +%s)
+WORKER_PIDS=()
+# A scenario that fails half-way (set -e) must not leave its workers
+# running: they would keep consuming CPU beside the next runs.
+trap 'stop_workers' EXIT
 
 stack_up() {
   "$NATIVE/pulsar.sh" status >/dev/null 2>&1 || "$NATIVE/pulsar.sh" up >&2
@@ -50,6 +54,7 @@ stop_workers() {
   local p
   for p in "${WORKER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${WORKER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  WORKER_PIDS=()
 }
 
 # drop_run: the run's keyspace, topic and dead-letter topic (disk space).

@@ -134,9 +134,7 @@ judge() {
 # check_run: stops the workers, runs `tracking check` (store, dead-letter
 # topic, recount) into $OUT/check.json; CHECK_RC is its status.
 check_run() {
-  local p
-  for p in "${WORKER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${WORKER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  stop_workers
   set +e
   "$BIN" check --manifest "$OUT/manifest.jsonl" --scylla-nodes "$SCYLLA_NODES" \
     --scylla-keyspace "$KS" --scylla-consistency one --pulsar-url "$PULSAR_URL" \

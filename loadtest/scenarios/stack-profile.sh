@@ -37,7 +37,9 @@ fi
   --duration "$DURATION" --users 100000 --connections 64 --seed 1 --drain-timeout 600s \
   --report "$OUT/profile.json" >"$OUT/profile.log" 2>&1 || true
 [ -n "${PERF:-}" ] && wait "$PERF" 2>/dev/null || true
-read -r wall lu ls <"$OUT/loadgen.time"
+# The last line: after a failed run, time(1) writes "Command exited with
+# non-zero status" first.
+read -r wall lu ls < <(tail -1 "$OUT/loadgen.time")
 printf 'CPU seconds over the run (%.0f s wall, 2 cores = %.0f core-seconds):\n' "$wall" "$(echo "$wall * 2" | bc)"
 for name in cassandra:$cass pulsar:$pulsar worker:$worker; do
   p=${name#*:}
