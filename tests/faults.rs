@@ -308,9 +308,8 @@ async fn a_duplicate_found_in_the_store_makes_a_live_aggregate_reload() {
 /// waited for, not timed out and retried: every user is loaded once (a
 /// retry reloads its user) and gets seq 1. (The retry counters are
 /// process-wide, shared with the other tests here, so the loads tell.)
-/// (Until the tenth session an aggregate gave up after 10 s,
-/// and under a backlog each timeout was a retry, a reload and a write
-/// more: the real stack fell under 630/s where 930/s was possible.)
+/// (Until the tenth session an aggregate gave up after 10 s, and
+/// under a backlog each timeout was a retry, a reload and a write more.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_store_is_waited_for_not_retried() {
     const USERS: usize = 18;
@@ -324,6 +323,7 @@ async fn a_slow_store_is_waited_for_not_retried() {
     wait_for_ready(addr, 200).await;
     store.write_delay_ms.store(700, Ordering::SeqCst);
     let users: Vec<String> = (0..USERS).map(|i| format!("slow-{i}")).collect();
+    let started = tokio::time::Instant::now();
     for u in &users {
         let body = command(
             Some(&format!("{u}-1")),
@@ -334,7 +334,6 @@ async fn a_slow_store_is_waited_for_not_retried() {
         );
         assert_eq!(post(addr, body).await.status, 202);
     }
-    let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_secs(60);
     for u in &users {
         loop {

@@ -1,8 +1,9 @@
 //! A store with faults on demand, for the black-box fault tests: it
 //! delegates to a real store and can fail writes (an outage, or the next N
-//! writes), slow every write down, and panic when asked about an interaction id with a prefix
-//! (a poison command that kills its aggregate; its writes are refused as a
-//! taken id, which is when an aggregate asks).
+//! writes), slow every write down, and panic when asked about an
+//! interaction id with a prefix (a poison command that kills its
+//! aggregate; its writes are refused as a taken id, which is when an
+//! aggregate asks).
 
 use alpes_tracking::store::*;
 use async_trait::async_trait;
