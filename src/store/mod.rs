@@ -227,8 +227,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Most events one group commit should hold; the writer takes the
     /// smaller of this and `--max-write-batch`. A store whose commit time
-    /// grows with the commit's size keeps commits well inside the callers'
-    /// write timeout.
+    /// grows with the commit's size keeps commits short: their callers
+    /// wait for the whole commit, and one failed request fails all of it.
     fn max_commit_events(&self) -> usize {
         usize::MAX
     }

@@ -55,9 +55,9 @@ const CONCURRENCY: usize = 64;
 /// Most events per group commit. Each group is a chain of requests, so a
 /// commit takes about its size divided by the store's rate: at about
 /// 1,000 groups/s (Cassandra sharing 2 cores), a commit of the default
-/// 8,192 events takes about 8 s, close to the aggregates' 10 s write
-/// timeout, past which every command is retried after a reload. 512 is
-/// about half a second there.
+/// 8,192 events takes about 8 s, during which none of its callers is
+/// answered, and one request that times out fails all 8,192. 512 is about
+/// half a second there.
 const COMMIT_EVENTS: usize = 8 * CONCURRENCY;
 
 pub struct ScyllaStore {

@@ -60,9 +60,8 @@ async fn prep(
     // Results are decoded with the metadata the server gave at prepare
     // time, not sent again with every response (its encoding showed in a
     // profile of Cassandra: about 4 % of the samples). Safe: every SELECT
-    // names its columns. Not
-    // for conditional statements, whose result columns vary (`[applied]`
-    // alone, or with the existing row).
+    // names its columns. Not for conditional statements, whose result
+    // columns vary (`[applied]` alone, or with the existing row).
     if !cql.contains(" IF ") {
         p.set_use_cached_result_metadata(true);
     }
