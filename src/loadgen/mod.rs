@@ -219,9 +219,11 @@ impl LoadgenArgs {
 /// Runs the load test (the `loadgen` subcommand).
 pub async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     let report = run::run(&args).await?;
-    let passed = report.check_passed;
-    if args.check && !passed {
-        anyhow::bail!("the final check failed: counts in the store differ from what was sent (see the report)");
+    if args.check && !report.check_passed {
+        anyhow::bail!(
+            "the final check failed: {}",
+            report.check_problems.join("; ")
+        );
     }
     Ok(())
 }

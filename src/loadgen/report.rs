@@ -88,12 +88,69 @@ pub struct Report {
     pub expected_rejected: Option<u64>,
     pub counted_rejected: Option<u64>,
     pub check_passed: bool,
+    /// Why the check failed, one sentence each (empty when it passed).
+    pub check_problems: Vec<String>,
     pub peak_rss_mib: Option<f64>,
     /// Median of the seconds' `cpu_busy_pct` while sending: whether the
     /// machine had room left at this rate (a latency tail on saturated
     /// cores is queueing for them).
     pub cpu_busy_pct_median: Option<f64>,
     pub timeline: Vec<Second>,
+}
+
+/// What the final check found wrong: every acknowledged valid command is
+/// one event (none lost), no more events than valid commands were sent
+/// (none duplicated), the rejections match, and every send was answered
+/// without an error. A send that failed may or may not have reached the
+/// log, so the store may hold anything between the acknowledged valid
+/// commands (`expected_events`) and every valid one sent (`valid`); the
+/// run still fails, but the problem says how many of them the store holds
+/// rather than calling that a miscount.
+pub fn check_problems(r: &Report, unanswered: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    if r.counts_checked {
+        if r.counted_events < r.expected_events {
+            out.push(format!(
+                "{} acknowledged events are missing from the store ({} of {} counted)",
+                r.expected_events - r.counted_events,
+                r.counted_events,
+                r.expected_events
+            ));
+        }
+        if r.counted_events > r.valid {
+            out.push(format!(
+                "the store holds {} events more than the {} valid commands sent",
+                r.counted_events - r.valid,
+                r.valid
+            ));
+        }
+        if let (Some(e), Some(c)) = (r.expected_rejected, r.counted_rejected) {
+            if e != c {
+                out.push(format!("{c} rejections counted, {e} expected"));
+            }
+        }
+    }
+    if r.errors > 0 {
+        let held = if r.counts_checked && (r.expected_events..=r.valid).contains(&r.counted_events)
+        {
+            format!(
+                "; the store holds {} of them, so nothing was lost or duplicated",
+                r.counted_events - r.expected_events
+            )
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{} sends failed (no answer, or an error status){held}",
+            r.errors
+        ));
+    }
+    if unanswered > 0 {
+        out.push(format!(
+            "{unanswered} sends were still unanswered at the end"
+        ));
+    }
+    out
 }
 
 /// A chart panel: title, unused subtitle, and (name, colour, values) series.
@@ -276,5 +333,86 @@ pub fn summary(r: &Report, path: &std::path::Path) {
             _ => String::new(),
         }
     );
+    for p in &r.check_problems {
+        println!("             - {p}");
+    }
     println!("report:      {} (+ .svg)", path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(valid: u64, errors: u64, counted: u64) -> Report {
+        Report {
+            valid,
+            errors,
+            expected_events: valid - errors,
+            counted_events: counted,
+            counts_checked: true,
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn a_clean_run_has_no_problems() {
+        assert!(check_problems(&report(100, 0, 100), 0).is_empty());
+    }
+
+    #[test]
+    fn lost_and_duplicated_events_are_named() {
+        let lost = check_problems(&report(100, 0, 97), 0);
+        assert_eq!(lost.len(), 1);
+        assert!(
+            lost[0].starts_with("3 acknowledged events are missing"),
+            "{lost:?}"
+        );
+        let dup = check_problems(&report(100, 0, 102), 0);
+        assert_eq!(dup.len(), 1);
+        assert!(
+            dup[0].contains("2 events more than the 100 valid"),
+            "{dup:?}"
+        );
+    }
+
+    #[test]
+    fn failed_sends_fail_the_run_without_being_called_a_miscount() {
+        // 35 sends got no answer; 20 of them reached the log anyway.
+        let p = check_problems(&report(30_000, 35, 29_985), 0);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("35 sends failed"), "{p:?}");
+        assert!(p[0].contains("holds 20 of them"), "{p:?}");
+        // Fewer than the acknowledged ones: a loss, named as such.
+        let p = check_problems(&report(30_000, 35, 29_900), 0);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("missing from the store"), "{p:?}");
+        assert!(!p[1].contains("holds"), "{p:?}");
+    }
+
+    #[test]
+    fn rejections_and_unanswered_sends_are_named() {
+        let mut r = report(10, 0, 10);
+        r.expected_rejected = Some(3);
+        r.counted_rejected = Some(2);
+        let p = check_problems(&r, 4);
+        assert_eq!(
+            p,
+            vec![
+                "2 rejections counted, 3 expected".to_string(),
+                "4 sends were still unanswered at the end".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn uncounted_targets_only_check_the_answers() {
+        let mut r = report(10, 0, 0);
+        r.counts_checked = false;
+        assert!(check_problems(&r, 0).is_empty());
+        r.errors = 1;
+        assert_eq!(
+            check_problems(&r, 0),
+            vec!["1 sends failed (no answer, or an error status)".to_string()]
+        );
+    }
 }

@@ -4,7 +4,7 @@ use super::feed::{self, Batch};
 use super::http::Conn;
 use super::probe::{median, progress, rss_mib, snapshot, Hists, Observer, Shared};
 use super::reads;
-use super::report::{summary, write_report, Latency, Report, Second};
+use super::report::{check_problems, summary, write_report, Latency, Report, Second};
 use super::workload::{Kind, Workload};
 use super::{LoadgenArgs, Stage};
 use crate::actors::PipelineConfig;
@@ -434,6 +434,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
             None
         },
         check_passed: false,
+        check_problems: Vec::new(),
         peak_rss_mib: in_process.then_some(peak_rss),
         cpu_busy_pct_median: median(
             timeline
@@ -443,11 +444,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         ),
         timeline,
     };
-    report.check_passed = (!counts_checked
-        || (report.counted_events == report.expected_events
-            && report.expected_rejected == report.counted_rejected))
-        && report.errors == 0
-        && shared.outstanding.load(Relaxed) == 0;
+    report.check_problems = check_problems(&report, shared.outstanding.load(Relaxed));
+    report.check_passed = report.check_problems.is_empty();
     write_report(&args.report, &report)?;
     summary(&report, &args.report);
     if let Target::InProcess { svc, created } = target {
