@@ -35,6 +35,10 @@ const MAX_CONFLICT_ROUNDS: usize = 4;
 pub enum AggregateMsg {
     /// Commands of this user, in delivery order.
     Commands(Vec<Work>),
+    /// Passivation at the cap: forget the current user (its state is
+    /// dropped, as if the actor had stopped) and serve this one from now
+    /// on. Sent only while the aggregate has nothing outstanding.
+    Rebind(String),
 }
 
 pub struct UserAggregate;
@@ -81,7 +85,14 @@ impl Actor for UserAggregate {
         msg: AggregateMsg,
         state: &mut AggregateState,
     ) -> Result<(), ActorProcessingErr> {
-        let AggregateMsg::Commands(works) = msg;
+        let works = match msg {
+            AggregateMsg::Commands(works) => works,
+            AggregateMsg::Rebind(user_id) => {
+                state.user_id = user_id;
+                state.last_seq = None;
+                return Ok(());
+            }
+        };
         let started = Instant::now();
         // Boxed: an idle aggregate's task then holds a pointer, not the
         // whole state machine of `process` (measured: most of an idle

@@ -49,10 +49,13 @@ fn step() -> impl Strategy<Value = Step> {
 /// Stands in for the partition consumer: forwards outcomes to the test.
 struct Collector;
 
+/// Where the collector forwards each `Processed`: its user and outcomes.
+type Outcomes = mpsc::UnboundedSender<(String, Vec<(u64, Outcome)>)>;
+
 impl Actor for Collector {
     type Msg = ConsumerMsg;
-    type State = mpsc::UnboundedSender<Vec<(u64, Outcome)>>;
-    type Arguments = mpsc::UnboundedSender<Vec<(u64, Outcome)>>;
+    type State = Outcomes;
+    type Arguments = Outcomes;
 
     async fn pre_start(
         &self,
@@ -68,8 +71,8 @@ impl Actor for Collector {
         msg: ConsumerMsg,
         tx: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let ConsumerMsg::Processed { outcomes, .. } = msg {
-            let _ = tx.send(outcomes);
+        if let ConsumerMsg::Processed { user_id, outcomes } = msg {
+            let _ = tx.send((user_id, outcomes));
         }
         Ok(())
     }
@@ -164,10 +167,23 @@ async fn drive_user(
         .map_err(|e| e.to_string())?;
     let mut aggregate = spawn_aggregate(user, &store, &names, &collector).await;
     let mut seen = HashSet::new();
+    let mut restarts = 0;
     for (restart, works) in batches {
         if restart {
-            aggregate.stop(None);
-            aggregate = spawn_aggregate(user, &store, &names, &collector).await;
+            // Passivation either stops the actor (idle timeout) or rebinds
+            // it (at the cap; here to a user it never serves, then back):
+            // both must drop the cached state.
+            restarts += 1;
+            if restarts % 2 == 0 {
+                for to in [format!("scratch-{user}"), format!("u{user}")] {
+                    aggregate
+                        .send_message(AggregateMsg::Rebind(to))
+                        .map_err(|e| e.to_string())?;
+                }
+            } else {
+                aggregate.stop(None);
+                aggregate = spawn_aggregate(user, &store, &names, &collector).await;
+            }
         }
         let expected: Vec<(u64, Outcome)> = works
             .iter()
@@ -188,6 +204,10 @@ async fn drive_user(
             .await
             .map_err(|_| format!("u{user}: no outcomes within 20 s"))?
             .ok_or("collector stopped")?;
+        if got.0 != format!("u{user}") {
+            return Err(format!("u{user}: outcomes reported for {}", got.0));
+        }
+        let got = got.1;
         if got != expected {
             return Err(format!("u{user}: outcomes {got:?}, expected {expected:?}"));
         }
@@ -300,4 +320,76 @@ proptest! {
         let result = rt.block_on(run_case(steps));
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
+}
+
+/// One actor rebound from user to user serves each with that user's own
+/// sequence numbers, reports under that user, and still recognises a
+/// user's earlier ids after coming back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let names = Names::new();
+    let writer_args = WriterArgs {
+        names: names.clone(),
+        store: store.clone(),
+        health: Arc::new(Health::default()),
+        max_batch: 64,
+    };
+    let (writer, _) = Actor::spawn(Some(names.writer_name()), JournalWriter, writer_args)
+        .await
+        .expect("writer");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (collector, _) = Actor::spawn(None, Collector, tx).await.expect("collector");
+    let aggregate = spawn_aggregate(0, &store, &names, &collector).await;
+    let work = |delivery_id, user, id| Work {
+        delivery_id,
+        command: command(user, id, 0),
+        published_at_ms: 0,
+    };
+    // (rebind to, commands as (user, id), expected outcomes)
+    let steps = [
+        (
+            None,
+            vec![(0, 1), (0, 2)],
+            vec![Outcome::Persisted, Outcome::Persisted],
+        ),
+        (Some(1), vec![(1, 1)], vec![Outcome::Persisted]),
+        (
+            Some(0),
+            vec![(0, 1), (0, 3)],
+            vec![Outcome::Duplicate, Outcome::Persisted],
+        ),
+    ];
+    let mut delivery = 0;
+    for (rebind, commands, want) in steps {
+        if let Some(u) = rebind {
+            aggregate
+                .send_message(AggregateMsg::Rebind(format!("u{u}")))
+                .expect("rebind");
+        }
+        let user = commands[0].0;
+        let works = commands
+            .iter()
+            .map(|(u, id)| {
+                delivery += 1;
+                work(delivery, *u, *id)
+            })
+            .collect::<Vec<_>>();
+        let ids: Vec<u64> = works.iter().map(|w| w.delivery_id).collect();
+        aggregate
+            .send_message(AggregateMsg::Commands(works))
+            .expect("send");
+        let (who, got) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("outcomes in time")
+            .expect("collector alive");
+        assert_eq!(who, format!("u{user}"));
+        assert_eq!(got, ids.into_iter().zip(want).collect::<Vec<_>>());
+    }
+    assert_eq!(store.last_seq("u0").await.expect("u0"), 3);
+    assert_eq!(store.last_seq("u1").await.expect("u1"), 1);
+    aggregate.stop(None);
+    collector.stop(None);
+    writer.stop(None);
 }

@@ -100,7 +100,14 @@ impl Aggregates {
     }
 
     /// Passivates least recently used idle aggregates until there is room
-    /// for one more. Returns how many were stopped.
+    /// for one more. Returns how many were passivated and, when the cap
+    /// was reached, the actor of the last one: not stopped, but handed
+    /// back to be rebound to the user that needs the room
+    /// (`AggregateMsg::Rebind`). Spawning an aggregate and stopping one per
+    /// new user at the cap was about a fifth of the pipeline's capacity
+    /// (BENCHMARKS.md, "Eleventh session"); a rebound actor drops its
+    /// user's state exactly as a stopped one does, and it is idle (nothing
+    /// outstanding), so no message of the old user can reach it.
     ///
     /// A busy aggregate's entry is dropped from the queue, not put back:
     /// `completed` touches it (a new entry at the back) when its work is
@@ -108,22 +115,26 @@ impl Aggregates {
     /// back at the front made every call walk all of them again: with cold
     /// users at the cap, one walk over the in-flight window per new user
     /// (2.4 % of the worker's CPU under 10,000/s of HTTP ingest).
-    pub fn make_room(&mut self) -> u64 {
-        let mut stopped = 0;
+    pub fn make_room(&mut self) -> (u64, Option<ActorRef<AggregateMsg>>) {
+        let mut passivated = 0;
         while self.live.len() >= self.cap {
             let Some((user_id, generation)) = self.lru.pop_front() else {
                 break;
             };
-            if self
+            if !self
                 .live
                 .get(&user_id)
                 .is_some_and(|e| e.generation == generation && e.outstanding == 0)
             {
-                self.stop(&user_id);
-                stopped += 1;
+                continue;
             }
+            passivated += 1;
+            if self.live.len() == self.cap {
+                return (passivated, self.take(&user_id));
+            }
+            self.stop(&user_id);
         }
-        stopped
+        (passivated, None)
     }
 
     /// Passivates aggregates unused for the idle timeout. Busy ones leave
@@ -162,11 +173,17 @@ impl Aggregates {
     }
 
     fn stop(&mut self, user_id: &str) {
-        if let Some(e) = self.live.remove(user_id) {
-            self.by_id.remove(&e.actor.get_id());
-            e.actor.stop(None);
-            self.health.aggregates_changed(-1);
+        if let Some(actor) = self.take(user_id) {
+            actor.stop(None);
         }
+    }
+
+    /// Forgets a user's aggregate and returns its actor, still running.
+    fn take(&mut self, user_id: &str) -> Option<ActorRef<AggregateMsg>> {
+        let e = self.live.remove(user_id)?;
+        self.by_id.remove(&e.actor.get_id());
+        self.health.aggregates_changed(-1);
+        Some(e.actor)
     }
 
     fn touch(&mut self, user_id: &str) {
@@ -181,6 +198,72 @@ impl Aggregates {
             let live = &self.live;
             self.lru
                 .retain(|(u, g)| live.get(u).is_some_and(|e| e.generation == *g));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr};
+
+    /// An actor of the aggregate's message type that does nothing.
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = AggregateMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            _: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    async fn actor() -> ActorRef<AggregateMsg> {
+        Actor::spawn(None, Idle, ()).await.expect("spawn").0
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_least_recently_used_idle_actor_is_handed_back() {
+        let health = Arc::new(Health::default());
+        let mut live = Aggregates::new(health.clone(), 2, Duration::from_secs(60));
+        let (a, b) = (actor().await, actor().await);
+        live.insert("a".into(), a.clone());
+        let (n, spare) = live.make_room();
+        assert_eq!(n, 0, "room below the cap");
+        assert!(spare.is_none());
+        live.insert("b".into(), b.clone());
+
+        // "a" is the least recently used, but busy: "b" goes.
+        live.get("a");
+        live.get("b");
+        live.dispatched("a", 1);
+        let (n, spare) = live.make_room();
+        assert_eq!(n, 1);
+        let spare = spare.expect("an idle actor at the cap");
+        assert_eq!(spare.get_id(), b.get_id());
+        assert!(live.get("b").is_none(), "its user is forgotten");
+        assert_eq!(health.aggregates().0, 1);
+
+        // Rebound to "c": found under "c", and a stop or failure of that
+        // actor is now "c"'s.
+        live.insert("c".into(), spare.clone());
+        assert_eq!(health.aggregates().0, 2);
+        assert_eq!(live.remove_by_id(spare.get_id()).as_deref(), Some("c"));
+        live.insert("c".into(), spare.clone());
+
+        // Every live aggregate busy: nothing to hand back.
+        live.dispatched("c", 1);
+        let (n, spare) = live.make_room();
+        assert_eq!(n, 0);
+        assert!(spare.is_none());
+        for r in [a, b] {
+            r.stop(None);
         }
     }
 }

@@ -153,8 +153,19 @@ async fn get_or_spawn(
     if let Some(a) = state.aggregates.get(user_id) {
         return Ok(a);
     }
-    let evicted = state.aggregates.make_room();
+    let (evicted, spare) = state.aggregates.make_room();
     ev::passivated("cap", evicted);
+    if let Some(actor) = spare {
+        // Mailbox order: the rebind lands before this user's commands.
+        if actor
+            .send_message(AggregateMsg::Rebind(user_id.to_string()))
+            .is_ok()
+        {
+            state.aggregates.insert(user_id.to_string(), actor.clone());
+            return Ok(actor);
+        }
+        // It stopped meanwhile (its supervision event is on its way): spawn.
+    }
     let args = AggregateArgs {
         user_id: user_id.to_string(),
         store: state.store.clone(),
