@@ -1,5 +1,6 @@
 //! The write path: conflict checks and one durable batch per call.
 
+use super::seqs::SeqCache;
 use super::{db_err, keys, Inner};
 use crate::store::{
     AppendConflict, AppendGroup, GroupOutcome, StoreError, WriteBatch, WriteOutcome,
@@ -33,11 +34,39 @@ fn validate(batch: &WriteBatch) -> Result<(), StoreError> {
 }
 
 impl Inner {
+    /// The cache of recent users' last sequence numbers. A panic while it
+    /// was held cannot have left a wrong value (each update is one map
+    /// insert), so a poisoned lock is taken over rather than failing.
+    fn seq_cache(&self) -> std::sync::MutexGuard<'_, SeqCache> {
+        self.seqs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The user's last sequence number: from the cache when the user was
+    /// written recently, else from the keyspace (not cached: this may run
+    /// outside the writer lock, see [`super::seqs`]).
     pub(super) fn stored_last_seq(&self, user: &str) -> Result<u64, StoreError> {
+        if let Some(seq) = self.seq_cache().get(user) {
+            return Ok(seq);
+        }
+        self.read_last_seq(user)
+    }
+
+    fn read_last_seq(&self, user: &str) -> Result<u64, StoreError> {
         match self.last_seq.get(user).map_err(db_err)? {
             Some(v) => keys::u64_at(&v, 0, "last seq"),
             None => Ok(0),
         }
+    }
+
+    /// As [`Self::stored_last_seq`], for the writer-lock holder only: a
+    /// value read from the keyspace is current and goes into the cache.
+    fn locked_last_seq(&self, user: &str) -> Result<u64, StoreError> {
+        if let Some(seq) = self.seq_cache().get(user) {
+            return Ok(seq);
+        }
+        let seq = self.read_last_seq(user)?;
+        self.seq_cache().put(user, seq);
+        Ok(seq)
     }
 
     /// The first interaction id of the group already stored, appended earlier
@@ -93,7 +122,7 @@ impl Inner {
         for g in &batch.groups {
             let actual = match seqs.get(g.user_id.as_str()) {
                 Some(s) => *s,
-                None => self.stored_last_seq(&g.user_id)?,
+                None => self.locked_last_seq(&g.user_id)?,
             };
             if actual != g.expected_last_seq {
                 out.groups
@@ -155,13 +184,19 @@ impl Inner {
         if fb.is_empty() {
             return Ok(out);
         }
-        for (user, seq) in seqs {
-            fb.insert(&self.last_seq, user, seq.to_be_bytes());
+        for (user, seq) in &seqs {
+            fb.insert(&self.last_seq, *user, seq.to_be_bytes());
         }
         fb.insert(&self.meta, "head", head.to_be_bytes());
         // The durability point: fsync of the journal, then memtables.
         fb.commit().map_err(db_err)?;
         self.head.store(head, Ordering::Release);
+        // Still under the writer lock: the cache never lags the keyspace
+        // for the next append check.
+        let mut cache = self.seq_cache();
+        for (user, seq) in seqs {
+            cache.put(user, seq);
+        }
         Ok(out)
     }
 }
