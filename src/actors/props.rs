@@ -12,7 +12,7 @@
 
 use super::aggregate::{AggregateArgs, AggregateMsg, UserAggregate};
 use super::consumer::{ConsumerMsg, Outcome, Work};
-use super::writer::{JournalWriter, WriterArgs};
+use super::writer::{JournalWriter, WriterArgs, WriterMsg};
 use super::{Health, Names};
 use crate::domain::{CommandFormat, InteractionType, Target, TrackInteraction};
 use crate::store::embedded::EmbeddedStore;
@@ -235,20 +235,29 @@ fn expected_journal(plan: &Plan) -> BTreeMap<String, Vec<(String, InteractionTyp
     out
 }
 
-async fn run_case(steps: Vec<Step>) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store: Arc<dyn EventStore> =
-        Arc::new(EmbeddedStore::open(dir.path()).map_err(|e| e.to_string())?);
-    let names = Names::new();
-    let writer_args = WriterArgs {
+/// The real journal writer on `store`, registered under `names`.
+async fn start_writer(
+    store: &Arc<dyn EventStore>,
+    names: &Names,
+) -> Result<ActorRef<WriterMsg>, String> {
+    let args = WriterArgs {
         names: names.clone(),
         store: store.clone(),
         health: Arc::new(Health::default()),
         max_batch: 64,
     };
-    let (writer, _) = Actor::spawn(Some(names.writer_name()), JournalWriter, writer_args)
+    Actor::spawn(Some(names.writer_name()), JournalWriter, args)
         .await
-        .map_err(|e| e.to_string())?;
+        .map(|(writer, _)| writer)
+        .map_err(|e| e.to_string())
+}
+
+async fn run_case(steps: Vec<Step>) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store: Arc<dyn EventStore> =
+        Arc::new(EmbeddedStore::open(dir.path()).map_err(|e| e.to_string())?);
+    let names = Names::new();
+    let writer = start_writer(&store, &names).await?;
     let plan = plan(&steps);
     // Users run concurrently (the writer commits their groups together).
     let drivers: Vec<_> = plan
@@ -330,15 +339,7 @@ async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
     let names = Names::new();
-    let writer_args = WriterArgs {
-        names: names.clone(),
-        store: store.clone(),
-        health: Arc::new(Health::default()),
-        max_batch: 64,
-    };
-    let (writer, _) = Actor::spawn(Some(names.writer_name()), JournalWriter, writer_args)
-        .await
-        .expect("writer");
+    let writer = start_writer(&store, &names).await.expect("writer");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (collector, _) = Actor::spawn(None, Collector, tx).await.expect("collector");
     let aggregate = spawn_aggregate(0, &store, &names, &collector).await;
