@@ -196,7 +196,7 @@ fn describe() {
     );
     describe_counter!(
         PASSIVATED,
-        "Aggregates stopped because idle or over the cap, by cause."
+        "Aggregates passivated (state dropped: stopped when idle, rebound to a new user at the cap), by cause."
     );
     describe_gauge!(
         PROJECTION_LAG,
