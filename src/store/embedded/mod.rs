@@ -152,7 +152,8 @@ fn proj_index(p: ProjectionKind) -> usize {
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Users per generation of the last-sequence cache ([`seqs`]): two
 /// generations hold the last 131,072 to 262,144 users written, about 18 MiB
-/// at most, which covers the 100,000 users of the pipeline's load test.
+/// at most (estimated), which covers the 100,000 users of the pipeline's
+/// load test.
 const SEQ_CACHE_USERS: usize = 131_072;
 /// Per keyspace (fjall's default is 64 MiB; twelve keyspaces at that size
 /// would be most of a pod's memory limit).

@@ -1,8 +1,9 @@
 //! The last sequence numbers of recently written users, in memory.
 //!
-//! Every event needs its user's last sequence number twice: the aggregate
-//! loads it when it starts serving a user, and the store's conditional
-//! append checks it under the writer lock. Both were point lookups in the
+//! An event of a user without a live aggregate needs the user's last
+//! sequence number twice: the aggregate loads it when it starts serving
+//! the user, and the store's conditional append checks it under the
+//! writer lock (every group of every user needs the second). Both were point lookups in the
 //! `last_seq` keyspace, together about 14 % of the pipeline's CPU at
 //! saturation (BENCHMARKS.md, "Eleventh session").
 //!
@@ -18,8 +19,8 @@
 //!
 //! Bounded by two generations of `capacity` users: when the current one
 //! is full it becomes the previous one and the oldest is dropped, so the
-//! users written most recently stay and memory is at most about
-//! 2 × `capacity` entries (about 70 bytes each).
+//! users written most recently stay and memory is at most
+//! 2 × `capacity` entries (about 70 bytes each, an estimate).
 
 use std::collections::HashMap;
 

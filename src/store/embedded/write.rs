@@ -45,27 +45,26 @@ impl Inner {
     /// written recently, else from the keyspace (not cached: this may run
     /// outside the writer lock, see [`super::seqs`]).
     pub(super) fn stored_last_seq(&self, user: &str) -> Result<u64, StoreError> {
-        if let Some(seq) = self.seq_cache().get(user) {
-            return Ok(seq);
-        }
-        self.read_last_seq(user)
-    }
-
-    fn read_last_seq(&self, user: &str) -> Result<u64, StoreError> {
-        match self.last_seq.get(user).map_err(db_err)? {
-            Some(v) => keys::u64_at(&v, 0, "last seq"),
-            None => Ok(0),
-        }
+        self.last_seq_of(user, false)
     }
 
     /// As [`Self::stored_last_seq`], for the writer-lock holder only: a
     /// value read from the keyspace is current and goes into the cache.
     fn locked_last_seq(&self, user: &str) -> Result<u64, StoreError> {
+        self.last_seq_of(user, true)
+    }
+
+    fn last_seq_of(&self, user: &str, fill: bool) -> Result<u64, StoreError> {
         if let Some(seq) = self.seq_cache().get(user) {
             return Ok(seq);
         }
-        let seq = self.read_last_seq(user)?;
-        self.seq_cache().put(user, seq);
+        let seq = match self.last_seq.get(user).map_err(db_err)? {
+            Some(v) => keys::u64_at(&v, 0, "last seq")?,
+            None => 0,
+        };
+        if fill {
+            self.seq_cache().put(user, seq);
+        }
         Ok(seq)
     }
 
