@@ -389,6 +389,14 @@ pub fn actor_restarted(kind: &'static str, error: &str) {
     tracing::error!(actor = kind, error, "actor failed; restarting");
 }
 
+pub fn actor_failed_draining(kind: &'static str, error: &str) {
+    tracing::error!(
+        actor = kind,
+        error,
+        "actor failed while draining; not restarted"
+    );
+}
+
 pub fn aggregate_failed(partition: u32, error: &str) {
     counter!(AGGREGATE_FAILURES).increment(1);
     tracing::error!(

@@ -22,6 +22,23 @@ pub mod writer;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// Schedules one `flush` message to the actor itself, unless one is
+/// already queued (`scheduled`). Returns `false` when the mailbox is
+/// closed: the actor is being drained at shutdown (`drain_and_wait`), so
+/// nothing arrives after what is queued and the caller must flush now
+/// instead of failing (a failed handler would drop what it buffered).
+pub(crate) fn schedule_flush<M: ractor::Message>(
+    myself: &ractor::ActorRef<M>,
+    scheduled: &mut bool,
+    flush: M,
+) -> bool {
+    if *scheduled {
+        return true;
+    }
+    *scheduled = myself.send_message(flush).is_ok();
+    *scheduled
+}
+
 /// Tunables of the pipeline (from the command line).
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {

@@ -11,6 +11,7 @@
 //! on a periodic tick that compares the checkpoint with the journal head.
 
 use super::follow::{self, handle_in_order, Follower};
+use super::schedule_flush;
 use crate::internal_events as ev;
 use crate::store::{EventStore, JournalRecord, ProjectionKind, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -95,18 +96,13 @@ impl Actor for Projector {
         match msg {
             ProjectorMsg::Committed(records) => {
                 state.buffer.push(records);
-                if !state.flush_scheduled {
-                    state.flush_scheduled = true;
-                    myself.send_message(ProjectorMsg::Flush)?;
+                if !schedule_flush(&myself, &mut state.flush_scheduled, ProjectorMsg::Flush) {
+                    flush(state).await;
                 }
             }
             ProjectorMsg::Flush => {
                 state.flush_scheduled = false;
-                let buffered = std::mem::take(&mut state.buffer);
-                if let Err(e) = apply_buffered(state, &buffered).await {
-                    // The journal has the records: the tick catches up later.
-                    ev::store_error("projection_apply", &e);
-                }
+                flush(state).await;
             }
             ProjectorMsg::Tick => {
                 if let Err(e) = catch_up(state, u64::MAX).await {
@@ -136,6 +132,15 @@ impl Follower for ProjectorState {
     }
 }
 
+/// Applies what is buffered; on failure the journal still has the
+/// records and the tick (or the next start) catches up.
+async fn flush(state: &mut ProjectorState) {
+    let buffered = std::mem::take(&mut state.buffer);
+    if let Err(e) = apply_buffered(state, &buffered).await {
+        ev::store_error("projection_apply", &e);
+    }
+}
+
 async fn apply_buffered(
     state: &mut ProjectorState,
     buffered: &[Arc<Vec<JournalRecord>>],
@@ -160,4 +165,50 @@ async fn catch_up(state: &mut ProjectorState, until: u64) -> Result<(), StoreErr
     let head = state.store.head().await?;
     ev::projection_lag(state.kind.as_str(), head.saturating_sub(state.checkpoint));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::InteractionType::Click;
+    use crate::store::contract::{group, Fx};
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::WriteBatch;
+
+    /// At shutdown the projector is drained: its mailbox closes with the
+    /// last `Committed` still queued, so the `Flush` it would send itself
+    /// is refused. The records are applied at once instead of failing the
+    /// handler (which lost them until the next start and logged a restart).
+    #[tokio::test]
+    async fn records_queued_when_the_drain_starts_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let args = ProjectorArgs {
+            kind: ProjectionKind::Status,
+            store: store.clone(),
+        };
+        let (projector, handle) = Actor::spawn(None, Projector, args).await.unwrap();
+        let fx = Fx::new();
+        let user = fx.name("u");
+        let batch = WriteBatch {
+            groups: vec![group(&user, 0, vec![fx.ev(&user, 1, Click)])],
+            rejections: Vec::new(),
+        };
+        store.write(Arc::new(batch)).await.unwrap();
+        let records = store.scan(0, usize::MAX).await.unwrap();
+        let head = store.head().await.unwrap();
+        assert_eq!(records.last().map(JournalRecord::pos), Some(head));
+
+        projector
+            .send_message(ProjectorMsg::Committed(Arc::new(records)))
+            .unwrap();
+        projector
+            .get_cell()
+            .drain_and_wait(Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        handle.await.unwrap();
+        let checkpoint = store.checkpoint(ProjectionKind::Status).await.unwrap();
+        assert_eq!(checkpoint, head);
+    }
 }

@@ -28,6 +28,7 @@
 //! at least once, consumers dedupe by `interaction_id`.
 
 use super::follow::{catch_up, handle_in_order, Follower};
+use super::schedule_flush;
 use crate::internal_events as ev;
 use crate::log::{EventSink, OutboundMessage};
 use crate::store::{EventStore, JournalRecord, ProjectionMode, StoreError};
@@ -142,17 +143,13 @@ impl Actor for EventPublisher {
         match msg {
             PublisherMsg::Committed(records) => {
                 state.buffer.push(records);
-                if !state.flush_scheduled {
-                    state.flush_scheduled = true;
-                    myself.send_message(PublisherMsg::Flush)?;
+                if !schedule_flush(&myself, &mut state.flush_scheduled, PublisherMsg::Flush) {
+                    flush(state).await;
                 }
             }
             PublisherMsg::Flush => {
                 state.flush_scheduled = false;
-                let buffered = std::mem::take(&mut state.buffer);
-                if let Err(e) = publish_buffered(state, &buffered).await {
-                    tracing::warn!(error = %e, "events topic: publish failed; retrying from the journal");
-                }
+                flush(state).await;
             }
             PublisherMsg::Tick if state.direct => {
                 if state.last_sweep.elapsed() >= state.sweep_every {
@@ -183,6 +180,15 @@ impl Actor for EventPublisher {
             }
         }
         Ok(())
+    }
+}
+
+/// Publishes what is buffered; on failure the journal (or, direct, the
+/// retained buffer) still has the events for the tick.
+async fn flush(state: &mut PublisherState) {
+    let buffered = std::mem::take(&mut state.buffer);
+    if let Err(e) = publish_buffered(state, &buffered).await {
+        tracing::warn!(error = %e, "events topic: publish failed; retrying from the journal");
     }
 }
 

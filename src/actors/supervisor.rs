@@ -209,6 +209,12 @@ fn on_failure(
     child: Child,
     error: &str,
 ) -> Result<(), ActorProcessingErr> {
+    if state.draining {
+        // Shutting down: nothing is restarted, and what the child held
+        // comes back from the log or the journal at the next start.
+        ev::actor_failed_draining(child.kind(), error);
+        return Ok(());
+    }
     let now = Instant::now();
     let window = state.args.config.restart_window;
     state.failures.push_back(now);

@@ -13,7 +13,7 @@
 //! are left out of the commit: their deliveries come again.
 
 use super::projector;
-use super::{Health, Names};
+use super::{schedule_flush, Health, Names};
 use crate::domain::Rejection;
 use crate::internal_events as ev;
 use crate::store::{
@@ -139,11 +139,11 @@ impl Actor for JournalWriter {
                 };
                 state.pending_events += p.events();
                 state.pending.push(p);
-                if state.pending_events >= state.max_batch {
+                // A full batch, or a mailbox closed by the drain at
+                // shutdown: commit now; otherwise once what is queued is in.
+                let full = state.pending_events >= state.max_batch;
+                if full || !schedule_flush(&myself, &mut state.flush_scheduled, WriterMsg::Flush) {
                     commit(state).await;
-                } else if !state.flush_scheduled {
-                    state.flush_scheduled = true;
-                    myself.send_message(WriterMsg::Flush)?;
                 }
             }
             WriterMsg::Flush => {
@@ -288,5 +288,40 @@ mod tests {
         assert_eq!(store.last_seq(&gone).await.unwrap(), 0);
         writer.stop(None);
         handle.await.unwrap();
+    }
+
+    /// At shutdown the writer is drained: its mailbox closes with a
+    /// request still queued, so the `Flush` it would send itself is
+    /// refused. The request is committed and answered at once.
+    #[tokio::test]
+    async fn a_request_queued_when_the_drain_starts_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let args = WriterArgs {
+            names: Names::new(),
+            store: store.clone(),
+            health: Arc::new(Health::default()),
+            max_batch: 100,
+        };
+        let (writer, handle) = Actor::spawn(None, JournalWriter, args).await.unwrap();
+        let fx = Fx::new();
+        let user = fx.name("u");
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let msg = WriterMsg::Write {
+            group: Some(group(&user, 0, vec![fx.ev(&user, 1, Click)])),
+            rejections: Vec::new(),
+            published_at_ms: Vec::new(),
+            reply: tx.into(),
+        };
+        writer.send_message(msg).unwrap();
+        writer
+            .get_cell()
+            .drain_and_wait(Some(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap();
+        handle.await.unwrap();
+        let reply = rx.await.unwrap().unwrap();
+        assert!(matches!(reply.group, Some(GroupOutcome::Appended { .. })));
+        assert_eq!(store.last_seq(&user).await.unwrap(), 1);
     }
 }
