@@ -2,7 +2,7 @@
 
 use super::feed::{self, Batch};
 use super::http::Conn;
-use super::probe::{median, progress, rss_mib, snapshot, Hists, Observer, Shared};
+use super::probe::{median, progress, rss_mib, snapshot, Hists, Observer, Pending, Shared};
 use super::reads;
 use super::report::{check_problems, summary, write_report, Latency, Report, Second};
 use super::workload::{Kind, Workload};
@@ -114,6 +114,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
     .with_poison(args.poison);
     let shared = Arc::new(Shared {
         hists: Mutex::new(Hists::new()),
+        pending: Mutex::new(Pending::new(workload.id_prefix())),
         ..Shared::default()
     });
     let mode = match &target {
@@ -224,9 +225,11 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 }
                 shared.outstanding.fetch_add(1, Relaxed);
                 shared.sent.fetch_add(1, Relaxed);
-                if g.kind == Kind::Valid {
+                // Only the in-process target follows the journal (the
+                // observer removes what it sees); elsewhere nothing would.
+                if g.kind == Kind::Valid && matches!(target, Target::InProcess { .. }) {
                     if let Ok(mut p) = shared.pending.lock() {
-                        p.insert(g.interaction_id.clone(), at);
+                        p.insert(g.seq, at);
                     }
                 }
                 match &target {

@@ -172,6 +172,9 @@ pub const ID_PROPERTY: &str = "loadgen-id";
 /// One generated command.
 pub struct Generated {
     pub kind: Kind,
+    /// The generator's sequence number of this command (a duplicate
+    /// carries the one of the command it repeats); the id ends with it.
+    pub seq: u64,
     pub interaction_id: String,
     pub user_id: String,
     pub body: Vec<u8>,
@@ -182,13 +185,14 @@ pub struct Generated {
 impl Generated {
     #[cfg(test)]
     pub(super) fn new_for_test(kind: Kind, id: String, user: String) -> Self {
-        Self::new(kind, id, user, Vec::new())
+        Self::new(kind, 0, id, user, Vec::new())
     }
 
-    fn new(kind: Kind, interaction_id: String, user_id: String, body: Vec<u8>) -> Self {
+    fn new(kind: Kind, seq: u64, interaction_id: String, user_id: String, body: Vec<u8>) -> Self {
         let properties = HashMap::from([(ID_PROPERTY.to_string(), interaction_id.clone())]);
         Self {
             kind,
+            seq,
             interaction_id,
             user_id,
             body,
@@ -207,7 +211,7 @@ pub struct Workload {
     campaign: String,
     run: String,
     seq: u64,
-    recent: VecDeque<(String, String, Vec<u8>)>,
+    recent: VecDeque<(u64, String, String, Vec<u8>)>,
 }
 
 /// Earlier commands kept to resend as duplicates.
@@ -248,13 +252,25 @@ impl Workload {
         &self.campaign
     }
 
+    /// What every interaction id of this run starts with; the generator's
+    /// sequence number follows it.
+    pub fn id_prefix(&self) -> String {
+        format!("lg-{}-", self.run)
+    }
+
     /// The next command, occurring at `at`.
     pub fn next(&mut self, at: DateTime<Utc>) -> Generated {
         let roll = self.rng.unit();
         if roll < self.duplicates && !self.recent.is_empty() {
             let i = self.rng.below(self.recent.len() as u64) as usize;
-            if let Some((id, user, body)) = self.recent.get(i) {
-                return Generated::new(Kind::Duplicate, id.clone(), user.clone(), body.clone());
+            if let Some((seq, id, user, body)) = self.recent.get(i) {
+                return Generated::new(
+                    Kind::Duplicate,
+                    *seq,
+                    id.clone(),
+                    user.clone(),
+                    body.clone(),
+                );
             }
         }
         let invalid = roll >= self.duplicates && roll < self.duplicates + self.invalid;
@@ -263,12 +279,12 @@ impl Workload {
             && roll < self.duplicates + self.invalid + self.poison;
         self.seq += 1;
         let user = format!("lg-u{}", self.users.draw(&mut self.rng));
-        let id = format!("lg-{}-{}", self.run, self.seq);
+        let id = format!("{}{}", self.id_prefix(), self.seq);
         if poison {
             let variant = self.rng.below(super::poison::VARIANTS);
             return super::poison::make(
                 variant,
-                Generated::new(Kind::Poison, id, user, Vec::new()),
+                Generated::new(Kind::Poison, self.seq, id, user, Vec::new()),
             );
         }
         let w = self.mix.0;
@@ -295,15 +311,18 @@ impl Workload {
             occurred_at: at,
         };
         let body = serde_json::to_vec(&cmd).unwrap_or_default();
-        if !invalid {
+        // Kept only when duplicates are asked for: three clones per
+        // command otherwise spent for nothing.
+        if !invalid && self.duplicates > 0.0 {
             if self.recent.len() == RECENT {
                 self.recent.pop_front();
             }
             self.recent
-                .push_back((id.clone(), user.clone(), body.clone()));
+                .push_back((self.seq, id.clone(), user.clone(), body.clone()));
         }
         Generated::new(
             if invalid { Kind::Invalid } else { Kind::Valid },
+            self.seq,
             id,
             user,
             body,
@@ -381,6 +400,30 @@ mod tests {
                 "{:?}",
                 g.kind
             );
+        }
+    }
+
+    #[test]
+    fn ids_are_the_prefix_and_the_sequence_number() {
+        let mut w = Workload::new(
+            9,
+            100,
+            &Distribution::Uniform,
+            Mix([1, 1, 1]),
+            0.1,
+            0.2,
+            "c".into(),
+        );
+        let at = Utc::now();
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..2_000 {
+            let g = w.next(at);
+            assert_eq!(g.interaction_id, format!("{}{}", w.id_prefix(), g.seq));
+            // A duplicate repeats its command's number and body.
+            if let Some(body) = seen.insert(g.seq, g.body.clone()) {
+                assert_eq!(g.kind, Kind::Duplicate);
+                assert_eq!(body, g.body);
+            }
         }
     }
 
