@@ -256,9 +256,17 @@ mod tests {
     use crate::domain::InteractionType::Click;
     use crate::store::contract::{group, Fx};
     use crate::store::embedded::EmbeddedStore;
+    use ractor::concurrency::JoinHandle;
+    use tempfile::TempDir;
 
-    #[tokio::test]
-    async fn requests_whose_caller_stopped_are_left_out() {
+    /// A writer on a fresh embedded store (the directory lives as long as
+    /// the returned guard).
+    async fn start() -> (
+        TempDir,
+        Arc<dyn EventStore>,
+        ActorRef<WriterMsg>,
+        JoinHandle<()>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let args = WriterArgs {
@@ -268,19 +276,35 @@ mod tests {
             max_batch: 100,
         };
         let (writer, handle) = Actor::spawn(None, JournalWriter, args).await.unwrap();
+        (dir, store, writer, handle)
+    }
+
+    /// One event of `user` (its first), answered on `reply`.
+    fn first_event(
+        fx: &Fx,
+        user: &str,
+        reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
+    ) -> WriterMsg {
+        WriterMsg::Write {
+            group: Some(group(user, 0, vec![fx.ev(user, 1, Click)])),
+            rejections: Vec::new(),
+            published_at_ms: Vec::new(),
+            reply,
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_whose_caller_stopped_are_left_out() {
+        let (_dir, store, writer, handle) = start().await;
         let fx = Fx::new();
         let (gone, kept) = (fx.name("gone"), fx.name("kept"));
         let (gone_tx, gone_rx) = ractor::concurrency::oneshot();
         drop(gone_rx); // its caller stopped
         let (kept_tx, kept_rx) = ractor::concurrency::oneshot();
         for (user, tx) in [(&gone, gone_tx), (&kept, kept_tx)] {
-            let msg = WriterMsg::Write {
-                group: Some(group(user, 0, vec![fx.ev(user, 1, Click)])),
-                rejections: Vec::new(),
-                published_at_ms: Vec::new(),
-                reply: tx.into(),
-            };
-            writer.send_message(msg).unwrap();
+            writer
+                .send_message(first_event(&fx, user, tx.into()))
+                .unwrap();
         }
         let reply = kept_rx.await.unwrap().unwrap();
         assert!(matches!(reply.group, Some(GroupOutcome::Appended { .. })));
@@ -295,25 +319,13 @@ mod tests {
     /// refused. The request is committed and answered at once.
     #[tokio::test]
     async fn a_request_queued_when_the_drain_starts_is_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let args = WriterArgs {
-            names: Names::new(),
-            store: store.clone(),
-            health: Arc::new(Health::default()),
-            max_batch: 100,
-        };
-        let (writer, handle) = Actor::spawn(None, JournalWriter, args).await.unwrap();
+        let (_dir, store, writer, handle) = start().await;
         let fx = Fx::new();
         let user = fx.name("u");
         let (tx, rx) = ractor::concurrency::oneshot();
-        let msg = WriterMsg::Write {
-            group: Some(group(&user, 0, vec![fx.ev(&user, 1, Click)])),
-            rejections: Vec::new(),
-            published_at_ms: Vec::new(),
-            reply: tx.into(),
-        };
-        writer.send_message(msg).unwrap();
+        writer
+            .send_message(first_event(&fx, &user, tx.into()))
+            .unwrap();
         writer
             .get_cell()
             .drain_and_wait(Some(std::time::Duration::from_secs(10)))
