@@ -5,6 +5,8 @@
 //! histograms, bounded labels). No user id, interaction id or payload is
 //! ever a label; ids appear only in debug logs.
 
+mod log_limit;
+
 use crate::domain::RejectReason;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -332,9 +334,13 @@ pub fn events_published(n: u64) {
     counter!(EVENTS_PUBLISHED).increment(n);
 }
 
+/// Logged at most once per partition per [`log_limit::WINDOW`] (an outage
+/// retries every delivery); `suppressed` counts those not logged since.
 pub fn retry_scheduled(partition: u32, n: usize, delay: Duration, error: &dyn std::fmt::Display) {
     counter!(RETRIES).increment(1);
-    tracing::warn!(partition, n, delay_ms = delay.as_millis() as u64, %error, "transient failure, retrying later");
+    if let Some(suppressed) = log_limit::allow("retry_scheduled", u64::from(partition)) {
+        tracing::warn!(partition, n, delay_ms = delay.as_millis() as u64, %error, suppressed, "transient failure, retrying later");
+    }
 }
 
 pub fn end_to_end(stage: &'static str, seconds: f64) {
@@ -371,9 +377,13 @@ pub fn writes_abandoned(n: usize) {
     );
 }
 
+/// Logged at most once per operation per [`log_limit::WINDOW`];
+/// `suppressed` counts those not logged since.
 pub fn store_error(op: &'static str, error: &dyn std::fmt::Display) {
     counter!(STORE_ERRORS, "op" => op).increment(1);
-    tracing::warn!(op, %error, "store operation failed");
+    if let Some(suppressed) = log_limit::allow(op, 0) {
+        tracing::warn!(op, %error, suppressed, "store operation failed");
+    }
 }
 
 pub fn live_aggregates_changed(delta: f64) {
