@@ -12,8 +12,8 @@
 
 use super::aggregate::{AggregateArgs, AggregateMsg, UserAggregate};
 use super::consumer::{ConsumerMsg, Outcome, Work};
-use super::writer::{JournalWriter, WriterArgs, WriterMsg};
-use super::{Health, Names};
+use super::writer::WriterMsg;
+use super::Names;
 use crate::domain::{CommandFormat, InteractionType, Target, TrackInteraction};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{EventStore, JournalRecord};
@@ -240,13 +240,7 @@ async fn start_writer(
     store: &Arc<dyn EventStore>,
     names: &Names,
 ) -> Result<ActorRef<WriterMsg>, String> {
-    let args = WriterArgs {
-        names: names.clone(),
-        store: store.clone(),
-        health: Arc::new(Health::default()),
-        max_batch: 64,
-    };
-    Actor::spawn(Some(names.writer_name()), JournalWriter, args)
+    super::writer::spawn_for_test(store, names)
         .await
         .map(|(writer, _)| writer)
         .map_err(|e| e.to_string())

@@ -250,6 +250,21 @@ async fn commit(state: &mut WriterState) {
     }
 }
 
+/// The real writer on `store`, registered under `names` (tests).
+#[cfg(test)]
+pub(super) async fn spawn_for_test(
+    store: &Arc<dyn EventStore>,
+    names: &Names,
+) -> Result<(ActorRef<WriterMsg>, ractor::concurrency::JoinHandle<()>), ractor::SpawnErr> {
+    let args = WriterArgs {
+        names: names.clone(),
+        store: store.clone(),
+        health: Arc::new(Health::default()),
+        max_batch: 64,
+    };
+    Actor::spawn(Some(names.writer_name()), JournalWriter, args).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,13 +284,7 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let args = WriterArgs {
-            names: Names::new(),
-            store: store.clone(),
-            health: Arc::new(Health::default()),
-            max_batch: 100,
-        };
-        let (writer, handle) = Actor::spawn(None, JournalWriter, args).await.unwrap();
+        let (writer, handle) = spawn_for_test(&store, &Names::new()).await.unwrap();
         (dir, store, writer, handle)
     }
 

@@ -87,8 +87,9 @@ pub(super) struct Pending {
     prefix: String,
     /// The sequence number of `slots[0]`.
     base: u64,
+    /// Empty, or its first slot is pending: `remove` drops the slots
+    /// before the oldest pending one, so empty means nothing is pending.
     slots: VecDeque<Option<Instant>>,
-    len: usize,
 }
 
 impl Pending {
@@ -112,9 +113,7 @@ impl Pending {
         if self.slots.len() <= i {
             self.slots.resize(i + 1, None);
         }
-        if self.slots[i].replace(at).is_none() {
-            self.len += 1;
-        }
+        self.slots[i] = Some(at);
     }
 
     /// The intended send time of the command with this interaction id, if
@@ -123,7 +122,6 @@ impl Pending {
         let seq: u64 = interaction_id.strip_prefix(&self.prefix)?.parse().ok()?;
         let i = seq.checked_sub(self.base)? as usize;
         let at = self.slots.get_mut(i)?.take()?;
-        self.len -= 1;
         while let Some(None) = self.slots.front() {
             self.slots.pop_front();
             self.base += 1;
@@ -132,7 +130,7 @@ impl Pending {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.is_empty()
     }
 
     #[cfg(test)]

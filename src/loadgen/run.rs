@@ -112,6 +112,9 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         campaign.clone(),
     )
     .with_poison(args.poison);
+    // Only the in-process target follows the journal (an observer of the
+    // committed records): end-to-end latency and the pending sends.
+    let in_process = matches!(target, Target::InProcess { .. });
     let shared = Arc::new(Shared {
         hists: Mutex::new(Hists::new()),
         pending: Mutex::new(Pending::new(workload.id_prefix())),
@@ -225,9 +228,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 }
                 shared.outstanding.fetch_add(1, Relaxed);
                 shared.sent.fetch_add(1, Relaxed);
-                // Only the in-process target follows the journal (the
-                // observer removes what it sees); elsewhere nothing would.
-                if g.kind == Kind::Valid && matches!(target, Target::InProcess { .. }) {
+                // Only where the observer removes them again.
+                if g.kind == Kind::Valid && in_process {
                     if let Ok(mut p) = shared.pending.lock() {
                         p.insert(g.seq, at);
                     }
@@ -339,8 +341,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 .unwrap_or_default();
             counted_rejected = Some(status.iter().map(|s| s.rejected).sum::<u64>());
         }
-        let pending_empty = !matches!(target, Target::InProcess { .. })
-            || shared.pending.lock().map(|p| p.is_empty()).unwrap_or(false);
+        let pending_empty =
+            !in_process || shared.pending.lock().map(|p| p.is_empty()).unwrap_or(false);
         if next_second as f64 <= start.elapsed().as_secs_f64() {
             let s = snapshot(&shared, &mut last, &mut cpu, next_second, 0.0);
             progress(&s, &shared);
@@ -388,7 +390,6 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
             h.read.as_ref().map(Latency::of),
         )
     };
-    let in_process = matches!(target, Target::InProcess { .. });
     let counts_checked = !matches!(target, Target::Log { read: None });
     let expected_rejected = match &target {
         Target::InProcess {
