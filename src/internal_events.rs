@@ -6,6 +6,9 @@
 //! ever a label; ids appear only in debug logs.
 
 mod log_limit;
+mod store;
+
+pub use store::{store_error, store_migration, store_repair, Migration};
 
 use crate::domain::RejectReason;
 use metrics::{counter, gauge, histogram};
@@ -377,15 +380,6 @@ pub fn writes_abandoned(n: usize) {
     );
 }
 
-/// Logged at most once per operation per [`log_limit::WINDOW`];
-/// `suppressed` counts those not logged since.
-pub fn store_error(op: &'static str, error: &dyn std::fmt::Display) {
-    counter!(STORE_ERRORS, "op" => op).increment(1);
-    if let Some(suppressed) = log_limit::allow(op, 0) {
-        tracing::warn!(op, %error, suppressed, "store operation failed");
-    }
-}
-
 pub fn live_aggregates_changed(delta: f64) {
     gauge!(LIVE_AGGREGATES).increment(delta);
 }
@@ -457,16 +451,6 @@ pub fn http_connection(runtime: HttpRuntime) {
 
 pub fn ready(is_ready: bool) {
     gauge!(READY).set(if is_ready { 1.0 } else { 0.0 });
-}
-
-/// Loading a user found events a crash (or a failed write) left without
-/// their indexes and projections; they are being completed now.
-pub fn store_repair(events: u64) {
-    counter!(STORE_REPAIRED).increment(events);
-    tracing::info!(
-        events,
-        "completing the projections of events left unprojected"
-    );
 }
 
 /// The events topic stayed away too long: the oldest waiting events are

@@ -62,6 +62,11 @@ impl InteractionTracked {
         Ok(rmp_serde::to_vec_named(self)?)
     }
 
+    /// [`Self::encode`], appended to `buf` (no copy when a prefix comes first).
+    pub fn encode_into(&self, buf: &mut Vec<u8>) -> Result<(), EventCodecError> {
+        Ok(rmp_serde::encode::write_named(buf, self)?)
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, EventCodecError> {
         let ev: Self = rmp_serde::from_slice(bytes)?;
         if ev.schema_version > EVENT_SCHEMA_VERSION {

@@ -9,9 +9,9 @@
 //!
 //! | keyspace     | key                                     | value                                 |
 //! |--------------|-----------------------------------------|---------------------------------------|
-//! | `journal`    | `s user, u64 seq`                       | `u64 pos, event` (rmp-serde, named)   |
+//! | `journal`    | `s user, u64 seq`                       | `u64 pos`                             |
 //! | `last_seq`   | `raw user`                              | `u64 seq`                             |
-//! | `pos`        | `u64 pos`                               | `0x01 journal-key` or `0x02 rejection`|
+//! | `pos`        | `u64 pos`                               | `0x01 event` (rmp-serde, named) or `0x02 rejection` |
 //! | `ids`        | `raw interaction id`                    | `journal-key, u64 pos`                |
 //! | `target`     | `s target id, day, u64 pos`             | empty                                 |
 //! | `rejections` | `raw command id`                        | `u64 pos`                             |
@@ -25,6 +25,13 @@
 //! Strings inside keys are length-prefixed, so no id can run into the next
 //! component whatever bytes it holds; rows come back in key order and the
 //! readers sort where string order matters (daily stats by campaign).
+//!
+//! Events live in `pos`, whose keys are written in increasing order: its
+//! flushed tables never overlap, so compaction moves them down the levels
+//! instead of rewriting them. The keyspaces keyed by user, id or target
+//! receive their keys in random order and are merged level after level;
+//! they hold small values only (format 1 kept the events in `journal`,
+//! see [`migrate`]).
 //!
 //! # Crash safety
 //!
@@ -69,6 +76,7 @@
 //! ([`seqs`]).
 
 pub(crate) mod keys;
+mod migrate;
 mod mirror;
 mod project;
 mod read;
@@ -91,7 +99,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// On-disk format of this module; bumped on incompatible layout changes.
-const FORMAT_VERSION: u32 = 1;
+/// Format 1 (until the thirteenth session) is upgraded at open
+/// ([`migrate`]).
+const FORMAT_VERSION: u32 = 2;
 
 /// The embedded store. Cheap to clone (one shared database).
 #[derive(Clone)]
@@ -193,12 +203,22 @@ impl EmbeddedStore {
         let ks = |name: &str| db.keyspace(name, keyspace_options).map_err(db_err);
         let meta = ks("meta")?;
         let pos = ks("pos")?;
+        let journal = ks("journal")?;
         match meta.get("format").map_err(db_err)? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) if v.as_ref() == 1u32.to_be_bytes() => {
+                migrate::v1_to_v2(&db, &journal, &pos)?;
+                let mut b = db.batch().durability(Some(PersistMode::SyncAll));
+                b.insert(&meta, "format", FORMAT_VERSION.to_be_bytes());
+                b.commit().map_err(db_err)?;
+            }
             Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(|b| u32::from_be_bytes(b).to_string())
+                    .unwrap_or_else(|_| format!("{v:?}"));
                 return Err(StoreError::Corrupt(format!(
-                    "store format {v:?} is not version {FORMAT_VERSION}"
-                )))
+                    "store format {found} is not one this build reads (1, upgraded at open, or {FORMAT_VERSION}); a newer build wrote it?"
+                )));
             }
             None => {
                 if pos.first_key_value().is_some() {
@@ -236,7 +256,7 @@ impl EmbeddedStore {
         let inner = Inner {
             daily_mirror,
             status_mirror,
-            journal: ks("journal")?,
+            journal,
             last_seq: ks("last_seq")?,
             ids: ks("ids")?,
             target: ks("target")?,

@@ -17,22 +17,19 @@ use chrono::NaiveDate;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
-/// A journal value: `u64 pos`, then the event blob.
-fn decode_event(v: &[u8]) -> Result<StoredEvent, StoreError> {
-    let pos = keys::u64_at(v, 0, "journal value")?;
-    let event = InteractionTracked::decode(v.get(8..).unwrap_or_default())?;
+/// A position entry's event: the value after its `POS_EVENT` tag.
+fn decode_event(pos: u64, blob: &[u8]) -> Result<StoredEvent, StoreError> {
+    let event = InteractionTracked::decode(blob)?;
     Ok(StoredEvent { pos, event })
 }
 
-/// The position at the end of an id index value (`journal key, u64 pos`),
-/// and the journal key before it.
-fn split_id_value(v: &[u8]) -> Result<(&[u8], u64), StoreError> {
+/// The position at the end of an id index value (`journal key, u64 pos`).
+fn id_value_pos(v: &[u8]) -> Result<u64, StoreError> {
     let n = v
         .len()
         .checked_sub(8)
         .ok_or_else(|| keys::corrupt("interaction id index"))?;
-    let (jk, pos) = v.split_at(n);
-    Ok((jk, keys::u64_at(pos, 0, "interaction id index")?))
+    keys::u64_at(v, n, "interaction id index")
 }
 
 impl Inner {
@@ -41,19 +38,25 @@ impl Inner {
         self.head.load(Ordering::Acquire)
     }
 
-    fn event_at(&self, journal_key: &[u8]) -> Result<StoredEvent, StoreError> {
+    /// The event at a position an index pointed to.
+    fn event_at(&self, pos: u64) -> Result<StoredEvent, StoreError> {
         let v = self
-            .journal
-            .get(journal_key)
+            .pos
+            .get(pos.to_be_bytes())
             .map_err(db_err)?
-            .ok_or_else(|| StoreError::Corrupt("index entry without journal entry".into()))?;
-        decode_event(&v)
+            .ok_or_else(|| StoreError::Corrupt(format!("index entry {pos} without event")))?;
+        match v.split_first() {
+            Some((&keys::POS_EVENT, blob)) => decode_event(pos, blob),
+            _ => Err(StoreError::Corrupt(format!(
+                "index entry {pos} is not an event"
+            ))),
+        }
     }
 
     /// Decodes a position index entry.
     fn record(&self, pos: u64, v: &[u8]) -> Result<JournalRecord, StoreError> {
         match v.split_first() {
-            Some((&keys::POS_EVENT, jk)) => Ok(JournalRecord::Event(self.event_at(jk)?)),
+            Some((&keys::POS_EVENT, blob)) => Ok(JournalRecord::Event(decode_event(pos, blob)?)),
             Some((&keys::POS_REJECTION, blob)) => Ok(JournalRecord::Rejection(StoredRejection {
                 pos,
                 rejection: keys::decode_rejection(blob)?,
@@ -69,13 +72,13 @@ impl Inner {
         let Some(v) = self.ids.get(id).map_err(db_err)? else {
             return Ok(None);
         };
-        let pos = split_id_value(&v)?.1;
+        let pos = id_value_pos(&v)?;
         Ok((pos <= head).then_some(v))
     }
 
     pub(super) fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         match self.committed_id(id)? {
-            Some(v) => self.event_at(split_id_value(&v)?.0).map(Some),
+            Some(v) => self.event_at(id_value_pos(&v)?).map(Some),
             None => Ok(None),
         }
     }
@@ -105,12 +108,12 @@ impl Inner {
         let to = keys::journal_key(user, u64::MAX)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for g in self.journal.range(from..=to).take(limit) {
-            let event = decode_event(&g.value().map_err(db_err)?)?;
+            let pos = keys::u64_at(&g.value().map_err(db_err)?, 0, "journal value")?;
             // A user's events are in one batch's order: later ones too.
-            if event.pos > head {
+            if pos > head {
                 break;
             }
-            out.push(event);
+            out.push(self.event_at(pos)?);
         }
         Ok(out)
     }
@@ -130,9 +133,9 @@ impl Inner {
             if out.len() >= limit {
                 break;
             }
-            let v = g.value().map_err(db_err)?;
-            if let Some((&keys::POS_EVENT, jk)) = v.split_first() {
-                out.push(self.event_at(jk)?);
+            let (k, v) = g.into_inner().map_err(db_err)?;
+            if let Some((&keys::POS_EVENT, blob)) = v.split_first() {
+                out.push(decode_event(keys::u64_at(&k, 0, "position key")?, blob)?);
             }
         }
         Ok(out)

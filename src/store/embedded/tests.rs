@@ -43,7 +43,7 @@ fn ev(user: &str, seq: u64) -> InteractionTracked {
 }
 
 /// `users` users × `per_user` events each, after `after` events per user.
-fn batch(users: std::ops::Range<usize>, after: u64, per_user: u64) -> WriteBatch {
+pub(super) fn batch(users: std::ops::Range<usize>, after: u64, per_user: u64) -> WriteBatch {
     WriteBatch {
         groups: users
             .map(|u| {
@@ -61,7 +61,7 @@ fn batch(users: std::ops::Range<usize>, after: u64, per_user: u64) -> WriteBatch
     }
 }
 
-fn rejection(id: &str) -> Rejection {
+pub(super) fn rejection(id: &str) -> Rejection {
     Rejection {
         command_id: id.into(),
         reason: RejectReason::Oversize,

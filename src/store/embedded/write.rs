@@ -139,13 +139,9 @@ impl Inner {
             for ev in &g.events {
                 head += 1;
                 let jk = keys::journal_key(&g.user_id, ev.seq)?;
-                let blob = ev.encode()?;
-                let mut value = Vec::with_capacity(8 + blob.len());
-                value.extend_from_slice(&head.to_be_bytes());
-                value.extend_from_slice(&blob);
-                let mut pos_value = Vec::with_capacity(1 + jk.len());
+                let mut pos_value = Vec::with_capacity(256);
                 pos_value.push(keys::POS_EVENT);
-                pos_value.extend_from_slice(&jk);
+                ev.encode_into(&mut pos_value)?;
                 let mut id_value = Vec::with_capacity(jk.len() + 8);
                 id_value.extend_from_slice(&jk);
                 id_value.extend_from_slice(&head.to_be_bytes());
@@ -157,7 +153,7 @@ impl Inner {
                 );
                 fb.insert(&self.pos, head.to_be_bytes(), pos_value);
                 fb.insert(&self.ids, ev.interaction_id.as_str(), id_value);
-                fb.insert(&self.journal, jk, value);
+                fb.insert(&self.journal, jk, head.to_be_bytes());
                 taken.insert(&ev.interaction_id, &g.user_id);
             }
             if let Some(last) = g.events.last() {
