@@ -59,7 +59,9 @@ impl InteractionTracked {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, EventCodecError> {
-        Ok(rmp_serde::to_vec_named(self)?)
+        let mut buf = Vec::new();
+        self.encode_into(&mut buf)?;
+        Ok(buf)
     }
 
     /// [`Self::encode`], appended to `buf` (no copy when a prefix comes first).

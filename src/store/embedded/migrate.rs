@@ -19,6 +19,7 @@ use super::{db_err, keys};
 use crate::internal_events as ev;
 use crate::store::StoreError;
 use fjall::{Database, Keyspace, PersistMode};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 /// Events converted per batch.
@@ -79,13 +80,9 @@ type Entry = (Vec<u8>, Vec<u8>);
 
 /// Up to [`CHUNK`] journal entries after `after` (all from the start).
 fn read_chunk(journal: &Keyspace, after: Option<&[u8]>) -> Result<Vec<Entry>, StoreError> {
-    let range = match after {
-        Some(k) => {
-            journal.range::<&[u8], _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
-        }
-        None => journal.iter(),
-    };
-    range
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    journal
+        .range::<&[u8], _>((start, Bound::Unbounded))
         .take(CHUNK)
         .map(|g| {
             let (k, v) = g.into_inner().map_err(db_err)?;

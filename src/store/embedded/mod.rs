@@ -204,13 +204,12 @@ impl EmbeddedStore {
         let meta = ks("meta")?;
         let pos = ks("pos")?;
         let journal = ks("journal")?;
-        match meta.get("format").map_err(db_err)? {
-            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+        // Whether this open records the current format (a new or upgraded store).
+        let record_format = match meta.get("format").map_err(db_err)? {
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => false,
             Some(v) if v.as_ref() == 1u32.to_be_bytes() => {
                 migrate::v1_to_v2(&db, &journal, &pos)?;
-                let mut b = db.batch().durability(Some(PersistMode::SyncAll));
-                b.insert(&meta, "format", FORMAT_VERSION.to_be_bytes());
-                b.commit().map_err(db_err)?;
+                true
             }
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
@@ -224,10 +223,13 @@ impl EmbeddedStore {
                 if pos.first_key_value().is_some() {
                     return Err(StoreError::Corrupt("store without format version".into()));
                 }
-                let mut b = db.batch().durability(Some(PersistMode::SyncAll));
-                b.insert(&meta, "format", FORMAT_VERSION.to_be_bytes());
-                b.commit().map_err(db_err)?;
+                true
             }
+        };
+        if record_format {
+            let mut b = db.batch().durability(Some(PersistMode::SyncAll));
+            b.insert(&meta, "format", FORMAT_VERSION.to_be_bytes());
+            b.commit().map_err(db_err)?;
         }
         let mut head = match meta.get("head").map_err(db_err)? {
             Some(v) => keys::u64_at(&v, 0, "head")?,

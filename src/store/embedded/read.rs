@@ -38,17 +38,17 @@ impl Inner {
         self.head.load(Ordering::Acquire)
     }
 
-    /// The event at a position an index pointed to.
+    /// The event at a position an index (id, user, target) pointed to.
     fn event_at(&self, pos: u64) -> Result<StoredEvent, StoreError> {
         let v = self
             .pos
             .get(pos.to_be_bytes())
             .map_err(db_err)?
             .ok_or_else(|| StoreError::Corrupt(format!("index entry {pos} without event")))?;
-        match v.split_first() {
-            Some((&keys::POS_EVENT, blob)) => decode_event(pos, blob),
-            _ => Err(StoreError::Corrupt(format!(
-                "index entry {pos} is not an event"
+        match self.record(pos, &v)? {
+            JournalRecord::Event(e) => Ok(e),
+            JournalRecord::Rejection(_) => Err(StoreError::Corrupt(format!(
+                "index entry {pos} is a rejection"
             ))),
         }
     }
@@ -65,20 +65,21 @@ impl Inner {
         }
     }
 
-    /// The id index value of `id` (`journal key, u64 pos`) if its event is
-    /// committed: the one head check both id readers share.
-    fn committed_id(&self, id: &str) -> Result<Option<fjall::Slice>, StoreError> {
+    /// The id index value of `id` (`journal key, u64 pos`) and its
+    /// position, if its event is committed: the one head check both id
+    /// readers share.
+    fn committed_id(&self, id: &str) -> Result<Option<(fjall::Slice, u64)>, StoreError> {
         let head = self.committed();
         let Some(v) = self.ids.get(id).map_err(db_err)? else {
             return Ok(None);
         };
         let pos = id_value_pos(&v)?;
-        Ok((pos <= head).then_some(v))
+        Ok((pos <= head).then_some((v, pos)))
     }
 
     pub(super) fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         match self.committed_id(id)? {
-            Some(v) => self.event_at(id_value_pos(&v)?).map(Some),
+            Some((_, pos)) => self.event_at(pos).map(Some),
             None => Ok(None),
         }
     }
@@ -86,7 +87,7 @@ impl Inner {
     /// The user holding an interaction id, from the id index alone (its
     /// value starts with the journal key: `u16 len, user, seq`).
     pub(super) fn interaction_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let Some(v) = self.committed_id(id)? else {
+        let Some((v, _)) = self.committed_id(id)? else {
             return Ok(None);
         };
         Ok(Some(
@@ -162,19 +163,7 @@ impl Inner {
             if pos > head {
                 continue;
             }
-            let v = self
-                .pos
-                .get(pos.to_be_bytes())
-                .map_err(db_err)?
-                .ok_or_else(|| StoreError::Corrupt(format!("by-target entry {pos} unknown")))?;
-            match self.record(pos, &v)? {
-                JournalRecord::Event(e) => out.push(e),
-                JournalRecord::Rejection(_) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "by-target entry {pos} is a rejection"
-                    )))
-                }
-            }
+            out.push(self.event_at(pos)?);
         }
         Ok(out)
     }
