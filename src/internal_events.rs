@@ -6,8 +6,10 @@
 //! ever a label; ids appear only in debug logs.
 
 mod log_limit;
+mod pipeline;
 mod store;
 
+pub use pipeline::{EndToEnd, InFlight, Processing};
 pub use store::{store_error, store_migration, store_repair, Migration};
 
 use crate::domain::RejectReason;
@@ -346,14 +348,6 @@ pub fn retry_scheduled(partition: u32, n: usize, delay: Duration, error: &dyn st
     }
 }
 
-pub fn end_to_end(stage: &'static str, seconds: f64) {
-    histogram!(E2E_LATENCY, "stage" => stage).record(seconds.max(0.0));
-}
-
-pub fn processing(seconds: f64) {
-    histogram!(PROCESSING).record(seconds);
-}
-
 /// A group commit this long is logged: callers wait for it without a
 /// timer, so a slow store shows here (and as a full in-flight window).
 pub const SLOW_COMMIT_SECONDS: f64 = 5.0;
@@ -382,10 +376,6 @@ pub fn writes_abandoned(n: usize) {
 
 pub fn live_aggregates_changed(delta: f64) {
     gauge!(LIVE_AGGREGATES).increment(delta);
-}
-
-pub fn in_flight(partition: u32, n: usize) {
-    gauge!(IN_FLIGHT, "partition" => partition.to_string()).set(n as f64);
 }
 
 pub fn actor_restarted(kind: &'static str, error: &str) {

@@ -48,6 +48,7 @@ pub struct AggregateArgs {
     pub store: Arc<dyn EventStore>,
     pub names: Names,
     pub consumer: ActorRef<ConsumerMsg>,
+    pub processing: ev::Processing,
 }
 
 pub struct AggregateState {
@@ -55,6 +56,7 @@ pub struct AggregateState {
     store: Arc<dyn EventStore>,
     names: Names,
     consumer: ActorRef<ConsumerMsg>,
+    processing: ev::Processing,
     /// The user's last durable sequence number; `None` until loaded or
     /// after a failure made it uncertain.
     last_seq: Option<u64>,
@@ -75,6 +77,7 @@ impl Actor for UserAggregate {
             store: a.store,
             names: a.names,
             consumer: a.consumer,
+            processing: a.processing,
             last_seq: None,
         })
     }
@@ -111,7 +114,7 @@ impl Actor for UserAggregate {
                     .collect()
             }
         };
-        ev::processing(started.elapsed().as_secs_f64());
+        state.processing.record(started.elapsed().as_secs_f64());
         state.consumer.send_message(ConsumerMsg::Processed {
             user_id: state.user_id.clone(),
             outcomes,

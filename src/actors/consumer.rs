@@ -132,6 +132,9 @@ pub struct ConsumerState {
     draining: Option<RpcReplyPort<()>>,
     acks_pending: bool,
     sink: Option<Arc<dyn EventSink>>,
+    /// Metric handles registered once (see `internal_events::pipeline`).
+    in_flight: ev::InFlight,
+    processing: ev::Processing,
 }
 
 impl Actor for PartitionConsumer {
@@ -163,6 +166,8 @@ impl Actor for PartitionConsumer {
             draining: None,
             acks_pending: false,
             sink: a.sink,
+            in_flight: ev::InFlight::register(a.partition),
+            processing: ev::Processing::register(),
         })
     }
 
@@ -174,7 +179,7 @@ impl Actor for PartitionConsumer {
         stop_reader(state);
         state.aggregates.stop_all();
         state.health.consumer_down();
-        ev::in_flight(state.partition, 0);
+        state.in_flight.set(0);
         state.acker.flush().await?;
         Ok(())
     }
@@ -289,7 +294,7 @@ impl Actor for PartitionConsumer {
             }
         }
         finish_drain_if_done(state).await?;
-        ev::in_flight(state.partition, state.flow.len());
+        state.in_flight.set(state.flow.len());
         Ok(())
     }
 

@@ -62,6 +62,8 @@ pub struct ProjectorState {
     checkpoint: u64,
     buffer: Vec<Arc<Vec<JournalRecord>>>,
     flush_scheduled: bool,
+    /// `tracking_end_to_end_latency_seconds{stage="projected"}`, registered once.
+    projected: ev::EndToEnd,
 }
 
 impl Actor for Projector {
@@ -81,6 +83,7 @@ impl Actor for Projector {
             checkpoint,
             buffer: Vec::new(),
             flush_scheduled: false,
+            projected: ev::EndToEnd::register("projected"),
         };
         catch_up(&mut state, u64::MAX).await?;
         myself.send_interval(TICK, || ProjectorMsg::Tick);
@@ -150,10 +153,9 @@ async fn apply_buffered(
     for r in &fresh {
         if let JournalRecord::Event(e) = r {
             let recorded = e.event.recorded_or_occurred();
-            ev::end_to_end(
-                "projected",
-                (started - recorded).num_microseconds().unwrap_or(0) as f64 / 1e6,
-            );
+            state
+                .projected
+                .record((started - recorded).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
     }
     Ok(())

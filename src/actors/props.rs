@@ -146,6 +146,7 @@ async fn spawn_aggregate(
         store: store.clone(),
         names: names.clone(),
         consumer: collector.clone(),
+        processing: crate::internal_events::Processing::register(),
     };
     let (a, _) = Actor::spawn(None, UserAggregate, args)
         .await

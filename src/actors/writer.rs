@@ -94,6 +94,8 @@ pub struct WriterState {
     pending: Vec<Pending>,
     pending_events: usize,
     flush_scheduled: bool,
+    /// `tracking_end_to_end_latency_seconds{stage="persisted"}`, registered once.
+    persisted: ev::EndToEnd,
 }
 
 impl Actor for JournalWriter {
@@ -115,6 +117,7 @@ impl Actor for JournalWriter {
             pending: Vec::new(),
             pending_events: 0,
             flush_scheduled: false,
+            persisted: ev::EndToEnd::register("persisted"),
         })
     }
 
@@ -227,7 +230,7 @@ async fn commit(state: &mut WriterState) {
             }
             persisted += appended.events.len() as u64;
             for published in &p.published_at_ms {
-                ev::end_to_end("persisted", (now_ms - published) as f64 / 1000.0);
+                state.persisted.record((now_ms - published) as f64 / 1000.0);
             }
         }
         for i in rej_range {

@@ -26,6 +26,8 @@ pub(super) async fn on_deliveries(
     let mut users: Vec<String> = Vec::new();
     let mut rejections = Vec::new();
     let mut rejected = Vec::new();
+    // Counted per batch and format: one metric update per batch, not per command.
+    let mut received: Vec<(&'static str, u64)> = Vec::new();
     for d in batch {
         if d.redelivery_count > 0 {
             ev::redelivered(state.partition, 1);
@@ -33,11 +35,11 @@ pub(super) async fn on_deliveries(
         let id = d.id;
         let command = match decode(&d) {
             Ok(Command::Track(cmd)) => {
-                ev::commands_received(cmd.format.as_str(), 1);
+                tally(&mut received, cmd.format.as_str());
                 Some(cmd)
             }
             Ok(Command::BuildInteractionsInfo(b)) if state.sink.is_some() => {
-                ev::commands_received("build_interactions_info", 1);
+                tally(&mut received, "build_interactions_info");
                 state.flow.insert(InFlight {
                     delivery: d,
                     command: None,
@@ -49,7 +51,7 @@ pub(super) async fn on_deliveries(
                 continue;
             }
             Ok(Command::BuildInteractionsInfo(b)) => {
-                ev::commands_received("build_interactions_info", 1);
+                tally(&mut received, "build_interactions_info");
                 tracing::info!(saga_id = %b.saga_id, "BuildInteractionsInfo is answered in Pulsar mode only; acknowledged");
                 rejections.push(rejection(
                     &d,
@@ -60,7 +62,7 @@ pub(super) async fn on_deliveries(
                 None
             }
             Err(e) => {
-                ev::commands_received("undecodable", 1);
+                tally(&mut received, "undecodable");
                 ev::command_rejected(e.reason);
                 rejections.push(rejection(&d, e.reason, e.message));
                 rejected.push((id, e.reason));
@@ -85,6 +87,9 @@ pub(super) async fn on_deliveries(
             refused,
         });
     }
+    for (format, n) in received {
+        ev::commands_received(format, n);
+    }
     users.sort_unstable();
     users.dedup();
     for user in users {
@@ -94,6 +99,14 @@ pub(super) async fn on_deliveries(
         record_rejections(myself, state, rejections, rejected);
     }
     Ok(())
+}
+
+/// Counts one command of `format` in a batch's tally.
+fn tally(received: &mut Vec<(&'static str, u64)>, format: &'static str) {
+    match received.iter_mut().find(|(f, _)| *f == format) {
+        Some((_, n)) => *n += 1,
+        None => received.push((format, 1)),
+    }
 }
 
 /// Answers a `BuildInteractionsInfo` on the events topic (Pulsar mode); the
@@ -154,7 +167,9 @@ async fn get_or_spawn(
         return Ok(a);
     }
     let (evicted, spare) = state.aggregates.make_room();
-    ev::passivated("cap", evicted);
+    if evicted > 0 {
+        ev::passivated("cap", evicted);
+    }
     if let Some(actor) = spare {
         // Mailbox order: the rebind lands before this user's commands.
         if actor
@@ -171,6 +186,7 @@ async fn get_or_spawn(
         store: state.store.clone(),
         names: state.names.clone(),
         consumer: myself.clone(),
+        processing: state.processing.clone(),
     };
     let (actor, _handle) =
         Actor::spawn_linked(None, UserAggregate, args, myself.get_cell()).await?;
