@@ -181,7 +181,7 @@ mod tests {
     fn ev(pos: u64, user: &str, seq: u64, ty: InteractionType, id: &str) -> JournalRecord {
         JournalRecord::Event(StoredEvent {
             pos,
-            event: InteractionTracked {
+            event: std::sync::Arc::new(InteractionTracked {
                 schema_version: EVENT_SCHEMA_VERSION,
                 interaction_id: id.into(),
                 user_id: user.into(),
@@ -196,7 +196,7 @@ mod tests {
                 affiliate_id: None,
                 correlation_id: None,
                 recorded_at: None,
-            },
+            }),
         })
     }
 

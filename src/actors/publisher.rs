@@ -228,7 +228,7 @@ async fn publish_direct(
     let mut marks: HashMap<String, u64> = HashMap::new();
     for r in state.pending.drain(..) {
         if let JournalRecord::Event(e) = r {
-            let m = marks.entry(e.event.user_id).or_default();
+            let m = marks.entry(e.event.user_id.clone()).or_default();
             *m = (*m).max(e.event.seq);
         }
     }

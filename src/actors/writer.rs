@@ -225,7 +225,7 @@ async fn commit(state: &mut WriterState) {
             for (k, e) in appended.events.iter().enumerate() {
                 records.push(JournalRecord::Event(StoredEvent {
                     pos: first_pos + k as u64,
-                    event: e.clone(),
+                    event: Arc::new(e.clone()),
                 }));
             }
             persisted += appended.events.len() as u64;

@@ -60,10 +60,11 @@ pub async fn check(args: &CheckArgs) -> anyhow::Result<()> {
         store
             .visit_journal(&mut |r| {
                 if let JournalRecord::Event(e) = r {
+                    let event = std::sync::Arc::unwrap_or_clone(e.event);
                     journal.push(Seen {
-                        user: e.event.user_id,
-                        seq: e.event.seq,
-                        id: e.event.interaction_id,
+                        user: event.user_id,
+                        seq: event.seq,
+                        id: event.interaction_id,
                     });
                 }
             })

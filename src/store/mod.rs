@@ -26,6 +26,7 @@ use crate::domain::{InteractionTracked, InteractionType, Rejection};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Errors of a store. `Unavailable` and `Timeout` are retryable (the
 /// consumer backs off and tries again, never dead-letters for them);
@@ -52,11 +53,15 @@ impl StoreError {
     }
 }
 
-/// An event with its store-wide position.
+/// An event with its store-wide position. The event is shared: the
+/// writer hands the same committed records to every projector and the
+/// publisher, and each of them keeps its own copy of the records it
+/// applies (a clone of a record is a reference count, not the event's
+/// strings).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     pub pos: u64,
-    pub event: InteractionTracked,
+    pub event: Arc<InteractionTracked>,
 }
 
 /// A rejected command with its store-wide position.
@@ -247,7 +252,7 @@ pub trait EventStore: Send + Sync + 'static {
     async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(self.interaction(id).await?.map(|e| e.event.user_id));
+            out.push(self.interaction(id).await?.map(|e| e.event.user_id.clone()));
         }
         Ok(out)
     }

@@ -151,7 +151,7 @@ fn stored(first_pos: u64, events: &[InteractionTracked]) -> Vec<StoredEvent> {
         .zip(events)
         .map(|(pos, event)| StoredEvent {
             pos,
-            event: event.clone(),
+            event: std::sync::Arc::new(event.clone()),
         })
         .collect()
 }

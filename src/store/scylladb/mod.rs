@@ -263,7 +263,7 @@ pub(crate) fn rows_err(e: impl std::fmt::Display) -> StoreError {
 pub(crate) fn stored(pos: i64, blob: &[u8]) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         pos: pos.max(0) as u64,
-        event: crate::domain::InteractionTracked::decode(blob)?,
+        event: Arc::new(crate::domain::InteractionTracked::decode(blob)?),
     })
 }
 

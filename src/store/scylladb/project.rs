@@ -73,7 +73,7 @@ async fn project(
     let Some(last) = tail.last().map(|e| e.event.seq) else {
         return Ok(());
     };
-    let events: Vec<&InteractionTracked> = tail.iter().map(|e| &e.event).collect();
+    let events: Vec<&InteractionTracked> = tail.iter().map(|e| &*e.event).collect();
     futures::try_join!(
         write_indexes(s, &tail),
         contrib::write(s, user, &events, last, mode),

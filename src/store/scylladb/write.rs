@@ -189,7 +189,7 @@ pub(crate) async fn append_journal(
             ));
             fresh.push(StoredEvent {
                 pos,
-                event: e.clone(),
+                event: std::sync::Arc::new(e.clone()),
             });
         }
         let result = s.session.batch(&batch, values).await.map_err(exec_err)?;
