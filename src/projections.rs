@@ -179,9 +179,9 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     fn ev(pos: u64, user: &str, seq: u64, ty: InteractionType, id: &str) -> JournalRecord {
-        JournalRecord::Event(StoredEvent {
+        JournalRecord::Event(StoredEvent::new(
             pos,
-            event: std::sync::Arc::new(InteractionTracked {
+            InteractionTracked {
                 schema_version: EVENT_SCHEMA_VERSION,
                 interaction_id: id.into(),
                 user_id: user.into(),
@@ -196,8 +196,8 @@ mod tests {
                 affiliate_id: None,
                 correlation_id: None,
                 recorded_at: None,
-            }),
-        })
+            },
+        ))
     }
 
     #[test]

@@ -55,7 +55,7 @@ async fn journal(store: &dyn EventStore) -> Journal {
     store
         .visit_journal(&mut |r| {
             if let JournalRecord::Event(e) = r {
-                let e = std::sync::Arc::unwrap_or_clone(e.event);
+                let e = e.into_event();
                 out.entry(e.user_id).or_default().push((
                     e.interaction_id,
                     e.interaction_type.as_str().to_owned(),

@@ -286,7 +286,7 @@ async fn graceful_shutdown_leaves_nothing_persisted_unacknowledged() {
     let first: HashSet<String> = all_events(&*store1)
         .await
         .into_iter()
-        .map(|e| std::sync::Arc::unwrap_or_clone(e.event).interaction_id)
+        .map(|e| e.into_event().interaction_id)
         .collect();
     drop(store1);
 
@@ -297,7 +297,7 @@ async fn graceful_shutdown_leaves_nothing_persisted_unacknowledged() {
         let ids: Vec<String> = all_events(&*w2.store)
             .await
             .into_iter()
-            .map(|e| std::sync::Arc::unwrap_or_clone(e.event).interaction_id)
+            .map(|e| e.into_event().interaction_id)
             .collect();
         (first.len() + ids.len() >= users * per_user).then_some(ids)
     })

@@ -273,7 +273,7 @@ async fn run_case(steps: Vec<Step>) -> Result<(), String> {
     store
         .visit_journal(&mut |r| {
             if let JournalRecord::Event(e) = r {
-                let e = Arc::unwrap_or_clone(e.event);
+                let e = e.into_event();
                 journal.entry(e.user_id.clone()).or_default().push((
                     e.interaction_id,
                     e.interaction_type,

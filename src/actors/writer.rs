@@ -223,10 +223,10 @@ async fn commit(state: &mut WriterState) {
         let group = g.and_then(|i| Some((outcome.groups.get(i)?.clone(), batch.groups.get(i)?)));
         if let Some((GroupOutcome::Appended { first_pos }, appended)) = &group {
             for (k, e) in appended.events.iter().enumerate() {
-                records.push(JournalRecord::Event(StoredEvent {
-                    pos: first_pos + k as u64,
-                    event: Arc::new(e.clone()),
-                }));
+                records.push(JournalRecord::Event(StoredEvent::new(
+                    first_pos + k as u64,
+                    e.clone(),
+                )));
             }
             persisted += appended.events.len() as u64;
             for published in &p.published_at_ms {

@@ -60,7 +60,7 @@ pub async fn check(args: &CheckArgs) -> anyhow::Result<()> {
         store
             .visit_journal(&mut |r| {
                 if let JournalRecord::Event(e) = r {
-                    let event = std::sync::Arc::unwrap_or_clone(e.event);
+                    let event = e.into_event();
                     journal.push(Seen {
                         user: event.user_id,
                         seq: event.seq,

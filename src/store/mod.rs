@@ -64,6 +64,21 @@ pub struct StoredEvent {
     pub event: Arc<InteractionTracked>,
 }
 
+impl StoredEvent {
+    pub fn new(pos: u64, event: InteractionTracked) -> Self {
+        Self {
+            pos,
+            event: Arc::new(event),
+        }
+    }
+
+    /// The event itself: no copy when this record holds the only
+    /// reference (a read's result), a clone when it is shared.
+    pub fn into_event(self) -> InteractionTracked {
+        Arc::unwrap_or_clone(self.event)
+    }
+}
+
 /// A rejected command with its store-wide position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRejection {
@@ -252,7 +267,7 @@ pub trait EventStore: Send + Sync + 'static {
     async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(self.interaction(id).await?.map(|e| e.event.user_id.clone()));
+            out.push(self.interaction(id).await?.map(|e| e.into_event().user_id));
         }
         Ok(out)
     }

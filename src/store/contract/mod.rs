@@ -149,10 +149,7 @@ pub(crate) fn appended(o: &GroupOutcome) -> u64 {
 fn stored(first_pos: u64, events: &[InteractionTracked]) -> Vec<StoredEvent> {
     (first_pos..)
         .zip(events)
-        .map(|(pos, event)| StoredEvent {
-            pos,
-            event: std::sync::Arc::new(event.clone()),
-        })
+        .map(|(pos, event)| StoredEvent::new(pos, event.clone()))
         .collect()
 }
 

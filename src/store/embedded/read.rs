@@ -19,11 +19,7 @@ use std::sync::atomic::Ordering;
 
 /// A position entry's event: the value after its `POS_EVENT` tag.
 fn decode_event(pos: u64, blob: &[u8]) -> Result<StoredEvent, StoreError> {
-    let event = InteractionTracked::decode(blob)?;
-    Ok(StoredEvent {
-        pos,
-        event: std::sync::Arc::new(event),
-    })
+    Ok(StoredEvent::new(pos, InteractionTracked::decode(blob)?))
 }
 
 /// The position at the end of an id index value (`journal key, u64 pos`).

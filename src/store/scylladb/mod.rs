@@ -261,10 +261,10 @@ pub(crate) fn rows_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 pub(crate) fn stored(pos: i64, blob: &[u8]) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        pos: pos.max(0) as u64,
-        event: Arc::new(crate::domain::InteractionTracked::decode(blob)?),
-    })
+    Ok(StoredEvent::new(
+        pos.max(0) as u64,
+        crate::domain::InteractionTracked::decode(blob)?,
+    ))
 }
 
 fn unsupported(what: &str) -> StoreError {

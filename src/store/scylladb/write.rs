@@ -187,10 +187,7 @@ pub(crate) async fn append_journal(
                 pos as i64,
                 e.encode()?,
             ));
-            fresh.push(StoredEvent {
-                pos,
-                event: std::sync::Arc::new(e.clone()),
-            });
+            fresh.push(StoredEvent::new(pos, e.clone()));
         }
         let result = s.session.batch(&batch, values).await.map_err(exec_err)?;
         if !applied(result)?.0 {
