@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Where the embedded pipeline's CPU goes, per event: reads `perf script`
+output of a profile taken with call graphs (pipeline-profile.sh records
+one), puts each sample in one part of the pipeline, and turns the shares
+into CPU microseconds per persisted event and the rate two cores would
+allow if a part cost nothing.
+
+    perf script -i perf.data | loadtest/perf-summary.py --hz 99 --seconds 10 --rate 30000 [--cores 2]
+
+--rate is the persisted events per second during the recording (the
+scenario takes it from the run's timeline). A sample is put in the first
+part whose pattern one of its frames (or its thread name) matches, in the
+order below, so the embedded store's parts come first: a sample in the
+store's write or apply counts there whatever it runs (encoding, checks,
+fjall), and any other sample in fjall or lsm-tree counts as the store
+whoever called it.
+"""
+import argparse
+import collections
+import re
+import sys
+
+# (part, where to look, pattern); order matters, see the docstring.
+PARTS = [
+    ("store: write (checks, encoding, memtable inserts)", "frame", r"embedded::write::.*Inner>::write|embedded::Inner>::write"),
+    ("store: projections' applies (row reads, commits)", "frame", r"embedded::project::.*Inner>::apply"),
+    ("store: flushes and compactions (fjall's threads)", "thread", r"^fjall"),
+    ("store: other fjall calls (aggregates' lookups, reads)", "frame", r"fjall::|lsm_tree::"),
+    ("command log: writers (encode, write, fdatasync)", "thread", r"^log-writer"),
+    ("load generator (in-process feed)", "frame", r"alpes_tracking::loadgen::"),
+    ("consumers (decode, route, acknowledge)", "frame", r"PartitionConsumer as ractor::actor::Actor>::handle"),
+    ("aggregates (validate, seq, call the writer)", "frame", r"UserAggregate as ractor::actor::Actor>::"),
+    ("journal writer actor (outside the store)", "frame", r"JournalWriter as ractor::actor::Actor>::handle"),
+    ("projector actors (outside the store)", "frame", r"Projector as ractor::actor::Actor>::handle"),
+    ("command log: readers", "frame", r"alpes_tracking::log::embedded"),
+]
+OTHER = "runtime and the rest (scheduler, mailboxes, kernel)"
+
+
+def samples(lines):
+    """Yields (thread name, [frames]) per sample of `perf script` output."""
+    thread, frames = None, []
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line.strip():
+            if thread is not None:
+                yield thread, frames
+            thread, frames = None, []
+        elif line[0] not in " \t":
+            thread, frames = line.split()[0], []
+        else:
+            parts = line.strip().split(" ", 1)
+            if len(parts) == 2:
+                frames.append(parts[1].rsplit(" (", 1)[0])
+    if thread is not None:
+        yield thread, frames
+
+
+def part_of(thread, frames):
+    for name, where, pattern in PARTS:
+        if where == "thread":
+            if re.search(pattern, thread):
+                return name
+        elif any(re.search(pattern, f) for f in frames):
+            return name
+    return OTHER
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hz", type=float, required=True, help="perf's sampling frequency")
+    ap.add_argument("--seconds", type=float, required=True, help="length of the recording")
+    ap.add_argument("--rate", type=float, required=True, help="persisted events/s during it")
+    ap.add_argument("--cores", type=float, default=2.0)
+    a = ap.parse_args()
+    counts, n = collections.Counter(), 0
+    for thread, frames in samples(sys.stdin):
+        counts[part_of(thread, frames)] += 1
+        n += 1
+    if n == 0 or a.rate <= 0:
+        sys.exit("no samples, or no events persisted during the recording")
+    busy = n / (a.hz * a.seconds)  # cores busy on average
+    per_event = lambda k: 1e6 * busy * k / n / a.rate  # noqa: E731
+    print(f"{n} samples over {a.seconds:.0f} s: {busy:.2f} of {a.cores:.0f} cores busy, "
+          f"{a.rate:,.0f} events/s persisted, {per_event(n):.1f} us of CPU per event")
+    print(f"  {'share':>6}  {'us/event':>8}  part")
+    for name, _, _ in PARTS + [(OTHER, None, None)]:
+        k = counts.get(name, 0)
+        print(f"  {100 * k / n:5.1f}%  {per_event(k):8.1f}  {name}")
+    store = sum(k for name, k in counts.items() if name.startswith("store"))
+    gen = counts.get(PARTS[5][0], 0)
+    budget = 1e6 * a.cores / 100_000
+    print(f"CPU per event without the generator: {per_event(n - gen):.1f} us "
+          f"(100,000/s on {a.cores:.0f} cores allows {budget:.1f} us)")
+    for label, k in [("as measured", n - gen), ("if the store cost nothing", n - gen - store),
+                     ("if all but the store cost nothing", store)]:
+        us = per_event(k)
+        rate = 1e6 * a.cores / us if us > 0 else float("inf")
+        print(f"  ceiling {label}: {us:.1f} us/event, {rate:,.0f}/s on {a.cores:.0f} cores")
+
+
+if __name__ == "__main__":
+    main()
