@@ -9,7 +9,7 @@ mod log_limit;
 mod pipeline;
 mod store;
 
-pub use pipeline::{EndToEnd, InFlight, Processing};
+pub use pipeline::{Aggregates, EndToEnd, InFlight, Processing};
 pub use store::{store_error, store_migration, store_repair, Migration};
 
 use crate::domain::RejectReason;
@@ -294,8 +294,13 @@ pub fn command_rejected(reason: RejectReason) {
     tracing::debug!(reason = reason.as_str(), "command rejected");
 }
 
+/// Called once per aggregate batch, mostly with 0: the series exists from
+/// the start ([`register_initial_series`]), so a 0 skips the registry
+/// lookup.
 pub fn commands_duplicate(n: u64) {
-    counter!(DUPLICATES).increment(n);
+    if n > 0 {
+        counter!(DUPLICATES).increment(n);
+    }
 }
 
 pub fn events_persisted(n: u64) {
@@ -374,10 +379,6 @@ pub fn writes_abandoned(n: usize) {
     );
 }
 
-pub fn live_aggregates_changed(delta: f64) {
-    gauge!(LIVE_AGGREGATES).increment(delta);
-}
-
 pub fn actor_restarted(kind: &'static str, error: &str) {
     counter!(ACTOR_RESTARTS, "actor" => kind).increment(1);
     tracing::error!(actor = kind, error, "actor failed; restarting");
@@ -398,10 +399,6 @@ pub fn aggregate_failed(partition: u32, error: &str) {
         error,
         "user aggregate failed; its commands will be redelivered"
     );
-}
-
-pub fn passivated(cause: &'static str, n: u64) {
-    counter!(PASSIVATED, "cause" => cause).increment(n);
 }
 
 pub fn projection_lag(projection: &'static str, records: u64) {

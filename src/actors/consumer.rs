@@ -274,8 +274,8 @@ impl Actor for PartitionConsumer {
             }
             ConsumerMsg::Tick => {
                 commit_acks(state).await?;
-                let n = state.aggregates.passivate_idle();
-                ev::passivated("idle", n);
+                // Counted by it (`tracking_aggregates_passivated_total`).
+                state.aggregates.passivate_idle();
             }
             ConsumerMsg::ReaderStopped(reason) => {
                 if state.draining.is_none() {

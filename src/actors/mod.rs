@@ -214,7 +214,6 @@ impl Health {
                 .saturating_sub(d)
         };
         self.peak_aggregates.fetch_max(now, Ordering::SeqCst);
-        crate::internal_events::live_aggregates_changed(delta as f64);
     }
     /// Live aggregates now, and the most seen at once.
     pub fn aggregates(&self) -> (usize, usize) {

@@ -1,5 +1,5 @@
-//! Handles for the metrics the pipeline records once per command or per
-//! event.
+//! Handles for the metrics the pipeline records once per command, per
+//! event or per cold user (an aggregate bound and one passivated).
 //!
 //! `histogram!` and `gauge!` look their series up in the recorder's
 //! registry on every call: build the key, hash the name and the labels,
@@ -12,8 +12,8 @@
 //! A handle registered before the recorder is installed records nowhere;
 //! the service installs it before it spawns the actor tree (`app::serve`).
 
-use super::{E2E_LATENCY, IN_FLIGHT, PROCESSING};
-use metrics::{gauge, histogram, Gauge, Histogram};
+use super::{E2E_LATENCY, IN_FLIGHT, LIVE_AGGREGATES, PASSIVATED, PROCESSING};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 /// `tracking_end_to_end_latency_seconds{stage}`: from the publication of a
 /// command to the stage (`persisted` by the writer, `projected` by each
@@ -62,6 +62,43 @@ impl InFlight {
     }
 }
 
+/// `tracking_live_aggregates` and `tracking_aggregates_passivated_total{cause}`:
+/// one consumer's changes to its live aggregates (each cold user at the
+/// cap passivates one and binds one).
+pub struct Aggregates {
+    live: Gauge,
+    passivated_cap: Counter,
+    passivated_idle: Counter,
+}
+
+impl Aggregates {
+    pub fn register() -> Self {
+        Self {
+            live: gauge!(LIVE_AGGREGATES),
+            passivated_cap: counter!(PASSIVATED, "cause" => "cap"),
+            passivated_idle: counter!(PASSIVATED, "cause" => "idle"),
+        }
+    }
+
+    pub fn live_changed(&self, delta: isize) {
+        self.live.increment(delta as f64);
+    }
+
+    /// Aggregates passivated to make room under the cap.
+    pub fn passivated_cap(&self, n: u64) {
+        if n > 0 {
+            self.passivated_cap.increment(n);
+        }
+    }
+
+    /// Aggregates passivated after their idle timeout.
+    pub fn passivated_idle(&self, n: u64) {
+        if n > 0 {
+            self.passivated_idle.increment(n);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +119,12 @@ mod tests {
             let in_flight = InFlight::register(3);
             in_flight.set(7);
             in_flight.set(5);
+            let aggregates = Aggregates::register();
+            aggregates.live_changed(3);
+            aggregates.live_changed(-1);
+            aggregates.passivated_cap(2);
+            aggregates.passivated_cap(0);
+            aggregates.passivated_idle(1);
         });
         let text = render.render();
         let line = |prefix: &str| {
@@ -106,6 +149,18 @@ mod tests {
         assert_eq!(
             line("tracking_in_flight_messages{partition=\"3\"}"),
             "tracking_in_flight_messages{partition=\"3\"} 5"
+        );
+        assert_eq!(
+            line("tracking_live_aggregates "),
+            "tracking_live_aggregates 2"
+        );
+        assert_eq!(
+            line("tracking_aggregates_passivated_total{cause=\"cap\"}"),
+            "tracking_aggregates_passivated_total{cause=\"cap\"} 2"
+        );
+        assert_eq!(
+            line("tracking_aggregates_passivated_total{cause=\"idle\"}"),
+            "tracking_aggregates_passivated_total{cause=\"idle\"} 1"
         );
     }
 }

@@ -14,6 +14,7 @@
 
 use super::super::aggregate::AggregateMsg;
 use crate::actors::Health;
+use crate::internal_events as ev;
 use ractor::{ActorId, ActorRef};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,6 +29,9 @@ struct Entry {
 
 pub struct Aggregates {
     health: Arc<Health>,
+    /// `tracking_live_aggregates` and the passivation counters, registered
+    /// once (this is built in the consumer's `pre_start`).
+    metrics: ev::Aggregates,
     cap: usize,
     idle: Duration,
     live: HashMap<String, Entry>,
@@ -40,6 +44,7 @@ impl Aggregates {
     pub fn new(health: Arc<Health>, cap: usize, idle: Duration) -> Self {
         Self {
             health,
+            metrics: ev::Aggregates::register(),
             cap: cap.max(1),
             idle,
             live: HashMap::new(),
@@ -67,7 +72,7 @@ impl Aggregates {
             },
         );
         if previous.is_none() {
-            self.health.aggregates_changed(1);
+            self.changed(1);
         }
         self.touch(&user_id);
     }
@@ -94,7 +99,7 @@ impl Aggregates {
             .is_some_and(|e| e.actor.get_id() == id)
         {
             self.live.remove(&user_id);
-            self.health.aggregates_changed(-1);
+            self.changed(-1);
         }
         Some(user_id)
     }
@@ -130,10 +135,12 @@ impl Aggregates {
             }
             passivated += 1;
             if self.live.len() == self.cap {
+                self.metrics.passivated_cap(passivated);
                 return (passivated, self.take(&user_id));
             }
             self.stop(&user_id);
         }
+        self.metrics.passivated_cap(passivated);
         (passivated, None)
     }
 
@@ -160,16 +167,25 @@ impl Aggregates {
                 stopped += 1;
             }
         }
+        self.metrics.passivated_idle(stopped);
         stopped
     }
 
     pub fn stop_all(&mut self) {
+        let stopped = self.live.len();
         for (_, e) in self.live.drain() {
             e.actor.stop(None);
-            self.health.aggregates_changed(-1);
         }
+        self.changed(-(stopped as isize));
         self.by_id.clear();
         self.lru.clear();
+    }
+
+    /// Live aggregates went up or down by `delta`: the health report and
+    /// the gauge.
+    fn changed(&self, delta: isize) {
+        self.health.aggregates_changed(delta);
+        self.metrics.live_changed(delta);
     }
 
     fn stop(&mut self, user_id: &str) {
@@ -182,7 +198,7 @@ impl Aggregates {
     fn take(&mut self, user_id: &str) -> Option<ActorRef<AggregateMsg>> {
         let e = self.live.remove(user_id)?;
         self.by_id.remove(&e.actor.get_id());
-        self.health.aggregates_changed(-1);
+        self.changed(-1);
         Some(e.actor)
     }
 
@@ -265,5 +281,34 @@ mod tests {
         for r in [a, b] {
             r.stop(None);
         }
+    }
+
+    /// The handles registered in `new` follow every change: the gauge of
+    /// live aggregates and the passivations by cause.
+    #[tokio::test]
+    async fn the_gauge_and_the_counters_follow_the_live_aggregates() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let render = recorder.handle();
+        let health = Arc::new(Health::default());
+        let mut live = metrics::with_local_recorder(&recorder, || {
+            Aggregates::new(health.clone(), 1, Duration::ZERO)
+        });
+        let a = actor().await;
+        live.insert("a".into(), a.clone());
+        let (n, spare) = live.make_room();
+        assert_eq!(n, 1);
+        live.insert("b".into(), spare.expect("a, handed back at the cap"));
+        assert_eq!(live.passivate_idle(), 1, "idle timeout 0: b goes");
+        assert_eq!(live.passivate_idle(), 0);
+        let text = render.render();
+        for want in [
+            "tracking_live_aggregates 0",
+            "tracking_aggregates_passivated_total{cause=\"cap\"} 1",
+            "tracking_aggregates_passivated_total{cause=\"idle\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == want), "no {want:?} in:\n{text}");
+        }
+        assert_eq!(health.aggregates(), (0, 1));
+        a.stop(None);
     }
 }

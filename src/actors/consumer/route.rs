@@ -166,10 +166,8 @@ async fn get_or_spawn(
     if let Some(a) = state.aggregates.get(user_id) {
         return Ok(a);
     }
-    let (evicted, spare) = state.aggregates.make_room();
-    if evicted > 0 {
-        ev::passivated("cap", evicted);
-    }
+    // Counts what it passivates (`tracking_aggregates_passivated_total`).
+    let (_, spare) = state.aggregates.make_room();
     if let Some(actor) = spare {
         // Mailbox order: the rebind lands before this user's commands.
         if actor
