@@ -5,7 +5,8 @@ one), puts each sample in one part of the pipeline, and turns the shares
 into CPU microseconds per persisted event and the rate two cores would
 allow if a part cost nothing.
 
-    perf script -i perf.data | loadtest/perf-summary.py --hz 99 --seconds 10 --rate 30000 [--cores 2]
+    perf script -i perf.data | loadtest/perf-summary.py --hz 99 --seconds 10 --rate 30000 [--cores 2] [--json F]
+    loadtest/perf-summary.py --median F1 F2 F3      (each figure's median over runs)
 
 --rate is the persisted events per second during the recording (the
 scenario takes it from the run's timeline). A sample is put in the first
@@ -17,7 +18,9 @@ whoever called it.
 """
 import argparse
 import collections
+import json
 import re
+import statistics
 import sys
 
 # (part, where to look, pattern); order matters, see the docstring.
@@ -66,37 +69,84 @@ def part_of(thread, frames):
     return OTHER
 
 
+def summarize(counts, n, hz, seconds, rate, cores):
+    """The figures of one recording, as a dict (also written by --json)."""
+    busy = n / (hz * seconds)  # cores busy on average
+    per_event = lambda k: 1e6 * busy * k / n / rate  # noqa: E731
+    store = sum(k for name, k in counts.items() if name.startswith("store"))
+    gen = counts.get(PARTS[5][0], 0)
+    ceilings = {}
+    for label, k in [("as measured", n - gen), ("if the store cost nothing", n - gen - store),
+                     ("if all but the store cost nothing", store)]:
+        us = per_event(k)
+        ceilings[label] = {"us": us, "rate": 1e6 * cores / us if us > 0 else float("inf")}
+    return {
+        "samples": n, "busy_cores": busy, "rate": rate, "cores": cores,
+        "us_per_event": per_event(n), "us_without_generator": per_event(n - gen),
+        "parts": {name: {"share": 100 * counts.get(name, 0) / n, "us": per_event(counts.get(name, 0))}
+                  for name, _, _ in PARTS + [(OTHER, None, None)]},
+        "ceilings": ceilings,
+    }
+
+
+def show(r, head):
+    print(head)
+    print(f"  {'share':>6}  {'us/event':>8}  part")
+    for name, v in r["parts"].items():
+        print(f"  {v['share']:5.1f}%  {v['us']:8.1f}  {name}")
+    budget = 1e6 * r["cores"] / 100_000
+    print(f"CPU per event without the generator: {r['us_without_generator']:.1f} us "
+          f"(100,000/s on {r['cores']:.0f} cores allows {budget:.1f} us)")
+    for label, c in r["ceilings"].items():
+        print(f"  ceiling {label}: {c['us']:.1f} us/event, {c['rate']:,.0f}/s on {r['cores']:.0f} cores")
+
+
+def median_of(files):
+    """Each figure's median over the runs written with --json."""
+    runs = [json.load(open(f)) for f in files]
+    med = lambda get: statistics.median(get(r) for r in runs)  # noqa: E731
+    first = runs[0]
+    return {
+        "samples": med(lambda r: r["samples"]), "busy_cores": med(lambda r: r["busy_cores"]),
+        "rate": med(lambda r: r["rate"]), "cores": first["cores"],
+        "us_per_event": med(lambda r: r["us_per_event"]),
+        "us_without_generator": med(lambda r: r["us_without_generator"]),
+        "parts": {name: {k: med(lambda r: r["parts"][name][k]) for k in ("share", "us")}
+                  for name in first["parts"]},
+        "ceilings": {label: {k: med(lambda r: r["ceilings"][label][k]) for k in ("us", "rate")}
+                     for label in first["ceilings"]},
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hz", type=float, required=True, help="perf's sampling frequency")
-    ap.add_argument("--seconds", type=float, required=True, help="length of the recording")
-    ap.add_argument("--rate", type=float, required=True, help="persisted events/s during it")
+    ap.add_argument("--hz", type=float, help="perf's sampling frequency")
+    ap.add_argument("--seconds", type=float, help="length of the recording")
+    ap.add_argument("--rate", type=float, help="persisted events/s during it")
     ap.add_argument("--cores", type=float, default=2.0)
+    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--median", nargs="+", metavar="JSON",
+                    help="instead of reading perf script: each figure's median over these --json files")
     a = ap.parse_args()
+    if a.median:
+        r = median_of(a.median)
+        show(r, f"median of {len(a.median)} runs: {r['busy_cores']:.2f} of {r['cores']:.0f} cores busy, "
+                f"{r['rate']:,.0f} events/s persisted, {r['us_per_event']:.1f} us of CPU per event")
+        return
+    if a.hz is None or a.seconds is None or a.rate is None:
+        ap.error("--hz, --seconds and --rate are needed to read perf script output")
     counts, n = collections.Counter(), 0
     for thread, frames in samples(sys.stdin):
         counts[part_of(thread, frames)] += 1
         n += 1
     if n == 0 or a.rate <= 0:
         sys.exit("no samples, or no events persisted during the recording")
-    busy = n / (a.hz * a.seconds)  # cores busy on average
-    per_event = lambda k: 1e6 * busy * k / n / a.rate  # noqa: E731
-    print(f"{n} samples over {a.seconds:.0f} s: {busy:.2f} of {a.cores:.0f} cores busy, "
-          f"{a.rate:,.0f} events/s persisted, {per_event(n):.1f} us of CPU per event")
-    print(f"  {'share':>6}  {'us/event':>8}  part")
-    for name, _, _ in PARTS + [(OTHER, None, None)]:
-        k = counts.get(name, 0)
-        print(f"  {100 * k / n:5.1f}%  {per_event(k):8.1f}  {name}")
-    store = sum(k for name, k in counts.items() if name.startswith("store"))
-    gen = counts.get(PARTS[5][0], 0)
-    budget = 1e6 * a.cores / 100_000
-    print(f"CPU per event without the generator: {per_event(n - gen):.1f} us "
-          f"(100,000/s on {a.cores:.0f} cores allows {budget:.1f} us)")
-    for label, k in [("as measured", n - gen), ("if the store cost nothing", n - gen - store),
-                     ("if all but the store cost nothing", store)]:
-        us = per_event(k)
-        rate = 1e6 * a.cores / us if us > 0 else float("inf")
-        print(f"  ceiling {label}: {us:.1f} us/event, {rate:,.0f}/s on {a.cores:.0f} cores")
+    r = summarize(counts, n, a.hz, a.seconds, a.rate, a.cores)
+    show(r, f"{n} samples over {a.seconds:.0f} s: {r['busy_cores']:.2f} of {a.cores:.0f} cores busy, "
+            f"{a.rate:,.0f} events/s persisted, {r['us_per_event']:.1f} us of CPU per event")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(r, f, indent=1)
 
 
 if __name__ == "__main__":

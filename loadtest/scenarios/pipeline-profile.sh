@@ -6,7 +6,8 @@
 # store's write, applies and background work, the command log, consumers,
 # aggregates, actors, the runtime), its CPU microseconds per persisted
 # event, and the rate two cores would allow if the store, or everything
-# but the store, cost nothing. Needs `perf` (linux-tools).
+# but the store, cost nothing; with RUNS above 1, each figure's median
+# over the runs last. Needs `perf` (linux-tools).
 #
 #   loadtest/scenarios/pipeline-profile.sh   RATE=30000 USERS=100000 DURATION=30s WAIT=8 PERF_SECONDS=10 RUNS=1
 source "$(dirname "$0")/../lib.sh"
@@ -47,6 +48,11 @@ PY
 )
   echo "== run $run: $RATE/s offered, $USERS users; $(grep -E '^check' "$OUT/run-$run.log" || true)"
   perf script -i "$OUT/perf-$run.data" 2>/dev/null |
-    python3 "$ROOT/loadtest/perf-summary.py" --hz 99 --seconds "$SECONDS_REC" --rate "$rate" | tee "$OUT/summary-$run.txt"
+    python3 "$ROOT/loadtest/perf-summary.py" --hz 99 --seconds "$SECONDS_REC" --rate "$rate" \
+      --json "$OUT/summary-$run.json" | tee "$OUT/summary-$run.txt"
 done
+if [ "$RUNS" -gt 1 ]; then
+  echo "== each figure's median over the $RUNS runs"
+  python3 "$ROOT/loadtest/perf-summary.py" --median $(seq -f "$OUT/summary-%g.json" 1 "$RUNS")
+fi
 echo "reports: $OUT"
