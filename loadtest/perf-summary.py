@@ -23,6 +23,7 @@ import re
 import statistics
 import sys
 
+GENERATOR = "load generator (in-process feed)"
 # (part, where to look, pattern); order matters, see the docstring.
 PARTS = [
     ("store: write (checks, encoding, memtable inserts)", "frame", r"embedded::write::.*Inner>::write|embedded::Inner>::write"),
@@ -30,7 +31,7 @@ PARTS = [
     ("store: flushes and compactions (fjall's threads)", "thread", r"^fjall"),
     ("store: other fjall calls (aggregates' lookups, reads)", "frame", r"fjall::|lsm_tree::"),
     ("command log: writers (encode, write, fdatasync)", "thread", r"^log-writer"),
-    ("load generator (in-process feed)", "frame", r"alpes_tracking::loadgen::"),
+    (GENERATOR, "frame", r"alpes_tracking::loadgen::"),
     ("consumers (decode, route, acknowledge)", "frame", r"PartitionConsumer as ractor::actor::Actor>::handle"),
     ("aggregates (validate, seq, call the writer)", "frame", r"UserAggregate as ractor::actor::Actor>::"),
     ("journal writer actor (outside the store)", "frame", r"JournalWriter as ractor::actor::Actor>::handle"),
@@ -74,7 +75,7 @@ def summarize(counts, n, hz, seconds, rate, cores):
     busy = n / (hz * seconds)  # cores busy on average
     per_event = lambda k: 1e6 * busy * k / n / rate  # noqa: E731
     store = sum(k for name, k in counts.items() if name.startswith("store"))
-    gen = counts.get(PARTS[5][0], 0)
+    gen = counts.get(GENERATOR, 0)
     ceilings = {}
     for label, k in [("as measured", n - gen), ("if the store cost nothing", n - gen - store),
                      ("if all but the store cost nothing", store)]:

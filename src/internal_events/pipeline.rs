@@ -86,16 +86,12 @@ impl Aggregates {
 
     /// Aggregates passivated to make room under the cap.
     pub fn passivated_cap(&self, n: u64) {
-        if n > 0 {
-            self.passivated_cap.increment(n);
-        }
+        self.passivated_cap.increment(n);
     }
 
     /// Aggregates passivated after their idle timeout.
     pub fn passivated_idle(&self, n: u64) {
-        if n > 0 {
-            self.passivated_idle.increment(n);
-        }
+        self.passivated_idle.increment(n);
     }
 }
 

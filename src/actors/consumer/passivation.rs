@@ -122,6 +122,7 @@ impl Aggregates {
     /// (2.4 % of the worker's CPU under 10,000/s of HTTP ingest).
     pub fn make_room(&mut self) -> (u64, Option<ActorRef<AggregateMsg>>) {
         let mut passivated = 0;
+        let mut spare = None;
         while self.live.len() >= self.cap {
             let Some((user_id, generation)) = self.lru.pop_front() else {
                 break;
@@ -135,13 +136,13 @@ impl Aggregates {
             }
             passivated += 1;
             if self.live.len() == self.cap {
-                self.metrics.passivated_cap(passivated);
-                return (passivated, self.take(&user_id));
+                spare = self.take(&user_id);
+                break;
             }
             self.stop(&user_id);
         }
         self.metrics.passivated_cap(passivated);
-        (passivated, None)
+        (passivated, spare)
     }
 
     /// Passivates aggregates unused for the idle timeout. Busy ones leave
