@@ -199,13 +199,9 @@ pub async fn start_with_store(
     })
 }
 
-/// The ScyllaDB settings, with the outbox on in Pulsar mode (where an
-/// event publisher exists to clear it).
+/// The ScyllaDB settings.
 fn scylla_of(config: &ServiceConfig) -> Option<ScyllaConfig> {
-    config.scylla.clone().map(|mut c| {
-        c.outbox = config.pulsar.is_some();
-        c
-    })
+    config.scylla.clone()
 }
 
 async fn bind_internal(config: &ServiceConfig) -> anyhow::Result<Option<TcpListener>> {

@@ -246,6 +246,12 @@ pub struct RunArgs {
     /// Receiver queue (flow permits) of each partition consumer (Pulsar mode).
     #[arg(long, env = "TRACKING_PULSAR_RECEIVER_QUEUE", default_value_t = DEFAULT_RECEIVER_QUEUE)]
     pub pulsar_receiver_queue: u32,
+    /// The broker's admin API (`http://host:8080`, `https://host:8443`): how
+    /// far the subscription is acknowledged, which the ScyllaDB store's
+    /// followers read up to. Default: the service URL's host on the
+    /// standard admin port.
+    #[arg(long, env = "PULSAR_ADMIN_URL")]
+    pub pulsar_admin_url: Option<String>,
     /// Commands topic (the original's TOPIC_COMMANDS_TRACKING).
     #[arg(
         long,
@@ -325,6 +331,7 @@ impl RunArgs {
         o.token = token;
         o.tls_ca_file = self.pulsar_tls_ca_file.clone();
         o.receiver_queue = self.pulsar_receiver_queue.max(1);
+        o.admin_url = self.pulsar_admin_url.clone();
         Ok(Some(o))
     }
 }

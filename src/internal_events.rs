@@ -10,7 +10,7 @@ mod pipeline;
 mod store;
 
 pub use pipeline::{Aggregates, EndToEnd, InFlight, Processing};
-pub use store::{store_error, store_migration, store_repair, Migration};
+pub use store::{fold_failed, fold_lease, folded, store_error, store_migration, Migration};
 
 use crate::domain::RejectReason;
 use metrics::{counter, gauge, histogram};
@@ -46,9 +46,9 @@ pub const PULSAR_RECONNECTS: &str = "tracking_pulsar_reconnects_total";
 pub const PULSAR_PUBLISH: &str = "tracking_pulsar_publish_duration_seconds";
 pub const PULSAR_PUBLISH_ERRORS: &str = "tracking_pulsar_publish_errors_total";
 pub const EVENTS_PUBLISHED: &str = "tracking_events_published_total";
-pub const STORE_REPAIRED: &str = "tracking_store_repaired_events_total";
-pub const EVENTS_PUBLISH_DROPPED: &str = "tracking_events_publish_dropped_total";
-pub const EVENTS_REPUBLISHED: &str = "tracking_events_republished_total";
+pub const REROUTED: &str = "tracking_commands_rerouted_total";
+pub const STORE_FOLDED: &str = "tracking_store_folded_records_total";
+pub const FOLD_LEASES: &str = "tracking_store_fold_leases";
 pub const STORE_WRITE_BUFFER: &str = "tracking_store_write_buffer_bytes";
 pub const STORE_CACHE: &str = "tracking_store_block_cache_bytes";
 pub const STORE_PENDING_FLUSHES: &str = "tracking_store_pending_flushes";
@@ -103,9 +103,6 @@ fn register_initial_series() {
         RETRIES,
         AGGREGATE_FAILURES,
         APPENDED,
-        STORE_REPAIRED,
-        EVENTS_PUBLISH_DROPPED,
-        EVENTS_REPUBLISHED,
     ] {
         counter!(name).increment(0);
     }
@@ -177,16 +174,16 @@ fn describe() {
         "Write requests left out of a group commit because their caller had stopped (its aggregate or consumer stopped; the delivery comes again)."
     );
     describe_counter!(
-        EVENTS_REPUBLISHED,
-        "Events published again by the outbox sweep (ScyllaDB store: committed, never confirmed published)."
+        REROUTED,
+        "Commands published again to their user's partition, keyed by the user (they reached another partition, or were keyed otherwise), by the partition they reached."
     );
     describe_counter!(
-        EVENTS_PUBLISH_DROPPED,
-        "Events not published to the events topic because the broker stayed away longer than the retry buffer lasts (ScyllaDB store)."
+        STORE_FOLDED,
+        "Journal records folded into the indexes and statistics, by command-log partition (ScyllaDB store)."
     );
-    describe_counter!(
-        STORE_REPAIRED,
-        "Events whose indexes and projections were completed when their user was loaded (ScyllaDB store: left unprojected by a crash or a failed write)."
+    describe_gauge!(
+        FOLD_LEASES,
+        "Command-log partitions whose follower this worker is (ScyllaDB store)."
     );
     describe_gauge!(LIVE_AGGREGATES, "Per-user aggregate actors alive.");
     describe_gauge!(
@@ -305,6 +302,12 @@ pub fn commands_duplicate(n: u64) {
 
 pub fn events_persisted(n: u64) {
     counter!(PERSISTED).increment(n);
+}
+
+/// A command that reached the wrong partition (or was keyed by something
+/// other than its user) was published again to its user's partition.
+pub fn rerouted(partition: u32) {
+    counter!(REROUTED, "partition" => partition.to_string()).increment(1);
 }
 
 pub fn redelivered(partition: u32, n: u64) {
@@ -438,23 +441,4 @@ pub fn http_connection(runtime: HttpRuntime) {
 
 pub fn ready(is_ready: bool) {
     gauge!(READY).set(if is_ready { 1.0 } else { 0.0 });
-}
-
-/// The events topic stayed away too long: the oldest waiting events are
-/// dropped from the retry buffer (direct publisher).
-pub fn events_publish_dropped(n: u64) {
-    counter!(EVENTS_PUBLISH_DROPPED).increment(n);
-    tracing::error!(
-        events = n,
-        "events topic: retry buffer full; oldest events not published"
-    );
-}
-
-/// The outbox sweep found committed events never confirmed published.
-pub fn events_republished(n: u64) {
-    counter!(EVENTS_REPUBLISHED).increment(n);
-    tracing::info!(
-        events = n,
-        "events topic: publishing events a crash left unpublished"
-    );
 }

@@ -279,8 +279,9 @@ async fn a_duplicate_found_in_the_store_makes_a_live_aggregate_reload() {
             user_id: user.into(),
             expected_last_seq: 1,
             events: vec![event],
+            meta: Vec::new(),
         }],
-        rejections: vec![],
+        ..Default::default()
     };
     store.inner.write(Arc::new(batch)).await.unwrap();
     assert_eq!(post(svc.addr, body("m-2")).await.status, 202);

@@ -1,30 +1,32 @@
 //! `UserAggregate`: the event-sourced aggregate of one user.
 //!
 //! It receives batches of that user's commands from its partition consumer,
-//! in delivery order, and for each: applies the rules, drops duplicates
-//! (same interaction id already stored or earlier in the batch), assigns the
-//! next sequence numbers, and asks the journal writer to append them as one
-//! group *conditional on the user's last sequence number*. Ids are not
-//! looked up before the first write: the store refuses a group holding a
-//! stored id, and the rounds after that look them up and decide. Only after the
-//! writer confirms the commit does it report the outcomes to the consumer,
-//! which acknowledges the deliveries. A conflict (someone appended for this
-//! user meanwhile, or an id got taken) reloads the state and decides again;
-//! a store failure reports every command as retryable and forgets the
-//! cached state, so nothing is acknowledged that is not durable.
+//! in delivery order, and is the I/O shell of the pure decision
+//! ([`crate::domain::decide::decide`]: rules, duplicates, next sequence
+//! numbers): it gets the user's view from the store, decides, and asks the
+//! journal writer to append the events as one group. Only after the writer
+//! confirms the commit does it report the outcomes to the consumer, which
+//! acknowledges the deliveries. On a conditional store a conflict
+//! (someone appended for this user meanwhile, or an id got taken) reloads
+//! the state and decides again; a store failure reports every command as
+//! retryable and forgets the cached state, so nothing is acknowledged that
+//! is not durable.
 //!
-//! The state (last sequence number) is loaded lazily on the first batch
-//! rather than in `pre_start`, so the consumer never waits on a store read
-//! to spawn an aggregate.
+//! The state is loaded lazily on the first batch rather than in
+//! `pre_start`, so the consumer never waits on a store read to spawn an
+//! aggregate.
 
 use super::consumer::{ConsumerMsg, Outcome, Work};
-use super::writer::{WriteFailed, WriterMsg};
+use super::writer::{WriteFailed, WriteReply, WriterMsg};
 use super::Names;
-use crate::domain::{validate, RejectReason, Rejection};
+use crate::domain::decide::{decide, DailyKey, Input, UserView, Verdict};
+use crate::domain::Rejection;
 use crate::internal_events as ev;
-use crate::store::{AppendConflict, AppendGroup, EventStore, GroupOutcome};
+use crate::log::Source;
+use crate::store::{
+    AppendConflict, AppendGroup, EventMeta, EventStore, GroupOutcome, JournalGuard,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -124,151 +126,98 @@ impl Actor for UserAggregate {
 }
 
 /// Decides and persists one batch; `Err` means nothing may be acknowledged.
+///
+/// The decision is [`decide`], a pure function of the view and the
+/// commands; this is its I/O shell. A [`JournalGuard::Conditional`] store
+/// lets the state be cached between batches (it refuses a stale group),
+/// and ids are looked up only after a refusal; a
+/// [`JournalGuard::Deterministic`] store is asked for a fresh view of
+/// every batch (the user may have been another worker's meanwhile).
 async fn process(
     state: &mut AggregateState,
     works: &[Work],
 ) -> Result<Vec<(u64, Outcome)>, WriteFailed> {
+    let deterministic = state.store.journal_guard() == JournalGuard::Deterministic;
+    let inputs: Vec<Input> = works
+        .iter()
+        .map(|w| Input {
+            command: &w.command,
+            published_at: published_at(w.published_at_ms),
+        })
+        .collect();
+    let ids: Vec<String> = works
+        .iter()
+        .map(|w| w.command.interaction_id.clone())
+        .collect();
     for round in 0..MAX_CONFLICT_ROUNDS {
-        let cached = state.last_seq;
-        let last_seq = match cached {
-            Some(s) => s,
-            None => state
-                .store
-                .last_seq(&state.user_id)
-                .await
-                .map_err(|e| WriteFailed::from(&e))?,
-        };
-        state.last_seq = Some(last_seq);
-        let now = chrono::Utc::now();
-        // Who already holds each id. The first round does not ask: the
-        // store refuses a group holding a taken id (`InteractionIdTaken`)
-        // in the write itself, so asking first cost a store round trip per
-        // batch for the rare duplicate. After such a refusal (or any other
-        // conflict) the next rounds ask, and decide with the answer.
-        let owners = if round == 0 {
-            vec![None; works.len()]
-        } else {
-            let ids: Vec<String> = works
-                .iter()
-                .map(|w| w.command.interaction_id.clone())
-                .collect();
+        let cached = state.last_seq.filter(|_| !deterministic);
+        let view = if deterministic {
+            let keys = daily_keys(&state.user_id, &inputs);
             state
                 .store
-                .interaction_owners(&ids)
+                .view(&state.user_id, &ids, &keys)
                 .await
                 .map_err(|e| WriteFailed::from(&e))?
+        } else {
+            conditional_view(state, cached, round, &ids).await?
         };
         // An id of this user already in the store, while our state is from
         // before: another writer appended it (the user moved between
         // workers), or a write that crashed before its acknowledgement did.
-        // Reload first: the load is where the ScyllaDB store mends a write
-        // cut short between the journal and the projections, and acking the
-        // duplicate without it left that event out of the statistics for
-        // good (CI's crash fault scenario).
-        if cached.is_some() && owners.iter().flatten().any(|o| *o == state.user_id) {
+        // Decide again from a fresh state.
+        if cached.is_some() && !view.own_ids.is_empty() {
             state.last_seq = None;
             continue;
         }
-        let mut outcomes = Vec::with_capacity(works.len());
-        let mut events = Vec::new();
-        let mut rejections = Vec::new();
-        let mut published = Vec::new();
-        let mut seen = HashSet::new();
-        for (w, owner) in works.iter().zip(owners) {
-            match validate(&w.command, now) {
-                Err(v) => {
-                    ev::command_rejected(v.reason);
-                    rejections.push(Rejection {
-                        command_id: w.command.interaction_id.clone(),
-                        reason: v.reason,
-                        detail: v.message,
-                        rejected_at: now,
-                    });
-                    outcomes.push((w.delivery_id, Outcome::Rejected(v.reason)));
+        state.last_seq = Some(view.last_seq);
+        let decision = decide(&state.user_id, &view, &inputs);
+        let mut outcomes: Vec<(u64, Outcome)> = Vec::with_capacity(works.len());
+        for (w, v) in works.iter().zip(&decision.verdicts) {
+            let outcome = match v {
+                Verdict::Event(_) => Outcome::Persisted,
+                Verdict::Duplicate => Outcome::Duplicate,
+                Verdict::Rejected(reason) => {
+                    ev::command_rejected(*reason);
+                    Outcome::Rejected(*reason)
                 }
-                Ok(mut event) => {
-                    let id = event.interaction_id.clone();
-                    if !seen.insert(id.clone()) {
-                        outcomes.push((w.delivery_id, Outcome::Duplicate));
-                        continue;
-                    }
-                    match owner {
-                        Some(owner) if owner == state.user_id => {
-                            outcomes.push((w.delivery_id, Outcome::Duplicate));
-                        }
-                        Some(_) => {
-                            let reason = RejectReason::ConflictingInteractionId;
-                            let detail = "interaction id already used by another user".to_string();
-                            ev::command_rejected(reason);
-                            rejections.push(Rejection {
-                                command_id: format!("{id}#{}", state.user_id),
-                                reason,
-                                detail,
-                                rejected_at: now,
-                            });
-                            outcomes.push((w.delivery_id, Outcome::Rejected(reason)));
-                        }
-                        None => {
-                            event.seq = last_seq + events.len() as u64 + 1;
-                            events.push(event);
-                            published.push(w.published_at_ms);
-                            outcomes.push((w.delivery_id, Outcome::Persisted));
-                        }
-                    }
-                }
-            }
+            };
+            outcomes.push((w.delivery_id, outcome));
         }
-        let appended = events.len() as u64;
-        let duplicates = outcomes
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Duplicate))
-            .count();
-        if events.is_empty() && rejections.is_empty() {
-            ev::commands_duplicate(duplicates as u64);
+        let duplicates = decision.duplicates() as u64;
+        if decision.events.is_empty() && decision.rejections.is_empty() {
+            ev::commands_duplicate(duplicates);
             return Ok(outcomes);
         }
-        let group = (!events.is_empty()).then(|| AppendGroup {
+        let appended = decision.events.len() as u64;
+        let published: Vec<i64> = decision
+            .events
+            .iter()
+            .map(|e| works[e.command].published_at_ms)
+            .collect();
+        let group = (!decision.events.is_empty()).then(|| AppendGroup {
             user_id: state.user_id.clone(),
-            expected_last_seq: last_seq,
-            events,
-        });
-        let writer: ActorRef<WriterMsg> = state.names.writer().ok_or_else(|| WriteFailed {
-            retryable: true,
-            message: "journal writer unavailable".into(),
-        })?;
-        // No timer: the writer answers every request it takes, a stopped
-        // writer drops the reply port (seen here at once), and each commit
-        // is bounded by the store's own request timeouts. A timer here
-        // would also count the wait behind earlier commits: under a backlog
-        // (at most `max_in_flight` deliveries) that wait can outlast any
-        // fixed limit, and every timeout was a retry and a reload more for
-        // a store already behind (tenth session, real stack: 4,500 to
-        // 35,000 retries in a 30 s run that fell behind; none since).
-        let reply = writer
-            .call(
-                |reply| WriterMsg::Write {
-                    group,
-                    rejections,
-                    published_at_ms: published,
-                    reply,
-                },
-                None,
-            )
-            .await;
-        let reply = match reply {
-            Ok(ractor::rpc::CallResult::Success(r)) => r?,
-            Ok(ractor::rpc::CallResult::Timeout | ractor::rpc::CallResult::SenderError)
-            | Err(_) => {
-                return Err(WriteFailed {
-                    retryable: true,
-                    message: "journal writer unavailable".into(),
+            expected_last_seq: view.last_seq,
+            meta: decision
+                .events
+                .iter()
+                .map(|e| EventMeta {
+                    source: works[e.command].source,
+                    first_of_key: e.first_of_key,
                 })
-            }
-        };
+                .collect(),
+            events: decision.events.into_iter().map(|e| e.event).collect(),
+        });
+        let rejection_sources = decision
+            .rejections
+            .iter()
+            .map(|(i, _)| works[*i].source)
+            .collect();
+        let rejections = decision.rejections.into_iter().map(|(_, r)| r).collect();
+        let reply = write(state, group, rejections, rejection_sources, published).await?;
         match reply.group {
             None | Some(GroupOutcome::Appended { .. }) => {
-                state.last_seq = Some(last_seq + appended);
-                ev::commands_duplicate(duplicates as u64);
+                state.last_seq = Some(view.last_seq + appended);
+                ev::commands_duplicate(duplicates);
                 return Ok(outcomes);
             }
             Some(GroupOutcome::Conflict(AppendConflict::SeqMismatch { actual, .. })) => {
@@ -285,4 +234,102 @@ async fn process(
         retryable: true,
         message: "conflicts did not settle; retrying later".into(),
     })
+}
+
+/// The view of a conditional store: the cached last seq (or a load), and
+/// who holds the batch's ids only from the second round on (the store
+/// refuses a group holding a taken id in the write itself, so asking
+/// first would cost a round trip per batch for the rare duplicate).
+async fn conditional_view(
+    state: &AggregateState,
+    cached: Option<u64>,
+    round: usize,
+    ids: &[String],
+) -> Result<UserView, WriteFailed> {
+    let last_seq = match cached {
+        Some(s) => s,
+        None => state
+            .store
+            .last_seq(&state.user_id)
+            .await
+            .map_err(|e| WriteFailed::from(&e))?,
+    };
+    let mut view = UserView {
+        last_seq,
+        ..Default::default()
+    };
+    if round > 0 {
+        let owners = state
+            .store
+            .interaction_owners(ids)
+            .await
+            .map_err(|e| WriteFailed::from(&e))?;
+        for (id, owner) in ids.iter().zip(owners) {
+            match owner {
+                Some(o) if o == state.user_id => view.own_ids.insert(id.clone()),
+                Some(_) => view.foreign_ids.insert(id.clone()),
+                None => false,
+            };
+        }
+    }
+    Ok(view)
+}
+
+/// The daily keys the batch's valid commands would count on.
+fn daily_keys(user: &str, inputs: &[Input<'_>]) -> Vec<DailyKey> {
+    let mut keys: Vec<DailyKey> = decide(user, &UserView::default(), inputs)
+        .events
+        .iter()
+        .map(|e| DailyKey::of(&e.event))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The message's publish time: the decision's "now".
+fn published_at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Sends a group and rejections to the writer and waits for the commit.
+async fn write(
+    state: &AggregateState,
+    group: Option<AppendGroup>,
+    rejections: Vec<Rejection>,
+    rejection_sources: Vec<Source>,
+    published_at_ms: Vec<i64>,
+) -> Result<WriteReply, WriteFailed> {
+    let writer: ActorRef<WriterMsg> = state.names.writer().ok_or_else(|| WriteFailed {
+        retryable: true,
+        message: "journal writer unavailable".into(),
+    })?;
+    // No timer: the writer answers every request it takes, a stopped
+    // writer drops the reply port (seen here at once), and each commit is
+    // bounded by the store's own request timeouts. A timer here would
+    // also count the wait behind earlier commits: under a backlog (at
+    // most `max_in_flight` deliveries) that wait can outlast any fixed
+    // limit, and every timeout was a retry and a reload more for a store
+    // already behind.
+    let reply = writer
+        .call(
+            |reply| WriterMsg::Write {
+                group,
+                rejections,
+                rejection_sources,
+                published_at_ms,
+                reply,
+            },
+            None,
+        )
+        .await;
+    match reply {
+        Ok(ractor::rpc::CallResult::Success(r)) => r,
+        Ok(ractor::rpc::CallResult::Timeout | ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(WriteFailed {
+                retryable: true,
+                message: "journal writer unavailable".into(),
+            })
+        }
+    }
 }

@@ -24,6 +24,7 @@
 mod flow;
 mod outcomes;
 mod passivation;
+mod reroute;
 mod route;
 mod saga;
 
@@ -55,6 +56,8 @@ pub struct Work {
     pub delivery_id: u64,
     pub command: TrackInteraction,
     pub published_at_ms: i64,
+    /// Where the command is in the command log.
+    pub source: crate::log::Source,
 }
 
 /// What became of a delivery.
@@ -95,6 +98,11 @@ pub enum ConsumerMsg {
     Resume(String),
     /// Record these refused deliveries again (the writer failed before).
     Rerecord(Vec<u64>),
+    /// A misrouted command was published again to its user's partition
+    /// (or not) (see `reroute`).
+    Rerouted { id: u64, result: Result<(), String> },
+    /// Publish this misrouted command again (after a back-off).
+    Reroute(u64),
     /// Periodic: commit acks, passivate idle aggregates.
     Tick,
     /// The reader task stopped (log closed or failed).
@@ -120,6 +128,9 @@ pub struct ConsumerArgs {
 
 pub struct ConsumerState {
     partition: u32,
+    log: Arc<dyn CommandLog>,
+    /// Misrouted commands go to their user's partition (see `reroute`).
+    reroute: bool,
     store: Arc<dyn EventStore>,
     names: Names,
     health: Arc<Health>,
@@ -154,6 +165,8 @@ impl Actor for PartitionConsumer {
         a.health.consumer_up();
         Ok(ConsumerState {
             partition: a.partition,
+            reroute: a.store.journal_guard() == crate::store::JournalGuard::Deterministic,
+            log: a.log.clone(),
             store: a.store,
             names: a.names,
             aggregates: Aggregates::new(a.health.clone(), a.aggregate_cap, a.config.aggregate_idle),
@@ -230,6 +243,20 @@ impl Actor for PartitionConsumer {
                         ev::retry_scheduled(state.partition, 1, delay, &error);
                         myself.send_after(delay, move || ConsumerMsg::Reanswer(id));
                     }
+                }
+            }
+            ConsumerMsg::Rerouted { id, result } => {
+                reroute::on_rerouted(&myself, state, id, result).await?;
+            }
+            ConsumerMsg::Reroute(id) => {
+                if state.draining.is_some() {
+                    if state.flow.remove(id).is_some() {
+                        state.permits.add_permits(1);
+                    }
+                } else if let Some(Ok(Command::Track(cmd))) =
+                    state.flow.get(id).map(|f| decode(&f.delivery))
+                {
+                    reroute::reroute(&myself, state, id, cmd.user_id, cmd.interaction_id);
                 }
             }
             ConsumerMsg::Reanswer(id) => {

@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod consumer;
+pub mod folder;
 pub mod follow;
 pub mod projector;
 #[cfg(test)]
@@ -68,6 +69,9 @@ pub struct PipelineConfig {
     /// before the supervisor escalates (the process exits non-zero).
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// How often a store's followers fold what the log acknowledged
+    /// (ScyllaDB store): the staleness of its statistics and indexes.
+    pub fold_interval: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -82,6 +86,7 @@ impl Default for PipelineConfig {
             answer_timeout: Duration::from_secs(10),
             max_write_batch: 8192,
             commit_interval: Duration::from_millis(200),
+            fold_interval: Duration::from_millis(250),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
         }

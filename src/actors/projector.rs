@@ -194,7 +194,7 @@ mod tests {
         let user = fx.name("u");
         let batch = WriteBatch {
             groups: vec![group(&user, 0, vec![fx.ev(&user, 1, Click)])],
-            rejections: Vec::new(),
+            ..Default::default()
         };
         store.write(Arc::new(batch)).await.unwrap();
         let records = store.scan(0, usize::MAX).await.unwrap();

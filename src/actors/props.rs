@@ -98,6 +98,14 @@ fn command(user: usize, id: usize, ty: usize) -> TrackInteraction {
 /// Each user's batches, in order, each with a restart flag.
 type Plan = Vec<Vec<(bool, Vec<Work>)>>;
 
+/// A command-log position for delivery `n` (the embedded store ignores it).
+fn source(n: u64) -> crate::log::Source {
+    crate::log::Source {
+        partition: 0,
+        position: crate::log::Position::new(0, n, 0),
+    }
+}
+
 fn plan(steps: &[Step]) -> Plan {
     let mut sent: Vec<(usize, Work)> = Vec::new();
     let mut open: Vec<Vec<Work>> = vec![Vec::new(); USERS];
@@ -109,7 +117,8 @@ fn plan(steps: &[Step]) -> Plan {
                 let w = Work {
                     delivery_id: sent.len() as u64,
                     command: command(u, id, ty),
-                    published_at_ms: 0,
+                    published_at_ms: chrono::Utc::now().timestamp_millis(),
+                    source: source(sent.len() as u64),
                 };
                 open[u].push(w.clone());
                 sent.push((u, w));
@@ -341,7 +350,8 @@ async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
     let work = |delivery_id, user, id| Work {
         delivery_id,
         command: command(user, id, 0),
-        published_at_ms: 0,
+        published_at_ms: chrono::Utc::now().timestamp_millis(),
+        source: source(delivery_id),
     };
     // (rebind to, commands as (user, id), expected outcomes)
     let steps = [

@@ -16,22 +16,15 @@
 //! `interaction_id`. Nothing is skipped: the cursor only moves past
 //! records the broker confirmed.
 //!
-//! With a store that keeps projections inline (ScyllaDB: no store-wide
-//! positions to follow) the publisher is *direct*: it publishes what the
-//! writer hands it, in order, retrying a failed publish on the tick (at
-//! most [`MAX_PENDING`] records wait; beyond, the oldest are dropped and
-//! counted), then marks the users' events published in the store
-//! (`EventStore::mark_published`). Every `sweep_every` it also publishes
-//! what the store's outbox says was committed more than `sweep_grace` ago
-//! and never marked (`EventStore::unpublished`: a worker died between its
-//! commit and the broker's receipt, or a mark failed). Same guarantee:
-//! at least once, consumers dedupe by `interaction_id`.
+//! Only for stores with store-wide positions ([`ProjectionMode::Checkpointed`],
+//! the embedded store); a store that folds its projections behind the
+//! journal publishes from its followers (`actors::folder`).
 
 use super::follow::{catch_up, handle_in_order, Follower};
 use super::schedule_flush;
 use crate::internal_events as ev;
 use crate::log::{EventSink, OutboundMessage};
-use crate::store::{EventStore, JournalRecord, ProjectionMode, StoreError};
+use crate::store::{EventStore, JournalRecord, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,15 +36,6 @@ pub const CURSOR: &str = "events-out";
 const CATCH_UP_CHUNK: usize = 1024;
 /// How often the publisher checks it is not behind the journal.
 const TICK: Duration = Duration::from_secs(1);
-/// Direct mode: records waiting for a retry, at most.
-pub const MAX_PENDING: usize = 100_000;
-/// Direct mode: how often the outbox is swept.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// Direct mode: how old an unmarked commit must be before the sweeper
-/// republishes it (younger ones are still on their way).
-pub const SWEEP_GRACE: Duration = Duration::from_secs(30);
-/// Direct mode: events republished per sweep, at most.
-const SWEEP_LIMIT: usize = 10_000;
 
 /// Errors of one publishing step (both retryable: the tick tries again).
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +60,6 @@ pub struct EventPublisher;
 pub struct PublisherArgs {
     pub store: Arc<dyn EventStore>,
     pub sink: Arc<dyn EventSink>,
-    /// Direct mode: [`SWEEP_EVERY`] and [`SWEEP_GRACE`] (tests shorten them).
-    pub sweep_every: Duration,
-    pub sweep_grace: Duration,
 }
 
 pub struct PublisherState {
@@ -87,13 +68,6 @@ pub struct PublisherState {
     cursor: u64,
     buffer: Vec<Arc<Vec<JournalRecord>>>,
     flush_scheduled: bool,
-    /// Direct mode (no journal positions to follow).
-    direct: bool,
-    /// Direct mode: records whose publish failed, oldest first.
-    pending: std::collections::VecDeque<JournalRecord>,
-    sweep_every: Duration,
-    sweep_grace: Duration,
-    last_sweep: std::time::Instant,
 }
 
 impl Actor for EventPublisher {
@@ -106,28 +80,16 @@ impl Actor for EventPublisher {
         myself: ActorRef<Self::Msg>,
         args: PublisherArgs,
     ) -> Result<PublisherState, ActorProcessingErr> {
-        let direct = args.store.projection_mode() == ProjectionMode::Inline;
-        let cursor = if direct {
-            0
-        } else {
-            args.store.cursor(CURSOR).await?
-        };
+        let cursor = args.store.cursor(CURSOR).await?;
         let mut state = PublisherState {
             store: args.store,
             sink: args.sink,
             cursor,
             buffer: Vec::new(),
             flush_scheduled: false,
-            direct,
-            pending: Default::default(),
-            sweep_every: args.sweep_every,
-            sweep_grace: args.sweep_grace,
-            last_sweep: std::time::Instant::now(),
         };
         // Not fatal: the broker may be away; the tick catches up.
-        if direct {
-            // Nothing to catch up from.
-        } else if let Err(e) = catch_up(&mut state, u64::MAX).await {
+        if let Err(e) = catch_up(&mut state, u64::MAX).await {
             tracing::warn!(error = %e, "events topic: catching up failed; retrying on the tick");
         }
         myself.send_interval(TICK, || PublisherMsg::Tick);
@@ -151,28 +113,6 @@ impl Actor for EventPublisher {
                 state.flush_scheduled = false;
                 flush(state).await;
             }
-            PublisherMsg::Tick if state.direct => {
-                if state.last_sweep.elapsed() >= state.sweep_every {
-                    state.last_sweep = std::time::Instant::now();
-                    match state
-                        .store
-                        .unpublished(state.sweep_grace, SWEEP_LIMIT)
-                        .await
-                    {
-                        Ok(found) if !found.is_empty() => {
-                            ev::events_republished(found.len() as u64);
-                            let records = found.into_iter().map(JournalRecord::Event).collect();
-                            state.buffer.push(Arc::new(records));
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "events topic: outbox sweep failed"),
-                    }
-                }
-                let buffered = std::mem::take(&mut state.buffer);
-                if let Err(e) = publish_direct(state, &buffered).await {
-                    tracing::debug!(error = %e, "events topic: retry failed");
-                }
-            }
             PublisherMsg::Tick => {
                 if let Err(e) = catch_up(state, u64::MAX).await {
                     tracing::debug!(error = %e, "events topic: catch-up failed");
@@ -183,8 +123,8 @@ impl Actor for EventPublisher {
     }
 }
 
-/// Publishes what is buffered; on failure the journal (or, direct, the
-/// retained buffer) still has the events for the tick.
+/// Publishes what is buffered; on failure the journal still has the
+/// events for the tick.
 async fn flush(state: &mut PublisherState) {
     let buffered = std::mem::take(&mut state.buffer);
     if let Err(e) = publish_buffered(state, &buffered).await {
@@ -196,47 +136,7 @@ async fn publish_buffered(
     state: &mut PublisherState,
     buffered: &[Arc<Vec<JournalRecord>>],
 ) -> Result<(), PublishError> {
-    if state.direct {
-        return publish_direct(state, buffered).await;
-    }
     handle_in_order(state, buffered).await.map(|_| ())
-}
-
-/// Direct mode: publishes what failed before, then `buffered`, in order;
-/// on failure keeps them (bounded) for the tick.
-async fn publish_direct(
-    state: &mut PublisherState,
-    buffered: &[Arc<Vec<JournalRecord>>],
-) -> Result<(), PublishError> {
-    for records in buffered {
-        state.pending.extend(records.iter().cloned());
-    }
-    let excess = state.pending.len().saturating_sub(MAX_PENDING);
-    if excess > 0 {
-        state.pending.drain(..excess);
-        ev::events_publish_dropped(excess as u64);
-    }
-    if state.pending.is_empty() {
-        return Ok(());
-    }
-    let messages: Vec<OutboundMessage> = state.pending.iter().filter_map(outbound).collect();
-    let n = messages.len() as u64;
-    state.sink.publish(messages).await?;
-    ev::events_published(n);
-    // The highest seq published per user; a failed mark only means the
-    // sweeper publishes them again.
-    let mut marks: HashMap<String, u64> = HashMap::new();
-    for r in state.pending.drain(..) {
-        if let JournalRecord::Event(e) = r {
-            let m = marks.entry(e.event.user_id.clone()).or_default();
-            *m = (*m).max(e.event.seq);
-        }
-    }
-    let marks: Vec<(String, u64)> = marks.into_iter().collect();
-    if let Err(e) = state.store.mark_published(&marks).await {
-        tracing::warn!(error = %e, "events topic: marking published events failed; the outbox sweep will publish them again");
-    }
-    Ok(())
 }
 
 /// The outbound message of one journal record (events only).

@@ -10,6 +10,7 @@
 //! the writer exists before anything can write.
 
 use super::consumer::{ConsumerArgs, ConsumerMsg, PartitionConsumer};
+use super::folder::{Folder, FolderArgs};
 use super::projector::{Projector, ProjectorArgs};
 use super::publisher::{EventPublisher, PublisherArgs};
 use super::writer::{JournalWriter, WriterArgs};
@@ -30,6 +31,7 @@ pub enum Child {
     Projector(ProjectionKind),
     Publisher,
     Consumer(u32),
+    Folder(u32),
 }
 
 impl Child {
@@ -39,6 +41,7 @@ impl Child {
             Child::Projector(_) => "projector",
             Child::Publisher => "publisher",
             Child::Consumer(_) => "consumer",
+            Child::Folder(_) => "folder",
         }
     }
 }
@@ -68,9 +71,12 @@ pub struct SupervisorState {
     args: SupervisorArgs,
     children: HashMap<ActorId, Child>,
     consumers: HashMap<u32, ActorRef<ConsumerMsg>>,
+    folders: Vec<ActorRef<super::folder::FolderMsg>>,
     failures: VecDeque<Instant>,
     attempts: HashMap<Child, u32>,
     draining: bool,
+    /// This process's name in the followers' leases.
+    owner: String,
 }
 
 impl Actor for RootSupervisor {
@@ -88,23 +94,33 @@ impl Actor for RootSupervisor {
             args,
             children: HashMap::new(),
             consumers: HashMap::new(),
+            folders: Vec::new(),
             failures: VecDeque::new(),
             attempts: HashMap::new(),
             draining: false,
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         };
         spawn_child(&myself, &mut state, Child::Writer).await?;
-        // A store that keeps its projections inline (ScyllaDB) needs no
-        // projector actors: its writes update them.
-        if state.args.store.projection_mode() == ProjectionMode::Checkpointed {
+        // Projectors and the publisher follow the journal by store-wide
+        // position (the embedded store); a store that folds its
+        // projections behind the journal (ScyllaDB) has a follower per
+        // partition of the log instead, which also publishes the events.
+        let folded = state.args.store.projection_mode() == ProjectionMode::Folded;
+        if !folded {
             for kind in ProjectionKind::ALL {
                 spawn_child(&myself, &mut state, Child::Projector(kind)).await?;
             }
-        }
-        if state.args.sink.is_some() {
-            spawn_child(&myself, &mut state, Child::Publisher).await?;
+            if state.args.sink.is_some() {
+                spawn_child(&myself, &mut state, Child::Publisher).await?;
+            }
         }
         for p in 0..partitions {
             spawn_child(&myself, &mut state, Child::Consumer(p)).await?;
+        }
+        if folded {
+            for p in 0..partitions {
+                spawn_child(&myself, &mut state, Child::Folder(p)).await?;
+            }
         }
         state.args.health.set_started(partitions);
         Ok(state)
@@ -157,6 +173,11 @@ impl Actor for RootSupervisor {
                 if let Some(p) = state.args.names.publisher() {
                     p.get_cell().drain_and_wait(grace).await?;
                 }
+                // Followers hold nothing that is not in the store: what they
+                // have not folded, the next leaseholder folds.
+                for f in state.folders.drain(..) {
+                    f.stop(None);
+                }
                 let _ = reply.send(());
             }
         }
@@ -198,7 +219,7 @@ fn forget(state: &mut SupervisorState, cell: &ActorCell) -> Option<Child> {
             // Its aggregates go with it; their deliveries come back from the log.
             cell.stop_children(None);
         }
-        Child::Writer | Child::Projector(_) | Child::Publisher => {}
+        Child::Writer | Child::Projector(_) | Child::Publisher | Child::Folder(_) => {}
     }
     Some(child)
 }
@@ -287,8 +308,6 @@ async fn spawn_child(
             let args = PublisherArgs {
                 store: a.store.clone(),
                 sink,
-                sweep_every: super::publisher::SWEEP_EVERY,
-                sweep_grace: super::publisher::SWEEP_GRACE,
             };
             let (p, _) = Actor::spawn_linked(
                 Some(a.names.publisher_name()),
@@ -321,6 +340,19 @@ async fn spawn_child(
                 Actor::spawn_linked(None, PartitionConsumer, args, myself.get_cell()).await?;
             state.consumers.insert(partition, c.clone());
             c.get_cell()
+        }
+        Child::Folder(partition) => {
+            let args = FolderArgs {
+                partition,
+                log: a.log.clone(),
+                store: a.store.clone(),
+                sink: a.sink.clone(),
+                owner: state.owner.clone(),
+                interval: a.config.fold_interval,
+            };
+            let (f, _) = Actor::spawn_linked(None, Folder, args, myself.get_cell()).await?;
+            state.folders.push(f.clone());
+            f.get_cell()
         }
     };
     state.children.insert(cell.get_id(), child);

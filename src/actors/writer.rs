@@ -16,6 +16,7 @@ use super::projector;
 use super::{schedule_flush, Health, Names};
 use crate::domain::Rejection;
 use crate::internal_events as ev;
+use crate::log::Source;
 use crate::store::{
     AppendGroup, EventStore, GroupOutcome, JournalRecord, StoreError, StoredEvent, StoredRejection,
     WriteBatch,
@@ -54,6 +55,9 @@ pub enum WriterMsg {
     Write {
         group: Option<AppendGroup>,
         rejections: Vec<Rejection>,
+        /// Where each rejected command is in the command log (same order;
+        /// may be empty for stores that do not need it).
+        rejection_sources: Vec<Source>,
         /// Milliseconds since the epoch at which the commands were published
         /// (for the end-to-end latency of the persisted stage).
         published_at_ms: Vec<i64>,
@@ -75,6 +79,7 @@ pub struct WriterArgs {
 struct Pending {
     group: Option<AppendGroup>,
     rejections: Vec<Rejection>,
+    rejection_sources: Vec<Source>,
     published_at_ms: Vec<i64>,
     reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
 }
@@ -131,12 +136,14 @@ impl Actor for JournalWriter {
             WriterMsg::Write {
                 group,
                 rejections,
+                rejection_sources,
                 published_at_ms,
                 reply,
             } => {
                 let p = Pending {
                     group,
                     rejections,
+                    rejection_sources,
                     published_at_ms,
                     reply,
                 };
@@ -198,6 +205,7 @@ async fn commit(state: &mut WriterState) {
         });
         let start = batch.rejections.len();
         batch.rejections.append(&mut p.rejections);
+        batch.rejection_sources.append(&mut p.rejection_sources);
         slots.push((g, start..batch.rejections.len()));
     }
     let started = Instant::now();
@@ -300,6 +308,7 @@ mod tests {
         WriterMsg::Write {
             group: Some(group(user, 0, vec![fx.ev(user, 1, Click)])),
             rejections: Vec::new(),
+            rejection_sources: Vec::new(),
             published_at_ms: Vec::new(),
             reply,
         }

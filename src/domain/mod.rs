@@ -5,6 +5,7 @@
 //! `now`), so the rules are tested without actors or stores.
 
 pub mod codec;
+pub mod decide;
 pub mod event;
 #[cfg(test)]
 mod props;

@@ -1,8 +1,8 @@
 //! The embedded and ScyllaDB stores' events: failed operations, repairs,
 //! and the upgrade of the embedded store's format at open.
 
-use super::{log_limit, STORE_ERRORS, STORE_REPAIRED};
-use metrics::counter;
+use super::{log_limit, FOLD_LEASES, STORE_ERRORS, STORE_FOLDED};
+use metrics::{counter, gauge};
 
 /// Logged at most once per operation per [`log_limit::WINDOW`];
 /// `suppressed` counts those not logged since.
@@ -13,14 +13,24 @@ pub fn store_error(op: &'static str, error: &dyn std::fmt::Display) {
     }
 }
 
-/// Loading a user found events a crash (or a failed write) left without
-/// their indexes and projections; they are being completed now.
-pub fn store_repair(events: u64) {
-    counter!(STORE_REPAIRED).increment(events);
-    tracing::info!(
-        events,
-        "completing the projections of events left unprojected"
-    );
+/// A follower folded `n` records of a command-log partition.
+pub fn folded(partition: u32, n: u64) {
+    counter!(STORE_FOLDED, "partition" => partition.to_string()).increment(n);
+}
+
+/// This worker took (`true`) or lost a partition's follower lease.
+pub fn fold_lease(partition: u32, held: bool) {
+    gauge!(FOLD_LEASES).increment(if held { 1.0 } else { -1.0 });
+    tracing::info!(partition, held, "follower lease");
+}
+
+/// A follower's step failed (retried on its next tick); logged at most
+/// once per partition and [`log_limit::WINDOW`].
+pub fn fold_failed(partition: u32, what: &'static str, error: &dyn std::fmt::Display) {
+    counter!(STORE_ERRORS, "op" => "fold").increment(1);
+    if let Some(suppressed) = log_limit::allow("fold", u64::from(partition)) {
+        tracing::warn!(partition, what, %error, suppressed, "follower step failed; retrying");
+    }
 }
 
 /// A step of the embedded store's format upgrade (`store::embedded::migrate`).

@@ -22,7 +22,9 @@ pub mod contract;
 pub mod embedded;
 pub mod scylladb;
 
+use crate::domain::decide::{DailyKey, UserView};
 use crate::domain::{InteractionTracked, InteractionType, Rejection};
+use crate::log::Source;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -104,11 +106,38 @@ impl JournalRecord {
 
 /// Events of one user to append after `expected_last_seq`; their `seq`
 /// must be `expected_last_seq + 1, + 2, ...`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AppendGroup {
     pub user_id: String,
     pub expected_last_seq: u64,
     pub events: Vec<InteractionTracked>,
+    /// Per event (same order), where its command is in the command log and
+    /// what it adds to the statistics; empty when the caller has none (a
+    /// [`JournalGuard::Deterministic`] store needs them).
+    pub meta: Vec<EventMeta>,
+}
+
+/// What the decision knew about an event besides the event itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMeta {
+    /// The command's record in the command log.
+    pub source: Source,
+    /// The user's first event on its daily key (one unique user).
+    pub first_of_key: bool,
+}
+
+/// How a store keeps a user's journal gap-free against concurrent writers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalGuard {
+    /// A group is appended only if the user's last seq is the expected one
+    /// and its ids are free (else a [`GroupOutcome::Conflict`]): callers
+    /// may cache what they know of a user between batches.
+    Conditional,
+    /// Groups are written as given, idempotently: every writer of a user
+    /// decides from a fresh [`EventStore::view`] with a pure function of it
+    /// and of the commands, so two writers of the same commands write the
+    /// same rows. Callers must not cache a view across batches.
+    Deterministic,
 }
 
 /// One commit's worth of writes.
@@ -116,6 +145,9 @@ pub struct AppendGroup {
 pub struct WriteBatch {
     pub groups: Vec<AppendGroup>,
     pub rejections: Vec<Rejection>,
+    /// Where each rejected command is in the command log (same order as
+    /// `rejections`; empty when the caller has none).
+    pub rejection_sources: Vec<Source>,
 }
 
 impl WriteBatch {
@@ -227,12 +259,12 @@ pub enum ProjectionMode {
     /// Projector actors follow the journal by position and apply records
     /// with [`EventStore::apply`] (one writer process: the embedded store).
     Checkpointed,
-    /// [`EventStore::write`] updates them itself, exactly once per event,
-    /// and [`EventStore::last_seq`] completes whatever a crash left
-    /// unfinished for that user (many writers: the ScyllaDB store).
+    /// Folded behind the journal, per partition of the command log, from
+    /// the records the log has acknowledged, by the store's own followers
+    /// ([`EventStore::folding`]; many writers: the ScyllaDB store).
     /// `scan`, `head`, `checkpoint`, `apply`, `reset` and the cursors are
     /// [`StoreError::Unsupported`].
-    Inline,
+    Folded,
 }
 
 /// The store the actors and the read API use.
@@ -243,6 +275,40 @@ pub trait EventStore: Send + Sync + 'static {
 
     fn projection_mode(&self) -> ProjectionMode {
         ProjectionMode::Checkpointed
+    }
+
+    fn journal_guard(&self) -> JournalGuard {
+        JournalGuard::Conditional
+    }
+
+    /// What the store knows of `user` for a batch holding these ids and
+    /// daily keys. The default: the last seq and, per id, whether this user
+    /// or another holds it ([`EventStore::interaction_owners`]); no keys.
+    async fn view(
+        &self,
+        user: &str,
+        ids: &[String],
+        _keys: &[DailyKey],
+    ) -> Result<UserView, StoreError> {
+        let (last_seq, owners) =
+            futures::try_join!(self.last_seq(user), self.interaction_owners(ids))?;
+        let mut view = UserView {
+            last_seq,
+            ..Default::default()
+        };
+        for (id, owner) in ids.iter().zip(owners) {
+            match owner {
+                Some(o) if o == user => view.own_ids.insert(id.clone()),
+                Some(_) => view.foreign_ids.insert(id.clone()),
+                None => false,
+            };
+        }
+        Ok(view)
+    }
+
+    /// The followers' side of a [`ProjectionMode::Folded`] store.
+    fn folding(&self) -> Option<&dyn Folding> {
+        None
     }
 
     /// Most events one group commit should hold; the writer takes the
@@ -318,35 +384,6 @@ pub trait EventStore: Send + Sync + 'static {
         }
     }
 
-    /// Visits every user with at least one event, once each
-    /// ([`ProjectionMode::Inline`] stores).
-    async fn users(&self, _visit: &mut (dyn FnMut(String) + Send)) -> Result<u64, StoreError> {
-        Err(StoreError::Unsupported("listing users".into()))
-    }
-
-    /// Recomputes one user's projection rows from the journal
-    /// ([`ProjectionMode::Inline`] stores).
-    async fn rebuild_user(&self, _user_id: &str) -> Result<(), StoreError> {
-        Err(StoreError::Unsupported("per-user rebuild".into()))
-    }
-
-    /// Records that the events of each `(user, seq)` up to `seq` reached
-    /// the events topic (stores with an outbox; others ignore it).
-    async fn mark_published(&self, _marks: &[(String, u64)]) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Events committed at least `older_than` ago and not marked published
-    /// (what a crash between commit and publication left), at most about
-    /// `limit`, per user in seq order. Empty for stores without an outbox.
-    async fn unpublished(
-        &self,
-        _older_than: std::time::Duration,
-        _limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(Vec::new())
-    }
-
     /// The position of the last record committed (0 if none).
     async fn head(&self) -> Result<u64, StoreError>;
 
@@ -393,6 +430,73 @@ pub trait EventStore: Send + Sync + 'static {
     fn memory(&self) -> Option<StoreMemory> {
         None
     }
+}
+
+/// Where a follower of one command-log partition stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FoldCheckpoint {
+    /// The last record folded (`None`: nothing yet).
+    pub position: Option<crate::log::Position>,
+    /// How many records were folded: the order of the follower's writes.
+    pub folded: u64,
+}
+
+/// A record of the journal as a follower of a command-log partition reads
+/// it: where its command is in the log, and what it adds to the statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub position: crate::log::Position,
+    pub record: JournalRecord,
+    /// An event that is its user's first on its daily key.
+    pub first_of_key: bool,
+}
+
+/// The followers of a [`ProjectionMode::Folded`] store: per partition of
+/// the command log, its records are folded in log order into the indexes
+/// and statistics, up to what the log has acknowledged (so only records
+/// whose effects are final). Folding is idempotent and each write is
+/// ordered by [`FoldCheckpoint::folded`], so two followers of a partition
+/// (a slow one and its successor) converge on the same rows.
+#[async_trait]
+pub trait Folding: Send + Sync {
+    /// The partitions of the command log that have journal records.
+    async fn partitions(&self) -> Result<Vec<u32>, StoreError>;
+
+    async fn checkpoint(&self, partition: u32) -> Result<FoldCheckpoint, StoreError>;
+
+    /// Forgets a partition's statistics and checkpoint, so that its
+    /// followers fold it again from the start (`tracking rebuild`); a
+    /// follower of the earlier fold loses to the new one.
+    async fn refold(&self, partition: u32) -> Result<(), StoreError>;
+
+    /// The partition's records after `after` up to `through`, in log
+    /// order, at most `limit`.
+    async fn read(
+        &self,
+        partition: u32,
+        after: Option<crate::log::Position>,
+        through: crate::log::Position,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, StoreError>;
+
+    /// Writes what `records` (read after `from`) add to the indexes and
+    /// statistics, then the checkpoint after them.
+    async fn fold(
+        &self,
+        partition: u32,
+        from: FoldCheckpoint,
+        records: &[LogRecord],
+    ) -> Result<FoldCheckpoint, StoreError>;
+
+    /// Takes or renews the lease of a partition's follower for `owner`;
+    /// `false` while another owner holds it. Only saves work: followers
+    /// are safe together.
+    async fn lease(
+        &self,
+        partition: u32,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The memory an embedded store holds.

@@ -267,6 +267,7 @@ mod tests {
             published_at_ms: 0,
             redelivery_count: 0,
             identity: format!("t:{id}"),
+            position: crate::log::Position::new(0, id, 0),
         }
     }
 }

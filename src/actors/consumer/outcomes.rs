@@ -8,17 +8,27 @@ use crate::actors::writer::{WriteFailed, WriteReply, WriterMsg};
 use crate::domain::codec::{decode_command, derived_id, Command, MessageMeta};
 use crate::domain::{RejectReason, Rejection};
 use crate::internal_events as ev;
-use crate::log::Delivery;
+use crate::log::{Delivery, Source};
 use chrono::{TimeZone, Utc};
 use ractor::{ActorProcessingErr, ActorRef};
 
-pub(super) fn rejection(d: &Delivery, reason: RejectReason, detail: String) -> Rejection {
-    Rejection {
+/// A rejection of a delivery, stamped with its publish time (the same on
+/// every delivery, so recording it again writes the same record), and
+/// where it is in the command log.
+pub(super) fn rejection(d: &Delivery, reason: RejectReason, detail: String) -> (Rejection, Source) {
+    let rejection = Rejection {
         command_id: derived_id(&d.identity),
         reason,
         detail,
-        rejected_at: Utc::now(),
-    }
+        rejected_at: published_at(d),
+    };
+    (rejection, d.source())
+}
+
+fn published_at(d: &Delivery) -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(d.published_at_ms)
+        .single()
+        .unwrap_or_else(Utc::now)
 }
 
 pub(super) fn decode(d: &Delivery) -> Result<Command, crate::domain::codec::DecodeError> {
@@ -26,10 +36,7 @@ pub(super) fn decode(d: &Delivery) -> Result<Command, crate::domain::codec::Deco
         key: d.key.as_deref(),
         properties: Some(&d.properties),
         identity: &d.identity,
-        published_at: Utc
-            .timestamp_millis_opt(d.published_at_ms)
-            .single()
-            .unwrap_or_else(Utc::now),
+        published_at: published_at(d),
     };
     decode_command(&d.payload, &meta)
 }
@@ -38,16 +45,19 @@ pub(super) fn decode(d: &Delivery) -> Result<Command, crate::domain::codec::Deco
 pub(super) fn record_rejections(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
-    rejections: Vec<Rejection>,
+    rejections: Vec<(Rejection, Source)>,
     items: Vec<(u64, RejectReason)>,
 ) {
     state.flow.settling(items.len() as isize);
+    let (rejections, rejection_sources): (Vec<Rejection>, Vec<Source>) =
+        rejections.into_iter().unzip();
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<WriteReply, WriteFailed>>();
     let sent = match state.names.writer() {
         Some(w) => w
             .send_message(WriterMsg::Write {
                 group: None,
                 rejections,
+                rejection_sources,
                 published_at_ms: Vec::new(),
                 reply: tx.into(),
             })
@@ -229,15 +239,18 @@ pub(super) fn give_up(myself: &ActorRef<ConsumerMsg>, state: &mut ConsumerState,
             .as_ref()
             .map(|c| c.interaction_id.clone())
             .unwrap_or_else(|| derived_id(&f.delivery.identity));
-        rejections.push(Rejection {
-            command_id,
-            reason: RejectReason::TooManyDeliveries,
-            detail: format!(
-                "processing failed {} times",
-                f.failures + f.delivery.redelivery_count
-            ),
-            rejected_at: Utc::now(),
-        });
+        rejections.push((
+            Rejection {
+                command_id,
+                reason: RejectReason::TooManyDeliveries,
+                detail: format!(
+                    "processing failed {} times",
+                    f.failures + f.delivery.redelivery_count
+                ),
+                rejected_at: published_at(&f.delivery),
+            },
+            f.delivery.source(),
+        ));
         items.push((id, RejectReason::TooManyDeliveries));
     }
     record_rejections(myself, state, rejections, items);

@@ -34,6 +34,18 @@ pub(super) async fn on_deliveries(
         }
         let id = d.id;
         let command = match decode(&d) {
+            Ok(Command::Track(cmd)) if super::reroute::misrouted(state, &d, &cmd.user_id) => {
+                tally(&mut received, cmd.format.as_str());
+                state.flow.insert(InFlight {
+                    delivery: d,
+                    command: None,
+                    attempts: 0,
+                    failures: 0,
+                    refused: None,
+                });
+                super::reroute::reroute(myself, state, id, cmd.user_id, cmd.interaction_id);
+                continue;
+            }
             Ok(Command::Track(cmd)) => {
                 tally(&mut received, cmd.format.as_str());
                 Some(cmd)
@@ -149,6 +161,7 @@ pub(super) async fn send_next(
                 delivery_id: *id,
                 command: f.command.clone()?,
                 published_at_ms: f.delivery.published_at_ms,
+                source: f.delivery.source(),
             })
         })
         .collect();

@@ -63,7 +63,7 @@ pub(crate) mod segment;
 mod tests;
 mod writer;
 
-use crate::log::{Acker, Appended, CommandLog, LogError, NewRecord, PartitionSource};
+use crate::log::{Acker, Appended, CommandLog, LogError, NewRecord, PartitionSource, Position};
 use async_trait::async_trait;
 use partition::{open_partition, PartitionAcker, Shared, Source};
 use std::fs::{self, File, OpenOptions};
@@ -330,6 +330,24 @@ impl CommandLog for EmbeddedLog {
 
     /// Writes what is queued, stops the writers, wakes readers with
     /// `Closed` and commits every partition's acks. Idempotent.
+    fn partition_of(&self, key: &str) -> u32 {
+        partition_for(key, self.partitions)
+    }
+
+    /// The first offset not acknowledged in this process is the bound:
+    /// every record below it is acknowledged (after a restart it starts
+    /// again from the committed offset, a little lower: followers wait).
+    async fn acked_through(&self, partition: u32) -> Result<Option<Position>, LogError> {
+        let part = self
+            .parts
+            .get(partition as usize)
+            .ok_or(LogError::NoSuchPartition(partition))?;
+        let first_unacked = lock(&part.shared.acks).prefix;
+        Ok(first_unacked
+            .checked_sub(1)
+            .map(|last| Position::end_of_entry(0, last)))
+    }
+
     async fn close(&self) -> Result<(), LogError> {
         self.closed.store(true, Ordering::Release);
         for part in &self.parts {

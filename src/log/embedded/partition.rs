@@ -411,6 +411,7 @@ fn read_batch(
                     published_at_ms: r.published_at_ms,
                     redelivery_count: 0,
                     identity: format!("embedded:{}:{}", shared.id, r.offset),
+                    position: crate::log::Position::new(0, r.offset, 0),
                 });
                 pos.next_offset += 1;
             }

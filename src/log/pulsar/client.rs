@@ -68,6 +68,9 @@ pub struct PulsarOptions {
     pub receiver_queue: u32,
     /// Silence after which the driver probes the connection.
     pub probe_interval: Duration,
+    /// The broker's admin API (`http://` or `https://`), for the
+    /// subscription's acknowledged position; `None`: derived from `url`.
+    pub admin_url: Option<String>,
 }
 
 impl PulsarOptions {
@@ -85,7 +88,14 @@ impl PulsarOptions {
             tls_allow_insecure: false,
             receiver_queue: DEFAULT_RECEIVER_QUEUE,
             probe_interval: Duration::from_secs(5),
+            admin_url: None,
         }
+    }
+
+    pub fn admin_url(&self) -> String {
+        self.admin_url
+            .clone()
+            .unwrap_or_else(|| super::admin::default_admin_url(&self.url))
     }
 
     pub fn dead_letter_topic(&self) -> String {

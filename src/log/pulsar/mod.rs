@@ -20,6 +20,7 @@
 //! Errors: broker and connection failures map to `LogError::Unavailable`
 //! (retryable); a closed log is `LogError::Closed`.
 
+mod admin;
 mod client;
 mod producer;
 mod source;
@@ -28,7 +29,9 @@ pub use client::{build as build_client, PulsarOptions, Secret};
 pub use producer::PulsarSink;
 
 use crate::actors::Health;
-use crate::log::{Acker, Appended, CommandLog, Delivery, LogError, NewRecord, PartitionSource};
+use crate::log::{
+    Acker, Appended, CommandLog, Delivery, LogError, NewRecord, PartitionSource, Position,
+};
 use async_trait::async_trait;
 use producer::TopicProducer;
 use pulsar::consumer::InitialPosition;
@@ -79,6 +82,7 @@ pub struct PulsarLog {
     topics: Vec<String>,
     commands: TopicProducer,
     dead_letters: TopicProducer,
+    admin: admin::Admin,
 }
 
 impl PulsarLog {
@@ -88,6 +92,11 @@ impl PulsarLog {
         health: Arc<Health>,
     ) -> Result<Arc<PulsarLog>, LogError> {
         let client = client::build(&options).await?;
+        let admin = admin::Admin::new(
+            &options.admin_url(),
+            options.token.clone(),
+            options.tls_ca_file.as_deref(),
+        )?;
         let found = client
             .lookup_partitioned_topic(options.commands_topic.clone())
             .await
@@ -111,6 +120,7 @@ impl PulsarLog {
             dead_letters: TopicProducer::new(shared.clone(), shared.options.dead_letter_topic()),
             topics,
             shared,
+            admin,
         }))
     }
 
@@ -284,6 +294,34 @@ impl CommandLog for PulsarLog {
         Ok((Box::new(source), Arc::new(acker)))
     }
 
+    fn partition_of(&self, key: &str) -> u32 {
+        partition_for_key(key, self.topics.len() as u32)
+    }
+
+    /// The subscription's mark-delete position on the partition (from the
+    /// broker's admin API: the binary protocol's answer is not exposed by
+    /// the client crate): every entry at or below it is acknowledged.
+    async fn acked_through(&self, partition: u32) -> Result<Option<Position>, LogError> {
+        let topic = self
+            .topics
+            .get(partition as usize)
+            .ok_or(LogError::NoSuchPartition(partition))?;
+        let mark = self
+            .admin
+            .mark_delete(topic, &self.shared.options.subscription)
+            .await?;
+        Ok(mark.and_then(|(ledger, entry)| {
+            // `L:-1`: nothing of ledger L, everything before it.
+            if entry >= 0 {
+                Some(Position::end_of_entry(ledger, entry as u64))
+            } else {
+                ledger
+                    .checked_sub(1)
+                    .map(|l| Position::end_of_entry(l, u64::MAX >> crate::log::BATCH_BITS))
+            }
+        }))
+    }
+
     async fn close(&self) -> Result<(), LogError> {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.commands.close().await;
@@ -328,6 +366,7 @@ mod tests {
             published_at_ms: 0,
             redelivery_count: 2,
             identity: "pulsar:persistent://public/default/t-partition-1:10:20:-1".into(),
+            position: crate::log::Position::new(10, 20, 0),
         };
         let p = dlq_properties(
             &d,

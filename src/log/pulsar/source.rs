@@ -131,6 +131,13 @@ fn key_of(id: &MessageIdData) -> String {
     )
 }
 
+/// The message's place in its partition (a batch index of -1 or none:
+/// not batched, index 0).
+pub(crate) fn position_of(id: &MessageIdData) -> crate::log::Position {
+    let index = id.batch_index.unwrap_or(0).max(0) as u64;
+    crate::log::Position::new(id.ledger_id, id.entry_id, index)
+}
+
 struct Driver {
     shared: Arc<Shared>,
     partition: u32,
@@ -399,6 +406,7 @@ impl Driver {
             .collect();
         let id = self.next_id;
         self.next_id += 1;
+        let position = position_of(&mid);
         self.pending.insert(id, (self.generation, mid));
         Delivery {
             partition: self.partition,
@@ -408,6 +416,7 @@ impl Driver {
             published_at_ms: meta.publish_time as i64,
             redelivery_count,
             identity: format!("pulsar:{}:{key}", self.topic),
+            position,
             payload: m.payload.data,
         }
     }

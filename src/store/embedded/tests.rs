@@ -15,6 +15,11 @@ crate::store::contract::store_contract_tests!(common: async {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     (Arc::new(store) as Arc<dyn EventStore>, dir)
 });
+crate::store::contract::store_contract_tests!(conditional: async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    (Arc::new(store) as Arc<dyn EventStore>, dir)
+});
 crate::store::contract::store_contract_tests!(checkpointed: async {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -54,10 +59,11 @@ pub(super) fn batch(users: std::ops::Range<usize>, after: u64, per_user: u64) ->
                         .collect(),
                     user_id: user,
                     expected_last_seq: after,
+                    meta: Vec::new(),
                 }
             })
             .collect(),
-        rejections: vec![],
+        ..Default::default()
     }
 }
 

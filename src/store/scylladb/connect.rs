@@ -17,21 +17,17 @@ pub struct ScyllaConfig {
     /// Contact points, `host:port`.
     pub nodes: Vec<String>,
     pub keyspace: String,
-    /// LOCAL_QUORUM by default; ONE only on a single node (the read-modify-
-    /// write of the projections needs to read its own writes).
+    /// LOCAL_QUORUM by default; ONE only on a single node (a worker must
+    /// read every commit acknowledged before: a user's head, fresh).
     pub consistency: Consistency,
     pub username: Option<String>,
     pub password: Option<String>,
     /// PEM file of the CA that signs the nodes' certificates: enables TLS.
     pub tls_ca: Option<PathBuf>,
     pub request_timeout: Duration,
-    /// How long a daily or status statistics answer is reused (their reads
-    /// sum per-user rows: many reads a second of one dashboard would each
-    /// scan them). Zero: never reused.
+    /// How long a daily or status statistics answer is reused (many reads
+    /// a second of one dashboard become one). Zero: never reused.
     pub stats_cache_ttl: Duration,
-    /// Keep the events-topic outbox (Pulsar mode: an event publisher
-    /// clears it; without one it would only grow).
-    pub outbox: bool,
 }
 
 impl ScyllaConfig {
@@ -49,7 +45,6 @@ impl ScyllaConfig {
             tls_ca: None,
             request_timeout: Duration::from_secs(5),
             stats_cache_ttl: Duration::from_secs(1),
-            outbox: false,
         }
     }
 }

@@ -1,175 +1,107 @@
 //! The ScyllaDB store: the journal, its indexes and the projections in CQL,
 //! shared by every worker of the fleet (ScyllaDB or Apache Cassandra 5: only
-//! portable CQL on this path).
+//! portable CQL on this path), with no consensus round per event.
 //!
-//! Unlike the embedded store, this one has no store-wide commit order (many
-//! workers write at once), so its projections are not checkpointed
-//! followers of the journal: [`EventStore::write`] maintains them itself
-//! ([`ProjectionMode::Inline`]), with per-user absolute contributions:
+//! - **Decide** ([`view`]): a worker reads the user's head (one row: last
+//!   seq, statistics, latest ids and daily keys; reads of many users go
+//!   out together) fresh for every batch, and decides with the pure
+//!   [`crate::domain::decide::decide`].
+//! - **Commit** ([`write`]): the journal rows in command-log order
+//!   (`log`, single-partition batches), then each user's rows (id rows,
+//!   key rows, the head last; multi-partition batches), all idempotent and
+//!   ordered by sequence numbers. Then the commands are acknowledged.
+//! - **Fold** ([`fold`], [`crate::store::Folding`]): per partition of the
+//!   command log, a follower reads the journal up to what the log has
+//!   acknowledged and writes the indexes and per-partition statistics
+//!   behind it, with its checkpoint in the same single-partition batch.
 //!
-//! 1. the user's events go into the journal with a lightweight transaction
-//!    (`IF NOT EXISTS` on `(user, bucket, seq)`, one conditional batch per
-//!    bucket): gap-free sequence numbers, whoever races;
-//! 2. then, idempotently, the id lookup, the target and recent indexes, and
-//!    each touched (day, type, campaign) and status-day row of the user as an
-//!    absolute count "as of seq S" written `USING TIMESTAMP 2*S` (a replay or
-//!    a racing worker writes the same value or loses to a newer one);
-//! 3. last, the user's stats row, whose `last_seq` therefore says how far
-//!    the user's projections are complete. Loading a user
-//!    ([`EventStore::last_seq`]) repairs anything after it from the journal,
-//!    so a crash between 1 and 3 is mended before the user's next command
-//!    (and before its redelivered commands are checked for duplicates).
-//!
-//! The argument in full is in actors.md ("Exactly once with ScyllaDB").
+//! Why a crash, a rebalance or a paused worker loses and doubles nothing:
+//! actors.md, "Exactly once without consensus".
 
 mod connect;
-mod contrib;
-mod outbox;
-mod project;
+pub mod fold;
+pub mod head;
 mod read;
 pub mod schema;
 mod statements;
 #[cfg(test)]
 mod tests;
+mod view;
 mod write;
 
 use super::{
-    DailyStat, EventStore, JournalRecord, ProjectionKind, ProjectionMode, StatsQuery, StatusStat,
-    StoreError, StoredEvent, UserStats, WriteBatch, WriteOutcome,
+    DailyStat, EventStore, Folding, JournalGuard, JournalRecord, ProjectionKind, ProjectionMode,
+    StatsQuery, StatusStat, StoreError, StoredEvent, UserStats, WriteBatch, WriteOutcome,
 };
+use crate::domain::decide::{DailyKey, UserView};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use connect::{parse_consistency, session, ConnectError, ScyllaConfig};
 use scylla::client::session::Session;
 use statements::Statements;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Events per journal partition (`bucket = seq / BUCKET`).
-pub const BUCKET: u64 = 10_000;
-/// Partitions per projection key (`shard = hash(user) % SHARDS`).
-pub const SHARDS: i32 = 4;
 /// Concurrent statements per write or read fan-out.
 const CONCURRENCY: usize = 64;
-/// Most events per group commit. Each group is a chain of requests, so a
-/// commit takes about its size divided by the store's rate: at about
-/// 1,000 groups/s (Cassandra sharing 2 cores), a commit of the default
-/// 8,192 events takes about 8 s, during which none of its callers is
-/// answered, and one request that times out fails all 8,192. 512 is about
-/// half a second there.
-const COMMIT_EVENTS: usize = 8 * CONCURRENCY;
+/// Most events per group commit: a commit is a few rounds of batches, so
+/// its time grows with its size, and its callers wait for all of it.
+const COMMIT_EVENTS: usize = 2048;
 
 pub struct ScyllaStore {
-    session: Session,
-    st: Statements,
-    /// The last position handed out (positions are commit-time micros *
-    /// 1000 + n, increasing within this process).
-    last_pos: AtomicU64,
-    /// Events per journal partition ([`BUCKET`]; smaller in tests).
-    bucket_size: u64,
-    /// Whether commits record themselves in the outbox.
-    outbox: bool,
-    /// Test hook: fail every commit right before its stats row (a crash
-    /// between the contribution rows and the mark).
-    #[cfg(test)]
-    pub(crate) crash_before_stats: std::sync::atomic::AtomicBool,
+    session: Arc<Session>,
+    st: Arc<Statements>,
+    /// Batched reads of users' heads ([`view`]).
+    heads: view::HeadReader,
+    /// The head each user had when this process last read or wrote it,
+    /// so a commit right after its view need not read it again.
+    known_heads: view::KnownHeads,
+    /// Log blocks this process has listed (listing one again is harmless).
+    blocks: std::sync::Mutex<std::collections::HashSet<(i32, i64, i64)>>,
+    /// Recent-list minutes this process has listed.
+    minutes: std::sync::Mutex<std::collections::HashSet<i64>>,
     /// Recent statistics answers, by query (see `ScyllaConfig::stats_cache_ttl`).
     stats_cache: read::StatsCache,
-    /// Stats rows this process read or wrote last, per user (`None`: no
-    /// row). Any stats row ever stored is exact as of its `last_seq`, so an
-    /// older copy is still a valid starting point for the next commit.
-    stats_rows: std::sync::Mutex<std::collections::HashMap<String, Option<UserStats>>>,
-    /// Small listing rows (days, keys, minutes) this process has written.
-    written: std::sync::Mutex<std::collections::HashSet<project::Small>>,
+    /// The followers' running statistics, per partition (see `fold`).
+    folds: fold::Folds,
+    /// Test hook: fail every commit right after its journal rows (a crash
+    /// between the journal and the users' rows).
+    #[cfg(test)]
+    pub(crate) crash_after_log: std::sync::atomic::AtomicBool,
 }
 
 impl ScyllaStore {
     /// Connects, checks that the keyspace holds the schema this build
     /// knows (`tracking schema apply` creates it) and prepares statements.
     pub async fn connect(cfg: &ScyllaConfig) -> Result<Self, ConnectError> {
-        let session = session(cfg).await?;
+        let session = Arc::new(session(cfg).await?);
         schema::check(&session, &cfg.keyspace).await?;
-        let st = Statements::prepare(&session, &cfg.keyspace).await?;
+        let st = Arc::new(Statements::prepare(&session, &cfg.keyspace).await?);
         Ok(ScyllaStore {
+            heads: view::HeadReader::start(session.clone(), st.clone()),
+            known_heads: Default::default(),
             session,
             st,
-            last_pos: AtomicU64::new(0),
-            bucket_size: BUCKET,
-            outbox: cfg.outbox,
-            #[cfg(test)]
-            crash_before_stats: Default::default(),
-            written: Default::default(),
-            stats_rows: Default::default(),
+            blocks: Default::default(),
+            minutes: Default::default(),
             stats_cache: read::StatsCache::new(cfg.stats_cache_ttl),
+            folds: Default::default(),
+            #[cfg(test)]
+            crash_after_log: Default::default(),
         })
     }
 
-    /// The journal bucket of a seq.
-    pub(crate) fn bucket(&self, seq: u64) -> i64 {
-        (seq / self.bucket_size) as i64
-    }
-
-    /// Whether a seq is the last of its bucket (a later bucket may exist).
-    pub(crate) fn ends_bucket(&self, seq: u64) -> bool {
-        (seq + 1).is_multiple_of(self.bucket_size)
-    }
-
-    /// The stats row of `user` this process saw last (see `stats_rows`).
-    fn kept_stats(&self, user: &str) -> Option<Option<UserStats>> {
-        self.stats_rows.lock().ok()?.get(user).cloned()
-    }
-
-    /// Remembers a stats row read or written (bounded: forgetting only
-    /// costs a read).
-    fn keep_stats(&self, user: &str, row: Option<UserStats>) {
-        if let Ok(mut rows) = self.stats_rows.lock() {
-            if rows.len() >= 20_000 {
-                rows.clear();
+    /// Remembers rows of a small listing this process has written
+    /// (bounded: forgetting only costs a repeated, idempotent write).
+    fn first_time<T: std::hash::Hash + Eq>(set: &std::sync::Mutex<std::collections::HashSet<T>>, item: T) -> bool {
+        match set.lock() {
+            Ok(mut w) => {
+                if w.len() > 100_000 {
+                    w.clear();
+                }
+                w.insert(item)
             }
-            rows.insert(user.to_owned(), row);
-        }
-    }
-
-    /// Whether this process has written this listing row already.
-    fn known(&self, item: &project::Small) -> bool {
-        self.written.lock().is_ok_and(|w| w.contains(item))
-    }
-
-    /// Remembers written listing rows (bounded: forgetting only costs a
-    /// repeated, idempotent write).
-    fn remember(&self, items: Vec<project::Small>) {
-        if let Ok(mut w) = self.written.lock() {
-            if w.len() > 100_000 {
-                w.clear();
-            }
-            w.extend(items);
-        }
-    }
-
-    /// Smaller journal buckets (tests cross bucket boundaries with few events).
-    #[cfg(test)]
-    pub(crate) fn with_bucket_size(mut self, n: u64) -> Self {
-        self.bucket_size = n.max(2);
-        self
-    }
-
-    /// `n` consecutive positions (the first returned): commit-time order,
-    /// unique within this process, close to unique across the fleet.
-    fn positions(&self, n: u64) -> u64 {
-        let now = (Utc::now().timestamp_micros().max(0) as u64).saturating_mul(1000);
-        let mut cur = self.last_pos.load(Ordering::Relaxed);
-        loop {
-            let first = now.max(cur + 1);
-            match self.last_pos.compare_exchange_weak(
-                cur,
-                first + n.saturating_sub(1),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return first,
-                Err(actual) => cur = actual,
-            }
+            Err(_) => true,
         }
     }
 }
@@ -207,16 +139,6 @@ pub(crate) fn from_micros(m: i64) -> Result<DateTime<Utc>, StoreError> {
 pub(crate) fn from_parts(m: i64, ns: Option<i32>) -> Result<DateTime<Utc>, StoreError> {
     let ns = ns.unwrap_or(0).clamp(0, 999) as i64;
     Ok(from_micros(m)? + chrono::Duration::nanoseconds(ns))
-}
-
-/// The projection shard of a user: the embedded log's stable key hash
-/// (FNV-1a 64), so every process agrees.
-pub(crate) fn shard(user: &str) -> i32 {
-    crate::log::embedded::partition_for(user, SHARDS as u32) as i32
-}
-
-pub(crate) fn all_shards() -> Vec<i32> {
-    (0..SHARDS).collect()
 }
 
 /// Maps driver errors: timeouts and unreachable nodes are retryable.
@@ -260,6 +182,32 @@ pub(crate) fn rows_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("unexpected result: {e}"))
 }
 
+/// Milliseconds added to recording times in positions (positions are
+/// unsigned; this reaches back to 1779 and forward to 2262).
+const POS_EPOCH_MS: i64 = 6_000_000_000_000;
+
+/// The minute of recording (since 1970, as in `recent`) of a position.
+pub(crate) fn pos_minute(pos: u64) -> i64 {
+    ((pos / 1_000_000) as i64 - POS_EPOCH_MS).div_euclid(60_000)
+}
+
+/// An event's position in the recent list and the target listing: its
+/// recording time in milliseconds (from [`POS_EPOCH_MS`]) times 10^6, plus its command's entry,
+/// batch index and partition, two decimal digits each (`EEIIPP`).
+/// Deterministic (the same command, the same position, whoever writes
+/// it), in recording order, and in log order within a partition and a
+/// millisecond; two commands recorded in the same millisecond can share
+/// one only if their entries are 100 apart in one partition, or their
+/// partitions 100 apart (their rows are kept apart by user and seq; a
+/// page boundary between the two may skip one).
+pub(crate) fn event_pos(recorded_at: DateTime<Utc>, partition: u32, minor: u64) -> u64 {
+    let ms = (recorded_at.timestamp_millis() + POS_EPOCH_MS).max(0) as u64;
+    let entry = minor >> crate::log::BATCH_BITS;
+    let index = minor & ((1 << crate::log::BATCH_BITS) - 1);
+    let low = (entry % 100) * 10_000 + (index % 100) * 100 + u64::from(partition % 100);
+    ms.saturating_mul(1_000_000) + low
+}
+
 pub(crate) fn stored(pos: i64, blob: &[u8]) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent::new(
         pos.max(0) as u64,
@@ -269,7 +217,7 @@ pub(crate) fn stored(pos: i64, blob: &[u8]) -> Result<StoredEvent, StoreError> {
 
 fn unsupported(what: &str) -> StoreError {
     StoreError::Unsupported(format!(
-        "{what}: the ScyllaDB store keeps its projections inline (no store-wide positions)"
+        "{what}: the ScyllaDB store folds its projections behind the journal (no store-wide positions)"
     ))
 }
 
@@ -280,11 +228,28 @@ impl EventStore for ScyllaStore {
     }
 
     fn projection_mode(&self) -> ProjectionMode {
-        ProjectionMode::Inline
+        ProjectionMode::Folded
+    }
+
+    fn journal_guard(&self) -> JournalGuard {
+        JournalGuard::Deterministic
     }
 
     fn max_commit_events(&self) -> usize {
         COMMIT_EVENTS
+    }
+
+    async fn view(
+        &self,
+        user: &str,
+        ids: &[String],
+        keys: &[DailyKey],
+    ) -> Result<UserView, StoreError> {
+        view::view(self, user, ids, keys).await
+    }
+
+    fn folding(&self) -> Option<&dyn Folding> {
+        Some(self)
     }
 
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
@@ -292,15 +257,11 @@ impl EventStore for ScyllaStore {
     }
 
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
-        project::load_user(self, user_id).await
+        Ok(view::head(self, user_id).await?.map_or(0, |(seq, _)| seq))
     }
 
     async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         read::interaction(self, id).await
-    }
-
-    async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
-        read::owners(self, ids).await
     }
 
     async fn user_events(
@@ -309,7 +270,7 @@ impl EventStore for ScyllaStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        read::journal(self, user_id, after_seq, u64::MAX, limit).await
+        read::user_events(self, user_id, after_seq, limit).await
     }
 
     async fn recent(
@@ -357,14 +318,6 @@ impl EventStore for ScyllaStore {
         Err(unsupported("resetting a projection"))
     }
 
-    async fn rebuild_user(&self, user_id: &str) -> Result<(), StoreError> {
-        project::rebuild_user(self, user_id).await
-    }
-
-    async fn users(&self, visit: &mut (dyn FnMut(String) + Send)) -> Result<u64, StoreError> {
-        read::users(self, visit).await
-    }
-
     async fn daily_stats(&self, q: &StatsQuery) -> Result<Vec<DailyStat>, StoreError> {
         let key = format!("daily {q:?}");
         if let Some(read::Cached::Daily(hit)) = self.stats_cache.get(&key) {
@@ -392,7 +345,9 @@ impl EventStore for ScyllaStore {
     }
 
     async fn user_stats(&self, user_id: &str) -> Result<Option<UserStats>, StoreError> {
-        read::user_stats(self, user_id).await
+        Ok(view::head(self, user_id)
+            .await?
+            .and_then(|(_, h)| h.stats.clone()))
     }
 
     async fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
@@ -410,22 +365,42 @@ impl EventStore for ScyllaStore {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(()) // every write was acknowledged at the configured consistency
     }
+}
 
-    async fn mark_published(&self, marks: &[(String, u64)]) -> Result<(), StoreError> {
-        if !self.outbox || marks.is_empty() {
-            return Ok(());
-        }
-        outbox::mark(self, marks).await
+#[async_trait]
+impl Folding for ScyllaStore {
+    async fn partitions(&self) -> Result<Vec<u32>, StoreError> {
+        fold::partitions(self).await
     }
 
-    async fn unpublished(
+    async fn refold(&self, partition: u32) -> Result<(), StoreError> {
+        fold::refold(self, partition).await
+    }
+
+    async fn checkpoint(&self, partition: u32) -> Result<crate::store::FoldCheckpoint, StoreError> {
+        fold::checkpoint(self, partition).await.map(|(cp, _)| cp)
+    }
+
+    async fn read(
         &self,
-        older_than: Duration,
+        partition: u32,
+        after: Option<crate::log::Position>,
+        through: crate::log::Position,
         limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        if !self.outbox {
-            return Ok(Vec::new());
-        }
-        outbox::unpublished(self, older_than, limit).await
+    ) -> Result<Vec<crate::store::LogRecord>, StoreError> {
+        fold::read(self, partition, after, through, limit).await
+    }
+
+    async fn fold(
+        &self,
+        partition: u32,
+        from: crate::store::FoldCheckpoint,
+        records: &[crate::store::LogRecord],
+    ) -> Result<crate::store::FoldCheckpoint, StoreError> {
+        fold::fold(self, partition, from, records).await
+    }
+
+    async fn lease(&self, partition: u32, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        fold::lease(self, partition, owner, ttl).await
     }
 }

@@ -5,11 +5,18 @@
 use scylla::client::session::Session;
 
 /// The migrations this build knows, in order: (version, name, CQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "001_tracking",
-    include_str!("../../../schema/001_tracking.cql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "001_tracking",
+        include_str!("../../../schema/001_tracking.cql"),
+    ),
+    (
+        2,
+        "002_write_behind",
+        include_str!("../../../schema/002_write_behind.cql"),
+    ),
+];
 
 /// The schema version this build needs.
 pub fn current() -> i32 {

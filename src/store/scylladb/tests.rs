@@ -2,16 +2,18 @@
 //! `compose/native/cassandra.sh up`, then `SCYLLA_NODES=127.0.0.1:9042`).
 //! `#[ignore]`d in a plain `cargo test`; `.ci/run` runs them.
 //!
-//! The shared contract suite, then what only a multi-writer store must
-//! survive: a crash between the journal append and the projections, a lost
-//! stats row, two workers racing on one user, journal buckets.
+//! The shared contract suite, then what a store without consensus must
+//! survive: a commit cut short between the journal and the user's rows,
+//! two workers deciding the same commands, a user's ids and keys beyond
+//! its head, a follower left behind, a refold, the followers' lease.
 
-use super::{schema, session, write, ScyllaConfig, ScyllaStore};
+use super::{schema, session, ScyllaConfig, ScyllaStore};
+use crate::domain::decide::{decide, DailyKey, Input};
 use crate::domain::InteractionType::{Click, Like, View};
-use crate::store::contract::{
-    appended, group, groups, own_records, recount, snapshot, write as write_batch, Fx,
-};
-use crate::store::{AppendConflict, EventStore, GroupOutcome, WriteBatch};
+use crate::domain::{CommandFormat, TrackInteraction};
+use crate::store::contract::{own_records, recount, snapshot, write as write_batch, Fx};
+use crate::store::{EventMeta, EventStore, Folding};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 fn config() -> ScyllaConfig {
@@ -52,190 +54,221 @@ pub(crate) async fn store() -> ScyllaStore {
 crate::store::contract::store_contract_tests!(ignored common: async {
     (Arc::new(store().await) as Arc<dyn EventStore>, ())
 });
+crate::store::contract::store_contract_tests!(ignored deterministic: async {
+    (Arc::new(store().await) as Arc<dyn EventStore>, ())
+});
 
-/// Appends one group of `user`'s events after `after`.
-async fn append(
-    s: &dyn EventStore,
-    user: &str,
-    after: u64,
-    events: Vec<crate::domain::InteractionTracked>,
-) -> crate::store::WriteOutcome {
-    write_batch(s, groups(vec![group(user, after, events)])).await
-}
-
-/// Recount of this test's records equals the projections.
+/// The projections of this test's users equal the recount of its records.
 async fn assert_exact(s: &dyn EventStore, fx: &Fx, users: &[String]) {
+    fx.fold(s).await;
     let own = own_records(s, fx, 0).await;
     assert_eq!(snapshot(s, fx, users).await, recount(&own, users));
 }
 
 #[tokio::test]
 #[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
-async fn a_crashed_append_is_completed_when_the_user_loads() {
+async fn a_commit_cut_short_is_finished_by_its_redelivery() {
     let s = store().await;
     let fx = Fx::new();
     let u = fx.name("u");
-    let evs = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View), fx.ev(&u, 3, Click)];
-    // The journal append alone, as if the worker died right after it.
-    let appended = write::append_journal(&s, &group(&u, 0, evs.clone()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(appended.len(), 3);
-    assert_eq!(s.interaction(&evs[0].interaction_id).await.unwrap(), None);
-    assert_eq!(s.user_stats(&u).await.unwrap(), None);
-
-    // Loading the user (what an aggregate does first) completes it.
-    assert_eq!(s.last_seq(&u).await.unwrap(), 3);
-    let owners = s
-        .interaction_owners(&[evs[0].interaction_id.clone()])
-        .await
-        .unwrap();
-    assert_eq!(owners, vec![Some(u.clone())]);
-    assert_exact(&s, &fx, std::slice::from_ref(&u)).await;
-    // And loading again changes nothing.
-    assert_eq!(s.last_seq(&u).await.unwrap(), 3);
-    assert_exact(&s, &fx, &[u]).await;
-}
-
-#[tokio::test]
-#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
-async fn a_lost_stats_row_is_recomputed_without_double_counting() {
-    let s = store().await;
-    let fx = Fx::new();
-    let u = fx.name("u");
-    append(&s, &u, 0, vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, Like)]).await;
-    // A crash after the contribution rows but before the stats row: the
-    // rows already count events the stats row does not.
-    let crashing = store().await;
-    crashing
-        .crash_before_stats
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let batch = groups(vec![group(
+    let batch = fx.groups(vec![fx.group(
         &u,
-        2,
-        vec![fx.ev(&u, 3, Click), fx.ev(&u, 4, Click)],
+        0,
+        vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)],
     )]);
-    assert!(crashing.write(batch.into()).await.is_err());
-    assert_eq!(s.user_stats(&u).await.unwrap().unwrap().last_seq, 2);
-    assert_eq!(s.last_seq(&u).await.unwrap(), 4);
-    assert_exact(&s, &fx, &[u]).await;
+    // The journal rows, then the worker dies before the user's rows.
+    s.crash_after_log.store(true, Ordering::SeqCst);
+    assert!(s.write(Arc::new(batch.clone())).await.is_err());
+    s.crash_after_log.store(false, Ordering::SeqCst);
+    // Not the user's yet: its commands come again and are decided again.
+    assert_eq!(s.last_seq(&u).await.unwrap(), 0);
+    assert!(s.user_events(&u, 0, 10).await.unwrap().is_empty());
+    let view = s.view(&u, &[batch.groups[0].events[0].interaction_id.clone()], &[]).await;
+    assert!(view.unwrap().own_ids.is_empty());
+    // The redelivery decides the same and writes the same rows.
+    write_batch(&s, batch).await;
+    assert_eq!(s.last_seq(&u).await.unwrap(), 2);
+    assert_exact(&s, &fx, std::slice::from_ref(&u)).await;
+    assert_eq!(own_records(&s, &fx, 0).await.len(), 2);
 }
 
+fn command(fx: &Fx, user: &str, id: &str) -> TrackInteraction {
+    let e = fx.ev(user, 0, Click);
+    TrackInteraction {
+        interaction_id: id.to_owned(),
+        user_id: user.to_owned(),
+        interaction_type: "click".into(),
+        target: e.target,
+        campaign_id: e.campaign_id,
+        affiliate_id: None,
+        occurred_at: e.occurred_at,
+        correlation_id: None,
+        format: CommandFormat::Canonical,
+    }
+}
+
+/// One worker's decision and commit of `cmds` (as the aggregate does).
+async fn decide_and_commit(s: &ScyllaStore, fx: &Fx, user: &str, cmds: &[TrackInteraction]) {
+    let at = fx.ev(user, 0, Click).occurred_at + chrono::Duration::hours(1);
+    let inputs: Vec<Input> = cmds
+        .iter()
+        .map(|c| Input {
+            command: c,
+            published_at: at,
+        })
+        .collect();
+    let ids: Vec<String> = cmds.iter().map(|c| c.interaction_id.clone()).collect();
+    let keys: Vec<DailyKey> = decide(user, &Default::default(), &inputs)
+        .events
+        .iter()
+        .map(|e| DailyKey::of(&e.event))
+        .collect();
+    let view = s.view(user, &ids, &keys).await.unwrap();
+    let d = decide(user, &view, &inputs);
+    if d.events.is_empty() {
+        return;
+    }
+    let group = crate::store::AppendGroup {
+        user_id: user.to_owned(),
+        expected_last_seq: view.last_seq,
+        meta: d
+            .events
+            .iter()
+            .map(|e| EventMeta {
+                source: fx.source(&cmds[e.command].interaction_id),
+                first_of_key: e.first_of_key,
+            })
+            .collect(),
+        events: d.events.into_iter().map(|e| e.event).collect(),
+    };
+    write_batch(s, fx.groups(vec![group])).await;
+}
+
+/// Two workers hold one user's commands at once (a rebalance while the
+/// first is slow, or paused): both decide from what is committed and
+/// write the same rows; the user's seqs are 1..n, each command once.
 #[tokio::test]
 #[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
-async fn a_stale_worker_conflicts_and_a_late_replay_changes_nothing() {
-    let (a, b) = (store().await, store().await); // two workers' sessions
+async fn two_workers_deciding_the_same_commands_write_the_same_rows() {
+    let (a, b) = (store().await, store().await);
     let fx = Fx::new();
     let u = fx.name("u");
-    let first = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)];
-    append(&a, &u, 0, first.clone()).await;
-    // B still believes the user has no event.
-    let out = append(&b, &u, 0, vec![fx.ev(&u, 1, Like)]).await;
-    assert_eq!(
-        out.groups[0],
-        GroupOutcome::Conflict(AppendConflict::SeqMismatch {
-            expected: 0,
-            actual: 2
-        })
+    let cmds: Vec<TrackInteraction> = (0..6)
+        .map(|i| command(&fx, &u, &fx.name(&format!("c{i}"))))
+        .collect();
+    // The first worker commits the first two; then both go on, the
+    // second from the start (redelivered), the first late.
+    decide_and_commit(&a, &fx, &u, &cmds[..2]).await;
+    tokio::join!(
+        decide_and_commit(&a, &fx, &u, &cmds[2..4]),
+        decide_and_commit(&b, &fx, &u, &cmds[..4]),
     );
-    assert_eq!(b.last_seq(&u).await.unwrap(), 2);
-    append(&b, &u, 2, vec![fx.ev(&u, 3, Like)]).await;
-    // A's projection step arriving late (a slow or retried request).
-    let stale = a.user_events(&u, 0, 2).await.unwrap();
-    super::project::project_after_append(&a, &u, 0, stale[..2].to_vec())
+    decide_and_commit(&b, &fx, &u, &cmds[4..]).await;
+    decide_and_commit(&a, &fx, &u, &cmds[2..4]).await;
+    let events = a.user_events(&u, 0, 100).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.event.seq).collect();
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
+    let ids: Vec<&str> = events.iter().map(|e| e.event.interaction_id.as_str()).collect();
+    let want: Vec<&str> = cmds.iter().map(|c| c.interaction_id.as_str()).collect();
+    assert_eq!(ids, want);
+    assert_exact(&a, &fx, std::slice::from_ref(&u)).await;
+}
+
+/// A user with more events than its head keeps ids of, and keys on days
+/// before its head's floor: the view finds them in the user's rows.
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn ids_and_keys_beyond_the_head_are_found_in_the_users_rows() {
+    let s = store().await;
+    let fx = Fx::new();
+    let u = fx.name("u");
+    let mut evs: Vec<_> = (1..=40).map(|q| fx.ev(&u, q, Click)).collect();
+    evs[0].occurred_at = evs[0].occurred_at - chrono::Duration::days(30);
+    let old_key = DailyKey::of(&evs[0]);
+    write_batch(&s, fx.groups(vec![fx.group(&u, 0, evs.clone())])).await;
+    let new_id = fx.name("new");
+    let view = s
+        .view(
+            &u,
+            &[evs[0].interaction_id.clone(), evs[39].interaction_id.clone(), new_id],
+            &[old_key.clone()],
+        )
         .await
         .unwrap();
-    // An expected seq that is ahead of the journal is refused too.
-    let ahead = append(&a, &u, 5, vec![fx.ev(&u, 6, Like)]).await;
-    assert!(matches!(ahead.groups[0], GroupOutcome::Conflict(_)));
-    assert_exact(&a, &fx, &[u]).await;
-}
-
-#[tokio::test]
-#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
-async fn two_workers_racing_on_one_user_write_each_event_once() {
-    let fx = Arc::new(Fx::new());
-    let u = fx.name("u");
-    let per_worker = 15u64;
-    let mut tasks = Vec::new();
-    for _ in 0..2 {
-        let (fx, u) = (fx.clone(), u.clone());
-        tasks.push(tokio::spawn(async move {
-            let s = store().await;
-            let mut written = 0;
-            while written < per_worker {
-                let last = s.last_seq(&u).await.unwrap();
-                let batch = groups(vec![group(&u, last, vec![fx.ev(&u, last + 1, Click)])]);
-                if let GroupOutcome::Appended { .. } = write_batch(&s, batch).await.groups[0] {
-                    written += 1;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let s = store().await;
-    let events = s.user_events(&u, 0, 1000).await.unwrap();
-    let seqs: Vec<u64> = events.iter().map(|e| e.event.seq).collect();
-    assert_eq!(seqs, (1..=2 * per_worker).collect::<Vec<_>>());
-    assert_exact(&s, &fx, &[u]).await;
-}
-
-#[tokio::test]
-#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
-async fn groups_cross_journal_buckets() {
-    let s = store().await.with_bucket_size(4);
-    let fx = Fx::new();
-    let u = fx.name("u");
-    let evs: Vec<_> = (1..=10).map(|q| fx.ev(&u, q, View)).collect();
-    let out = append(&s, &u, 0, evs.clone()).await;
-    let p = appended(&out.groups[0]);
-    append(&s, &u, 10, vec![fx.ev(&u, 11, Click), fx.ev(&u, 12, Click)]).await;
-    assert_eq!(s.last_seq(&u).await.unwrap(), 12);
-    let fresh = store().await.with_bucket_size(4); // nothing cached
-    assert_eq!(fresh.last_seq(&u).await.unwrap(), 12);
-    let page = fresh.user_events(&u, 2, 5).await.unwrap();
+    assert_eq!(view.last_seq, 40);
     assert_eq!(
-        page.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
-        vec![3, 4, 5, 6, 7]
+        view.own_ids,
+        [evs[0].interaction_id.clone(), evs[39].interaction_id.clone()].into()
     );
-    assert_eq!(page[0].pos, p + 2);
-    assert_eq!(fresh.user_events(&u, 0, 100).await.unwrap().len(), 12);
-    assert_exact(&fresh, &fx, &[u]).await;
+    assert_eq!(view.known_keys, [old_key].into());
 }
 
+/// A follower that fell behind (paused, its lease lost) folds late: it
+/// is told the checkpoint moved, and the statistics stay exact.
 #[tokio::test]
 #[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
-async fn rebuild_recomputes_a_users_rows() {
-    let s = store().await;
+async fn a_follower_left_behind_changes_nothing() {
+    let (s, late) = (store().await, store().await);
     let fx = Fx::new();
     let u = fx.name("u");
     write_batch(
         &s,
-        WriteBatch {
-            groups: vec![group(&u, 0, vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)])],
-            rejections: vec![],
-        },
+        fx.groups(vec![fx.group(&u, 0, vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, Like)])]),
     )
     .await;
-    // Damage a contribution row, then rebuild the user.
-    s.session
-        .query_unpaged(
-            // At the timestamp of the last incremental write (2 * seq 2),
-            // as a bug would have written it.
-            format!("UPDATE {}.daily_contrib USING TIMESTAMP 4 SET count = 40 WHERE day = ? AND interaction_type = 'click' AND campaign = ? AND shard = ? AND user_id = ?", config().keyspace),
-            (super::day_num(fx.ev(&u, 1, Click).occurred_at.date_naive()), fx.name("c1"), super::shard(&u), u.as_str()),
-        )
+    let p = fx.source("x").partition;
+    let from = Folding::checkpoint(&late, p).await.unwrap();
+    let records = late
+        .read(p, from.position, crate::log::Position::MAX, 100)
         .await
         .unwrap();
-    assert_ne!(
-        snapshot(&s, &fx, std::slice::from_ref(&u)).await,
-        recount(&own_records(&s, &fx, 0).await, std::slice::from_ref(&u))
-    );
-    s.rebuild_user(&u).await.unwrap();
-    assert_exact(&s, &fx, &[u]).await;
+    assert_eq!(records.len(), 2);
+    fx.fold(&s).await; // the current follower
+    assert!(late.fold(p, from, &records).await.is_err());
+    assert_exact(&s, &fx, std::slice::from_ref(&u)).await;
+}
+
+/// `tracking rebuild`: the partition's statistics are dropped and folded
+/// again from the start, to the same values.
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn a_refold_recounts_from_the_start() {
+    let s = store().await;
+    let fx = Fx::new();
+    let (u, v) = (fx.name("u"), fx.name("v"));
+    write_batch(
+        &s,
+        fx.batch(
+            vec![
+                fx.group(&u, 0, vec![fx.ev(&u, 1, Click)]),
+                fx.group(&v, 0, vec![fx.ev(&v, 1, View), fx.ev(&v, 2, View)]),
+            ],
+            vec![fx.rejection("r", fx.ev(&u, 0, Click).occurred_at)],
+        ),
+    )
+    .await;
+    let users = [u, v];
+    assert_exact(&s, &fx, &users).await;
+    let before = snapshot(&s, &fx, &users).await;
+    let p = fx.source("x").partition;
+    s.refold(p).await.unwrap();
+    assert_eq!(Folding::checkpoint(&s, p).await.unwrap().folded, 0);
+    assert_exact(&s, &fx, &users).await;
+    assert_eq!(snapshot(&s, &fx, &users).await, before);
+}
+
+#[tokio::test]
+#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
+async fn one_follower_holds_a_partition_until_its_lease_expires() {
+    let s = store().await;
+    let p = Fx::new().source("x").partition;
+    let ttl = std::time::Duration::from_millis(1500);
+    assert!(s.lease(p, "a", ttl).await.unwrap());
+    assert!(!s.lease(p, "b", ttl).await.unwrap());
+    assert!(s.lease(p, "a", ttl).await.unwrap()); // renewed
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    assert!(s.lease(p, "b", ttl).await.unwrap());
+    assert!(!s.lease(p, "a", ttl).await.unwrap());
 }
 
 #[tokio::test]
@@ -255,7 +288,7 @@ async fn schema_apply_is_idempotent_and_refuses_a_newer_schema() {
     let applied = schema::apply(&s, &ks, "SimpleStrategy:1", &mut |_| {})
         .await
         .unwrap();
-    assert_eq!(applied, vec!["001_tracking"]);
+    assert_eq!(applied, vec!["001_tracking", "002_write_behind"]);
     assert!(schema::apply(&s, &ks, "SimpleStrategy:1", &mut |_| {})
         .await
         .unwrap()
@@ -275,121 +308,4 @@ async fn schema_apply_is_idempotent_and_refuses_a_newer_schema() {
     s.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
         .await
         .unwrap();
-}
-
-async fn outbox_store() -> ScyllaStore {
-    let mut cfg = config();
-    cfg.outbox = true;
-    ensure_schema(&cfg).await;
-    ScyllaStore::connect(&cfg).await.unwrap()
-}
-
-/// This user's unpublished seqs, as the outbox sweep sees them.
-async fn unpublished_seqs(s: &ScyllaStore, user: &str) -> Vec<u64> {
-    let all = s
-        .unpublished(std::time::Duration::ZERO, 100_000)
-        .await
-        .unwrap();
-    all.iter()
-        .filter(|e| e.event.user_id == user)
-        .map(|e| e.event.seq)
-        .collect()
-}
-
-#[tokio::test]
-#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
-async fn the_outbox_keeps_commits_until_marked_published_and_newer_ones_survive_old_marks() {
-    let s = outbox_store().await;
-    let fx = Fx::new();
-    let u = fx.name("u");
-    append(&s, &u, 0, vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)]).await;
-    assert_eq!(unpublished_seqs(&s, &u).await, vec![1, 2]);
-    s.mark_published(&[(u.clone(), 2)]).await.unwrap();
-    assert!(unpublished_seqs(&s, &u).await.is_empty());
-    append(&s, &u, 2, vec![fx.ev(&u, 3, Like)]).await;
-    // A late mark of an older seq removes nothing newer.
-    s.mark_published(&[(u.clone(), 2)]).await.unwrap();
-    assert_eq!(unpublished_seqs(&s, &u).await, vec![3]);
-    s.mark_published(&[(u.clone(), 3)]).await.unwrap();
-    assert!(unpublished_seqs(&s, &u).await.is_empty());
-    // Without the outbox (no Pulsar), nothing is recorded.
-    let plain = store().await;
-    let v = fx.name("v");
-    append(&plain, &v, 0, vec![fx.ev(&v, 1, Click)]).await;
-    assert!(unpublished_seqs(&s, &v).await.is_empty());
-}
-
-/// Records what the publisher sends.
-#[derive(Default)]
-struct RecordingSink(std::sync::Mutex<Vec<crate::log::OutboundMessage>>);
-
-#[async_trait::async_trait]
-impl crate::log::EventSink for RecordingSink {
-    async fn publish(
-        &self,
-        messages: Vec<crate::log::OutboundMessage>,
-    ) -> Result<(), crate::log::LogError> {
-        self.0.lock().unwrap().extend(messages);
-        Ok(())
-    }
-}
-
-#[tokio::test]
-#[ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"]
-async fn the_publisher_sweeps_commits_a_crash_left_unpublished() {
-    use crate::actors::publisher::{EventPublisher, PublisherArgs};
-    let s: Arc<dyn EventStore> = Arc::new(outbox_store().await);
-    let fx = Fx::new();
-    let u = fx.name("u");
-    // Committed, but the worker "died" before publishing: the publisher
-    // never got these events from a writer.
-    let evs = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)];
-    append(&*s, &u, 0, evs.clone()).await;
-    let sink = Arc::new(RecordingSink::default());
-    let args = PublisherArgs {
-        store: s.clone(),
-        sink: sink.clone(),
-        sweep_every: std::time::Duration::from_millis(200),
-        sweep_grace: std::time::Duration::ZERO,
-    };
-    let (actor, handle) = ractor::Actor::spawn(None, EventPublisher, args)
-        .await
-        .unwrap();
-    let ids: Vec<String> = evs.iter().map(|e| e.interaction_id.clone()).collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let sent: Vec<String> = sink
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m.key == u)
-            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
-            .filter_map(|v| v["interaction_id"].as_str().map(str::to_owned))
-            .collect();
-        if ids.iter().all(|id| sent.contains(id)) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not republished: {sent:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    // Marked published once the broker confirmed them.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut left = s
-        .unpublished(std::time::Duration::ZERO, 100_000)
-        .await
-        .unwrap();
-    while left.iter().any(|e| e.event.user_id == u) {
-        assert!(std::time::Instant::now() < deadline, "still unpublished");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        left = s
-            .unpublished(std::time::Duration::ZERO, 100_000)
-            .await
-            .unwrap();
-    }
-    actor.stop(None);
-    handle.await.unwrap();
 }

@@ -1,300 +1,329 @@
-//! The write path of the ScyllaDB store: conditional journal appends, then
-//! the idempotent indexes and per-user absolute projection rows, then the
-//! user's stats row (the "projected up to" mark). Also the repair that
-//! loading a user runs, and the per-user rebuild.
+//! The commit of the ScyllaDB store: no condition, no read of its own
+//! (the head the user's view read is reused), only writes that anyone
+//! deciding the same commands writes the same way.
+//!
+//! 1. The journal rows, in `log` (one per event or rejection, keyed by its
+//!    command's place in the log), as single-partition batches per block;
+//!    a block's listing row first, once per process.
+//! 2. Then each user's rows: an id row per event (with the event), a key
+//!    row per first event on a daily key, and the head (last seq and
+//!    state), each `USING TIMESTAMP` of the seq it is as of; packed into
+//!    multi-partition batches, one user's rows in one batch (one mutation)
+//!    unless they are too big, then the head in a batch after the rest.
+//!
+//! The order is the argument: a journal row without the user's rows is a
+//! commit cut short, which the command's redelivery finishes the same way
+//! (the user's head does not show it, so the same decision is made); the
+//! user's rows never exist without the journal row, so a duplicate found
+//! in them was journaled. Nothing is acknowledged before step 2 is done.
 
-use super::{
-    bounded, day_num, exec_err, micros, read, rows_err, shard, sub_micros, ScyllaStore, CONCURRENCY,
-};
-use crate::domain::Rejection;
-use crate::store::{
-    AppendConflict, AppendGroup, GroupOutcome, StoreError, StoredEvent, WriteBatch, WriteOutcome,
-};
-use futures::future::BoxFuture;
+use super::head::{id_row, key_row, UserHead};
+use super::{event_pos, exec_err, micros, sub_micros, ScyllaStore, CONCURRENCY};
+use crate::log::{Position, Source};
+use crate::store::{AppendGroup, GroupOutcome, StoreError, WriteBatch, WriteOutcome};
 use futures::{StreamExt, TryStreamExt};
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
-/// Events per conditional batch (the server refuses batches over
-/// `batch_size_fail_threshold`, 50 KiB by default; events are ~300 bytes).
-const MAX_BATCH: usize = 64;
+/// Rows per journal batch and bytes per users batch: under the server's
+/// `batch_size_fail_threshold` (50 KiB by default).
+const LOG_ROWS_PER_BATCH: usize = 64;
+const USER_BATCH_BYTES: usize = 24 * 1024;
 
-pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
-    let rejections = async {
-        // A command id twice in one batch: the second is a repeat (`None`),
-        // as if it came in a later batch.
-        let mut seen = HashSet::new();
-        let futs = batch
-            .rejections
-            .iter()
-            .map(|r| -> BoxFuture<'_, _> {
-                if seen.insert(r.command_id.as_str()) {
-                    Box::pin(reject(s, r))
-                } else {
-                    Box::pin(async { Ok(None) })
-                }
-            })
-            .collect();
-        bounded(futs).await
-    };
-    let (groups, rejections) = futures::try_join!(append_groups(s, &batch.groups), rejections)?;
-    Ok(WriteOutcome { groups, rejections })
+/// The journal block of a position: 1,024 entries per partition.
+pub(crate) fn block_of(p: Position) -> i64 {
+    (p.minor >> (crate::log::BATCH_BITS + 10)) as i64
 }
 
-/// Groups of different users run concurrently; a user's second group in the
-/// same batch runs after its first (in "waves"), as if in a later batch.
-async fn append_groups(
-    s: &ScyllaStore,
-    groups: &[AppendGroup],
-) -> Result<Vec<GroupOutcome>, StoreError> {
-    // A group runs after the user's earlier groups and after every earlier
-    // group claiming one of its interaction ids (which it then conflicts
-    // with, as in the embedded store).
-    let mut wave_of = Vec::with_capacity(groups.len());
-    let mut next_of_user: HashMap<&str, usize> = HashMap::new();
-    let mut next_of_id: HashMap<&str, usize> = HashMap::new();
-    for g in groups {
-        let mut w = next_of_user.get(g.user_id.as_str()).copied().unwrap_or(0);
-        for e in &g.events {
-            w = w.max(
-                next_of_id
-                    .get(e.interaction_id.as_str())
-                    .copied()
-                    .unwrap_or(0),
-            );
-        }
-        wave_of.push(w);
-        next_of_user.insert(&g.user_id, w + 1);
-        for e in &g.events {
-            next_of_id.insert(&e.interaction_id, w + 1);
-        }
-    }
-    let waves = wave_of.iter().max().map_or(0, |w| w + 1);
-    let mut out: Vec<Option<GroupOutcome>> = vec![None; groups.len()];
-    for wave in 0..waves {
-        let idx: Vec<usize> = (0..groups.len()).filter(|&i| wave_of[i] == wave).collect();
-        let futs = idx
-            .iter()
-            .map(|&i| -> BoxFuture<'_, _> { Box::pin(append_group(s, &groups[i])) })
-            .collect();
-        for (i, o) in idx.into_iter().zip(bounded(futs).await?) {
-            out[i] = Some(o);
-        }
-    }
-    out.into_iter()
-        .map(|o| o.ok_or_else(|| StoreError::Corrupt("group without an outcome".into())))
-        .collect()
+/// One statement of a batch, its values, and about how many bytes they
+/// take (to keep batches under the server's size limit).
+struct Stmt {
+    st: PreparedStatement,
+    values: Box<dyn SerializeRow + Send + Sync>,
+    bytes: usize,
 }
 
-async fn append_group(s: &ScyllaStore, g: &AppendGroup) -> Result<GroupOutcome, StoreError> {
-    let fresh = match append_journal(s, g).await? {
-        Ok(fresh) => fresh,
-        Err(conflict) => return Ok(GroupOutcome::Conflict(conflict)),
-    };
-    let first_pos = match fresh.first() {
-        Some(e) => e.pos,
-        None => s.positions(0),
-    };
-    if !fresh.is_empty() {
-        super::project::project_after_append(s, &g.user_id, g.expected_last_seq, fresh).await?;
-    }
-    Ok(GroupOutcome::Appended { first_pos })
-}
+/// Bytes a row takes besides its blobs and strings.
+const ROW_OVERHEAD: usize = 64;
 
-/// Step 1 alone: the conditional journal append (tests use it to leave a
-/// "crashed" append behind). Returns the appended events.
-pub(crate) async fn append_journal(
-    s: &ScyllaStore,
-    g: &AppendGroup,
-) -> Result<Result<Vec<StoredEvent>, AppendConflict>, StoreError> {
-    let n = g.events.len();
-    if n == 0 {
-        return Ok(Ok(Vec::new()));
-    }
-    let first_pos = s.positions(n as u64);
-    for (k, e) in g.events.iter().enumerate() {
-        if e.user_id != g.user_id || e.seq != g.expected_last_seq + k as u64 + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "group of {} holds event seq {} of {} (expected seq {})",
-                g.user_id,
-                e.seq,
-                e.user_id,
-                g.expected_last_seq + k as u64 + 1
-            )));
-        }
-    }
-    let mut in_group = HashSet::new();
-    if let Some(dup) = g
-        .events
-        .iter()
-        .find(|e| !in_group.insert(&e.interaction_id))
-    {
-        return Ok(Err(AppendConflict::InteractionIdTaken {
-            interaction_id: dup.interaction_id.clone(),
-            owner: g.user_id.clone(),
-        }));
-    }
-    // The ids must be free, and the expected last event must exist (the
-    // conditional insert below only proves the next seqs are free).
-    let ids: Vec<String> = g.events.iter().map(|e| e.interaction_id.clone()).collect();
-    let (owners, prev) = futures::try_join!(read::owners(s, &ids), async {
-        if g.expected_last_seq == 0 {
-            Ok(true)
-        } else {
-            let e = g.expected_last_seq;
-            Ok::<_, StoreError>(!read::journal(s, &g.user_id, e - 1, e, 1).await?.is_empty())
-        }
-    })?;
-    if let Some((id, owner)) = ids.iter().zip(owners).find_map(|(i, o)| o.map(|o| (i, o))) {
-        return Ok(Err(AppendConflict::InteractionIdTaken {
-            interaction_id: id.clone(),
-            owner,
-        }));
-    }
-    if !prev {
-        return Ok(Err(mismatch(s, g).await?));
-    }
-    if s.outbox {
-        let last = g.events.last().map_or(0, |e| e.seq);
-        super::outbox::record(s, &g.user_id, last).await?;
-    }
-    let mut fresh = Vec::with_capacity(n);
-    let mut start = 0;
-    while start < n {
-        // One conditional batch per bucket (one partition), at most
-        // MAX_BATCH events (batches are size-limited by the server). A
-        // crash between two leaves a prefix: still gap-free.
-        let b = s.bucket(g.events[start].seq);
-        let end = g.events[start..]
-            .iter()
-            .take(MAX_BATCH)
-            .position(|e| s.bucket(e.seq) != b)
-            .map_or((start + MAX_BATCH).min(n), |k| start + k);
-        let mut batch = Batch::new(BatchType::Unlogged);
-        let mut values = Vec::with_capacity(end - start);
-        for (k, e) in g.events[start..end].iter().enumerate() {
-            let pos = first_pos + (start + k) as u64;
-            batch.append_statement(s.st.journal_insert.clone());
-            values.push((
-                e.user_id.as_str(),
-                b,
-                e.seq as i64,
-                e.interaction_id.as_str(),
-                e.schema_version as i32,
-                pos as i64,
-                e.encode()?,
-            ));
-            fresh.push(StoredEvent::new(pos, e.clone()));
-        }
-        let result = s.session.batch(&batch, values).await.map_err(exec_err)?;
-        if !applied(result)?.0 {
-            // Someone appended first (or, after a crash between buckets,
-            // the first part of this group is in: the retry finds it).
-            return Ok(Err(mismatch(s, g).await?));
-        }
-        start = end;
-    }
-    Ok(Ok(fresh))
-}
-
-async fn mismatch(s: &ScyllaStore, g: &AppendGroup) -> Result<AppendConflict, StoreError> {
-    let hint = read::user_stats(s, &g.user_id)
-        .await?
-        .map_or(0, |r| r.last_seq);
-    let actual = read::journal_last(s, &g.user_id, hint).await?;
-    Ok(AppendConflict::SeqMismatch {
-        expected: g.expected_last_seq,
-        actual,
-    })
-}
-
-/// `[applied]` of a conditional statement, and the existing row's columns
-/// (by name) when it was not applied.
-fn applied(
-    result: scylla::response::query_result::QueryResult,
-) -> Result<(bool, BTreeMap<String, CqlValue>), StoreError> {
-    let rows = result.into_rows_result().map_err(rows_err)?;
-    let names: Vec<String> = rows
-        .column_specs()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect();
-    let row: Row = rows.first_row().map_err(rows_err)?;
-    let mut cols = BTreeMap::new();
-    for (name, value) in names.into_iter().zip(row.columns) {
-        if let Some(v) = value {
-            cols.insert(name, v);
-        }
-    }
-    match cols.get("[applied]") {
-        Some(CqlValue::Boolean(b)) => Ok((*b, cols)),
-        other => Err(StoreError::Corrupt(format!(
-            "conditional write without [applied]: {other:?}"
-        ))),
-    }
-}
-
-/// Records a rejection once per command id; `Some(pos)` if new.
-async fn reject(s: &ScyllaStore, r: &Rejection) -> Result<Option<u64>, StoreError> {
-    let pos = s.positions(1);
-    let day = day_num(r.rejected_at.date_naive());
-    let result = s
-        .session
-        .execute_unpaged(
-            &s.st.rejection_insert,
-            (
-                r.command_id.as_str(),
-                day,
-                r.reason.as_str(),
-                r.detail.as_str(),
-                micros(r.rejected_at),
-                sub_micros(r.rejected_at),
-                pos as i64,
-            ),
-        )
-        .await
-        .map_err(exec_err)?;
-    let (new, existing) = applied(result)?;
-    // Count it on the day first recorded (also repairs a crash between the
-    // two writes of an earlier attempt).
-    let day = match existing.get("day") {
-        Some(CqlValue::Int(d)) if !new => *d,
-        _ => day,
-    };
-    let id = r.command_id.as_str();
-    futures::try_join!(
-        s.session
-            .execute_unpaged(&s.st.rejection_day_insert, (day, shard(id), id)),
-        s.session.execute_unpaged(&s.st.day_insert, ("status", day)),
-    )
-    .map_err(exec_err)?;
-    Ok(new.then_some(pos))
-}
-
-pub(super) type Exec<'a> = BoxFuture<'a, Result<(), StoreError>>;
-
-/// One statement, its result dropped.
-pub(super) fn exec<'a, V: SerializeRow + Send + Sync + 'a>(
-    s: &'a ScyllaStore,
-    st: &'a PreparedStatement,
+fn stmt<V: SerializeRow + Send + Sync + 'static>(
+    st: &PreparedStatement,
+    bytes: usize,
     values: V,
-) -> Exec<'a> {
-    Box::pin(async move {
-        s.session
-            .execute_unpaged(st, values)
+) -> Stmt {
+    Stmt {
+        st: st.clone(),
+        values: Box::new(values),
+        bytes: bytes + ROW_OVERHEAD,
+    }
+}
+
+async fn run_batch(s: &ScyllaStore, stmts: Vec<Stmt>) -> Result<(), StoreError> {
+    if let [one] = stmts.as_slice() {
+        return s
+            .session
+            .execute_unpaged(&one.st, &one.values)
             .await
             .map(drop)
-            .map_err(exec_err)
-    })
+            .map_err(exec_err);
+    }
+    if stmts.is_empty() {
+        return Ok(());
+    }
+    let mut batch = Batch::new(BatchType::Unlogged);
+    batch.set_is_idempotent(true);
+    let mut values = Vec::with_capacity(stmts.len());
+    for s in stmts {
+        batch.append_statement(s.st);
+        values.push(s.values);
+    }
+    s.session
+        .batch(&batch, values)
+        .await
+        .map(drop)
+        .map_err(exec_err)
 }
 
-/// Runs statements with bounded concurrency; the first error wins.
-pub(super) async fn run_all(futs: Vec<Exec<'_>>) -> Result<(), StoreError> {
+async fn run_batches(s: &ScyllaStore, batches: Vec<Vec<Stmt>>) -> Result<(), StoreError> {
+    let futs: Vec<futures::future::BoxFuture<'_, Result<(), StoreError>>> = batches
+        .into_iter()
+        .map(|b| -> futures::future::BoxFuture<'_, _> { Box::pin(run_batch(s, b)) })
+        .collect();
     futures::stream::iter(futs)
         .buffer_unordered(CONCURRENCY)
         .try_for_each(|()| async { Ok(()) })
         .await
+}
+
+fn source_of(g: &AppendGroup, k: usize) -> Result<Source, StoreError> {
+    g.meta.get(k).map(|m| m.source).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "event {} of {} has no command-log position (this store needs one per event)",
+            k, g.user_id
+        ))
+    })
+}
+
+pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+    if batch.rejection_sources.len() != batch.rejections.len() {
+        return Err(StoreError::Corrupt(
+            "every rejection needs its command-log position in this store".into(),
+        ));
+    }
+    for g in &batch.groups {
+        for (k, e) in g.events.iter().enumerate() {
+            if e.user_id != g.user_id || e.seq != g.expected_last_seq + k as u64 + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "group of {} holds event seq {} of {} (expected seq {})",
+                    g.user_id,
+                    e.seq,
+                    e.user_id,
+                    g.expected_last_seq + k as u64 + 1
+                )));
+            }
+            source_of(g, k)?;
+        }
+    }
+    // 1. The journal, by block.
+    let mut blocks: BTreeMap<(i32, i64, i64), Vec<Stmt>> = BTreeMap::new();
+    let mut first_pos = Vec::with_capacity(batch.groups.len());
+    for g in &batch.groups {
+        let mut first = None;
+        for (k, e) in g.events.iter().enumerate() {
+            let src = source_of(g, k)?;
+            let key = (src.partition as i32, src.position.major as i64, block_of(src.position));
+            let first_of_key = g.meta[k].first_of_key;
+            first.get_or_insert(event_pos(
+                e.recorded_or_occurred(),
+                src.partition,
+                src.position.minor,
+            ));
+            let blob = e.encode()?;
+            blocks.entry(key).or_default().push(stmt(
+                &s.st.log_event_put,
+                blob.len() + e.user_id.len(),
+                (
+                    key.0,
+                    key.1,
+                    key.2,
+                    src.position.minor as i64,
+                    e.user_id.clone(),
+                    e.seq as i64,
+                    first_of_key,
+                    blob,
+                ),
+            ));
+        }
+        first_pos.push(first.unwrap_or(0));
+    }
+    let mut rejection_pos = Vec::with_capacity(batch.rejections.len());
+    for (r, src) in batch.rejections.iter().zip(&batch.rejection_sources) {
+        let key = (src.partition as i32, src.position.major as i64, block_of(src.position));
+        rejection_pos.push(Some(event_pos(r.rejected_at, src.partition, src.position.minor)));
+        blocks.entry(key).or_default().push(stmt(
+            &s.st.log_rejection_put,
+            r.command_id.len() + r.detail.len(),
+            (
+                key.0,
+                key.1,
+                key.2,
+                src.position.minor as i64,
+                r.command_id.clone(),
+                r.reason.as_str(),
+                r.detail.clone(),
+                micros(r.rejected_at),
+                sub_micros(r.rejected_at),
+            ),
+        ));
+    }
+    let listings: Vec<Stmt> = blocks
+        .keys()
+        .filter(|k| ScyllaStore::first_time(&s.blocks, **k))
+        .map(|k| stmt(&s.st.block_put, 0, *k))
+        .collect();
+    // A block is listed before any of its rows exists: its rows are never
+    // out of the followers' and the recount's sight.
+    let listed: Vec<Vec<Stmt>> = listings.into_iter().map(|l| vec![l]).collect();
+    run_batches(s, listed).await.inspect_err(|_| {
+        if let Ok(mut b) = s.blocks.lock() {
+            b.clear();
+        }
+    })?;
+    let mut log_batches = Vec::new();
+    for (_, rows) in blocks {
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            log_batches.push(rows.by_ref().take(LOG_ROWS_PER_BATCH).collect());
+        }
+    }
+    run_batches(s, log_batches).await?;
+    #[cfg(test)]
+    if s.crash_after_log.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(StoreError::Unavailable("test: crashed after the journal rows".into()));
+    }
+    // 2. The users' rows, the head of each last.
+    let mut current: Vec<Stmt> = Vec::new();
+    let mut current_bytes = 0;
+    let mut batches: Vec<Vec<Stmt>> = Vec::new();
+    let mut heads_after: Vec<Vec<Stmt>> = Vec::new();
+    for g in &batch.groups {
+        let UserRows { mut rows, head } = user_rows(s, g).await?;
+        let bytes: usize = rows.iter().chain(&head).map(|r| r.bytes).sum();
+        if bytes > USER_BATCH_BYTES {
+            // Too big for one batch: the rows first, the head after them.
+            let mut chunk = Vec::new();
+            let mut chunk_bytes = 0;
+            for r in rows {
+                if chunk_bytes + r.bytes > USER_BATCH_BYTES && !chunk.is_empty() {
+                    batches.push(std::mem::take(&mut chunk));
+                    chunk_bytes = 0;
+                }
+                chunk_bytes += r.bytes;
+                chunk.push(r);
+            }
+            if !chunk.is_empty() {
+                batches.push(chunk);
+            }
+            heads_after.extend(head.map(|h| vec![h]));
+            continue;
+        }
+        if current_bytes + bytes > USER_BATCH_BYTES && !current.is_empty() {
+            batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current_bytes += bytes;
+        rows.extend(head);
+        current.extend(rows);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    run_batches(s, batches).await?;
+    run_batches(s, heads_after).await?;
+    Ok(WriteOutcome {
+        groups: first_pos
+            .into_iter()
+            .map(|first_pos| GroupOutcome::Appended { first_pos })
+            .collect(),
+        rejections: rejection_pos,
+    })
+}
+
+/// A group's user rows, and its head unless the stored one is as far.
+struct UserRows {
+    rows: Vec<Stmt>,
+    head: Option<Stmt>,
+}
+
+async fn user_rows(s: &ScyllaStore, g: &AppendGroup) -> Result<UserRows, StoreError> {
+    let mut rows = Vec::with_capacity(g.events.len() * 2);
+    let Some(last) = g.events.last() else {
+        return Ok(UserRows { rows, head: None });
+    };
+    for (k, e) in g.events.iter().enumerate() {
+        let src = source_of(g, k)?;
+        let ts = e.seq as i64;
+        let blob = e.encode()?;
+        rows.push(stmt(
+            &s.st.id_row_put,
+            blob.len() + e.user_id.len() + e.interaction_id.len(),
+            (
+                e.user_id.clone(),
+                id_row(&e.interaction_id),
+                e.seq as i64,
+                blob,
+                src.partition as i32,
+                src.position.major as i64,
+                src.position.minor as i64,
+                ts,
+            ),
+        ));
+        if g.meta[k].first_of_key {
+            let key = key_row(&crate::domain::decide::DailyKey::of(e));
+            rows.push(stmt(
+                &s.st.key_row_put,
+                e.user_id.len() + key.len(),
+                (e.user_id.clone(), key, e.seq as i64, ts),
+            ));
+        }
+    }
+    // The head as of the last event: the one the view read, plus these
+    // events. If the stored head has moved past `expected_last_seq` (the
+    // same commands committed by another worker), its events up to there
+    // are these events, and only those after it are added.
+    let mut head = match s.known_heads.get(&g.user_id, g.expected_last_seq) {
+        Some(h) => h,
+        None => match super::view::head(s, &g.user_id).await? {
+            Some((seq, h)) if seq >= g.expected_last_seq => UserHead::clone(&h),
+            None if g.expected_last_seq == 0 => UserHead::default(),
+            other => {
+                return Err(StoreError::Unavailable(format!(
+                    "the head of {} is at seq {}, behind the {} its view read (a replica behind?)",
+                    g.user_id,
+                    other.map_or(0, |(s, _)| s),
+                    g.expected_last_seq
+                )))
+            }
+        },
+    };
+    let before = head.last_seq();
+    if before >= last.seq {
+        return Ok(UserRows { rows, head: None });
+    }
+    for e in g.events.iter().filter(|e| e.seq > before) {
+        head.apply(e);
+    }
+    let state = head.encode()?;
+    let put = stmt(
+        &s.st.head_put,
+        state.len() + g.user_id.len(),
+        (g.user_id.clone(), last.seq as i64, state, last.seq as i64),
+    );
+    s.known_heads.put(&g.user_id, head);
+    Ok(UserRows {
+        rows,
+        head: Some(put),
+    })
 }
