@@ -215,6 +215,52 @@ async fn bind_internal(config: &ServiceConfig) -> anyhow::Result<Option<TcpListe
     }
 }
 
+/// The fold lease that stands for "the one worker on its own command log"
+/// (not a partition of any log).
+const SINGLE_LOG_LEASE: u32 = i32::MAX as u32;
+
+/// A store that appends without a condition relies on one consumer at a
+/// time holding a user's commands: with the embedded command log, that is
+/// one log on the whole store (a fleet shares a Pulsar topic). The worker
+/// takes a lease in the log's name at start (refusing to start while
+/// another log holds it; the same log, restarted, takes it back at once)
+/// and renews it while it runs.
+async fn hold_single_log(store: &Arc<dyn EventStore>, instance: u64) -> anyhow::Result<()> {
+    let Some(fold) = store.folding() else {
+        return Ok(());
+    };
+    if store.journal_guard() != crate::store::JournalGuard::Deterministic {
+        return Ok(());
+    }
+    let owner = format!("embedded-log-{instance}");
+    let ttl = std::time::Duration::from_secs(30);
+    if !fold.lease(SINGLE_LOG_LEASE, &owner, ttl).await? {
+        anyhow::bail!(
+            "another worker with an embedded command log runs on this ScyllaDB keyspace: \
+             a shared store takes its commands from one log (a fleet shares a Pulsar topic: \
+             --pulsar-url); stop the other worker, or wait {}s after it stopped",
+            ttl.as_secs()
+        );
+    }
+    let store = store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ttl / 3);
+        loop {
+            tick.tick().await;
+            let Some(fold) = store.folding() else { return };
+            match fold.lease(SINGLE_LOG_LEASE, &owner, ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!("another worker took this store's single-log lease; two workers with their own command logs must not share a ScyllaDB keyspace");
+                    return;
+                }
+                Err(e) => internal_events::store_error("single_log_lease", &e),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Runs the service until `shutdown` completes, then drains.
 pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let (listener, parts) = Parts::open(&config, None).await?;
@@ -249,6 +295,9 @@ impl Parts {
         };
         let health = Arc::new(Health::default());
         let (log, sink) = open_transport(config, &health).await?;
+        if let Some(instance) = log.instance() {
+            hold_single_log(&store, instance).await?;
+        }
         let parts = Parts {
             health,
             log,

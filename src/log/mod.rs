@@ -155,6 +155,12 @@ pub trait CommandLog: Send + Sync + 'static {
     /// Flushes what can be flushed (committed acks, open files) at shutdown.
     async fn close(&self) -> Result<(), LogError>;
 
+    /// An identity of this log that survives restarts, for logs that one
+    /// process owns (the embedded log); `None` for a shared broker.
+    fn instance(&self) -> Option<u64> {
+        None
+    }
+
     /// The partition a record keyed `key` is appended to (the log's own
     /// routing, which every producer of the log is expected to use).
     fn partition_of(&self, key: &str) -> u32;

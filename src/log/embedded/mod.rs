@@ -123,6 +123,8 @@ struct Part {
 /// not committed are lost (those records are delivered again).
 pub struct EmbeddedLog {
     dir: PathBuf,
+    /// When the log was created (its identity, see `check_meta`).
+    log_id: u64,
     partitions: u32,
     max_record_bytes: usize,
     parts: Vec<Part>,
@@ -184,10 +186,10 @@ impl EmbeddedLog {
             }
             Err(fs::TryLockError::Error(e)) => return Err(e.into()),
         }
-        check_meta(&dir, partitions)?;
+        let log_id = check_meta(&dir, partitions)?;
         let mut parts = Vec::with_capacity(partitions as usize);
         for id in 0..partitions {
-            let writer = open_partition(&dir, id, &options)?;
+            let writer = open_partition(&dir, id, log_id, &options)?;
             let shared = writer.shared.clone();
             let (tx, rx) = mpsc::channel(options.queue_depth);
             writer.spawn(rx)?;
@@ -199,6 +201,7 @@ impl EmbeddedLog {
         tracing::info!(dir = %dir.display(), partitions, "embedded command log open");
         Ok(Self {
             dir,
+            log_id,
             partitions,
             max_record_bytes: options.max_record_bytes,
             parts,
@@ -334,6 +337,10 @@ impl CommandLog for EmbeddedLog {
         partition_for(key, self.partitions)
     }
 
+    fn instance(&self) -> Option<u64> {
+        Some(self.log_id)
+    }
+
     /// The first offset not acknowledged in this process is the bound:
     /// every record below it is acknowledged (after a restart it starts
     /// again from the committed offset, a little lower: followers wait).
@@ -345,7 +352,7 @@ impl CommandLog for EmbeddedLog {
         let first_unacked = lock(&part.shared.acks).prefix;
         Ok(first_unacked
             .checked_sub(1)
-            .map(|last| Position::end_of_entry(0, last)))
+            .map(|last| Position::end_of_entry(part.shared.log_id, last)))
     }
 
     async fn close(&self) -> Result<(), LogError> {
@@ -369,7 +376,12 @@ impl CommandLog for EmbeddedLog {
 }
 
 /// Checks (or, for a new log, writes) the partition count in `meta`.
-fn check_meta(dir: &Path, partitions: u32) -> Result<(), LogError> {
+/// Checks (or, for a new log, writes) the meta file: the partition count,
+/// and the log's identity, the millisecond it was created: the `major` of
+/// its positions, so that a newer log's records sort after an older one's
+/// (a store that keeps records by log position never confuses them). A
+/// log from before the identity existed gets one now.
+fn check_meta(dir: &Path, partitions: u32) -> Result<u64, LogError> {
     let path = dir.join("meta");
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -377,8 +389,20 @@ fn check_meta(dir: &Path, partitions: u32) -> Result<(), LogError> {
                 .lines()
                 .find_map(|l| l.strip_prefix("partitions="))
                 .and_then(|v| v.trim().parse::<u32>().ok());
+            let created = text
+                .lines()
+                .find_map(|l| l.strip_prefix("created_ms="))
+                .and_then(|v| v.trim().parse::<u64>().ok());
             match found {
-                Some(found) if found == partitions => Ok(()),
+                Some(found) if found == partitions => match created {
+                    Some(id) => Ok(id),
+                    None => {
+                        let id = now_ms().max(1) as u64;
+                        let text = format!("{}created_ms={id}\n", text.trim_end().to_owned() + "\n");
+                        write_atomic(dir, "meta", text.as_bytes())?;
+                        Ok(id)
+                    }
+                },
                 Some(found) => Err(corrupt(format!(
                     "{} holds a command log with {found} partitions but {partitions} are configured; \
                      changing the count would move keys to other partitions, so it is refused \
@@ -401,8 +425,12 @@ fn check_meta(dir: &Path, partitions: u32) -> Result<(), LogError> {
                     )));
                 }
             }
-            let text = format!("# alpes-tracking embedded command log\npartitions={partitions}\n");
-            Ok(write_atomic(dir, "meta", text.as_bytes())?)
+            let id = now_ms().max(1) as u64;
+            let text = format!(
+                "# alpes-tracking embedded command log\npartitions={partitions}\ncreated_ms={id}\n"
+            );
+            write_atomic(dir, "meta", text.as_bytes())?;
+            Ok(id)
         }
         Err(e) => Err(e.into()),
     }

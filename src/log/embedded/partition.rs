@@ -55,6 +55,8 @@ pub(super) struct AckState {
 
 pub(super) struct Shared {
     pub id: u32,
+    /// The log's identity (see `check_meta`): the `major` of its positions.
+    pub log_id: u64,
     pub dir: PathBuf,
     pub durable: watch::Sender<Durable>,
     /// Base offsets of the segments, ascending; the last one is active.
@@ -74,6 +76,7 @@ impl Shared {
 pub(super) fn open_partition(
     root: &Path,
     id: u32,
+    log_id: u64,
     opts: &EmbeddedLogOptions,
 ) -> Result<Writer, LogError> {
     let dir = root.join(format!("partition-{id}"));
@@ -122,6 +125,7 @@ pub(super) fn open_partition(
     };
     let shared = Arc::new(Shared {
         id,
+        log_id,
         dir,
         durable: watch::Sender::new(durable),
         segments: Mutex::new(segments),
@@ -411,7 +415,7 @@ fn read_batch(
                     published_at_ms: r.published_at_ms,
                     redelivery_count: 0,
                     identity: format!("embedded:{}:{}", shared.id, r.offset),
-                    position: crate::log::Position::new(0, r.offset, 0),
+                    position: crate::log::Position::new(shared.log_id, r.offset, 0),
                 });
                 pos.next_offset += 1;
             }
