@@ -11,6 +11,7 @@
 #
 #   loadtest/scenarios/stack-drain.sh      COMMANDS=30000 USERS=100000 WORKERS=1 RUNS=3
 #   STORE=embedded ...                     the same drain into each worker's embedded store
+#   WORKER_FLAGS="--fold-interval 1h" ...     extra flags of the workers (here: no folding during the drain)
 #                                          (the ceiling of any shared-store design here)
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../stack.sh"
@@ -55,7 +56,7 @@ for run in $(seq 1 "$RUNS"); do
   WORKER_PIDS=(); WORKER_URLS=()
   for i in $(seq 1 "$WORKERS"); do
     # shellcheck disable=SC2046
-    start_worker "$OUT/run-$run/w$i" $(worker_args)
+    start_worker "$OUT/run-$run/w$i" $(worker_args) ${WORKER_FLAGS:-}
     WORKER_PIDS+=("$WORKER_PID"); WORKER_URLS+=("$WORKER_URL")
   done
   while :; do

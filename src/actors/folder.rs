@@ -16,7 +16,7 @@
 //! rows, and a slow one's older values never win (see `store::scylladb::fold`).
 
 use crate::internal_events as ev;
-use crate::log::{CommandLog, EventSink};
+use crate::log::{CommandLog, EventSink, Position};
 use crate::store::{EventStore, FoldCheckpoint, JournalRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
@@ -114,14 +114,9 @@ async fn tick(state: &mut FolderState) {
         state.checkpoint = None;
         return;
     }
-    let through = match a.log.acked_through(a.partition).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return,
-        Err(e) => {
-            ev::fold_failed(a.partition, "acked position", &e);
-            return;
-        }
-    };
+    // Where the log is acknowledged costs the broker an admin request:
+    // asked only when the journal holds records after the checkpoint.
+    let mut through = None;
     for _ in 0..STEPS_PER_TICK {
         let from = match state.checkpoint {
             Some(cp) => cp,
@@ -134,6 +129,27 @@ async fn tick(state: &mut FolderState) {
             },
         };
         state.checkpoint = Some(from);
+        let through = match through {
+            Some(t) => t,
+            None => {
+                match fold.read(a.partition, from.position, Position::MAX, 1).await {
+                    Ok(r) if r.is_empty() => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        ev::fold_failed(a.partition, "read", &e);
+                        return;
+                    }
+                }
+                match a.log.acked_through(a.partition).await {
+                    Ok(Some(p)) => *through.insert(p),
+                    Ok(None) => return,
+                    Err(e) => {
+                        ev::fold_failed(a.partition, "acked position", &e);
+                        return;
+                    }
+                }
+            }
+        };
         if from.position.is_some_and(|p| p >= through) {
             return;
         }

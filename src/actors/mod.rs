@@ -86,7 +86,7 @@ impl Default for PipelineConfig {
             answer_timeout: Duration::from_secs(10),
             max_write_batch: 8192,
             commit_interval: Duration::from_millis(200),
-            fold_interval: Duration::from_millis(250),
+            fold_interval: Duration::from_secs(1),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
         }

@@ -2,9 +2,9 @@
 //! partition of the command log, the journal (`log`) is read in log order
 //! up to what the log has acknowledged, and folded into
 //!
-//! - the identity-keyed indexes (`interaction_owners`, `target_events`,
-//!   `recent`, `recent_index`): the same record always writes the same
-//!   rows, so writing them twice changes nothing;
+//! - the identity-keyed indexes (`interaction_owners`, `target_events`):
+//!   the same record always writes the same rows, so writing them twice
+//!   changes nothing;
 //! - the partition's statistics (`rollups`): absolute values, written
 //!   with the checkpoint in one single-partition batch `USING TIMESTAMP
 //!   generation << 40 | folded`, after the indexes.
@@ -20,7 +20,7 @@
 
 use super::read::{rejection_of, rows, RollupRow};
 use super::write::block_of;
-use super::{day_num, exec_err, micros, rows_err, ScyllaStore, CONCURRENCY};
+use super::{day_num, exec_err, rows_err, ScyllaStore, CONCURRENCY};
 use crate::domain::InteractionTracked;
 use crate::log::Position;
 use crate::store::{FoldCheckpoint, JournalRecord, LogRecord, StoreError, StoredEvent};
@@ -388,8 +388,7 @@ type IndexRow = Box<dyn scylla::serialize::row::SerializeRow + Send + Sync + 'st
 async fn write_indexes(s: &ScyllaStore, p: u32, records: &[LogRecord]) -> Result<(), StoreError> {
     type Row = IndexRow;
     let mut owners: Vec<(scylla::statement::prepared::PreparedStatement, Row)> = Vec::new();
-    let mut by_partition: BTreeMap<(u8, String, i64), Vec<Row>> = BTreeMap::new();
-    let mut minutes: Vec<(i32, i64)> = Vec::new();
+    let mut by_partition: BTreeMap<(String, i32), Vec<Row>> = BTreeMap::new();
     for r in records {
         let JournalRecord::Event(e) = &r.record else {
             continue;
@@ -398,11 +397,18 @@ async fn write_indexes(s: &ScyllaStore, p: u32, records: &[LogRecord]) -> Result
         let blob = ev.encode()?;
         owners.push((
             s.st.owner_put.clone(),
-            Box::new((ev.interaction_id.clone(), ev.user_id.clone(), ev.seq as i64)),
+            Box::new((
+                ev.interaction_id.clone(),
+                ev.user_id.clone(),
+                ev.seq as i64,
+                p as i32,
+                r.position.major as i64,
+                r.position.minor as i64,
+            )),
         ));
         let day = day_num(ev.occurred_at.date_naive());
         by_partition
-            .entry((0, ev.target.id.clone(), day as i64))
+            .entry((ev.target.id.clone(), day))
             .or_default()
             .push(Box::new((
                 ev.target.id.clone(),
@@ -410,29 +416,15 @@ async fn write_indexes(s: &ScyllaStore, p: u32, records: &[LogRecord]) -> Result
                 pos,
                 ev.user_id.clone(),
                 ev.seq as i64,
-                blob.clone(),
+                blob,
             )));
-        let minute = micros(ev.recorded_or_occurred()).div_euclid(60_000_000);
-        by_partition
-            .entry((1, String::new(), minute))
-            .or_default()
-            .push(Box::new((minute, pos, ev.user_id.clone(), ev.seq as i64, blob)));
-        let recorded_day = day_num(ev.recorded_or_occurred().date_naive());
-        if ScyllaStore::first_time(&s.minutes, minute) {
-            minutes.push((recorded_day, minute));
-        }
     }
-    let _ = p;
     let mut batches: Vec<Vec<(scylla::statement::prepared::PreparedStatement, Row)>> = Vec::new();
     for chunk in owners.chunks_mut(INDEX_ROWS_PER_BATCH) {
         batches.push(chunk.iter_mut().map(|(st, v)| (st.clone(), std::mem::replace(v, Box::new(())))).collect());
     }
-    for ((kind, _, _), rows) in by_partition {
-        let st = if kind == 0 {
-            s.st.target_put.clone()
-        } else {
-            s.st.recent_put.clone()
-        };
+    for (_, rows) in by_partition {
+        let st = s.st.target_put.clone();
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             batches.push(
@@ -443,24 +435,14 @@ async fn write_indexes(s: &ScyllaStore, p: u32, records: &[LogRecord]) -> Result
             );
         }
     }
-    for (day, minute) in minutes {
-        batches.push(vec![(s.st.minute_put.clone(), Box::new((day, minute)) as Row)]);
-    }
     let futs: Vec<_> = batches
         .into_iter()
         .map(|stmts| run_index_batch(s, stmts))
         .collect();
-    let result = futures::stream::iter(futs)
+    futures::stream::iter(futs)
         .buffer_unordered(CONCURRENCY)
         .try_for_each(|()| async { Ok(()) })
-        .await;
-    if result.is_err() {
-        // A listed minute may not have been written: list them again.
-        if let Ok(mut m) = s.minutes.lock() {
-            m.clear();
-        }
-    }
-    result
+        .await
 }
 
 fn run_index_batch(

@@ -2,13 +2,16 @@
 //! (`users`, `k = ''`), as of the user's last seq, so that deciding a
 //! batch usually takes one read of one row.
 //!
-//! It holds the user's statistics, the ids of the last [`RECENT_IDS`]
-//! events and every daily key the user has on a day at or after
-//! `key_floor` (a week before the latest day seen). A batch's ids and
-//! keys are answered from it whenever it can tell; only what it cannot
-//! (an id of a user with more events than the window, a key on a day
-//! before the floor) is looked up in the user's id and key rows, which
-//! hold every event and every key.
+//! It holds the user's statistics, the last [`RECENT_IDS`] events (id,
+//! seq and place in the log) and every daily key the user has on a day at
+//! or after `key_floor` (a week before the latest day seen). A batch's ids
+//! and keys are answered from it whenever it can tell; only what it
+//! cannot (an id of a user with more events than the window, a key on a
+//! day before the floor) is looked up in the user's id and key rows. Those
+//! rows are written when an id or a key leaves the head (and for a key on
+//! a day already below the floor), in the same mutation as the head that
+//! no longer holds it: head and rows together always hold every id and
+//! every key, and a user with few events has no row but its head.
 //!
 //! A pure fold of the user's events: the same events give the same head,
 //! byte for byte, whoever writes it (see `write.rs`).
@@ -29,11 +32,31 @@ pub const KEY_DAYS: u64 = 7;
 pub struct UserHead {
     /// `None` until the user's first event.
     pub stats: Option<UserStats>,
-    /// Oldest first.
-    pub recent_ids: VecDeque<String>,
+    /// The latest events, oldest first.
+    pub recent: VecDeque<Recent>,
     pub key_floor: Option<NaiveDate>,
     /// Every key of the user with `day >= key_floor`.
     pub keys: BTreeSet<DailyKey>,
+}
+
+/// One of the user's latest events: its id, seq and place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recent {
+    pub id: String,
+    pub seq: u64,
+    pub partition: u32,
+    pub major: u64,
+    pub minor: u64,
+}
+
+/// What adding an event moved out of the head (rows to write with it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evicted {
+    /// The event that left the latest ones.
+    pub event: Option<Recent>,
+    /// Keys below the floor: pruned from the head, or the event's own
+    /// (its day already below the floor) when it is its first there.
+    pub keys: Vec<DailyKey>,
 }
 
 /// What the head could not answer for a batch.
@@ -58,25 +81,40 @@ impl UserHead {
         self.stats.as_ref().map_or(0, |s| s.total)
     }
 
-    /// Adds the user's next event (`seq = last_seq + 1`).
-    pub fn apply(&mut self, e: &InteractionTracked) {
+    /// Adds the user's next event (`seq = last_seq + 1`), its command's
+    /// place in the log, and whether it is the user's first on its key;
+    /// returns what left the head (to be written as rows).
+    pub fn apply(&mut self, e: &InteractionTracked, at: crate::log::Source, first_of_key: bool) -> Evicted {
+        let mut out = Evicted::default();
         match &mut self.stats {
             Some(s) => s.fold(e),
             None => self.stats = Some(UserStats::first(e)),
         }
-        if self.recent_ids.len() == RECENT_IDS {
-            self.recent_ids.pop_front();
+        if self.recent.len() == RECENT_IDS {
+            out.event = self.recent.pop_front();
         }
-        self.recent_ids.push_back(e.interaction_id.clone());
+        self.recent.push_back(Recent {
+            id: e.interaction_id.clone(),
+            seq: e.seq,
+            partition: at.partition,
+            major: at.position.major,
+            minor: at.position.minor,
+        });
         let key = DailyKey::of(e);
         let latest = self.keys.iter().map(|k| k.day).max().unwrap_or(key.day);
         let floor = latest.max(key.day) - Days::new(KEY_DAYS);
         let floor = self.key_floor.map_or(floor, |f| f.max(floor));
         if key.day >= floor {
             self.keys.insert(key);
+        } else if first_of_key {
+            out.keys.push(key);
         }
-        self.keys.retain(|k| k.day >= floor);
+        let (keep, pruned): (BTreeSet<DailyKey>, BTreeSet<DailyKey>) =
+            std::mem::take(&mut self.keys).into_iter().partition(|k| k.day >= floor);
+        self.keys = keep;
+        out.keys.extend(pruned);
         self.key_floor = Some(floor);
+        out
     }
 
     /// The view of a batch as far as the head tells, and what it cannot.
@@ -91,7 +129,7 @@ impl UserHead {
         }
         let all_ids_here = self.total() <= RECENT_IDS as u64;
         for id in ids {
-            if self.recent_ids.contains(id) {
+            if self.recent.iter().any(|r| r.id == *id) {
                 view.own_ids.insert(id.clone());
             } else if !all_ids_here && !missing.ids.contains(id) {
                 missing.ids.push(id.clone());
@@ -165,10 +203,17 @@ mod tests {
         }
     }
 
+    fn at(n: u64) -> crate::log::Source {
+        crate::log::Source {
+            partition: 1,
+            position: crate::log::Position::new(7, n, 0),
+        }
+    }
+
     fn head_of(events: &[InteractionTracked]) -> UserHead {
         let mut h = UserHead::default();
         for e in events {
-            h.apply(e);
+            h.apply(e, at(e.seq), true);
         }
         h
     }
@@ -198,7 +243,7 @@ mod tests {
     fn ids_older_than_the_window_and_keys_before_the_floor_are_looked_up() {
         let events: Vec<_> = (1..=40).map(|s| ev(s, 25, InteractionType::Like)).collect();
         let h = head_of(&events);
-        assert_eq!(h.recent_ids.len(), RECENT_IDS);
+        assert_eq!(h.recent.len(), RECENT_IDS);
         let old_day = DailyKey::of(&ev(1, 2, InteractionType::Like));
         let (view, missing) = h.resolve(&["i1".into(), "i40".into(), "x".into()], &[old_day.clone()]);
         assert_eq!(view.own_ids, ["i40".to_string()].into());
@@ -216,6 +261,23 @@ mod tests {
         assert_eq!(h.key_floor, NaiveDate::from_ymd_opt(2026, 11, 13));
         assert_eq!(h.keys.len(), 1);
         assert_eq!(h.stats.as_ref().map(|s| s.total), Some(3));
+    }
+
+    #[test]
+    fn what_leaves_the_head_is_returned_to_be_written() {
+        let mut h = head_of(&(1..=32).map(|s| ev(s, 20, InteractionType::Click)).collect::<Vec<_>>());
+        let out = h.apply(&ev(33, 20, InteractionType::Click), at(33), false);
+        assert_eq!(out.event.map(|r| (r.id, r.seq, r.minor)), Some(("i1".into(), 1, at(1).position.minor)));
+        assert!(out.keys.is_empty());
+        // A later day moves the floor: the old day's key leaves.
+        let out = h.apply(&ev(34, 29, InteractionType::View), at(34), true);
+        assert_eq!(out.keys, vec![DailyKey::of(&ev(1, 20, InteractionType::Click))]);
+        // A late event on a day below the floor, first on its key: a row.
+        let late = ev(35, 2, InteractionType::Like);
+        let out = h.apply(&late, at(35), true);
+        assert_eq!(out.keys, vec![DailyKey::of(&late)]);
+        let out = h.apply(&ev(36, 2, InteractionType::Like), at(36), false);
+        assert!(out.keys.is_empty());
     }
 
     #[test]

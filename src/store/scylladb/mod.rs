@@ -58,8 +58,6 @@ pub struct ScyllaStore {
     known_heads: view::KnownHeads,
     /// Log blocks this process has listed (listing one again is harmless).
     blocks: std::sync::Mutex<std::collections::HashSet<(i32, i64, i64)>>,
-    /// Recent-list minutes this process has listed.
-    minutes: std::sync::Mutex<std::collections::HashSet<i64>>,
     /// Recent statistics answers, by query (see `ScyllaConfig::stats_cache_ttl`).
     stats_cache: read::StatsCache,
     /// The followers' running statistics, per partition (see `fold`).
@@ -83,7 +81,6 @@ impl ScyllaStore {
             session,
             st,
             blocks: Default::default(),
-            minutes: Default::default(),
             stats_cache: read::StatsCache::new(cfg.stats_cache_ttl),
             folds: Default::default(),
             #[cfg(test)]
@@ -185,11 +182,6 @@ pub(crate) fn rows_err(e: impl std::fmt::Display) -> StoreError {
 /// Milliseconds added to recording times in positions (positions are
 /// unsigned; this reaches back to 1779 and forward to 2262).
 const POS_EPOCH_MS: i64 = 6_000_000_000_000;
-
-/// The minute of recording (since 1970, as in `recent`) of a position.
-pub(crate) fn pos_minute(pos: u64) -> i64 {
-    ((pos / 1_000_000) as i64 - POS_EPOCH_MS).div_euclid(60_000)
-}
 
 /// An event's position in the recent list and the target listing: its
 /// recording time in milliseconds (from [`POS_EPOCH_MS`]) times 10^6, plus its command's entry,

@@ -16,14 +16,11 @@ use crate::store::{
     DailyStat, JournalRecord, StatsQuery, StatusStat, StoreError, StoredEvent, StoredRejection,
     UserStats,
 };
-use chrono::{Days, NaiveDate, Utc};
+use chrono::NaiveDate;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
-
-/// How far back the recent list looks (the rows live 7 days).
-const RECENT_DAYS: u64 = 8;
 
 pub(crate) async fn rows<R, V>(
     s: &ScyllaStore,
@@ -48,70 +45,106 @@ where
     Ok(out)
 }
 
-/// A user's id row as a stored event (its position from its command's
-/// place in the log).
-fn id_row_event(
-    blob: &[u8],
-    p: Option<i32>,
-    minor: Option<i64>,
-) -> Result<StoredEvent, StoreError> {
-    let e = InteractionTracked::decode(blob)?;
-    let pos = super::event_pos(
-        e.recorded_or_occurred(),
-        p.unwrap_or(0).max(0) as u32,
-        minor.unwrap_or(0).max(0) as u64,
-    );
-    Ok(StoredEvent::new(pos, e))
+/// A place in `log`: partition, major, minor.
+type Place = (u32, u64, u64);
+
+/// The events of `log` at these places, in the order given (places that
+/// hold no event are left out).
+async fn log_events(s: &ScyllaStore, places: &[Place]) -> Result<Vec<StoredEvent>, StoreError> {
+    use std::collections::BTreeMap;
+    let mut by_block: BTreeMap<(u32, u64, i64), Vec<i64>> = BTreeMap::new();
+    for &(p, major, minor) in places {
+        let block = super::write::block_of(crate::log::Position { major, minor });
+        by_block.entry((p, major, block)).or_default().push(minor as i64);
+    }
+    let futs = by_block
+        .into_iter()
+        .map(|((p, major, block), minors)| -> BoxFuture<'_, Result<Vec<(Place, Vec<u8>)>, StoreError>> {
+            Box::pin(async move {
+                let found: Vec<(i64, Option<Vec<u8>>)> = rows(
+                    s,
+                    &s.st.log_rows_get,
+                    (p as i32, major as i64, block, minors),
+                )
+                .await?;
+                Ok(found
+                    .into_iter()
+                    .filter_map(|(minor, blob)| Some(((p, major, minor.max(0) as u64), blob?)))
+                    .collect())
+            })
+        })
+        .collect();
+    let found: std::collections::HashMap<Place, Vec<u8>> =
+        bounded(futs).await?.into_iter().flatten().collect();
+    places
+        .iter()
+        .filter_map(|place| found.get(place).map(|blob| (place, blob)))
+        .map(|(&(p, _, minor), blob)| {
+            let e = InteractionTracked::decode(blob)?;
+            let pos = super::event_pos(e.recorded_or_occurred(), p, minor);
+            Ok(StoredEvent::new(pos, e))
+        })
+        .collect()
+}
+
+fn place(p: Option<i32>, major: Option<i64>, minor: Option<i64>) -> Option<Place> {
+    Some((p?.max(0) as u32, major?.max(0) as u64, minor?.max(0) as u64))
 }
 
 pub async fn interaction(s: &ScyllaStore, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-    let owners: Vec<(String, Option<i64>)> = rows(s, &s.st.owner_get, (id,)).await?;
-    for (user, _) in owners {
-        let found: Vec<(Option<i64>, Option<Vec<u8>>, Option<i32>, Option<i64>)> = rows(
-            s,
-            &s.st.id_row_get,
-            (user.as_str(), super::head::id_row(id)),
-        )
-        .await?;
-        if let Some((_, Some(blob), p, minor)) = found.into_iter().next() {
-            return Ok(Some(id_row_event(&blob, p, minor)?));
+    type Owner = (String, Option<i32>, Option<i64>, Option<i64>);
+    let owners: Vec<Owner> = rows(s, &s.st.owner_get, (id,)).await?;
+    for (_, p, major, minor) in owners {
+        if let Some(at) = place(p, major, minor) {
+            if let Some(e) = log_events(s, &[at]).await?.into_iter().next() {
+                return Ok(Some(e));
+            }
         }
     }
     Ok(None)
 }
 
-/// The user's events with `seq > after`, ascending, at most `limit`: its
-/// id rows up to its head (rows above it are a commit cut short).
+/// The user's events with `seq > after`, ascending, at most `limit`: the
+/// places of its latest events (its head) and of the older ones (its id
+/// rows, those at or below the head's seq), read from `log`.
 pub async fn user_events(
     s: &ScyllaStore,
     user: &str,
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let Some((last_seq, _)) = super::view::head(s, user).await? else {
+    let Some((last_seq, head)) = super::view::head(s, user).await? else {
         return Ok(Vec::new());
     };
-    let pager = s
-        .session
-        .execute_iter(s.st.user_ids_get.clone(), (user,))
-        .await
-        .map_err(pager_err)?;
-    let mut stream = pager
-        .rows_stream::<(String, Option<i64>, Option<Vec<u8>>, Option<i32>, Option<i64>)>()
-        .map_err(rows_err)?;
-    let mut out = Vec::new();
-    while let Some(row) = stream.next().await {
-        let (_, seq, blob, p, minor) = row.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let seq = seq.unwrap_or(0).max(0) as u64;
-        if seq > after && seq <= last_seq {
-            if let Some(blob) = blob {
-                out.push(id_row_event(&blob, p, minor)?);
+    let mut places: Vec<(u64, Place)> = head
+        .recent
+        .iter()
+        .map(|r| (r.seq, (r.partition, r.major, r.minor)))
+        .collect();
+    let oldest_in_head = places.first().map_or(u64::MAX, |p| p.0);
+    if after + 1 < oldest_in_head {
+        let pager = s
+            .session
+            .execute_iter(s.st.user_ids_get.clone(), (user,))
+            .await
+            .map_err(pager_err)?;
+        let mut stream = pager
+            .rows_stream::<(Option<i64>, Option<i32>, Option<i64>, Option<i64>)>()
+            .map_err(rows_err)?;
+        while let Some(row) = stream.next().await {
+            let (seq, p, major, minor) = row.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let seq = seq.unwrap_or(0).max(0) as u64;
+            if let (true, Some(at)) = (seq <= last_seq && seq < oldest_in_head, place(p, major, minor)) {
+                places.push((seq, at));
             }
         }
     }
-    out.sort_by_key(|e| e.event.seq);
-    out.truncate(limit);
-    Ok(out)
+    places.retain(|(seq, _)| *seq > after);
+    places.sort_unstable();
+    places.dedup_by_key(|(seq, _)| *seq);
+    places.truncate(limit);
+    let at: Vec<Place> = places.into_iter().map(|(_, p)| p).collect();
+    log_events(s, &at).await
 }
 
 fn listed(found: Vec<(i64, Vec<u8>)>) -> Result<Vec<StoredEvent>, StoreError> {
@@ -121,8 +154,14 @@ fn listed(found: Vec<(i64, Vec<u8>)>) -> Result<Vec<StoredEvent>, StoreError> {
         .collect()
 }
 
-/// The newest events first, below `before` (rows are partitioned by the
-/// minute of recording, which a position tells: `event_pos`).
+/// Blocks of a partition the recent list reads back at most.
+const RECENT_BLOCKS: i32 = 64;
+
+/// The newest events first, below `before`: read from the end of each
+/// partition's `log`, newest block first (positions follow recording time
+/// within a partition), merged. Looks back at most [`RECENT_BLOCKS`]
+/// blocks per partition (about 65,000 commands): older events are read by
+/// user, id or target.
 pub async fn recent(
     s: &ScyllaStore,
     before: Option<u64>,
@@ -131,28 +170,50 @@ pub async fn recent(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
-    let now_minute = Utc::now().timestamp().div_euclid(60) + 1;
-    let start_minute = if before == i64::MAX {
-        now_minute
-    } else {
-        super::pos_minute(before as u64).min(now_minute)
-    };
+    let before = before.unwrap_or(u64::MAX);
+    let parts = super::fold::partitions(s).await?;
+    let futs = parts
+        .into_iter()
+        .map(|p| -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+            Box::pin(recent_of(s, p, before, limit))
+        })
+        .collect();
+    let mut all: Vec<StoredEvent> = bounded(futs).await?.into_iter().flatten().collect();
+    all.sort_by(|a, b| b.pos.cmp(&a.pos));
+    all.truncate(limit);
+    Ok(all)
+}
+
+async fn recent_of(
+    s: &ScyllaStore,
+    p: u32,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
     let mut out = Vec::new();
-    let start_day = num_day((start_minute * 60).div_euclid(86_400) as i32);
-    for back in 0..=RECENT_DAYS {
-        let Some(day) = start_day.checked_sub_days(Days::new(back)) else {
-            break;
-        };
-        let minutes: Vec<(i64,)> = rows(s, &s.st.minutes_get, (day_num(day), start_minute)).await?;
-        for (minute,) in minutes {
-            let want = (limit - out.len()).min(i32::MAX as usize) as i32;
-            let found: Vec<(i64, Vec<u8>)> =
-                rows(s, &s.st.recent_get, (minute, before, want)).await?;
-            out.extend(listed(found)?);
-            if out.len() >= limit {
-                return Ok(out);
+    let blocks: Vec<(i64, i64)> = rows(
+        s,
+        &s.st.blocks_newest,
+        (p as i32, i64::MAX, i64::MAX, RECENT_BLOCKS),
+    )
+    .await?;
+    for (major, block) in blocks {
+        let found: Vec<(i64, Option<Vec<u8>>)> = rows(
+            s,
+            &s.st.log_newest,
+            (p as i32, major, block, i32::MAX),
+        )
+        .await?;
+        for (minor, blob) in found {
+            let Some(blob) = blob else { continue };
+            let e = InteractionTracked::decode(&blob)?;
+            let pos = super::event_pos(e.recorded_or_occurred(), p, minor.max(0) as u64);
+            if pos < before {
+                out.push(StoredEvent::new(pos, e));
             }
+        }
+        if out.len() >= limit {
+            break;
         }
     }
     Ok(out)

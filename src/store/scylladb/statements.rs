@@ -15,7 +15,9 @@ pub struct Statements {
     pub head_put: PreparedStatement,
     pub user_rows_get: PreparedStatement,
     pub user_ids_get: PreparedStatement,
-    pub id_row_get: PreparedStatement,
+    pub log_rows_get: PreparedStatement,
+    pub blocks_newest: PreparedStatement,
+    pub log_newest: PreparedStatement,
     pub heads_all: PreparedStatement,
     pub id_row_put: PreparedStatement,
     pub key_row_put: PreparedStatement,
@@ -36,10 +38,6 @@ pub struct Statements {
     pub owner_get: PreparedStatement,
     pub target_put: PreparedStatement,
     pub target_get: PreparedStatement,
-    pub recent_put: PreparedStatement,
-    pub recent_get: PreparedStatement,
-    pub minute_put: PreparedStatement,
-    pub minutes_get: PreparedStatement,
     pub lease_get: PreparedStatement,
     pub lease_insert: PreparedStatement,
     pub lease_update: PreparedStatement,
@@ -79,13 +77,11 @@ impl Statements {
             user_rows_get: prep(s, &format!(
                 "SELECT k, seq FROM {ks}.users WHERE user_id = ? AND k IN ?"), true).await?,
             user_ids_get: prep(s, &format!(
-                "SELECT k, seq, event, p, minor FROM {ks}.users WHERE user_id = ? AND k >= 'i' AND k < 'j'"), true).await?,
-            id_row_get: prep(s, &format!(
-                "SELECT seq, event, p, minor FROM {ks}.users WHERE user_id = ? AND k = ?"), true).await?,
+                "SELECT seq, p, major, minor FROM {ks}.users WHERE user_id = ? AND k >= 'i' AND k < 'j'"), true).await?,
             heads_all: prep(s, &format!(
                 "SELECT user_id, k, seq, state FROM {ks}.users"), true).await?,
             id_row_put: prep(s, &format!(
-                "INSERT INTO {ks}.users (user_id, k, seq, event, p, major, minor) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
+                "INSERT INTO {ks}.users (user_id, k, seq, p, major, minor) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             key_row_put: prep(s, &format!(
                 "INSERT INTO {ks}.users (user_id, k, seq) VALUES (?, ?, ?) USING TIMESTAMP ?"), true).await?,
             log_event_put: prep(s, &format!(
@@ -95,6 +91,12 @@ impl Statements {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
             log_range: prep(s, &format!(
                 "SELECT {LOG_COLUMNS} FROM {ks}.log WHERE p = ? AND major = ? AND block = ? AND minor > ? AND minor <= ? LIMIT ?"), true).await?,
+            log_rows_get: prep(s, &format!(
+                "SELECT minor, event FROM {ks}.log WHERE p = ? AND major = ? AND block = ? AND minor IN ?"), true).await?,
+            blocks_newest: prep(s, &format!(
+                "SELECT major, block FROM {ks}.log_blocks WHERE p = ? AND (major, block) <= (?, ?) ORDER BY major DESC, block DESC LIMIT ?"), true).await?,
+            log_newest: prep(s, &format!(
+                "SELECT minor, event FROM {ks}.log WHERE p = ? AND major = ? AND block = ? ORDER BY minor DESC LIMIT ?"), true).await?,
             block_put: prep(s, &format!(
                 "INSERT INTO {ks}.log_blocks (p, major, block) VALUES (?, ?, ?)"), true).await?,
             blocks_get: prep(s, &format!(
@@ -116,21 +118,13 @@ impl Statements {
             rollup_cp_reset: prep(s, &format!(
                 "UPDATE {ks}.rollups USING TIMESTAMP ? SET cp_major = null, cp_minor = null, cp_folded = 0, cp_generation = ? WHERE p = ?"), true).await?,
             owner_put: prep(s, &format!(
-                "INSERT INTO {ks}.interaction_owners (interaction_id, user_id, seq) VALUES (?, ?, ?)"), true).await?,
+                "INSERT INTO {ks}.interaction_owners (interaction_id, user_id, seq, p, major, minor) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
             owner_get: prep(s, &format!(
-                "SELECT user_id, seq FROM {ks}.interaction_owners WHERE interaction_id = ?"), true).await?,
+                "SELECT user_id, p, major, minor FROM {ks}.interaction_owners WHERE interaction_id = ?"), true).await?,
             target_put: prep(s, &format!(
                 "INSERT INTO {ks}.target_events (target_id, day, pos, user_id, seq, event) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
             target_get: prep(s, &format!(
                 "SELECT pos, event FROM {ks}.target_events WHERE target_id = ? AND day = ? LIMIT ?"), true).await?,
-            recent_put: prep(s, &format!(
-                "INSERT INTO {ks}.recent (minute, pos, user_id, seq, event) VALUES (?, ?, ?, ?, ?)"), true).await?,
-            recent_get: prep(s, &format!(
-                "SELECT pos, event FROM {ks}.recent WHERE minute = ? AND pos < ? LIMIT ?"), true).await?,
-            minute_put: prep(s, &format!(
-                "INSERT INTO {ks}.recent_index (day, minute) VALUES (?, ?)"), true).await?,
-            minutes_get: prep(s, &format!(
-                "SELECT minute FROM {ks}.recent_index WHERE day = ? AND minute <= ?"), true).await?,
             lease_get: prep(s, &format!(
                 "SELECT owner, expires FROM {ks}.fold_leases WHERE p = ?"), true).await?,
             lease_insert: prep(s, &format!(

@@ -5,11 +5,11 @@
 //! 1. The journal rows, in `log` (one per event or rejection, keyed by its
 //!    command's place in the log), as single-partition batches per block;
 //!    a block's listing row first, once per process.
-//! 2. Then each user's rows: an id row per event (with the event), a key
-//!    row per first event on a daily key, and the head (last seq and
-//!    state), each `USING TIMESTAMP` of the seq it is as of; packed into
-//!    multi-partition batches, one user's rows in one batch (one mutation)
-//!    unless they are too big, then the head in a batch after the rest.
+//! 2. Then each user's rows: the head (last seq and state) and the id and
+//!    key rows of what left it (`head.rs`), each `USING TIMESTAMP` of the
+//!    seq it is as of; packed into multi-partition batches, one user's
+//!    rows in one batch (one mutation) unless they are too big, then the
+//!    head in a batch after the rest.
 //!
 //! The order is the argument: a journal row without the user's rows is a
 //! commit cut short, which the command's redelivery finishes the same way
@@ -258,37 +258,10 @@ struct UserRows {
 }
 
 async fn user_rows(s: &ScyllaStore, g: &AppendGroup) -> Result<UserRows, StoreError> {
-    let mut rows = Vec::with_capacity(g.events.len() * 2);
+    let mut rows = Vec::new();
     let Some(last) = g.events.last() else {
         return Ok(UserRows { rows, head: None });
     };
-    for (k, e) in g.events.iter().enumerate() {
-        let src = source_of(g, k)?;
-        let ts = e.seq as i64;
-        let blob = e.encode()?;
-        rows.push(stmt(
-            &s.st.id_row_put,
-            blob.len() + e.user_id.len() + e.interaction_id.len(),
-            (
-                e.user_id.clone(),
-                id_row(&e.interaction_id),
-                e.seq as i64,
-                blob,
-                src.partition as i32,
-                src.position.major as i64,
-                src.position.minor as i64,
-                ts,
-            ),
-        ));
-        if g.meta[k].first_of_key {
-            let key = key_row(&crate::domain::decide::DailyKey::of(e));
-            rows.push(stmt(
-                &s.st.key_row_put,
-                e.user_id.len() + key.len(),
-                (e.user_id.clone(), key, e.seq as i64, ts),
-            ));
-        }
-    }
     // The head as of the last event: the one the view read, plus these
     // events. If the stored head has moved past `expected_last_seq` (the
     // same commands committed by another worker), its events up to there
@@ -310,10 +283,36 @@ async fn user_rows(s: &ScyllaStore, g: &AppendGroup) -> Result<UserRows, StoreEr
     };
     let before = head.last_seq();
     if before >= last.seq {
+        // Whoever moved it that far wrote these events' rows too.
         return Ok(UserRows { rows, head: None });
     }
-    for e in g.events.iter().filter(|e| e.seq > before) {
-        head.apply(e);
+    for (k, e) in g.events.iter().enumerate().filter(|(_, e)| e.seq > before) {
+        let evicted = head.apply(e, source_of(g, k)?, g.meta[k].first_of_key);
+        // Rows of what left the head, as of this event's seq.
+        let ts = e.seq as i64;
+        if let Some(r) = evicted.event {
+            rows.push(stmt(
+                &s.st.id_row_put,
+                e.user_id.len() + r.id.len(),
+                (
+                    e.user_id.clone(),
+                    id_row(&r.id),
+                    r.seq as i64,
+                    r.partition as i32,
+                    r.major as i64,
+                    r.minor as i64,
+                    ts,
+                ),
+            ));
+        }
+        for key in evicted.keys {
+            let key = key_row(&key);
+            rows.push(stmt(
+                &s.st.key_row_put,
+                e.user_id.len() + key.len(),
+                (e.user_id.clone(), key, e.seq as i64, ts),
+            ));
+        }
     }
     let state = head.encode()?;
     let put = stmt(
