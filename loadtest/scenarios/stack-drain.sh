@@ -11,7 +11,9 @@
 #
 #   loadtest/scenarios/stack-drain.sh      COMMANDS=30000 USERS=100000 WORKERS=1 RUNS=3
 #   STORE=embedded ...                     the same drain into each worker's embedded store
-#   WORKER_FLAGS="--fold-interval 1h" ...     extra flags of the workers (here: no folding during the drain)
+#   WORKER_FLAGS="--fold-interval 1h" ...  extra flags of the workers (here: no folding during the drain)
+#   PERF=1 ...                             perf record of the first worker (call graphs, 99 Hz) for
+#                                          the first run; its hottest functions in the results dir
 #                                          (the ceiling of any shared-store design here)
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../stack.sh"
@@ -59,6 +61,10 @@ for run in $(seq 1 "$RUNS"); do
     start_worker "$OUT/run-$run/w$i" $(worker_args) ${WORKER_FLAGS:-}
     WORKER_PIDS+=("$WORKER_PID"); WORKER_URLS+=("$WORKER_URL")
   done
+  if [ "${PERF:-0}" = 1 ] && [ "$run" = 1 ] && command -v perf >/dev/null 2>&1; then
+    perf record -F 99 --call-graph dwarf -p "${WORKER_PIDS[0]}" -o "$OUT/perf.data" >/dev/null 2>&1 &
+    PERF_PID=$!
+  fi
   while :; do
     b=$(backlog)
     [ "$b" = 0 ] && break
@@ -68,6 +74,12 @@ for run in $(seq 1 "$RUNS"); do
     sleep 0.2
   done
   t1=$(date +%s.%N); c1=$(cpu "$cass"); p1=$(cpu "$pulsar")
+  if [ -n "${PERF_PID:-}" ]; then
+    kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""
+    perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+      grep -E '^ +[0-9]' | head -40 >"$OUT/perf-top.txt" || true
+    echo "worker's hottest functions: $OUT/perf-top.txt" >&2
+  fi
   w=0; for p in "${WORKER_PIDS[@]}"; do w=$(python3 -c "print($w + $(cpu "$p"))"); done
   stop_workers
   python3 - "$run" "$b0" "$t0" "$t1" "$w" "$c0" "$c1" "$p0" "$p1" "$STORE" >>"$OUT/runs.tsv" <<'PY'

@@ -152,7 +152,7 @@ async fn process(
     for round in 0..MAX_CONFLICT_ROUNDS {
         let cached = state.last_seq.filter(|_| !deterministic);
         let view = if deterministic {
-            let keys = daily_keys(&state.user_id, &inputs);
+            let keys = daily_keys(&inputs);
             state
                 .store
                 .view(&state.user_id, &ids, &keys)
@@ -275,12 +275,12 @@ async fn conditional_view(
     Ok(view)
 }
 
-/// The daily keys the batch's valid commands would count on.
-fn daily_keys(user: &str, inputs: &[Input<'_>]) -> Vec<DailyKey> {
-    let mut keys: Vec<DailyKey> = decide(user, &UserView::default(), inputs)
-        .events
+/// The daily keys the batch's commands would count on (a command the
+/// rules refuse adds a key the decision does not use: harmless).
+fn daily_keys(inputs: &[Input<'_>]) -> Vec<DailyKey> {
+    let mut keys: Vec<DailyKey> = inputs
         .iter()
-        .map(|e| DailyKey::of(&e.event))
+        .filter_map(|i| DailyKey::of_command(i.command))
         .collect();
     keys.sort();
     keys.dedup();

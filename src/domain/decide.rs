@@ -27,6 +27,21 @@ pub struct DailyKey {
 }
 
 impl DailyKey {
+    /// The key a command counts on if the rules accept it (`None`: its
+    /// type is not one the rules know).
+    pub fn of_command(c: &TrackInteraction) -> Option<Self> {
+        Some(DailyKey {
+            day: day_of(c.occurred_at),
+            interaction_type: InteractionType::parse(&c.interaction_type)?,
+            campaign_id: c
+                .campaign_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        })
+    }
+
     pub fn of(e: &InteractionTracked) -> Self {
         DailyKey {
             day: day_of(e.occurred_at),
@@ -278,6 +293,16 @@ mod tests {
         let d = run(&view, &[cmd("a", "click"), cmd("b", "view"), cmd("c", "view")]);
         let firsts: Vec<bool> = d.events.iter().map(|e| e.first_of_key).collect();
         assert_eq!(firsts, vec![false, true, false]);
+    }
+
+    #[test]
+    fn a_commands_key_is_its_events_key() {
+        let d = run(&UserView::default(), &[cmd("a", "view")]);
+        assert_eq!(
+            DailyKey::of_command(&cmd("a", "view")),
+            Some(DailyKey::of(&d.events[0].event))
+        );
+        assert_eq!(DailyKey::of_command(&cmd("a", "share")), None);
     }
 
     #[test]

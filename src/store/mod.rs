@@ -449,6 +449,9 @@ pub struct LogRecord {
     pub record: JournalRecord,
     /// An event that is its user's first on its daily key.
     pub first_of_key: bool,
+    /// The event as the store keeps it (rmp-serde), when the store has it
+    /// at hand: indexes that copy the event need not encode it again.
+    pub encoded: Option<std::sync::Arc<[u8]>>,
 }
 
 /// The followers of a [`ProjectionMode::Folded`] store: per partition of

@@ -129,10 +129,12 @@ fn record(p: u32, major: u64, row: LogRow) -> Result<LogRecord, StoreError> {
         major,
         minor: minor.max(0) as u64,
     };
+    let mut encoded = None;
     let record = match (event, command_id, reason) {
         (Some(blob), _, _) => {
             let e = InteractionTracked::decode(&blob)?;
             let pos = super::event_pos(e.recorded_or_occurred(), p, position.minor);
+            encoded = Some(std::sync::Arc::from(blob));
             JournalRecord::Event(StoredEvent::new(pos, e))
         }
         (None, Some(command_id), Some(reason)) => {
@@ -158,6 +160,7 @@ fn record(p: u32, major: u64, row: LogRow) -> Result<LogRecord, StoreError> {
         position,
         record,
         first_of_key: first.unwrap_or(false),
+        encoded,
     })
 }
 
@@ -394,7 +397,10 @@ async fn write_indexes(s: &ScyllaStore, p: u32, records: &[LogRecord]) -> Result
             continue;
         };
         let (pos, ev) = (e.pos as i64, &e.event);
-        let blob = ev.encode()?;
+        let blob = match &r.encoded {
+            Some(b) => b.to_vec(),
+            None => ev.encode()?,
+        };
         owners.push((
             s.st.owner_put.clone(),
             Box::new((
