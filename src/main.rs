@@ -14,8 +14,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     process::disable_transparent_huge_pages();
-    #[cfg(not(feature = "system-allocator"))]
-    return_freed_memory_at_once();
     let cli = Cli::parse();
     // The worker's arguments (`run` is also the default command); the
     // tools have none.
@@ -24,6 +22,13 @@ fn main() -> ExitCode {
         Some(Command::Run(r)) => Some(r),
         Some(_) => None,
     };
+    // Memory is held by the embedded store's process (its memory bound);
+    // a worker on the shared store keeps little, and returning freed pages
+    // at once cost it about a tenth of its CPU in page faults.
+    #[cfg(not(feature = "system-allocator"))]
+    if worker.is_none_or(|r| r.store.scylla_nodes.is_none()) {
+        return_freed_memory_at_once();
+    }
     init_tracing(&worker.unwrap_or(&cli.run).log_format);
     // Only a worker lowers its pipeline's priority (the load generator's
     // in-process pipeline competes with nothing of its own).
@@ -108,7 +113,9 @@ mod mimalloc_options {
 /// many threads freeing memory allocated by others (actors, the store's
 /// blocking pool) that held 50 to 60 MiB more at the peak of the
 /// 1,000,000-user scenario, at no measurable throughput cost when returned
-/// at once (BENCHMARKS.md, "Memory").
+/// at once (BENCHMARKS.md, "Memory"). Not for a worker on the ScyllaDB
+/// store: there the page faults cost about a tenth of its CPU
+/// (`loadtest/scenarios/stack-drain.sh`, 128 -> 112 µs per event).
 #[cfg(not(feature = "system-allocator"))]
 fn return_freed_memory_at_once() {
     use mimalloc_options::*;

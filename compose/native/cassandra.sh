@@ -205,6 +205,12 @@ commit_failure_policy: stop
 concurrent_compactors: 1
 # tests drop and truncate often: no snapshot of what they drop
 auto_snapshot: false
+# The ScyllaDB store commits in unlogged batches of up to about 24 KiB (a
+# block of the journal; many users' rows): warn above 64 KiB only, and not
+# for the partitions an unlogged batch spans (docs/scylladb.md, "Server
+# settings"). Each warning is a log line on both sides, per batch.
+batch_size_warn_threshold: 64KiB
+unlogged_batch_across_partitions_warn_threshold: 10000
 ${CASSANDRA_YAML_EXTRA:-}
 EOF
   cat >"$CONF_DIR/logback.xml" <<EOF

@@ -7,7 +7,9 @@
 # drain rate (from the workers' start until the broker's backlog is 0) and
 # the CPU per event of each process over the drain (worker(s), Cassandra,
 # the Pulsar broker; utime + stime from /proc), then `tracking check`
-# against the manifest (lost, doubled, gaps, recount). Medians of RUNS.
+# against the manifest (lost, doubled, gaps, recount). Medians of RUNS,
+# after WARMUP (1) runs that are not counted: a JVM that has just started
+# (or dropped the previous run's keyspace) costs far more per event.
 #
 #   loadtest/scenarios/stack-drain.sh      COMMANDS=30000 USERS=100000 WORKERS=1 RUNS=3
 #   STORE=embedded ...                     the same drain into each worker's embedded store
@@ -43,7 +45,8 @@ worker_args() {
 }
 
 : >"$OUT/runs.tsv"
-for run in $(seq 1 "$RUNS"); do
+WARMUP=${WARMUP:-1}
+for run in $(seq $((1 - WARMUP)) "$RUNS"); do
   new_run "drain-$run"
   # The subscription first, so that the broker keeps what is published.
   curl -sf -X PUT "$ADMIN/admin/v2/persistent/public/default/${TOPIC##*/}/subscription/loadtest" >/dev/null
@@ -82,6 +85,10 @@ for run in $(seq 1 "$RUNS"); do
   fi
   w=0; for p in "${WORKER_PIDS[@]}"; do w=$(python3 -c "print($w + $(cpu "$p"))"); done
   stop_workers
+  if [ "$run" -le 0 ]; then
+    echo "warm-up run: $b0 events in $(python3 -c "print(round($t1 - $t0, 2))") s (not counted)" >&2
+    drop_run; rm -rf "$OUT/run-$run"; continue
+  fi
   python3 - "$run" "$b0" "$t0" "$t1" "$w" "$c0" "$c1" "$p0" "$p1" "$STORE" >>"$OUT/runs.tsv" <<'PY'
 import sys
 run, n, t0, t1, w, c0, c1, p0, p1, store = sys.argv[1:]

@@ -18,8 +18,8 @@ use crate::domain::Rejection;
 use crate::internal_events as ev;
 use crate::log::Source;
 use crate::store::{
-    AppendGroup, EventStore, GroupOutcome, JournalRecord, StoreError, StoredEvent, StoredRejection,
-    WriteBatch,
+    AppendGroup, EventStore, GroupOutcome, JournalGuard, JournalRecord, ProjectionMode, StoreError,
+    StoredEvent, StoredRejection, WriteBatch,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -101,6 +101,9 @@ pub struct WriterState {
     flush_scheduled: bool,
     /// `tracking_end_to_end_latency_seconds{stage="persisted"}`, registered once.
     persisted: ev::EndToEnd,
+    /// Permits of concurrent commits (deterministic stores; `None`: one
+    /// commit at a time, in order).
+    concurrent: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Actor for JournalWriter {
@@ -114,6 +117,8 @@ impl Actor for JournalWriter {
         args: WriterArgs,
     ) -> Result<WriterState, ActorProcessingErr> {
         let max_batch = args.max_batch.min(args.store.max_commit_events()).max(1);
+        let concurrent = (args.store.journal_guard() == JournalGuard::Deterministic)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMMITS)));
         Ok(WriterState {
             names: args.names,
             store: args.store,
@@ -123,6 +128,7 @@ impl Actor for JournalWriter {
             pending_events: 0,
             flush_scheduled: false,
             persisted: ev::EndToEnd::register("persisted"),
+            concurrent,
         })
     }
 
@@ -197,7 +203,7 @@ async fn commit(state: &mut WriterState) {
     let mut batch = WriteBatch::default();
     // Index of each request's group in `batch.groups`, and its rejections
     // range (moved into the batch, not copied).
-    let mut slots = Vec::with_capacity(pending.len());
+    let mut slots: Slots = Vec::with_capacity(pending.len());
     for p in &mut pending {
         let g = p.group.take().map(|g| {
             batch.groups.push(g);
@@ -208,56 +214,106 @@ async fn commit(state: &mut WriterState) {
         batch.rejection_sources.append(&mut p.rejection_sources);
         slots.push((g, start..batch.rejections.len()));
     }
-    let started = Instant::now();
     let batch = Arc::new(batch);
-    let result = state.store.write(batch.clone()).await;
-    ev::store_write(started.elapsed().as_secs_f64(), events);
-    state.health.store_result(result.is_ok());
-    let outcome = match result {
-        Ok(o) => o,
-        Err(e) => {
-            ev::store_error("write", &e);
-            let failed = WriteFailed::from(&e);
-            for p in pending {
-                let _ = p.reply.send(Err(failed.clone()));
-            }
-            return;
-        }
+    let done = Committed {
+        store: state.store.clone(),
+        health: state.health.clone(),
+        names: state.names.clone(),
+        persisted: state.persisted.clone(),
+        broadcast: state.store.projection_mode() != ProjectionMode::Folded,
     };
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let mut records: Vec<JournalRecord> = Vec::with_capacity(events);
-    let mut persisted = 0u64;
-    for (p, (g, rej_range)) in pending.into_iter().zip(slots) {
-        let group = g.and_then(|i| Some((outcome.groups.get(i)?.clone(), batch.groups.get(i)?)));
-        if let Some((GroupOutcome::Appended { first_pos }, appended)) = &group {
-            for (k, e) in appended.events.iter().enumerate() {
-                records.push(JournalRecord::Event(StoredEvent::new(
-                    first_pos + k as u64,
-                    e.clone(),
-                )));
-            }
-            persisted += appended.events.len() as u64;
-            for published in &p.published_at_ms {
-                state.persisted.record((now_ms - published) as f64 / 1000.0);
-            }
+    match &state.concurrent {
+        // Commits of a deterministic store are independent of each other
+        // (a user has one batch in flight at most, and nothing orders
+        // commits), so several run at once; the writer waits only when
+        // `MAX_CONCURRENT_COMMITS` are.
+        Some(permits) => {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                done.run(batch, pending, slots, events).await;
+                drop(permit);
+            });
         }
-        for i in rej_range {
-            if let (Some(Some(pos)), Some(r)) = (outcome.rejections.get(i), batch.rejections.get(i))
-            {
-                records.push(JournalRecord::Rejection(StoredRejection {
-                    pos: *pos,
-                    rejection: r.clone(),
-                }));
-            }
-        }
-        let _ = p.reply.send(Ok(WriteReply {
-            group: group.map(|(o, _)| o),
-        }));
+        None => done.run(batch, pending, slots, events).await,
     }
-    ev::events_persisted(persisted);
-    if !records.is_empty() {
-        records.sort_by_key(JournalRecord::pos);
-        projector::broadcast(&state.names, Arc::new(records));
+}
+
+/// Commits at once, at most, on a deterministic store.
+const MAX_CONCURRENT_COMMITS: usize = 4;
+
+/// What a commit needs once its batch is built.
+struct Committed {
+    store: Arc<dyn EventStore>,
+    health: Arc<Health>,
+    names: Names,
+    persisted: ev::EndToEnd,
+    /// Hand the committed records to the projectors (stores they follow).
+    broadcast: bool,
+}
+
+type Slots = Vec<(Option<usize>, std::ops::Range<usize>)>;
+
+impl Committed {
+    /// Writes the batch, answers the requesters, feeds the projectors.
+    async fn run(self, batch: Arc<WriteBatch>, pending: Vec<Pending>, slots: Slots, events: usize) {
+        let started = Instant::now();
+        let result = self.store.write(batch.clone()).await;
+        ev::store_write(started.elapsed().as_secs_f64(), events);
+        self.health.store_result(result.is_ok());
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                ev::store_error("write", &e);
+                let failed = WriteFailed::from(&e);
+                for p in pending {
+                    let _ = p.reply.send(Err(failed.clone()));
+                }
+                return;
+            }
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut records: Vec<JournalRecord> = Vec::new();
+        let mut persisted = 0u64;
+        for (p, (g, rej_range)) in pending.into_iter().zip(slots) {
+            let group =
+                g.and_then(|i| Some((outcome.groups.get(i)?.clone(), batch.groups.get(i)?)));
+            if let Some((GroupOutcome::Appended { first_pos }, appended)) = &group {
+                if self.broadcast {
+                    for (k, e) in appended.events.iter().enumerate() {
+                        records.push(JournalRecord::Event(StoredEvent::new(
+                            first_pos + k as u64,
+                            e.clone(),
+                        )));
+                    }
+                }
+                persisted += appended.events.len() as u64;
+                for published in &p.published_at_ms {
+                    self.persisted.record((now_ms - published) as f64 / 1000.0);
+                }
+            }
+            if self.broadcast {
+                for i in rej_range {
+                    if let (Some(Some(pos)), Some(r)) =
+                        (outcome.rejections.get(i), batch.rejections.get(i))
+                    {
+                        records.push(JournalRecord::Rejection(StoredRejection {
+                            pos: *pos,
+                            rejection: r.clone(),
+                        }));
+                    }
+                }
+            }
+            let _ = p.reply.send(Ok(WriteReply {
+                group: group.map(|(o, _)| o),
+            }));
+        }
+        ev::events_persisted(persisted);
+        if !records.is_empty() {
+            records.sort_by_key(JournalRecord::pos);
+            projector::broadcast(&self.names, Arc::new(records));
+        }
     }
 }
 

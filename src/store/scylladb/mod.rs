@@ -46,7 +46,7 @@ use std::time::Duration;
 const CONCURRENCY: usize = 64;
 /// Most events per group commit: a commit is a few rounds of batches, so
 /// its time grows with its size, and its callers wait for all of it.
-const COMMIT_EVENTS: usize = 2048;
+const COMMIT_EVENTS: usize = 1024;
 
 pub struct ScyllaStore {
     session: Arc<Session>,
