@@ -161,6 +161,10 @@ write_conf() {
   set_prop allowAutoTopicCreation true "$CONF_FILE.tmp"
   set_prop allowAutoTopicCreationType non-partitioned "$CONF_FILE.tmp"
   set_prop functionsWorkerEnabled false "$CONF_FILE.tmp"
+  # A silent client connection (a paused process) is dropped after two
+  # keepalive intervals: 20 s here instead of 60 s, so that the fault
+  # suite's pause scenario need not freeze a worker for a minute.
+  set_prop keepAliveIntervalSeconds "${PULSAR_KEEPALIVE_SECONDS:-10}" "$CONF_FILE.tmp"
   # The in-process bookie turns read-only above this share of the disk in use
   # (standalone.conf ships 0.99). This broker holds test data only, so it may
   # use a shared machine's disk nearly to the end; require_free_space guards

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole fault suite, scenario after scenario, then a summary table.
 # FORM=short (CI: about 40 s of load each) or FORM=long (by hand: 5 min of
-# load each, 20 kills, 12 membership changes). Exits 1 if any failed.
+# load each, 20 kills, 12 membership changes, 6 pauses). Exits 1 if any failed.
 #
 #   loadtest/faults/run.sh                    FORM=long loadtest/faults/run.sh
 #   loadtest/faults/run.sh crash poison       (a subset)
@@ -10,7 +10,7 @@ DIR=$(cd "$(dirname "$0")" && pwd)
 RESULTS=${RESULTS:-$DIR/../results}
 export FORM=${FORM:-short}
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(crash graceful poison rebalance broker-restart store-outage)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(crash graceful poison rebalance broker-restart store-outage pause)
 : >"$RESULTS/faults/summary.tsv" 2>/dev/null || { mkdir -p "$RESULTS/faults"; : >"$RESULTS/faults/summary.tsv"; }
 failed=()
 for s in "${scenarios[@]}"; do
