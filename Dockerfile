@@ -12,11 +12,10 @@
 ############################ builder ############################
 FROM rust:1.95-slim-bookworm AS builder
 
-# protobuf-compiler: the Pulsar client (Pulsar mode) generates its protocol
-# code with protoc at build time. Installed now so adding that dependency
-# does not change this file.
+# cmake and g++: the Pulsar client builds protoc from source (its
+# protobuf-src feature) to generate its protocol code; no system protoc.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
+ && apt-get install -y --no-install-recommends cmake g++ \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

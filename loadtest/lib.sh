@@ -1,16 +1,17 @@
 # Shared helpers of the load-test scenarios (sourced, not run).
-# Every scenario builds the release binary once, writes its reports under
+# Every scenario builds the binary once, writes its reports under
 # loadtest/results/<scenario>/ and prints a summary with medians.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=${TRACKING_BIN:-$ROOT/target/release/tracking}
+# The profiling profile: release code with symbols, for perf.
+BIN=${TRACKING_BIN:-$ROOT/target/profiling/tracking}
 RESULTS=${RESULTS:-$ROOT/loadtest/results}
 
 build() {
   if [ -z "${TRACKING_BIN:-}" ]; then
-    echo "==> cargo build --release" >&2
-    (cd "$ROOT" && cargo build --release --quiet)
+    echo "==> cargo build --profile profiling" >&2
+    (cd "$ROOT" && cargo build --profile profiling --quiet --bin tracking)
   fi
   [ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 1; }
 }
