@@ -9,8 +9,8 @@ source "$(dirname "$0")/../lib.sh"
 NATIVE=$ROOT/compose/native
 "$NATIVE/cassandra.sh" status >/dev/null 2>&1 || "$NATIVE/cassandra.sh" up >&2
 eval "$("$NATIVE/cassandra.sh" env)"
-(cd "$ROOT" && cargo build --release --quiet --example cql_rowcost)
+(cd "$ROOT" && cargo build --profile profiling --quiet --example cql_rowcost)
 pid=$(cat "${TRACKING_NATIVE_HOME:-$HOME/.cache/alpes-tracking-native}/cassandra/run/cassandra.pid")
 OUT=$RESULTS/cql-rowcost; mkdir -p "$OUT"
-"$ROOT/target/release/examples/cql_rowcost" --nodes "$SCYLLA_NODES" --pid "$pid" \
+"$ROOT/target/profiling/examples/cql_rowcost" --nodes "$SCYLLA_NODES" --pid "$pid" \
   --runs "${RUNS:-3}" --rows "${ROWS:-40000}" ${ONLY:+--only "$ONLY"} | tee "$OUT/rowcost.txt"
