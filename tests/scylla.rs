@@ -106,7 +106,10 @@ fn one_worker_counts_exactly_and_a_second_log_is_refused() {
     all.extend(args.iter().map(String::as_str));
     let (code, _, err) = tracking(&all);
     assert_ne!(code, 0);
-    assert!(err.contains("another worker with an embedded command log"), "{err}");
+    assert!(
+        err.contains("another worker with an embedded command log"),
+        "{err}"
+    );
     let (total, users, campaign) = (3000, 60, "c-two");
     // Every 10th command is sent twice (the same interaction id: one event).
     let mut jobs = Vec::new();

@@ -132,7 +132,10 @@ async fn tick(state: &mut FolderState) {
         let through = match through {
             Some(t) => t,
             None => {
-                match fold.read(a.partition, from.position, Position::MAX, 1).await {
+                match fold
+                    .read(a.partition, from.position, Position::MAX, 1)
+                    .await
+                {
                     Ok(r) if r.is_empty() => return,
                     Ok(_) => {}
                     Err(e) => {

@@ -12,8 +12,8 @@
 //! same commands, so no consensus round is needed per event (actors.md,
 //! "Exactly once without consensus").
 
+use super::{day_of, TrackInteraction};
 use super::{validate, InteractionTracked, InteractionType, RejectReason, Rejection};
-use super::{TrackInteraction, day_of};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -290,7 +290,10 @@ mod tests {
             known_keys: [click].into(),
             ..Default::default()
         };
-        let d = run(&view, &[cmd("a", "click"), cmd("b", "view"), cmd("c", "view")]);
+        let d = run(
+            &view,
+            &[cmd("a", "click"), cmd("b", "view"), cmd("c", "view")],
+        );
         let firsts: Vec<bool> = d.events.iter().map(|e| e.first_of_key).collect();
         assert_eq!(firsts, vec![false, true, false]);
     }

@@ -111,7 +111,10 @@ impl Admin {
 
     async fn get(&self, path: &str) -> Result<Bytes, LogError> {
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-            LogError::Unavailable(format!("Pulsar admin {what} {}:{}: {e}", self.host, self.port))
+            LogError::Unavailable(format!(
+                "Pulsar admin {what} {}:{}: {e}",
+                self.host, self.port
+            ))
         };
         let request = async {
             let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
@@ -257,19 +260,14 @@ mod tests {
     #[test]
     fn mark_delete_is_read_from_internal_stats() {
         let body = br#"{"entriesAddedCounter":3,"cursors":{"tracking":{"markDeletePosition":"12:-1","readPosition":"12:0"},"other":{"markDeletePosition":"12:7"}}}"#;
-        assert_eq!(
-            parse_mark_delete(body, "tracking").unwrap(),
-            Some((12, -1))
-        );
+        assert_eq!(parse_mark_delete(body, "tracking").unwrap(), Some((12, -1)));
         assert_eq!(parse_mark_delete(body, "other").unwrap(), Some((12, 7)));
         assert_eq!(parse_mark_delete(body, "missing").unwrap(), None);
         assert_eq!(parse_mark_delete(b"", "tracking").unwrap(), None);
         assert!(parse_mark_delete(b"<html>", "tracking").is_err());
-        assert!(parse_mark_delete(
-            br#"{"cursors":{"s":{"markDeletePosition":"x"}}}"#,
-            "s"
-        )
-        .is_err());
+        assert!(
+            parse_mark_delete(br#"{"cursors":{"s":{"markDeletePosition":"x"}}}"#, "s").is_err()
+        );
     }
 
     /// One fake broker answer: the request line and the token are checked,

@@ -32,7 +32,12 @@ pub async fn append_and_read_back(store: &dyn EventStore) {
     let pos = appended(&out.groups[0]);
     assert!(pos > back[2].pos);
     assert_eq!(store.last_seq(&u).await.unwrap(), 4);
-    assert_stored(store, &store.user_events(&u, 3, 10).await.unwrap(), pos, &[old]);
+    assert_stored(
+        store,
+        &store.user_events(&u, 3, 10).await.unwrap(),
+        pos,
+        &[old],
+    );
 }
 
 pub async fn seq_mismatch_writes_nothing(store: &dyn EventStore) {
@@ -157,11 +162,7 @@ pub async fn rejections_are_idempotent(store: &dyn EventStore) {
         fx.rejection("r1", fx.at(0, 1)),
         fx.rejection("r2", fx.at(0, 2)),
     );
-    let out = write(
-        store,
-        fx.batch(vec![], vec![r1.clone()]),
-    )
-    .await;
+    let out = write(store, fx.batch(vec![], vec![r1.clone()])).await;
     let p1 = out.rejections[0].unwrap();
     let out = write(
         store,
@@ -194,7 +195,10 @@ pub async fn positions_increase_and_scan_returns_all(store: &dyn EventStore) {
     let r = fx.rejection("r", fx.at(0, 3));
     let out = write(
         store,
-        fx.batch(vec![fx.group(&u, 0, eu.clone()), fx.group(&v, 0, ev.clone())], vec![r.clone()]),
+        fx.batch(
+            vec![fx.group(&u, 0, eu.clone()), fx.group(&v, 0, ev.clone())],
+            vec![r.clone()],
+        ),
     )
     .await;
     let (pu, pv, pr) = (
@@ -223,7 +227,11 @@ pub async fn positions_increase_and_scan_returns_all(store: &dyn EventStore) {
     assert!(store.scan(h0, 0).await.unwrap().is_empty());
 
     // A later commit gets later positions; scanning after a position skips it.
-    let out = write(store, fx.groups(vec![fx.group(&u, 2, vec![fx.ev(&u, 3, Click)])])).await;
+    let out = write(
+        store,
+        fx.groups(vec![fx.group(&u, 2, vec![fx.ev(&u, 3, Click)])]),
+    )
+    .await;
     assert!(appended(&out.groups[0]) > pr);
     let after = own_records(store, &fx, pr).await;
     assert_eq!(after.len(), 1);
@@ -239,7 +247,10 @@ pub async fn recent_by_target_and_pagination(store: &dyn EventStore) {
     }
     let out = write(
         store,
-        fx.batch(vec![fx.group(&u, 0, evs.clone())], vec![fx.rejection("r", fx.at(0, 1))]),
+        fx.batch(
+            vec![fx.group(&u, 0, evs.clone())],
+            vec![fx.rejection("r", fx.at(0, 1))],
+        ),
     )
     .await;
     let p = appended(&out.groups[0]);
@@ -250,7 +261,10 @@ pub async fn recent_by_target_and_pagination(store: &dyn EventStore) {
 
     // Newest first, below a position, skipping rejections.
     let rev = |idx: &[usize]| idx.iter().map(|i| s[*i].clone()).collect::<Vec<_>>();
-    assert_eq!(store.recent(Some(s[4].pos + 1), 3).await.unwrap(), rev(&[4, 3, 2]));
+    assert_eq!(
+        store.recent(Some(s[4].pos + 1), 3).await.unwrap(),
+        rev(&[4, 3, 2])
+    );
     assert_eq!(store.recent(Some(s[2].pos), 2).await.unwrap(), rev(&[1, 0]));
     if checkpointed(store) {
         // Positions are commit order: the rejection came after the events.

@@ -20,8 +20,8 @@
 use crate::domain::{
     InteractionTracked, InteractionType, RejectReason, Rejection, Target, EVENT_SCHEMA_VERSION,
 };
-use crate::projections::Recount;
 use crate::log::Source;
+use crate::projections::Recount;
 use crate::store::{
     AppendConflict, AppendGroup, DailyStat, EventMeta, EventStore, GroupOutcome, JournalGuard,
     JournalRecord, ProjectionKind, ProjectionMode, StatsQuery, StatusStat, StoredEvent, UserStats,
@@ -94,11 +94,7 @@ impl Fx {
             .iter()
             .map(|e| {
                 let key = crate::domain::decide::DailyKey::of(e);
-                let first_of_key = self
-                    .keys
-                    .lock()
-                    .unwrap()
-                    .insert((e.user_id.clone(), key));
+                let first_of_key = self.keys.lock().unwrap().insert((e.user_id.clone(), key));
                 EventMeta {
                     source: self.source(&e.interaction_id),
                     first_of_key,
@@ -250,14 +246,22 @@ fn stored(first_pos: u64, events: &[InteractionTracked]) -> Vec<StoredEvent> {
 /// increasing positions (consecutive ones for a store with store-wide
 /// positions).
 #[track_caller]
-fn assert_stored(store: &dyn EventStore, got: &[StoredEvent], first_pos: u64, events: &[InteractionTracked]) {
+fn assert_stored(
+    store: &dyn EventStore,
+    got: &[StoredEvent],
+    first_pos: u64,
+    events: &[InteractionTracked],
+) {
     if checkpointed(store) {
         assert_eq!(got, stored(first_pos, events));
         return;
     }
     let evs: Vec<&InteractionTracked> = got.iter().map(|e| &*e.event).collect();
     assert_eq!(evs, events.iter().collect::<Vec<_>>());
-    assert_eq!(got.first().map(|e| e.pos), events.first().map(|_| first_pos));
+    assert_eq!(
+        got.first().map(|e| e.pos),
+        events.first().map(|_| first_pos)
+    );
     assert!(got.windows(2).all(|w| w[0].pos < w[1].pos), "{got:?}");
 }
 

@@ -29,7 +29,10 @@ pub async fn apply_is_idempotent_and_matches_recount(store: &dyn EventStore) {
 
     // Records straddling the checkpoint: only those above it count.
     let a = &users[0];
-    let batch = fx.batch(vec![fx.group(a, 3, vec![fx.ev(a, 4, View)])], vec![fx.rejection("r3", fx.at(0, 12))]);
+    let batch = fx.batch(
+        vec![fx.group(a, 3, vec![fx.ev(a, 4, View)])],
+        vec![fx.rejection("r3", fx.at(0, 12))],
+    );
     let pos = write(store, batch).await.rejections[0].unwrap();
     for p in ProjectionKind::ALL {
         let records = store.scan(h0, usize::MAX).await.unwrap();
@@ -130,7 +133,10 @@ pub async fn status_counts(store: &dyn EventStore) {
     let r = |n: &str, day| fx.rejection(n, fx.at(day, 5));
     write(
         store,
-        fx.batch(vec![fx.group(&u, 0, evs)], vec![r("r1", 0), r("r2", 0), r("r3", 2)]),
+        fx.batch(
+            vec![fx.group(&u, 0, evs)],
+            vec![r("r1", 0), r("r2", 0), r("r3", 2)],
+        ),
     )
     .await;
     // The same command refused again: counted once.

@@ -293,7 +293,10 @@ pub async fn fold(
     let mut take = 0;
     for r in records {
         let adds = contributions(r);
-        let new_rows = adds.iter().filter(|(k, _)| !touched.contains_key(k)).count();
+        let new_rows = adds
+            .iter()
+            .filter(|(k, _)| !touched.contains_key(k))
+            .count();
         if take > 0 && touched.len() + new_rows > MAX_ROWS_PER_FOLD {
             break;
         }
@@ -311,9 +314,18 @@ pub async fn fold(
     unknown_days.sort_unstable();
     unknown_days.dedup();
     if !unknown_days.is_empty() {
-        type Loaded = (i32, String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
-        let found: Vec<Loaded> =
-            rows(s, &s.st.rollup_days_get, (p as i32, &unknown_days)).await?;
+        type Loaded = (
+            i32,
+            String,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let found: Vec<Loaded> = rows(s, &s.st.rollup_days_get, (p as i32, &unknown_days)).await?;
         for (day, kind, campaign, count, uniques, accepted, rejected, folded, generation) in found {
             // Rows as of another checkpoint: another follower moved on.
             if folded.unwrap_or(0).max(0) as u64 != from.folded
@@ -374,10 +386,7 @@ pub async fn fold(
         part.generation,
         p as i32,
     )));
-    s.session
-        .batch(&batch, values)
-        .await
-        .map_err(exec_err)?;
+    s.session.batch(&batch, values).await.map_err(exec_err)?;
     part.at = to;
     if let Ok(mut f) = s.folds.0.lock() {
         f.insert(p, part);
@@ -427,7 +436,12 @@ async fn write_indexes(s: &ScyllaStore, p: u32, records: &[LogRecord]) -> Result
     }
     let mut batches: Vec<Vec<(scylla::statement::prepared::PreparedStatement, Row)>> = Vec::new();
     for chunk in owners.chunks_mut(INDEX_ROWS_PER_BATCH) {
-        batches.push(chunk.iter_mut().map(|(st, v)| (st.clone(), std::mem::replace(v, Box::new(())))).collect());
+        batches.push(
+            chunk
+                .iter_mut()
+                .map(|(st, v)| (st.clone(), std::mem::replace(v, Box::new(()))))
+                .collect(),
+        );
     }
     for (_, rows) in by_partition {
         let st = s.st.target_put.clone();
@@ -463,7 +477,11 @@ fn run_index_batch(
             batch.append_statement(st);
             values.push(v);
         }
-        s.session.batch(&batch, values).await.map(drop).map_err(exec_err)
+        s.session
+            .batch(&batch, values)
+            .await
+            .map(drop)
+            .map_err(exec_err)
     })
 }
 
@@ -513,7 +531,13 @@ pub async fn lease(
             s.session
                 .execute_unpaged(
                     &s.st.lease_update,
-                    (owner, until, p as i32, holder.unwrap_or_default(), expires.unwrap_or(0)),
+                    (
+                        owner,
+                        until,
+                        p as i32,
+                        holder.unwrap_or_default(),
+                        expires.unwrap_or(0),
+                    ),
                 )
                 .await
                 .map_err(exec_err)?

@@ -84,7 +84,12 @@ impl UserHead {
     /// Adds the user's next event (`seq = last_seq + 1`), its command's
     /// place in the log, and whether it is the user's first on its key;
     /// returns what left the head (to be written as rows).
-    pub fn apply(&mut self, e: &InteractionTracked, at: crate::log::Source, first_of_key: bool) -> Evicted {
+    pub fn apply(
+        &mut self,
+        e: &InteractionTracked,
+        at: crate::log::Source,
+        first_of_key: bool,
+    ) -> Evicted {
         let mut out = Evicted::default();
         match &mut self.stats {
             Some(s) => s.fold(e),
@@ -110,7 +115,9 @@ impl UserHead {
             out.keys.push(key);
         }
         let (keep, pruned): (BTreeSet<DailyKey>, BTreeSet<DailyKey>) =
-            std::mem::take(&mut self.keys).into_iter().partition(|k| k.day >= floor);
+            std::mem::take(&mut self.keys)
+                .into_iter()
+                .partition(|k| k.day >= floor);
         self.keys = keep;
         out.keys.extend(pruned);
         self.key_floor = Some(floor);
@@ -245,7 +252,8 @@ mod tests {
         let h = head_of(&events);
         assert_eq!(h.recent.len(), RECENT_IDS);
         let old_day = DailyKey::of(&ev(1, 2, InteractionType::Like));
-        let (view, missing) = h.resolve(&["i1".into(), "i40".into(), "x".into()], &[old_day.clone()]);
+        let (view, missing) =
+            h.resolve(&["i1".into(), "i40".into(), "x".into()], &[old_day.clone()]);
         assert_eq!(view.own_ids, ["i40".to_string()].into());
         assert_eq!(missing.ids, vec!["i1".to_string(), "x".to_string()]);
         assert_eq!(missing.keys, vec![old_day]);
@@ -265,13 +273,23 @@ mod tests {
 
     #[test]
     fn what_leaves_the_head_is_returned_to_be_written() {
-        let mut h = head_of(&(1..=32).map(|s| ev(s, 20, InteractionType::Click)).collect::<Vec<_>>());
+        let mut h = head_of(
+            &(1..=32)
+                .map(|s| ev(s, 20, InteractionType::Click))
+                .collect::<Vec<_>>(),
+        );
         let out = h.apply(&ev(33, 20, InteractionType::Click), at(33), false);
-        assert_eq!(out.event.map(|r| (r.id, r.seq, r.minor)), Some(("i1".into(), 1, at(1).position.minor)));
+        assert_eq!(
+            out.event.map(|r| (r.id, r.seq, r.minor)),
+            Some(("i1".into(), 1, at(1).position.minor))
+        );
         assert!(out.keys.is_empty());
         // A later day moves the floor: the old day's key leaves.
         let out = h.apply(&ev(34, 29, InteractionType::View), at(34), true);
-        assert_eq!(out.keys, vec![DailyKey::of(&ev(1, 20, InteractionType::Click))]);
+        assert_eq!(
+            out.keys,
+            vec![DailyKey::of(&ev(1, 20, InteractionType::Click))]
+        );
         // A late event on a day below the floor, first on its key: a row.
         let late = ev(35, 2, InteractionType::Like);
         let out = h.apply(&late, at(35), true);
@@ -282,7 +300,9 @@ mod tests {
 
     #[test]
     fn the_same_events_give_the_same_bytes() {
-        let events: Vec<_> = (1..=10).map(|s| ev(s, 10 + s as u32, InteractionType::View)).collect();
+        let events: Vec<_> = (1..=10)
+            .map(|s| ev(s, 10 + s as u32, InteractionType::View))
+            .collect();
         let a = head_of(&events).encode().unwrap();
         let b = head_of(&events).encode().unwrap();
         assert_eq!(a, b);

@@ -90,7 +90,10 @@ impl ScyllaStore {
 
     /// Remembers rows of a small listing this process has written
     /// (bounded: forgetting only costs a repeated, idempotent write).
-    fn first_time<T: std::hash::Hash + Eq>(set: &std::sync::Mutex<std::collections::HashSet<T>>, item: T) -> bool {
+    fn first_time<T: std::hash::Hash + Eq>(
+        set: &std::sync::Mutex<std::collections::HashSet<T>>,
+        item: T,
+    ) -> bool {
         match set.lock() {
             Ok(mut w) => {
                 if w.len() > 100_000 {

@@ -55,7 +55,10 @@ async fn log_events(s: &ScyllaStore, places: &[Place]) -> Result<Vec<StoredEvent
     let mut by_block: BTreeMap<(u32, u64, i64), Vec<i64>> = BTreeMap::new();
     for &(p, major, minor) in places {
         let block = super::write::block_of(crate::log::Position { major, minor });
-        by_block.entry((p, major, block)).or_default().push(minor as i64);
+        by_block
+            .entry((p, major, block))
+            .or_default()
+            .push(minor as i64);
     }
     let futs = by_block
         .into_iter()
@@ -134,7 +137,10 @@ pub async fn user_events(
         while let Some(row) = stream.next().await {
             let (seq, p, major, minor) = row.map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let seq = seq.unwrap_or(0).max(0) as u64;
-            if let (true, Some(at)) = (seq <= last_seq && seq < oldest_in_head, place(p, major, minor)) {
+            if let (true, Some(at)) = (
+                seq <= last_seq && seq < oldest_in_head,
+                place(p, major, minor),
+            ) {
                 places.push((seq, at));
             }
         }
@@ -198,12 +204,8 @@ async fn recent_of(
     )
     .await?;
     for (major, block) in blocks {
-        let found: Vec<(i64, Option<Vec<u8>>)> = rows(
-            s,
-            &s.st.log_newest,
-            (p as i32, major, block, i32::MAX),
-        )
-        .await?;
+        let found: Vec<(i64, Option<Vec<u8>>)> =
+            rows(s, &s.st.log_newest, (p as i32, major, block, i32::MAX)).await?;
         for (minor, blob) in found {
             let Some(blob) = blob else { continue };
             let e = InteractionTracked::decode(&blob)?;
@@ -304,7 +306,9 @@ pub async fn daily_stats(s: &ScyllaStore, q: &StatsQuery) -> Result<Vec<DailySta
             continue; // a status row
         }
         let Some(ty) = InteractionType::parse(&kind) else {
-            return Err(StoreError::Corrupt(format!("unknown interaction type {kind:?}")));
+            return Err(StoreError::Corrupt(format!(
+                "unknown interaction type {kind:?}"
+            )));
         };
         let campaign_id = (!campaign.is_empty()).then_some(campaign.clone());
         if q.interaction_type.is_some_and(|t| t != ty)
@@ -373,7 +377,11 @@ pub async fn all_user_stats(s: &ScyllaStore) -> Result<Vec<UserStats>, StoreErro
         if !k.is_empty() {
             continue;
         }
-        if let Some(stats) = state.map(|b| UserHead::decode(&b)).transpose()?.and_then(|h| h.stats) {
+        if let Some(stats) = state
+            .map(|b| UserHead::decode(&b))
+            .transpose()?
+            .and_then(|h| h.stats)
+        {
             out.push(stats);
         }
     }

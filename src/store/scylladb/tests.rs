@@ -83,7 +83,9 @@ async fn a_commit_cut_short_is_finished_by_its_redelivery() {
     // Not the user's yet: its commands come again and are decided again.
     assert_eq!(s.last_seq(&u).await.unwrap(), 0);
     assert!(s.user_events(&u, 0, 10).await.unwrap().is_empty());
-    let view = s.view(&u, &[batch.groups[0].events[0].interaction_id.clone()], &[]).await;
+    let view = s
+        .view(&u, &[batch.groups[0].events[0].interaction_id.clone()], &[])
+        .await;
     assert!(view.unwrap().own_ids.is_empty());
     // The redelivery decides the same and writes the same rows.
     write_batch(&s, batch).await;
@@ -168,7 +170,10 @@ async fn two_workers_deciding_the_same_commands_write_the_same_rows() {
     let events = a.user_events(&u, 0, 100).await.unwrap();
     let seqs: Vec<u64> = events.iter().map(|e| e.event.seq).collect();
     assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
-    let ids: Vec<&str> = events.iter().map(|e| e.event.interaction_id.as_str()).collect();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e.event.interaction_id.as_str())
+        .collect();
     let want: Vec<&str> = cmds.iter().map(|c| c.interaction_id.as_str()).collect();
     assert_eq!(ids, want);
     assert_exact(&a, &fx, std::slice::from_ref(&u)).await;
@@ -190,7 +195,11 @@ async fn ids_and_keys_beyond_the_head_are_found_in_the_users_rows() {
     let view = s
         .view(
             &u,
-            &[evs[0].interaction_id.clone(), evs[39].interaction_id.clone(), new_id],
+            &[
+                evs[0].interaction_id.clone(),
+                evs[39].interaction_id.clone(),
+                new_id,
+            ],
             &[old_key.clone()],
         )
         .await
@@ -198,7 +207,11 @@ async fn ids_and_keys_beyond_the_head_are_found_in_the_users_rows() {
     assert_eq!(view.last_seq, 40);
     assert_eq!(
         view.own_ids,
-        [evs[0].interaction_id.clone(), evs[39].interaction_id.clone()].into()
+        [
+            evs[0].interaction_id.clone(),
+            evs[39].interaction_id.clone()
+        ]
+        .into()
     );
     assert_eq!(view.known_keys, [old_key].into());
 }
@@ -213,7 +226,11 @@ async fn a_follower_left_behind_changes_nothing() {
     let u = fx.name("u");
     write_batch(
         &s,
-        fx.groups(vec![fx.group(&u, 0, vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, Like)])]),
+        fx.groups(vec![fx.group(
+            &u,
+            0,
+            vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, Like)],
+        )]),
     )
     .await;
     let p = fx.source("x").partition;

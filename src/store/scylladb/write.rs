@@ -133,7 +133,11 @@ pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, 
         let mut first = None;
         for (k, e) in g.events.iter().enumerate() {
             let src = source_of(g, k)?;
-            let key = (src.partition as i32, src.position.major as i64, block_of(src.position));
+            let key = (
+                src.partition as i32,
+                src.position.major as i64,
+                block_of(src.position),
+            );
             let first_of_key = g.meta[k].first_of_key;
             first.get_or_insert(event_pos(
                 e.recorded_or_occurred(),
@@ -160,8 +164,16 @@ pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, 
     }
     let mut rejection_pos = Vec::with_capacity(batch.rejections.len());
     for (r, src) in batch.rejections.iter().zip(&batch.rejection_sources) {
-        let key = (src.partition as i32, src.position.major as i64, block_of(src.position));
-        rejection_pos.push(Some(event_pos(r.rejected_at, src.partition, src.position.minor)));
+        let key = (
+            src.partition as i32,
+            src.position.major as i64,
+            block_of(src.position),
+        );
+        rejection_pos.push(Some(event_pos(
+            r.rejected_at,
+            src.partition,
+            src.position.minor,
+        )));
         blocks.entry(key).or_default().push(stmt(
             &s.st.log_rejection_put,
             r.command_id.len() + r.detail.len(),
@@ -201,7 +213,9 @@ pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, 
     run_batches(s, log_batches).await?;
     #[cfg(test)]
     if s.crash_after_log.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(StoreError::Unavailable("test: crashed after the journal rows".into()));
+        return Err(StoreError::Unavailable(
+            "test: crashed after the journal rows".into(),
+        ));
     }
     // 2. The users' rows, the head of each last.
     let mut current: Vec<Stmt> = Vec::new();
