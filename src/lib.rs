@@ -19,4 +19,5 @@ pub mod log;
 pub mod process;
 pub mod projections;
 pub mod store;
+pub mod tls;
 pub mod verify;

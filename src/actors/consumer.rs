@@ -148,6 +148,20 @@ pub struct ConsumerState {
     processing: ev::Processing,
 }
 
+impl ConsumerState {
+    /// The back-off before delivery `id` is tried again after `error`
+    /// (counted, and logged at most once per window).
+    fn retry_delay(&mut self, id: u64, error: &dyn std::fmt::Display) -> std::time::Duration {
+        let attempt = self.flow.get_mut(id).map_or(1, |f| {
+            f.attempts += 1;
+            f.attempts
+        });
+        let delay = self.config.backoff(attempt);
+        ev::retry_scheduled(self.partition, 1, delay, error);
+        delay
+    }
+}
+
 impl Actor for PartitionConsumer {
     type Msg = ConsumerMsg;
     type State = ConsumerState;
@@ -235,12 +249,7 @@ impl Actor for PartitionConsumer {
                 match result {
                     Ok(()) => ack(state, &[id]).await?,
                     Err(error) => {
-                        let attempt = state.flow.get_mut(id).map_or(1, |f| {
-                            f.attempts += 1;
-                            f.attempts
-                        });
-                        let delay = state.config.backoff(attempt);
-                        ev::retry_scheduled(state.partition, 1, delay, &error);
+                        let delay = state.retry_delay(id, &error);
                         myself.send_after(delay, move || ConsumerMsg::Reanswer(id));
                     }
                 }

@@ -71,12 +71,7 @@ pub(super) async fn on_rerouted(
             super::outcomes::ack(state, &[id]).await?;
         }
         Err(error) => {
-            let attempt = state.flow.get_mut(id).map_or(1, |f| {
-                f.attempts += 1;
-                f.attempts
-            });
-            let delay = state.config.backoff(attempt);
-            ev::retry_scheduled(state.partition, 1, delay, &error);
+            let delay = state.retry_delay(id, &error);
             myself.send_after(delay, move || ConsumerMsg::Reroute(id));
         }
     }

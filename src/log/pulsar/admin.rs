@@ -212,29 +212,8 @@ fn parse_mark_delete(body: &[u8], subscription: &str) -> Result<Option<(u64, i64
 }
 
 fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, LogError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let err = |m: String| LogError::Unavailable(format!("Pulsar admin TLS: {m}"));
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| err(format!("{}: {e}", path.display())))?
-            {
-                roots
-                    .add(cert.map_err(|e| err(e.to_string()))?)
-                    .map_err(|e| err(e.to_string()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::tls::client_config(ca_file)
+        .map_err(|m| LogError::Unavailable(format!("Pulsar admin TLS: {m}")))
 }
 
 #[cfg(test)]

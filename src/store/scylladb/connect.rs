@@ -114,27 +114,8 @@ pub async fn session(cfg: &ScyllaConfig) -> Result<Session, ConnectError> {
 }
 
 fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let err = |message: String| ConnectError::Tls {
+    crate::tls::client_config(Some(path)).map_err(|message| ConnectError::Tls {
         path: path.to_path_buf(),
         message,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?;
-    for cert in certs {
-        roots
-            .add(cert.map_err(|e| err(e.to_string()))?)
-            .map_err(|e| err(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(err("no certificate in the file".into()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    })
 }

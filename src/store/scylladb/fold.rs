@@ -88,8 +88,9 @@ pub async fn partitions(s: &ScyllaStore) -> Result<Vec<u32>, StoreError> {
 
 /// The stored checkpoint of a partition and its generation.
 pub async fn checkpoint(s: &ScyllaStore, p: u32) -> Result<(FoldCheckpoint, i64), StoreError> {
-    let found: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
-        rows(s, &s.st.rollup_cp_get, (p as i32,)).await?;
+    // cp_major, cp_minor, cp_folded, cp_generation.
+    type Statics = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+    let found: Vec<Statics> = rows(s, &s.st.rollup_cp_get, (p as i32,)).await?;
     let Some((major, minor, folded, generation)) = found.into_iter().next() else {
         return Ok((FoldCheckpoint::default(), 0));
     };
@@ -314,26 +315,16 @@ pub async fn fold(
     unknown_days.sort_unstable();
     unknown_days.dedup();
     if !unknown_days.is_empty() {
-        type Loaded = (
-            i32,
-            String,
-            String,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        );
+        // A statistics row and the partition's checkpoint (its statics).
+        type Loaded = (RollupRow, Option<i64>, Option<i64>);
         let found: Vec<Loaded> = rows(s, &s.st.rollup_days_get, (p as i32, &unknown_days)).await?;
-        for (day, kind, campaign, count, uniques, accepted, rejected, folded, generation) in found {
+        for (row, folded, generation) in found {
             // Rows as of another checkpoint: another follower moved on.
             if folded.unwrap_or(0).max(0) as u64 != from.folded
                 || generation.unwrap_or(0) != part.generation
             {
                 return Err(stale(p));
             }
-            let row: RollupRow = (day, kind, campaign, count, uniques, accepted, rejected);
             part.rows.entry((row.0, row.1, row.2)).or_insert(Rollup {
                 count: row.3.unwrap_or(0),
                 uniques: row.4.unwrap_or(0),

@@ -252,8 +252,10 @@ mod tests {
         let h = head_of(&events);
         assert_eq!(h.recent.len(), RECENT_IDS);
         let old_day = DailyKey::of(&ev(1, 2, InteractionType::Like));
-        let (view, missing) =
-            h.resolve(&["i1".into(), "i40".into(), "x".into()], &[old_day.clone()]);
+        let (view, missing) = h.resolve(
+            &["i1".into(), "i40".into(), "x".into()],
+            std::slice::from_ref(&old_day),
+        );
         assert_eq!(view.own_ids, ["i40".to_string()].into());
         assert_eq!(missing.ids, vec!["i1".to_string(), "x".to_string()]);
         assert_eq!(missing.keys, vec![old_day]);

@@ -48,6 +48,9 @@ where
 /// A place in `log`: partition, major, minor.
 type Place = (u32, u64, u64);
 
+/// The events found in one block of `log`, by place.
+type Found = Result<Vec<(Place, Vec<u8>)>, StoreError>;
+
 /// The events of `log` at these places, in the order given (places that
 /// hold no event are left out).
 async fn log_events(s: &ScyllaStore, places: &[Place]) -> Result<Vec<StoredEvent>, StoreError> {
@@ -62,7 +65,7 @@ async fn log_events(s: &ScyllaStore, places: &[Place]) -> Result<Vec<StoredEvent
     }
     let futs = by_block
         .into_iter()
-        .map(|((p, major, block), minors)| -> BoxFuture<'_, Result<Vec<(Place, Vec<u8>)>, StoreError>> {
+        .map(|((p, major, block), minors)| -> BoxFuture<'_, Found> {
             Box::pin(async move {
                 let found: Vec<(i64, Option<Vec<u8>>)> = rows(
                     s,
@@ -185,7 +188,7 @@ pub async fn recent(
         })
         .collect();
     let mut all: Vec<StoredEvent> = bounded(futs).await?.into_iter().flatten().collect();
-    all.sort_by(|a, b| b.pos.cmp(&a.pos));
+    all.sort_by_key(|e| std::cmp::Reverse(e.pos));
     all.truncate(limit);
     Ok(all)
 }

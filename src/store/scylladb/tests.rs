@@ -188,7 +188,7 @@ async fn ids_and_keys_beyond_the_head_are_found_in_the_users_rows() {
     let fx = Fx::new();
     let u = fx.name("u");
     let mut evs: Vec<_> = (1..=40).map(|q| fx.ev(&u, q, Click)).collect();
-    evs[0].occurred_at = evs[0].occurred_at - chrono::Duration::days(30);
+    evs[0].occurred_at -= chrono::Duration::days(30);
     let old_key = DailyKey::of(&evs[0]);
     write_batch(&s, fx.groups(vec![fx.group(&u, 0, evs.clone())])).await;
     let new_id = fx.name("new");
@@ -200,7 +200,7 @@ async fn ids_and_keys_beyond_the_head_are_found_in_the_users_rows() {
                 evs[39].interaction_id.clone(),
                 new_id,
             ],
-            &[old_key.clone()],
+            std::slice::from_ref(&old_key),
         )
         .await
         .unwrap();
