@@ -315,10 +315,22 @@ pub async fn fold(
     unknown_days.sort_unstable();
     unknown_days.dedup();
     if !unknown_days.is_empty() {
-        // A statistics row and the partition's checkpoint (its statics).
-        type Loaded = (RollupRow, Option<i64>, Option<i64>);
+        // A statistics row and the partition's checkpoint (its statics),
+        // flat: the driver checks a row against one tuple, never nested ones.
+        type Loaded = (
+            i32,
+            String,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
         let found: Vec<Loaded> = rows(s, &s.st.rollup_days_get, (p as i32, &unknown_days)).await?;
-        for (row, folded, generation) in found {
+        for (day, kind, campaign, count, uniques, accepted, rejected, folded, generation) in found {
+            let row: RollupRow = (day, kind, campaign, count, uniques, accepted, rejected);
             // Rows as of another checkpoint: another follower moved on.
             if folded.unwrap_or(0).max(0) as u64 != from.folded
                 || generation.unwrap_or(0) != part.generation
