@@ -6,7 +6,7 @@ use crate::actors::supervisor::{RootSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::actors::{Health, Names, PipelineConfig};
 use crate::http::{self, AppState};
 use crate::internal_events;
-use crate::log::embedded::EmbeddedLog;
+use crate::log::embedded::{EmbeddedLog, EmbeddedLogOptions};
 use crate::log::pulsar::{PulsarLog, PulsarOptions, PulsarSink};
 use crate::log::{CommandLog, EventSink};
 use crate::process;
@@ -42,6 +42,10 @@ pub struct ServiceConfig {
     pub internal_listen: Option<SocketAddr>,
     /// Worker threads of the HTTP runtime (apart from the pipeline's).
     pub http_threads: usize,
+    /// Open the embedded command log even if a partition holds damaged
+    /// records, skipping them (each counted as a rejected command) instead
+    /// of refusing to start.
+    pub log_skip_damaged: bool,
 }
 
 /// Opens the embedded store under the data dir.
@@ -103,10 +107,15 @@ pub async fn open_configured_store(
 pub async fn open_log(
     data_dir: &std::path::Path,
     partitions: u32,
+    skip_damaged: bool,
 ) -> anyhow::Result<Arc<dyn CommandLog>> {
     let dir = data_dir.join("log");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let log = EmbeddedLog::open(&dir, partitions)
+    let options = EmbeddedLogOptions {
+        skip_damaged,
+        ..EmbeddedLogOptions::default()
+    };
+    let log = EmbeddedLog::open_with(&dir, partitions, options)
         .await
         .with_context(|| format!("opening the command log in {}", dir.display()))?;
     Ok(log)
@@ -118,7 +127,10 @@ pub async fn open_transport(
     health: &Arc<Health>,
 ) -> anyhow::Result<(Arc<dyn CommandLog>, Option<Arc<PulsarSink>>)> {
     match &config.pulsar {
-        None => Ok((open_log(&config.data_dir, config.partitions).await?, None)),
+        None => Ok((
+            open_log(&config.data_dir, config.partitions, config.log_skip_damaged).await?,
+            None,
+        )),
         Some(options) => {
             let log = PulsarLog::connect(options.clone(), health.clone())
                 .await

@@ -184,6 +184,13 @@ pub struct RunArgs {
     /// Partitions of the embedded command log (fixed once the log exists).
     #[arg(long, env = "TRACKING_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub partitions: u32,
+    /// Open the embedded command log even if a partition holds damaged
+    /// records (a bad frame followed by sound ones), keeping the sound
+    /// records and skipping the damaged ones, each counted as a rejected
+    /// command. Without it the service refuses to start and names the
+    /// records at risk.
+    #[arg(long, env = "TRACKING_LOG_SKIP_DAMAGED")]
+    pub log_skip_damaged: bool,
     /// Time allowed to drain on SIGTERM/SIGINT (e.g. 25s, 500ms, 1m).
     #[arg(long, env = "TRACKING_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -294,6 +301,7 @@ impl RunArgs {
             data_dir: self.store.data_dir.clone(),
             scylla: self.store.scylla()?,
             partitions: self.partitions,
+            log_skip_damaged: self.log_skip_damaged,
             shutdown_grace: self.shutdown_grace,
             pulsar: self.pulsar_options()?,
             pipeline: PipelineConfig {

@@ -28,7 +28,13 @@ pub fn encode_segment_frame(record: &SegmentRecord) -> Result<Vec<u8>, String> {
         properties: record.properties.clone(),
     };
     let mut buf = Vec::new();
-    segment::encode_frame(&mut buf, record.offset, &new, record.published_at_ms)
-        .map_err(|e| e.to_string())?;
+    segment::encode_frame(
+        &mut buf,
+        record.offset,
+        record.group.unwrap_or(record.offset),
+        &new,
+        record.published_at_ms,
+    )
+    .map_err(|e| e.to_string())?;
     Ok(buf)
 }

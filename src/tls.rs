@@ -2,6 +2,12 @@
 //! (the ScyllaDB driver, the Pulsar admin API): the roots to trust, from a
 //! PEM file of CAs or, without one, the webpki roots; certificates are
 //! always verified.
+//!
+//! Two rustls crypto providers are compiled in (ring, which our clients
+//! choose, and aws-lc-rs, which the ScyllaDB driver's rustls feature turns
+//! on). A library that builds its TLS settings with rustls' process default
+//! (the Pulsar crate does) panics when it finds two and none chosen:
+//! [`install_process_provider`] chooses ring before any of them dials.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +39,14 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// Makes ring the process-wide rustls provider, unless one is already
+/// chosen. Idempotent; call before a library builds TLS settings from the
+/// process default.
+pub fn install_process_provider() {
+    // An error only says that a provider is already installed: keep it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

@@ -261,8 +261,19 @@ pub(crate) async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>
             cfg.stats_cache_ttl = std::time::Duration::ZERO;
             crate::app::open_configured_store(&args.data_dir, Some(&cfg)).await
         }
-        None => crate::app::open_store(&args.data_dir)
-            .context("is the service still running on this data dir?"),
+        None => {
+            // A check must not pass on a wrong path: never create a store here.
+            let dir = args.data_dir.join("store");
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "no event store at {}: is --data-dir the service's data dir? \
+                     (verify and rebuild read an existing store, they never create one)",
+                    dir.display()
+                );
+            }
+            crate::app::open_store(&args.data_dir)
+                .context("is the service still running on this data dir?")
+        }
     }
 }
 

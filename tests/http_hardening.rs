@@ -121,6 +121,53 @@ async fn bad_requests_get_a_4xx_never_a_5xx_or_a_hang() {
             true,
         ),
         (
+            "a day at the calendar's start (to - 29 days would overflow)",
+            req("GET", "/tracking/stats/daily?to=-262143-01-10", &[], b""),
+            400,
+            true,
+        ),
+        (
+            "a day at the calendar's end, status stats",
+            req(
+                "GET",
+                "/tracking/stats/status?from=262142-12-01&to=262142-12-31",
+                &[],
+                b"",
+            ),
+            400,
+            true,
+        ),
+        (
+            "a day at the calendar's start, status stats",
+            req("GET", "/tracking/stats/status?to=-262143-01-01", &[], b""),
+            400,
+            true,
+        ),
+        (
+            "occurred_at before 1970",
+            json_post(
+                br#"{"user_id":"u","interaction_type":"click","target":{"id":"p","type":"post"},"campaign_id":"c","occurred_at":"1969-12-31T23:59:59Z"}"#,
+            ),
+            400,
+            true,
+        ),
+        (
+            "occurred_at at the calendar's start",
+            json_post(
+                br#"{"user_id":"u","interaction_type":"click","target":{"id":"p","type":"post"},"campaign_id":"c","occurred_at":"-262143-01-10T00:00:00Z"}"#,
+            ),
+            400,
+            true,
+        ),
+        (
+            "whitespace-only user_id",
+            json_post(
+                br#"{"user_id":"   ","interaction_type":"click","target":{"id":"p","type":"post"},"campaign_id":"c"}"#,
+            ),
+            400,
+            true,
+        ),
+        (
             "bad percent-encoding in the query",
             req("GET", "/tracking/stats/daily?from=%zz", &[], b""),
             400,

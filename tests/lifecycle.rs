@@ -110,6 +110,19 @@ fn verify_detects_and_rebuild_repairs() {
 }
 
 #[test]
+fn verify_and_rebuild_refuse_a_data_dir_without_a_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("dtaa");
+    for command in ["verify", "rebuild"] {
+        let (code, out, err) = tracking(&[command, "--data-dir", typo.to_str().unwrap()]);
+        assert_ne!(code, 0, "{command} passed on a wrong path: {out}");
+        assert!(err.contains("no event store at"), "{command}: {err}");
+        assert!(!out.contains("0 differences"), "{command}: {out}");
+        assert!(!typo.exists(), "{command} created {}", typo.display());
+    }
+}
+
+#[test]
 fn refuses_bad_pulsar_options_and_bad_flags_clearly() {
     let (code, _, err) = tracking(&[
         "run",

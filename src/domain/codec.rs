@@ -21,7 +21,7 @@
 //! else the publish time.
 
 use super::{CommandFormat, RejectReason, Target, TrackInteraction};
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -207,11 +207,14 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     None
 }
 
-/// Parses `YYYY-MM-DD` (a date may also come as a full timestamp: its day is used).
+/// Parses `YYYY-MM-DD` (a date may also come as a full timestamp: its day
+/// is used). Only years 1 to 9999 (four digits): day arithmetic on a date
+/// near the calendar's ends would overflow.
 pub fn parse_day(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
         .ok()
         .or_else(|| parse_timestamp(s).map(|t| t.date_naive()))
+        .filter(|d| (1..=9999).contains(&d.year()))
 }
 
 /// Derives the idempotency key of a message that carries none.
@@ -243,7 +246,19 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Decodes one message into a command.
+/// The property of a marker record that stands in the command log for a
+/// damaged record skipped at the operator's request; its value says where
+/// the record was. The marker is refused as malformed, so every skipped
+/// record is counted and listed among the rejected commands.
+pub const DAMAGED_RECORD_PROPERTY: &str = "tracking-damaged-record";
+
 pub fn decode_command(payload: &[u8], meta: &MessageMeta<'_>) -> Result<Command, DecodeError> {
+    if let Some(place) = meta.prop(DAMAGED_RECORD_PROPERTY) {
+        return Err(err(
+            RejectReason::Malformed,
+            format!("the command log's record ({place}) was damaged on disk and skipped"),
+        ));
+    }
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(err(
             RejectReason::Oversize,
@@ -317,12 +332,18 @@ fn build_track(
         .filter(|s| !s.trim().is_empty())
         .or_else(|| meta.prop("commandId").map(str::to_owned))
         .unwrap_or_else(|| derived_id(meta.identity));
-    let user_id = wire
-        .user_id
-        .map(StringOrNumber::into_string)
-        .filter(|s| !s.trim().is_empty())
-        .or_else(|| meta.key.filter(|k| !k.is_empty()).map(str::to_owned))
-        .unwrap_or_else(|| interaction_id.clone());
+    // Without a `user_id` (the original `TrackInteraction` has none) the
+    // message key, else the interaction id, is the user. A `user_id` that
+    // is given but blank is kept: the rules refuse it as `missing_user`
+    // rather than file the command under another user.
+    let user_id = match wire.user_id.map(StringOrNumber::into_string) {
+        Some(given) => given,
+        None => meta
+            .key
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| interaction_id.clone()),
+    };
     let interaction_type = wire
         .interaction_type
         .or(wire.interaction)

@@ -17,6 +17,10 @@ use std::fmt;
 pub const MAX_ID_LEN: usize = 256;
 /// How far in the future `occurred_at` may be (producer clock skew).
 pub const MAX_FUTURE_SKEW_HOURS: i64 = 24;
+/// The earliest `occurred_at` accepted: the Unix epoch. Earlier ones are a
+/// producer's bug (a zero or negative clock), and a bounded range keeps
+/// every day arithmetic of the projections and reads far from overflow.
+pub const EARLIEST_OCCURRED_AT: DateTime<Utc> = DateTime::UNIX_EPOCH;
 
 /// Why a command was refused. Bounded: these are metric label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,10 +45,13 @@ pub enum RejectReason {
     /// Kept failing while being processed (e.g. its aggregate panicked)
     /// more times than the delivery limit allows.
     TooManyDeliveries,
+    /// `occurred_at` before [`EARLIEST_OCCURRED_AT`]. Last: stored
+    /// rejections may name a variant by its index.
+    OccurredTooLongAgo,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         Self::Malformed,
         Self::UnknownCommand,
         Self::UnsupportedEncoding,
@@ -55,6 +62,7 @@ impl RejectReason {
         Self::MissingUser,
         Self::FieldTooLong,
         Self::OccurredInFuture,
+        Self::OccurredTooLongAgo,
         Self::ConflictingInteractionId,
         Self::TooManyDeliveries,
     ];
@@ -71,6 +79,7 @@ impl RejectReason {
             Self::MissingUser => "missing_user",
             Self::FieldTooLong => "field_too_long",
             Self::OccurredInFuture => "occurred_in_future",
+            Self::OccurredTooLongAgo => "occurred_too_long_ago",
             Self::ConflictingInteractionId => "conflicting_interaction_id",
             Self::TooManyDeliveries => "too_many_deliveries",
         }
@@ -169,6 +178,15 @@ pub fn validate(
             format!("occurred_at is more than {MAX_FUTURE_SKEW_HOURS} h in the future"),
         ));
     }
+    if cmd.occurred_at < EARLIEST_OCCURRED_AT {
+        return Err(violation(
+            RejectReason::OccurredTooLongAgo,
+            format!(
+                "occurred_at is before {}",
+                EARLIEST_OCCURRED_AT.to_rfc3339()
+            ),
+        ));
+    }
     Ok(InteractionTracked {
         schema_version: EVENT_SCHEMA_VERSION,
         interaction_id: cmd.interaction_id.clone(),
@@ -260,6 +278,15 @@ mod tests {
         let mut c = cmd();
         c.occurred_at = now() + Duration::hours(25);
         assert_eq!(reason_of(c), RejectReason::OccurredInFuture);
+        let mut c = cmd();
+        c.occurred_at = EARLIEST_OCCURRED_AT - Duration::milliseconds(1);
+        assert_eq!(reason_of(c), RejectReason::OccurredTooLongAgo);
+        let mut c = cmd();
+        c.occurred_at = DateTime::<Utc>::MIN_UTC;
+        assert_eq!(reason_of(c), RejectReason::OccurredTooLongAgo);
+        let mut c = cmd();
+        c.occurred_at = EARLIEST_OCCURRED_AT;
+        assert!(validate(&c, now()).is_ok());
     }
 
     #[test]

@@ -65,8 +65,11 @@ impl Query {
     pub fn day(&self, name: &str) -> Result<Option<NaiveDate>, BadParam> {
         self.str(name)
             .map(|s| {
-                parse_day(s)
-                    .ok_or_else(|| BadParam(format!("{name} must be a date YYYY-MM-DD, got {s:?}")))
+                parse_day(s).ok_or_else(|| {
+                    BadParam(format!(
+                        "{name} must be a date YYYY-MM-DD from 0001-01-01 to 9999-12-31, got {s:?}"
+                    ))
+                })
             })
             .transpose()
     }

@@ -60,6 +60,20 @@ fn original_track_interaction_uses_key_then_id() {
 }
 
 #[test]
+fn a_blank_user_id_is_kept_for_the_rules_to_refuse() {
+    // Given a command that names its user, but with blanks only
+    let body = r#"{"user_id":"  ","interaction_type":"click","target":{"id":"p","type":"post"},"campaign_id":"c"}"#;
+    // When it is decoded, with or without a message key
+    for key in [None, Some("user-5")] {
+        let t = track(body, &meta(key, None));
+        // Then it is not filed under the key or the interaction id
+        assert_eq!(t.user_id, "  ");
+        let refused = crate::domain::validate(&t, Utc::now()).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::MissingUser);
+    }
+}
+
+#[test]
 fn original_create_interaction_numeric_user() {
     let t = track(
         r#"{"type":"create_interaction","user_id":123,"interaction":"like","timestamp":"2024-06-01T12:00:00Z"}"#,

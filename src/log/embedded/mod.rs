@@ -58,6 +58,7 @@
 //!   committed is delivered again after a restart (at-least-once).
 
 mod partition;
+mod recover;
 pub(crate) mod segment;
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,10 @@ pub struct EmbeddedLogOptions {
     pub max_batch_bytes: usize,
     /// Append requests queued per partition before `append` waits (default 1024).
     pub queue_depth: usize,
+    /// At open, keep the sound records found after damaged ones and skip
+    /// the damaged ones (each delivered as a marker the pipeline rejects),
+    /// instead of refusing to open (default: refuse). See `recover`.
+    pub skip_damaged: bool,
 }
 
 impl Default for EmbeddedLogOptions {
@@ -96,6 +101,7 @@ impl Default for EmbeddedLogOptions {
             max_record_bytes: 1 << 20,
             max_batch_bytes: 1 << 20,
             queue_depth: 1024,
+            skip_damaged: false,
         }
     }
 }

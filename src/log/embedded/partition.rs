@@ -1,9 +1,8 @@
 //! One partition: shared state, recovery at open, the reading source and
 //! the acker (with the committed-offsets file and retention).
 
-use super::segment::{
-    create_segment, decode_body, list_segments, recover_last, segment_path, SegReader,
-};
+use super::recover::recover_last;
+use super::segment::{create_segment, decode_body, list_segments, segment_path, SegReader};
 use super::writer::Writer;
 use super::{blocking, corrupt, lock, sync_dir, write_atomic, EmbeddedLogOptions};
 use crate::log::{Acker, Delivery, LogError, PartitionSource};
@@ -91,7 +90,7 @@ pub(super) fn open_partition(
         segments.push(0);
     }
     let (first, base) = (segments[0], segments[segments.len() - 1]);
-    let recovered = recover_last(&dir, base)?;
+    let recovered = recover_last(&dir, base, opts.skip_damaged)?;
     let end = base + recovered.records;
     let (committed, delivered, acked) = read_offsets(&dir)?.unwrap_or((0, 0, Vec::new()));
     if committed < first || committed > end {

@@ -2,7 +2,9 @@
 //!
 //! A frame is `[u32 len LE][u32 crc32 LE of body][body]`; the body is the
 //! MessagePack (named fields) encoding of a record, which carries its own
-//! offset so that misplaced data is detected.
+//! offset so that misplaced data is detected, and the first offset of its
+//! write group, so that recovery can tell a torn write from damage
+//! ([`super::recover`]).
 
 use super::{corrupt, sync_dir};
 use crate::log::{LogError, NewRecord};
@@ -57,6 +59,7 @@ pub(super) fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
 #[derive(Serialize)]
 struct RecordRef<'a> {
     offset: u64,
+    group: u64,
     key: &'a str,
     #[serde(serialize_with = "ser_bytes")]
     payload: &'a [u8],
@@ -68,6 +71,10 @@ struct RecordRef<'a> {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Record {
     pub offset: u64,
+    /// The first offset of the write group the record was written in
+    /// (absent in frames written before groups were recorded).
+    #[serde(default)]
+    pub group: Option<u64>,
     pub key: String,
     #[serde(deserialize_with = "de_bytes")]
     pub payload: Vec<u8>,
@@ -103,11 +110,12 @@ fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     d.deserialize_byte_buf(Bytes)
 }
 
-/// Appends the frame of `record` (at `offset`) to `buf`; on error `buf` is
-/// left as it was.
+/// Appends the frame of `record` (at `offset`, in the write group starting
+/// at offset `group`) to `buf`; on error `buf` is left as it was.
 pub(crate) fn encode_frame(
     buf: &mut Vec<u8>,
     offset: u64,
+    group: u64,
     record: &NewRecord,
     published_at_ms: i64,
 ) -> Result<(), LogError> {
@@ -115,6 +123,7 @@ pub(crate) fn encode_frame(
     buf.extend_from_slice(&[0; HEADER]);
     let body = RecordRef {
         offset,
+        group,
         key: &record.key,
         payload: &record.payload,
         properties: &record.properties,
@@ -276,46 +285,4 @@ impl SegReader {
         self.cursor = body.end;
         Ok(Some(body))
     }
-}
-
-/// What recovery found in the last segment.
-pub(super) struct Recovered {
-    /// Sound records in the segment.
-    pub records: u64,
-    /// Length of the sound prefix (the file is truncated to it).
-    pub valid_len: u64,
-}
-
-/// Scans the last (active) segment and truncates a torn tail: everything
-/// from the first incomplete, CRC-failing or undecodable frame on. Every
-/// frame after that point was written after the last successful `fsync`
-/// (see the module docs), so nothing confirmed is lost.
-pub(super) fn recover_last(dir: &Path, base: u64) -> Result<Recovered, LogError> {
-    let mut reader = SegReader::open(dir, base, 0)?;
-    let mut records = 0u64;
-    let valid_len = loop {
-        let pos = reader.byte_pos();
-        match reader.next_frame(u64::MAX) {
-            Ok(Some(body)) => match decode_body(&reader.buf[body]) {
-                Ok(r) if r.offset == base + records => records += 1,
-                _ => break pos,
-            },
-            Ok(None) | Err(FrameError::Truncated(_) | FrameError::Bad(..)) => break pos,
-            Err(FrameError::Io(e)) => return Err(e.into()),
-        }
-    };
-    let path = segment_path(dir, base);
-    let len = fs::metadata(&path)?.len();
-    if len > valid_len {
-        tracing::warn!(
-            segment = %path.display(),
-            kept = valid_len,
-            dropped = len - valid_len,
-            "truncating the torn tail of the command log"
-        );
-        let file = OpenOptions::new().write(true).open(&path)?;
-        file.set_len(valid_len)?;
-        file.sync_all()?;
-    }
-    Ok(Recovered { records, valid_len })
 }

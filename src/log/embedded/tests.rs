@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::time::timeout;
 
+mod damage;
 mod recovery;
 
 async fn within<F: Future>(f: F) -> F::Output {

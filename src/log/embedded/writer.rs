@@ -106,7 +106,7 @@ impl Writer {
             let mark = self.buf.len();
             let mut result = Ok(first);
             for record in records {
-                if let Err(e) = encode_frame(&mut self.buf, self.next_offset, record, now) {
+                if let Err(e) = encode_frame(&mut self.buf, self.next_offset, start, record, now) {
                     self.buf.truncate(mark);
                     self.next_offset = first;
                     result = Err(e);

@@ -118,6 +118,8 @@ pub async fn build(o: &PulsarOptions) -> Result<Pulsar<TokioExecutor>, LogError>
                 .into(),
         ));
     }
+    // The crate builds its TLS settings from rustls' process default.
+    crate::tls::install_process_provider();
     let mut b = Pulsar::builder(o.url.clone(), TokioExecutor)
         .with_connection_retry_options(ConnectionRetryOptions {
             min_backoff: Duration::from_millis(100),

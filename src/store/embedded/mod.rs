@@ -192,9 +192,29 @@ fn keyspace_options() -> KeyspaceCreateOptions {
         .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
 }
 
+/// The database marks a directory as its own with a `version` file. A
+/// directory that holds files but not that one is a damaged or partly
+/// copied store: opening it would fail with a misleading I/O error, and
+/// it must never be taken for an empty one.
+fn refuse_a_store_without_its_version(dir: &Path) -> Result<(), StoreError> {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // Not there yet: created empty.
+    };
+    if entries.next().is_some() && !dir.join("version").exists() {
+        return Err(StoreError::Corrupt(format!(
+            "{} holds files but no `version` file: a damaged or incomplete store. \
+             Restore it from a backup, or move it away to start with an empty store \
+             (the command log's records not yet in a backup would then be lost)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        refuse_a_store_without_its_version(dir)?;
         let db = Database::builder(dir)
             .manual_journal_persist(true)
             .cache_size(CACHE_BYTES)

@@ -209,6 +209,26 @@ async fn reopen_keeps_head_and_checkpoints() {
 }
 
 #[tokio::test]
+async fn a_store_without_its_version_file_is_refused_clearly() {
+    // Given a store that was written to
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(batch(0..2, 0, 1).into()).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    // When its version file is lost
+    std::fs::remove_file(dir.path().join("version")).unwrap();
+    // Then opening it says what is wrong, and leaves the files alone
+    let err = EmbeddedStore::open(dir.path())
+        .err()
+        .expect("opened a damaged store");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("no `version` file"), "{err}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() > 0);
+}
+
+#[tokio::test]
 async fn invalid_groups_are_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();

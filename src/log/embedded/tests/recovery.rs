@@ -46,7 +46,7 @@ async fn confirmed_records_survive_a_crash() {
 #[tokio::test]
 async fn a_torn_tail_is_truncated_and_confirmed_records_kept() {
     let mut frame = Vec::new();
-    encode_frame(&mut frame, 5, &rec("k", "never confirmed"), 0).unwrap();
+    encode_frame(&mut frame, 5, 5, &rec("k", "never confirmed"), 0).unwrap();
     let mut bad_crc = frame.clone();
     let last = bad_crc.len() - 1;
     bad_crc[last] ^= 0xff;
