@@ -42,10 +42,20 @@ pub struct ServiceConfig {
     pub internal_listen: Option<SocketAddr>,
     /// Worker threads of the HTTP runtime (apart from the pipeline's).
     pub http_threads: usize,
-    /// Open the embedded command log even if a partition holds damaged
-    /// records, skipping them (each counted as a rejected command) instead
-    /// of refusing to start.
-    pub log_skip_damaged: bool,
+    /// What the embedded command log may do at open with data it cannot
+    /// trust (default: refuse to start and say what is at risk).
+    pub log_recovery: LogRecovery,
+}
+
+/// The operator's answers to the embedded command log's refusals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogRecovery {
+    /// Keep the sound records after damaged ones and skip the damaged ones
+    /// (each counted as a rejected command).
+    pub skip_damaged: bool,
+    /// Deliver again every record the log retains (after the store lost
+    /// acknowledged data; what it still holds is found as duplicates).
+    pub replay_retained: bool,
 }
 
 /// Opens the embedded store under the data dir.
@@ -107,12 +117,13 @@ pub async fn open_configured_store(
 pub async fn open_log(
     data_dir: &std::path::Path,
     partitions: u32,
-    skip_damaged: bool,
+    recovery: LogRecovery,
 ) -> anyhow::Result<Arc<dyn CommandLog>> {
     let dir = data_dir.join("log");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let options = EmbeddedLogOptions {
-        skip_damaged,
+        skip_damaged: recovery.skip_damaged,
+        replay_retained: recovery.replay_retained,
         ..EmbeddedLogOptions::default()
     };
     let log = EmbeddedLog::open_with(&dir, partitions, options)
@@ -128,7 +139,7 @@ pub async fn open_transport(
 ) -> anyhow::Result<(Arc<dyn CommandLog>, Option<Arc<PulsarSink>>)> {
     match &config.pulsar {
         None => Ok((
-            open_log(&config.data_dir, config.partitions, config.log_skip_damaged).await?,
+            open_log(&config.data_dir, config.partitions, config.log_recovery).await?,
             None,
         )),
         Some(options) => {
@@ -279,6 +290,49 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> a
     serve(config, listener, parts, shutdown).await
 }
 
+/// Refuses a store that lost what the command log witnessed it holding when
+/// offsets were committed for good (deleted, restored from an older backup,
+/// its journal cut short): those commands would never be delivered again.
+/// Then has every later commit witness the store's durable head. A log
+/// created now beside a store that holds data is reported: if an older log
+/// was deleted, what it had accepted and not yet delivered is gone.
+fn witness_the_store(
+    store: &Arc<dyn EventStore>,
+    log: &dyn CommandLog,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let Some(head) = store.durable_head() else {
+        return Ok(());
+    };
+    if let Some(witnessed) = log.witnessed_store_head().filter(|&w| w > head) {
+        anyhow::bail!(
+            "the event store in {dir}/store is behind the command log: its journal ends at \
+             position {head}, but the log's committed offsets were recorded when it had \
+             reached {witnessed}, so {lost} acknowledged events or rejections are gone from \
+             the store (deleted, restored from an older backup, or its journal cut short) and \
+             the log would never deliver their commands again. Restore the newest backup of \
+             the store; or start once with --log-replay-retained to deliver again every \
+             command the log still holds (what the store still has is found as duplicates; \
+             commands whose log segments were already deleted cannot come back)",
+            dir = data_dir.display(),
+            lost = witnessed - head,
+        );
+    }
+    if log.created_now() && head > 0 {
+        tracing::warn!(
+            store_head = head,
+            "the command log was created now, but the event store already holds {head} \
+             positions: if an earlier command log was deleted, the commands it had accepted \
+             and not yet processed are lost"
+        );
+    }
+    let store = Arc::downgrade(store);
+    log.witness_store(Arc::new(move || {
+        store.upgrade().and_then(|s| s.durable_head()).unwrap_or(0)
+    }));
+    Ok(())
+}
+
 /// What a running service is made of, opened before it starts.
 struct Parts {
     health: Arc<Health>,
@@ -310,6 +364,7 @@ impl Parts {
         if let Some(instance) = log.instance() {
             hold_single_log(&store, instance).await?;
         }
+        witness_the_store(&store, log.as_ref(), &config.data_dir)?;
         let parts = Parts {
             health,
             log,

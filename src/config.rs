@@ -191,6 +191,12 @@ pub struct RunArgs {
     /// records at risk.
     #[arg(long, env = "TRACKING_LOG_SKIP_DAMAGED")]
     pub log_skip_damaged: bool,
+    /// Deliver again every command the embedded log still holds, once: the
+    /// answer to a store that lost acknowledged data (restored from an
+    /// older backup, deleted, its journal cut short), which the service
+    /// otherwise refuses. What the store still has is found as duplicates.
+    #[arg(long, env = "TRACKING_LOG_REPLAY_RETAINED")]
+    pub log_replay_retained: bool,
     /// Time allowed to drain on SIGTERM/SIGINT (e.g. 25s, 500ms, 1m).
     #[arg(long, env = "TRACKING_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -301,7 +307,10 @@ impl RunArgs {
             data_dir: self.store.data_dir.clone(),
             scylla: self.store.scylla()?,
             partitions: self.partitions,
-            log_skip_damaged: self.log_skip_damaged,
+            log_recovery: crate::app::LogRecovery {
+                skip_damaged: self.log_skip_damaged,
+                replay_retained: self.log_replay_retained,
+            },
             shutdown_grace: self.shutdown_grace,
             pulsar: self.pulsar_options()?,
             pipeline: PipelineConfig {

@@ -42,7 +42,7 @@ async fn start_with(
         api_token: None,
         internal_listen: None,
         http_threads: 1,
-        log_skip_damaged: false,
+        log_recovery: Default::default(),
     };
     let store = Arc::new(FaultyStore {
         panic_prefix: Some("boom"),

@@ -25,7 +25,7 @@ async fn live_aggregates_stay_under_the_cap() {
         api_token: None,
         internal_listen: None,
         http_threads: 1,
-        log_skip_damaged: false,
+        log_recovery: Default::default(),
         shutdown_grace: Duration::from_secs(30),
         pipeline: PipelineConfig {
             max_live_aggregates: CAP,

@@ -87,7 +87,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 api_token: None,
                 internal_listen: None,
                 http_threads: 1,
-                log_skip_damaged: false,
+                log_recovery: Default::default(),
             };
             Target::InProcess {
                 svc: app::start(config)

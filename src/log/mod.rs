@@ -136,6 +136,9 @@ impl Delivery {
     }
 }
 
+/// Reads the store's durable head (see [`CommandLog::witness_store`]).
+pub type StoreHead = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The write side and the partition directory of a command log.
 #[async_trait]
 pub trait CommandLog: Send + Sync + 'static {
@@ -164,6 +167,23 @@ pub trait CommandLog: Send + Sync + 'static {
     /// The partition a record keyed `key` is appended to (the log's own
     /// routing, which every producer of the log is expected to use).
     fn partition_of(&self, key: &str) -> u32;
+
+    /// Has every later commit of consumed offsets record `head()`, the
+    /// store's durable head, beside them: a witness, kept outside the
+    /// store, of how far the store had got when records were acknowledged
+    /// for good. Logs that keep no such witness ignore it.
+    fn witness_store(&self, _head: StoreHead) {}
+
+    /// The highest store head witnessed by the commits found at open
+    /// (`None`: this log keeps no witness, or none was recorded yet).
+    fn witnessed_store_head(&self) -> Option<u64> {
+        None
+    }
+
+    /// Whether this open created the log (nothing of a previous one found).
+    fn created_now(&self) -> bool {
+        false
+    }
 
     /// How far the partition is acknowledged by every consumer of it:
     /// every record at or below the returned position is (`None`: none

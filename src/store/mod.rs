@@ -387,6 +387,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last record committed (0 if none).
     async fn head(&self) -> Result<u64, StoreError>;
 
+    /// The journal's durable head, read without waiting, for stores whose
+    /// positions are their own (the embedded store); `None` otherwise. It
+    /// never moves back unless the store lost data.
+    fn durable_head(&self) -> Option<u64> {
+        None
+    }
+
     /// The last position applied to a projection.
     async fn checkpoint(&self, projection: ProjectionKind) -> Result<u64, StoreError>;
 

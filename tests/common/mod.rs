@@ -328,7 +328,7 @@ pub fn service_config(dir: &Path) -> alpes_tracking::app::ServiceConfig {
         api_token: None,
         internal_listen: None,
         http_threads: 1,
-        log_skip_damaged: false,
+        log_recovery: Default::default(),
         shutdown_grace: Duration::from_secs(20),
         pipeline: alpes_tracking::actors::PipelineConfig::default(),
     }

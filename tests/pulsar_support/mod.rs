@@ -93,7 +93,7 @@ pub fn config(dir: &Path, pulsar: PulsarOptions) -> ServiceConfig {
         api_token: None,
         internal_listen: None,
         http_threads: 1,
-        log_skip_damaged: false,
+        log_recovery: Default::default(),
     }
 }
 

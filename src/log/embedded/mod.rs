@@ -57,6 +57,7 @@
 //! - A commit persists only acked offsets, so every record not acked and
 //!   committed is delivered again after a restart (at-least-once).
 
+mod offsets;
 mod partition;
 mod recover;
 pub(crate) mod segment;
@@ -92,6 +93,11 @@ pub struct EmbeddedLogOptions {
     /// the damaged ones (each delivered as a marker the pipeline rejects),
     /// instead of refusing to open (default: refuse). See `recover`.
     pub skip_damaged: bool,
+    /// At open, move every partition's committed offset back to its first
+    /// retained record, so that what the log still holds is delivered
+    /// again (after a store lost acknowledged data; the records it still
+    /// has are found as duplicates).
+    pub replay_retained: bool,
 }
 
 impl Default for EmbeddedLogOptions {
@@ -102,6 +108,7 @@ impl Default for EmbeddedLogOptions {
             max_batch_bytes: 1 << 20,
             queue_depth: 1024,
             skip_damaged: false,
+            replay_retained: false,
         }
     }
 }
@@ -136,6 +143,8 @@ pub struct EmbeddedLog {
     parts: Vec<Part>,
     closed: AtomicBool,
     /// Holds the directory lock while open.
+    /// Whether this open created the log.
+    created_now: bool,
     _lock: File,
 }
 
@@ -192,6 +201,7 @@ impl EmbeddedLog {
             }
             Err(fs::TryLockError::Error(e)) => return Err(e.into()),
         }
+        let created_now = !dir.join("meta").exists();
         let log_id = check_meta(&dir, partitions)?;
         let mut parts = Vec::with_capacity(partitions as usize);
         for id in 0..partitions {
@@ -212,6 +222,7 @@ impl EmbeddedLog {
             max_record_bytes: options.max_record_bytes,
             parts,
             closed: AtomicBool::new(false),
+            created_now,
             _lock: lock_file,
         })
     }
@@ -341,6 +352,21 @@ impl CommandLog for EmbeddedLog {
     /// `Closed` and commits every partition's acks. Idempotent.
     fn partition_of(&self, key: &str) -> u32 {
         partition_for(key, self.partitions)
+    }
+
+    fn witness_store(&self, head: crate::log::StoreHead) {
+        for part in &self.parts {
+            let _ = part.shared.witness.set(head.clone());
+        }
+    }
+
+    fn witnessed_store_head(&self) -> Option<u64> {
+        let most = self.parts.iter().map(|p| p.shared.witnessed).max()?;
+        (most > 0).then_some(most)
+    }
+
+    fn created_now(&self) -> bool {
+        self.created_now
     }
 
     fn instance(&self) -> Option<u64> {

@@ -1,11 +1,12 @@
 //! One partition: shared state, recovery at open, the reading source and
 //! the acker (with the committed-offsets file and retention).
 
+use super::offsets::{read_offsets, write_offsets, Offsets};
 use super::recover::recover_last;
 use super::segment::{create_segment, decode_body, list_segments, segment_path, SegReader};
 use super::writer::Writer;
-use super::{blocking, corrupt, lock, sync_dir, write_atomic, EmbeddedLogOptions};
-use crate::log::{Acker, Delivery, LogError, PartitionSource};
+use super::{blocking, corrupt, lock, sync_dir, EmbeddedLogOptions};
+use crate::log::{Acker, Delivery, LogError, PartitionSource, StoreHead};
 use async_trait::async_trait;
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
@@ -14,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-const OFFSETS: &str = "offsets";
-const OFFSETS_MAGIC: &[u8; 8] = b"ALPOFF01";
 /// Acked offsets above the committed one that a commit persists (so they
 /// are not redelivered after a restart); beyond this, extra redeliveries.
 const MAX_PERSISTED_ACKS: usize = 65_536;
@@ -62,6 +61,10 @@ pub(super) struct Shared {
     pub segments: Mutex<Vec<u64>>,
     pub acks: Mutex<AckState>,
     pub commit_lock: tokio::sync::Mutex<()>,
+    /// The store's durable head, recorded with every commit once set.
+    pub witness: std::sync::OnceLock<StoreHead>,
+    /// The store head the offsets file witnessed at open (0: none).
+    pub witnessed: u64,
 }
 
 impl Shared {
@@ -92,7 +95,23 @@ pub(super) fn open_partition(
     let (first, base) = (segments[0], segments[segments.len() - 1]);
     let recovered = recover_last(&dir, base, opts.skip_damaged)?;
     let end = base + recovered.records;
-    let (committed, delivered, acked) = read_offsets(&dir)?.unwrap_or((0, 0, Vec::new()));
+    let Offsets {
+        mut committed,
+        delivered,
+        witness: mut witnessed,
+        mut acked,
+    } = read_offsets(&dir)?.unwrap_or_default();
+    if opts.replay_retained && committed > first {
+        tracing::warn!(
+            partition = id,
+            from = first,
+            committed,
+            "replaying the records the command log retains (--log-replay-retained): \
+             those already processed are found as duplicates"
+        );
+        // The operator accepted the store's loss: witness it afresh.
+        (committed, acked, witnessed) = (first, Vec::new(), 0);
+    }
     if committed < first || committed > end {
         return Err(corrupt(format!(
             "{}: committed offset {committed} is outside the stored records [{first}, {end})",
@@ -130,6 +149,8 @@ pub(super) fn open_partition(
         segments: Mutex::new(segments),
         acks: Mutex::new(acks),
         commit_lock: tokio::sync::Mutex::new(()),
+        witness: std::sync::OnceLock::new(),
+        witnessed,
     });
     Ok(Writer {
         shared,
@@ -142,51 +163,6 @@ pub(super) fn open_partition(
         buf: Vec::new(),
         failed: None,
     })
-}
-
-/// Offsets file: magic, committed, delivered, n, n acked offsets, CRC32
-/// (all little-endian). Written atomically (tmp, fsync, rename, fsync dir).
-fn read_offsets(dir: &Path) -> Result<Option<(u64, u64, Vec<u64>)>, LogError> {
-    let path = dir.join(OFFSETS);
-    let data = match fs::read(&path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let bad = || corrupt(format!("{}: unreadable offsets file", path.display()));
-    if data.len() < 36 || &data[..8] != OFFSETS_MAGIC {
-        return Err(bad());
-    }
-    let (content, crc) = data.split_at(data.len() - 4);
-    if crc32fast::hash(content).to_le_bytes() != crc {
-        return Err(bad());
-    }
-    let words: Vec<u64> = content[8..]
-        .chunks(8)
-        .map(|c| {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        })
-        .collect();
-    if content.len() % 8 != 0 || words.len() < 3 || words[2] != (words.len() - 3) as u64 {
-        return Err(bad());
-    }
-    Ok(Some((words[0], words[1], words[3..].to_vec())))
-}
-
-fn write_offsets(dir: &Path, committed: u64, delivered: u64, acked: &[u64]) -> io::Result<()> {
-    let mut data = Vec::with_capacity(36 + 8 * acked.len());
-    data.extend_from_slice(OFFSETS_MAGIC);
-    for w in [committed, delivered, acked.len() as u64]
-        .iter()
-        .chain(acked)
-    {
-        data.extend_from_slice(&w.to_le_bytes());
-    }
-    let crc = crc32fast::hash(&data);
-    data.extend_from_slice(&crc.to_le_bytes());
-    write_atomic(dir, OFFSETS, &data)
 }
 
 /// Persists the acks if they changed, then deletes segments that hold only
@@ -203,8 +179,14 @@ pub(super) async fn commit(shared: &Arc<Shared>) -> Result<(), LogError> {
     };
     if let Some((prefix, delivered, acked)) = snapshot {
         let dir = shared.dir.clone();
-        if let Err(e) = blocking(move || Ok(write_offsets(&dir, prefix, delivered, &acked)?)).await
-        {
+        // Read after the acks were taken: every acked record's effects are
+        // at or below the store's head by now. Never below what was there.
+        let witness = shared
+            .witness
+            .get()
+            .map_or(shared.witnessed, |head| head().max(shared.witnessed));
+        let write = move || Ok(write_offsets(&dir, prefix, delivered, witness, &acked)?);
+        if let Err(e) = blocking(write).await {
             lock(&shared.acks).dirty = true;
             return Err(e);
         }

@@ -398,6 +398,11 @@ impl EventStore for EmbeddedStore {
         Ok(self.inner.head.load(Ordering::Acquire))
     }
 
+    fn durable_head(&self) -> Option<u64> {
+        // Moved only after the batch's fsync (see `write`).
+        Some(self.inner.head.load(Ordering::Acquire))
+    }
+
     async fn checkpoint(&self, projection: ProjectionKind) -> Result<u64, StoreError> {
         Ok(*self.inner.checkpoints[proj_index(projection)].lock().await)
     }
