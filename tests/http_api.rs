@@ -307,3 +307,33 @@ async fn restart_keeps_sequence_numbers_and_stats() {
     .await;
     svc.stop().await.expect("graceful stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_fields_never_reach_the_command_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(dir.path()).await;
+    let addr = svc.addr;
+    // Ten commands carrying a 60 KB field no format reads.
+    let junk = "j".repeat(60_000);
+    for i in 0..10 {
+        let body = format!(
+            r#"{{"interaction_id":"junk-{i}","user_id":"u-j","interaction_type":"click","target":{{"id":"p","type":"post"}},"campaign_id":"c-j","occurred_at":"2026-11-29T10:00:00Z","notes":"{junk}"}}"#
+        );
+        let r = post(addr, &body).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    // The log holds the commands, not the junk (600 KB were sent).
+    fn bytes_under(p: &std::path::Path) -> u64 {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| match e.file_type().unwrap().is_dir() {
+                true => bytes_under(&e.path()),
+                false => e.metadata().unwrap().len(),
+            })
+            .sum()
+    }
+    let logged = bytes_under(&dir.path().join("log"));
+    assert!(logged < 20_000, "the command log holds {logged} bytes");
+    eventually(addr, "/tracking/interactions/junk-9", |r| r.status == 200).await;
+}

@@ -141,9 +141,9 @@ impl StringOrNumber {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 struct WireTarget {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<StringOrNumber>,
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     kind: Option<String>,
 }
 
@@ -151,32 +151,32 @@ struct WireTarget {
 /// the format apart.
 #[derive(Debug, Default, Deserialize, Serialize)]
 struct Wire {
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     command_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     interaction_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     user_id: Option<StringOrNumber>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     interaction_type: Option<String>,
     /// `create_interaction` names the type `interaction`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     interaction: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     target: Option<WireTarget>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     target_element_id: Option<StringOrNumber>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     target_element_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     campaign_id: Option<StringOrNumber>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     affiliate_id: Option<StringOrNumber>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     occurred_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     timestamp: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     correlation_id: Option<String>,
 }
 
@@ -246,6 +246,15 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Decodes one message into a command.
+/// The JSON command `payload` with only the fields a format reads: what
+/// the HTTP ingest stores, so that unknown fields (of any size) never reach
+/// the command log. `None` if it is not a JSON command object. Decoding the
+/// result gives the same command as decoding `payload`.
+pub fn known_fields_json(payload: &[u8]) -> Option<Vec<u8>> {
+    let wire: Wire = serde_json::from_slice(payload).ok()?;
+    serde_json::to_vec(&wire).ok()
+}
+
 /// The property of a marker record that stands in the command log for a
 /// damaged record skipped at the operator's request; its value says where
 /// the record was. The marker is refused as malformed, so every skipped

@@ -4,7 +4,9 @@
 
 use super::query::{percent_decode, BadParam, Query};
 use super::{error, json, AppState, Body, Listener, BODY_TIMEOUT};
-use crate::domain::codec::{decode_command, Command, MessageMeta, MAX_PAYLOAD_BYTES};
+use crate::domain::codec::{
+    decode_command, known_fields_json, Command, MessageMeta, MAX_PAYLOAD_BYTES,
+};
 use crate::domain::validate;
 use crate::log::NewRecord;
 use crate::store::{StatsQuery, StoreError, StoredEvent};
@@ -240,8 +242,9 @@ async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Response<
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    // The id is decided here so the client gets it; the payload is kept as
-    // sent (its format decides its rules) and the id travels as `commandId`.
+    // The id is decided here so the client gets it and travels as
+    // `commandId`; the payload keeps its format (which decides its rules)
+    // but only the fields a format reads: unknown ones never reach the log.
     let generated = uuid::Uuid::new_v4().to_string();
     let mut properties = HashMap::new();
     properties.insert("commandId".to_string(), generated.clone());
@@ -268,7 +271,7 @@ async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Response<
     }
     let record = NewRecord {
         key: cmd.user_id.clone(),
-        payload: body.to_vec(),
+        payload: known_fields_json(&body).unwrap_or_else(|| body.to_vec()),
         properties,
     };
     match state.log.append(vec![record]).await {

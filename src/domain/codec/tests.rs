@@ -182,3 +182,32 @@ fn missing_timestamp_falls_back_to_event_time_then_publish_time() {
         Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap()
     );
 }
+
+#[test]
+fn only_known_fields_are_kept_and_decode_the_same() {
+    // Given commands of every JSON format, with unknown fields, one large
+    let junk = "x".repeat(30_000);
+    let bodies = [
+        format!(
+            r#"{{"interaction_id":"i-1","user_id":"u-1","interaction_type":"click","target":{{"id":"p","type":"post","extra":"{junk}"}},"campaign_id":7,"occurred_at":"2026-11-29T10:00:00Z","junk":"{junk}"}}"#
+        ),
+        format!(
+            r#"{{"interaction_type":"view","target_element_id":42,"target_element_type":"post","campaign_id":"c","timestamp":"2025-09-10T12:00:00Z","junk":["{junk}"]}}"#
+        ),
+        format!(
+            r#"{{"type":"create_interaction","user_id":123,"interaction":"like","timestamp":"2024-06-01T12:00:00Z","junk":{{"a":"{junk}"}}}}"#
+        ),
+    ];
+    for body in bodies {
+        // When only the known fields are kept
+        let kept = known_fields_json(body.as_bytes()).unwrap();
+        // Then the junk is gone and the command is the same
+        assert!(kept.len() < 400, "{}", String::from_utf8_lossy(&kept));
+        let m = meta(Some("key-1"), None);
+        assert_eq!(
+            track(&String::from_utf8(kept).unwrap(), &m),
+            track(&body, &m)
+        );
+    }
+    assert_eq!(known_fields_json(b"[1,2]"), None);
+}
