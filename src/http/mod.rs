@@ -1,12 +1,14 @@
 //! The HTTP endpoint (hyper 1, HTTP/1.1): ingest, reads, health, readiness
 //! and Prometheus metrics.
 //!
-//! Hardening: at most `MAX_CONNECTIONS` connections (accepting waits when
-//! full), a header read timeout, a body read timeout and the 64 KiB body
-//! limit. Access: an optional bearer token for the read endpoints, and an
+//! Hardening: at most `MAX_CONNECTIONS` connections, half of them at most
+//! from one client address, with spare connections that answer the probes
+//! when the cap is full (`admission`); a header read timeout (also closing
+//! idle connections), a body read timeout and the 64 KiB body limit. Access: an optional bearer token for the read endpoints, and an
 //! optional internal listener for health, readiness and metrics. Every error is JSON `{"error":{"code":..,"message":..}}`; a bad
 //! request is a 4xx, never a 5xx or a panic.
 
+mod admission;
 mod query;
 mod routes;
 mod runtime;
@@ -20,6 +22,7 @@ use crate::actors::Health;
 use crate::internal_events::HttpRuntime;
 use crate::log::CommandLog;
 use crate::store::EventStore;
+use admission::{Admission, Admitter, Ticket};
 use bytes_body::Body;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -33,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 
 mod bytes_body {
     pub type Body = http_body_util::Full<hyper::body::Bytes>;
@@ -105,17 +108,14 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     ingest: Option<Handle>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admitter = Admitter::default();
     let ingest = ingest.filter(|_| role == Listener::Public);
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -124,6 +124,17 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let permit = match admitter.admit(peer.ip()) {
+            Admission::Full(ticket) => ticket,
+            Admission::Spare(ticket) => {
+                tokio::spawn(probe_only(stream, role, state.clone(), ticket));
+                continue;
+            }
+            Admission::Refused(why) => {
+                tokio::spawn(admission::refuse(stream, why));
+                continue;
+            }
+        };
         let state = state.clone();
         let ingest = ingest.clone();
         tokio::spawn(async move {
@@ -142,13 +153,7 @@ pub async fn serve(
 
 /// Moves a connection to the ingest runtime (re-registered with that
 /// runtime's reactor) and serves it there.
-fn hand_over(
-    stream: TcpStream,
-    ingest: &Handle,
-    role: Listener,
-    state: AppState,
-    permit: OwnedSemaphorePermit,
-) {
+fn hand_over(stream: TcpStream, ingest: &Handle, role: Listener, state: AppState, permit: Ticket) {
     let std = match stream.into_std() {
         Ok(std) => std,
         Err(e) => return tracing::debug!(error = %e, "cannot hand a connection over"),
@@ -172,14 +177,48 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
     }
 }
 
+/// Serves a connection admitted beyond the cap: one request, whose head
+/// must come within `SPARE_HEADER_TIMEOUT`; health, readiness and metrics
+/// are answered, everything else gets a 503.
+async fn probe_only(stream: TcpStream, role: Listener, state: AppState, _ticket: Ticket) {
+    crate::internal_events::http_connection(HttpRuntime::Front);
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let state = state.clone();
+        async move {
+            if routes::is_probe(&req) {
+                return handle(state, role, req).await;
+            }
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the server is at its connection limit; retry",
+            );
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(admission::SPARE_HEADER_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "spare connection ended with an error");
+    }
+}
+
 /// Serves one connection (HTTP/1.1, keep-alive) until it ends; its
-/// `permit` (one of `MAX_CONNECTIONS`) is returned then.
+/// `ticket` (a place under `MAX_CONNECTIONS`) is given back then.
 async fn connection(
     stream: TcpStream,
     role: Listener,
     state: AppState,
     on: HttpRuntime,
-    _permit: OwnedSemaphorePermit,
+    _ticket: Ticket,
 ) {
     crate::internal_events::http_connection(on);
     let service = service_fn(move |req| handle(state.clone(), role, req));

@@ -20,6 +20,14 @@ use std::collections::HashMap;
 /// Longest day range of a stats query.
 const MAX_RANGE_DAYS: i64 = 366;
 
+/// Whether the request is a probe: health, readiness or metrics (what a
+/// spare connection answers when the cap is full).
+pub fn is_probe(req: &Request<Incoming>) -> bool {
+    let path = req.uri().path().trim_end_matches('/');
+    req.method() == Method::GET
+        && matches!(path, "/tracking/health" | "/tracking/ready" | "/metrics")
+}
+
 pub async fn route(
     state: &AppState,
     role: Listener,
