@@ -10,6 +10,7 @@
 //! ```
 
 pub mod aggregate;
+mod commit_window;
 pub mod consumer;
 pub mod folder;
 pub mod follow;
@@ -101,19 +102,18 @@ impl PipelineConfig {
     }
 }
 
-/// Group commits that must fail in a row before readiness says "store
-/// unavailable". One failed commit (a request that timed out while the
-/// store was busy) does not take a working worker out of its Service; a
-/// store that is away fails every retry, so it shows within a few back-offs.
-pub const STORE_FAILURES_BEFORE_UNREADY: u32 = 3;
+pub use commit_window::CommitWindow;
 
 /// Process health shared by the actors and the HTTP endpoint.
 #[derive(Debug, Default)]
 pub struct Health {
     started: AtomicBool,
     draining: AtomicBool,
-    /// Group commits failed in a row (0 after any success).
-    store_failures: AtomicU32,
+    /// Group commit outcomes over a sliding window: readiness says "store
+    /// unavailable" when nearly all of them failed (`commit_window`).
+    commits: std::sync::Mutex<CommitWindow>,
+    /// The last verdict of `commits`, for the readiness reads.
+    store_failing: AtomicBool,
     consumers_up: AtomicU32,
     consumers_expected: AtomicU32,
     /// Broker consumers currently disconnected (Pulsar mode; 0 otherwise).
@@ -137,21 +137,20 @@ impl Health {
     }
     /// The result of a group commit.
     pub fn store_result(&self, ok: bool) {
-        let before = if ok {
-            self.store_failures.swap(0, Ordering::SeqCst)
-        } else {
-            self.store_failures.fetch_add(1, Ordering::SeqCst)
+        self.store_result_at(ok, std::time::Instant::now());
+    }
+    fn store_result_at(&self, ok: bool, now: std::time::Instant) {
+        let failing = {
+            let mut w = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+            w.record(ok, now);
+            w.failing(now)
         };
-        let after = if ok { 0 } else { before.saturating_add(1) };
-        if Self::failing(before) != Self::failing(after) {
+        if self.store_failing.swap(failing, Ordering::SeqCst) != failing {
             self.publish();
         }
     }
-    fn failing(failures: u32) -> bool {
-        failures >= STORE_FAILURES_BEFORE_UNREADY
-    }
     fn store_failing(&self) -> bool {
-        Self::failing(self.store_failures.load(Ordering::SeqCst))
+        self.store_failing.load(Ordering::SeqCst)
     }
     pub fn consumer_up(&self) {
         self.consumers_up.fetch_add(1, Ordering::SeqCst);
@@ -253,21 +252,22 @@ mod tests {
         h.consumer_up();
         h.consumer_up();
         assert!(h.is_ready());
-        for _ in 1..STORE_FAILURES_BEFORE_UNREADY {
-            h.store_result(false);
-            assert!(h.is_ready(), "isolated failures keep it ready");
+        let t0 = std::time::Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        for ms in 0..10 {
+            h.store_result_at(true, at(ms));
         }
-        h.store_result(true);
-        for _ in 1..STORE_FAILURES_BEFORE_UNREADY {
-            h.store_result(false);
+        h.store_result_at(false, at(20));
+        h.store_result_at(false, at(30));
+        assert!(h.is_ready(), "isolated failures keep it ready");
+        for ms in 0..100 {
+            h.store_result_at(false, at(40 + ms));
         }
-        assert!(h.is_ready(), "a success starts the count again");
-        h.store_result(false);
         assert_eq!(h.reason(), "store unavailable");
-        h.store_result(false);
-        assert_eq!(h.reason(), "store unavailable");
-        h.store_result(true);
-        assert!(h.is_ready());
+        for ms in 0..20 {
+            h.store_result_at(true, at(200 + ms));
+        }
+        assert!(h.is_ready(), "commits succeed again");
         h.set_draining();
         assert!(!h.is_ready());
     }
