@@ -361,3 +361,28 @@ async fn a_slow_store_is_waited_for_not_retried() {
     store.write_delay_ms.store(0, Ordering::SeqCst);
     svc.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_that_needs_a_restart_fails_liveness_and_refuses_posts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, store) = start(dir.path(), 2).await;
+    let addr = svc.addr;
+    wait_for_ready(addr, 200).await;
+    // Given a store that will refuse every write until the process restarts
+    store.broken.store(true, Ordering::SeqCst);
+    // Then liveness fails (an orchestrator restarts the process), readiness
+    // too, and a POST is refused instead of accepted for nobody to persist
+    let health = get(addr, "/tracking/health".into()).await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.json()["status"], "restart needed");
+    let ready = get(addr, "/tracking/ready".into()).await;
+    assert_eq!(ready.status, 503);
+    let r = post(
+        addr,
+        command(Some("nr-1"), "nr", "view", "c", "2026-11-29T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "unavailable");
+    svc.stop().await.ok();
+}

@@ -73,9 +73,7 @@ pub async fn route(
         Err(e) => return ("bad_query", bad_request(e)),
     };
     match (segments.as_slice(), &method) {
-        (["tracking", "health"], &Method::GET) => {
-            ("health", json(StatusCode::OK, &j!({"status": "ok"})))
-        }
+        (["tracking", "health"], &Method::GET) => ("health", health(state)),
         (["tracking", "ready"], &Method::GET) => ("ready", ready(state)),
         (["metrics"], &Method::GET) => ("metrics", metrics(state)),
         (["tracking", "interactions"], &Method::POST) => {
@@ -170,7 +168,25 @@ fn bad_request(e: BadParam) -> Response<Body> {
     error(StatusCode::BAD_REQUEST, "bad_request", e.0)
 }
 
+/// Liveness: 200 unless the process cannot recover without a restart (its
+/// store refuses every write), so that an orchestrator restarts it.
+pub fn health(state: &AppState) -> Response<Body> {
+    match state.store.needs_restart() {
+        None => json(StatusCode::OK, &j!({"status": "ok"})),
+        Some(why) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &j!({"status": "restart needed", "reason": why}),
+        ),
+    }
+}
+
 fn ready(state: &AppState) -> Response<Body> {
+    if let Some(why) = state.store.needs_restart() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &j!({"status": "restart needed", "reason": why}),
+        );
+    }
     if state.health.is_ready() {
         json(StatusCode::OK, &j!({"status": "ready"}))
     } else {
@@ -199,6 +215,11 @@ async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Response<
             "draining",
             "the worker is shutting down",
         );
+    }
+    // This process cannot persist events any more: send the client to a
+    // worker that can, rather than queue commands behind a restart.
+    if let Some(why) = state.store.needs_restart() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why);
     }
     let content_type = req
         .headers()

@@ -387,6 +387,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last record committed (0 if none).
     async fn head(&self) -> Result<u64, StoreError>;
 
+    /// Why the store cannot be used again until the process restarts
+    /// (`None`: it can). Liveness fails then, so that an orchestrator
+    /// restarts the process and the store recovers at open.
+    fn needs_restart(&self) -> Option<String> {
+        None
+    }
+
     /// The journal's durable head, read without waiting, for stores whose
     /// positions are their own (the embedded store); `None` otherwise. It
     /// never moves back unless the store lost data.

@@ -24,6 +24,9 @@ pub struct FaultyStore {
     pub panic_prefix: Option<&'static str>,
     /// Calls of `last_seq`: each is an aggregate loading its user.
     pub loads: AtomicU32,
+    /// While set, the store is broken until a restart (like a poisoned
+    /// embedded store after a full disk): writes fail, `needs_restart` says so.
+    pub broken: AtomicBool,
 }
 
 impl FaultyStore {
@@ -35,6 +38,7 @@ impl FaultyStore {
             write_delay_ms: AtomicU64::new(0),
             panic_prefix: None,
             loads: AtomicU32::new(0),
+            broken: AtomicBool::new(false),
         }
     }
 }
@@ -86,6 +90,11 @@ impl EventStore for FaultyStore {
     fn kind(&self) -> &'static str {
         "faulty"
     }
+    fn needs_restart(&self) -> Option<String> {
+        self.broken
+            .load(Ordering::SeqCst)
+            .then(|| "injected: the store refuses every write".to_string())
+    }
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
         let delay = self.write_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
@@ -93,6 +102,9 @@ impl EventStore for FaultyStore {
         }
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Timeout("injected outage".into()));
+        }
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: poisoned".into()));
         }
         if self
             .failing_writes

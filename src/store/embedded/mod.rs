@@ -133,6 +133,24 @@ struct Inner {
     /// Per projection (in `ProjectionKind::ALL` order): the checkpoint, and
     /// the lock that serializes its applies and resets.
     checkpoints: [Arc<tokio::sync::Mutex<u64>>; 3],
+    /// Set once a commit found the database poisoned (a journal write
+    /// failed, e.g. on a full disk): it refuses every write until it is
+    /// opened again, which only a restart does.
+    broken: std::sync::OnceLock<String>,
+}
+
+impl Inner {
+    /// The error of a failed commit; notes a poisoned database.
+    fn commit_failed(&self, e: fjall::Error) -> StoreError {
+        if matches!(e, fjall::Error::Poisoned) {
+            let why = "the event store's journal failed to write (a full disk?) and refuses \
+                       every write until the store is opened again: restart the service";
+            if self.broken.set(why.to_string()).is_ok() {
+                tracing::error!("{why}");
+            }
+        }
+        db_err(e)
+    }
 }
 
 /// Maps a fjall error: I/O-like failures are retryable, the rest is corruption.
@@ -293,6 +311,7 @@ impl EmbeddedStore {
             seqs: std::sync::Mutex::new(seqs::SeqCache::new(SEQ_CACHE_USERS)),
             head: AtomicU64::new(head),
             checkpoints: checkpoints.map(|cp| Arc::new(tokio::sync::Mutex::new(cp))),
+            broken: std::sync::OnceLock::new(),
         };
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
@@ -396,6 +415,10 @@ impl EventStore for EmbeddedStore {
 
     async fn head(&self) -> Result<u64, StoreError> {
         Ok(self.inner.head.load(Ordering::Acquire))
+    }
+
+    fn needs_restart(&self) -> Option<String> {
+        self.inner.broken.get().cloned()
     }
 
     fn durable_head(&self) -> Option<u64> {

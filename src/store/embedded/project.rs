@@ -181,7 +181,7 @@ impl Inner {
             }
         };
         fb.insert(ks, keys::CHECKPOINT, delta.to.to_be_bytes());
-        fb.commit().map_err(db_err)?;
+        fb.commit().map_err(|e| self.commit_failed(e))?;
         let today = chrono::Utc::now().date_naive();
         if !daily_rows.is_empty() {
             self.daily_mirror.update(today, daily_rows);

@@ -184,7 +184,7 @@ impl Inner {
         }
         fb.insert(&self.meta, "head", head.to_be_bytes());
         // The durability point: fsync of the journal, then memtables.
-        fb.commit().map_err(db_err)?;
+        fb.commit().map_err(|e| self.commit_failed(e))?;
         self.head.store(head, Ordering::Release);
         // Still under the writer lock: the cache never lags the keyspace
         // for the next append check.
