@@ -53,13 +53,14 @@ pub(crate) struct Fx {
 impl Fx {
     pub(crate) fn new() -> Self {
         // Days of their own: a slot of 5 days per fixture, from a random
-        // start per process (tests share a server's stats by day).
+        // start per process (tests share a server's stats by day), within
+        // the days the rules accept (1970 on, not in the future).
         static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         static SLOT: AtomicU64 = AtomicU64::new(0);
         let id = uuid::Uuid::new_v4();
-        let start = *START.get_or_init(|| (id.as_u128() % 10_000) as u64);
-        let slot = (start + SLOT.fetch_add(1, Ordering::Relaxed)) % 10_000;
-        let base = NaiveDate::from_ymd_opt(1800, 1, 1).unwrap();
+        let start = *START.get_or_init(|| (id.as_u128() % 4_000) as u64);
+        let slot = (start + SLOT.fetch_add(1, Ordering::Relaxed)) % 4_000;
+        let base = NaiveDate::from_ymd_opt(1970, 1, 2).unwrap();
         let day = base + Days::new(slot * 5);
         Fx {
             tag: id.simple().to_string(),
