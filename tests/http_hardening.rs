@@ -1,7 +1,8 @@
 //! Bad requests, table-driven, on raw sockets against the real HTTP stack:
 //! each gets a 4xx (with the error JSON whenever our handler answers; the
-//! HTTP parser's own refusals, e.g. 431, have no body), never a 5xx, never
-//! a hang; a client that stops sending its head is disconnected.
+//! HTTP parser's own refusals, e.g. 431, have no body), never a 500, never
+//! a hang (an HTTP/2 preface gets 505 HTTP Version Not Supported, with the
+//! error JSON); a client that stops sending its head is disconnected.
 
 mod common;
 
@@ -245,6 +246,12 @@ async fn bad_requests_get_a_4xx_never_a_5xx_or_a_hang() {
             b"\x16\x03\x01\x02\x00 not http\r\n\r\n".to_vec(),
             400,
             false,
+        ),
+        (
+            "an HTTP/2 connection preface",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            505,
+            true,
         ),
         (
             "bad chunked body",

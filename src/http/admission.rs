@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -142,16 +142,38 @@ impl Drop for ClientSlot {
 /// Answers a refused connection with a 503 and closes it (without reading
 /// the request; a client that does not read its answer is dropped after a
 /// second).
-pub async fn refuse(mut stream: TcpStream, why: &'static str) {
+pub async fn refuse(stream: TcpStream, why: &'static str) {
     let body = serde_json::json!({"error": {"code": "busy", "message": why}}).to_string();
+    let head = "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1";
+    canned(stream, head, &body).await;
+}
+
+/// Answers an HTTP/2 connection preface: this server speaks HTTP/1.1.
+pub async fn refuse_http2(stream: TcpStream) {
+    let body = serde_json::json!({"error": {
+        "code": "http_version_not_supported",
+        "message": "this endpoint speaks HTTP/1.1 only"
+    }})
+    .to_string();
+    canned(stream, "HTTP/1.1 505 HTTP Version Not Supported", &body).await;
+}
+
+/// Writes `head` (status line and extra headers) with a JSON `body`, then
+/// closes the connection, reading what the client sent meanwhile (closing
+/// with unread bytes would reset the connection before it reads the
+/// answer).
+async fn canned(mut stream: TcpStream, head: &str, body: &str) {
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "{head}\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
         body.len()
     );
     let send = async {
         stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
 }

@@ -144,6 +144,9 @@ pub async fn serve(
             match first_byte(&stream).await {
                 // A silent client: what hyper's header timeout would do.
                 None => {}
+                Some(b'P') if is_http2_preface(&stream).await => {
+                    admission::refuse_http2(stream).await;
+                }
                 Some(b'P') => hand_over(stream, &ingest, role, state, permit),
                 Some(_) => connection(stream, role, state, HttpRuntime::Front, permit).await,
             }
@@ -175,6 +178,14 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
         Ok(Ok(1)) => Some(first[0]),
         _ => None,
     }
+}
+
+/// Whether the connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`),
+/// which this HTTP/1.1 server answers with a 505 instead of a silent close.
+/// (The first byte is there already, so the peek does not wait.)
+async fn is_http2_preface(stream: &TcpStream) -> bool {
+    let mut head = [0u8; 8];
+    matches!(stream.peek(&mut head).await, Ok(8)) && &head == b"PRI * HT"
 }
 
 /// Serves a connection admitted beyond the cap: one request, whose head
