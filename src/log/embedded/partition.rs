@@ -101,16 +101,20 @@ pub(super) fn open_partition(
         witness: mut witnessed,
         mut acked,
     } = read_offsets(&dir)?.unwrap_or_default();
-    if opts.replay_retained && committed > first {
-        tracing::warn!(
-            partition = id,
-            from = first,
-            committed,
-            "replaying the records the command log retains (--log-replay-retained): \
-             those already processed are found as duplicates"
-        );
-        // The operator accepted the store's loss: witness it afresh.
-        (committed, acked, witnessed) = (first, Vec::new(), 0);
+    if opts.replay_retained {
+        // The operator accepted the store's loss: witness it afresh, and
+        // deliver again whatever this partition still holds.
+        witnessed = 0;
+        if committed > first {
+            tracing::warn!(
+                partition = id,
+                from = first,
+                committed,
+                "replaying the records the command log retains (--log-replay-retained): \
+                 those already processed are found as duplicates"
+            );
+            (committed, acked) = (first, Vec::new());
+        }
     }
     if committed < first || committed > end {
         return Err(corrupt(format!(
