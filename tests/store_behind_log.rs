@@ -147,3 +147,59 @@ fn a_deleted_store_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_store_journal_cut_short_is_refused_and_the_log_replays_what_it_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // Given 60 commands acknowledged, persisted and committed
+    let mut worker = Worker::start(&data, &[]);
+    post_and_settle(&worker, 0..60, 60);
+    assert_eq!(worker.term(Duration::from_secs(25)), Some(0));
+    // When the store's journal loses its last quarter (files are
+    // preallocated: the quarter of what was written)
+    let mut cut = 0;
+    for entry in std::fs::read_dir(data.join("store")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jnl") {
+            let bytes = std::fs::read(&path).unwrap();
+            let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len((used * 3 / 4) as u64)
+                .unwrap();
+            cut += 1;
+        }
+    }
+    assert!(cut > 0, "no journal file in the store");
+    // Then the start is refused, naming what is gone
+    let (code, err) = refused_run(&data);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("behind the command log"), "{err}");
+    // And the replay brings every command back exactly once: what the cut
+    // kept is found as duplicates, what it lost is appended again
+    let worker = Worker::start(&data, &["--log-replay-retained"]);
+    assert_eq!(count(&worker, 60), 60);
+    let found = settled_duplicates(&worker);
+    assert!(found < 60, "the cut lost nothing: the test cut no data");
+    assert_eq!(count(&worker, 60), 60);
+    for i in [0, 30, 59] {
+        let r = get(worker.addr, &format!("/tracking/interactions/w-{i}"));
+        assert_eq!(r.status, 200, "w-{i}");
+    }
+}
+
+/// The duplicates counted once they stop moving (the replay has settled).
+fn settled_duplicates(worker: &Worker) -> u64 {
+    let mut last = u64::MAX;
+    wait_for("the replay to settle", Duration::from_secs(30), || {
+        let now = duplicates(worker);
+        let settled = now == last;
+        last = now;
+        std::thread::sleep(Duration::from_millis(300));
+        settled.then_some(())
+    });
+    last
+}
