@@ -65,8 +65,7 @@ pub struct LogRecovery {
 /// ([`process::BACKGROUND_NICE`]): they inherit it. Compaction is
 /// background work that may wait for idle CPU; when it ran at the
 /// pipeline's priority, its bursts took both cores from the actors and
-/// showed as the end-to-end latency's spikes (BENCHMARKS.md, "Background
-/// work at the lowest priority").
+/// showed as the end-to-end latency's spikes.
 pub fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>> {
     let dir = data_dir.join("store");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

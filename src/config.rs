@@ -170,8 +170,7 @@ pub struct RunArgs {
     /// flush and compaction workers always run at 19, the lowest). The
     /// HTTP threads keep the process's own, so reads are answered ahead of
     /// the pipeline when the CPU is saturated (19 measured a lower read
-    /// tail than 10 at the same ingest: BENCHMARKS.md, "Reads under
-    /// ingest"). 0 turns it off.
+    /// tail than 10 at the same ingest). 0 turns it off.
     #[arg(long, env = "TRACKING_PIPELINE_NICE", default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub pipeline_nice: u8,
     /// Bearer token the read endpoints require (`Authorization: Bearer

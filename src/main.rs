@@ -113,7 +113,7 @@ mod mimalloc_options {
 /// many threads freeing memory allocated by others (actors, the store's
 /// blocking pool) that held 50 to 60 MiB more at the peak of the
 /// 1,000,000-user scenario, at no measurable throughput cost when returned
-/// at once (BENCHMARKS.md, "Memory"). Not for a worker on the ScyllaDB
+/// at once (`loadtest/scenarios/memory.sh`). Not for a worker on the ScyllaDB
 /// store: there the page faults cost about a tenth of its CPU
 /// (`loadtest/scenarios/stack-drain.sh`, 128 -> 112 µs per event).
 #[cfg(not(feature = "system-allocator"))]

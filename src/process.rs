@@ -9,7 +9,7 @@
 /// Transparent huge pages off for this process. mimalloc asks the kernel
 /// for them (madvise) and the kernel then backs partly used 2 MiB ranges
 /// whole: 118 MiB of a 448 MiB peak in the 1,000,000-user memory scenario,
-/// against 265 MiB at the same load without them (BENCHMARKS.md, "Memory").
+/// against 265 MiB at the same load without them (`loadtest/scenarios/memory.sh`).
 /// Also covers kernels set to use them everywhere (`always`).
 pub fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]

@@ -5,7 +5,7 @@
 //! registry on every call: build the key, hash the name and the labels,
 //! find the entry (and `partition.to_string()` allocated besides). At tens
 //! of thousands of events a second those lookups took about 2 % of the
-//! pipeline's CPU in a profile (BENCHMARKS.md, "Fourteenth session"). The
+//! pipeline's CPU in a profile. The
 //! actors on that path register their series once, in `pre_start`, and
 //! record through the handle: the same series, the same values.
 //!

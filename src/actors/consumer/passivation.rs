@@ -109,8 +109,8 @@ impl Aggregates {
     /// was reached, the actor of the last one: not stopped, but handed
     /// back to be rebound to the user that needs the room
     /// (`AggregateMsg::Rebind`). Spawning an aggregate and stopping one per
-    /// new user at the cap cost about 9 % of the pipeline's capacity
-    /// (BENCHMARKS.md, "Eleventh session"); a rebound actor drops its
+    /// new user at the cap cost about 9 % of the pipeline's capacity in a
+    /// profile; a rebound actor drops its
     /// user's state exactly as a stopped one does, and it is idle (nothing
     /// outstanding), so no message of the old user can reach it.
     ///

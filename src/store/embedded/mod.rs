@@ -99,7 +99,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// On-disk format of this module; bumped on incompatible layout changes.
-/// Format 1 (until the thirteenth session) is upgraded at open
+/// Format 1 is upgraded at open
 /// ([`migrate`]).
 const FORMAT_VERSION: u32 = 2;
 
@@ -176,7 +176,7 @@ fn proj_index(p: ProjectionKind) -> usize {
 /// Block cache. The OS page cache holds the files too (outside the
 /// process's RSS), so a cache miss costs a copy, not a disk read; 16 MiB
 /// instead of 32 took 25 MiB off the worker's peak in the 1,000,000-user
-/// scenario (BENCHMARKS.md, "Memory").
+/// scenario (`loadtest/scenarios/memory.sh`).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Users per generation of the last-sequence cache ([`seqs`]): two
 /// generations hold the last 131,072 to 262,144 users written, about 18 MiB

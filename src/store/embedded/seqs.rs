@@ -5,7 +5,7 @@
 //! the user, and the store's conditional append checks it under the
 //! writer lock (every group of every user needs the second). Both were point lookups in the
 //! `last_seq` keyspace, together about 14 % of the pipeline's CPU at
-//! saturation (BENCHMARKS.md, "Eleventh session").
+//! saturation, in a profile.
 //!
 //! The cache is filled **only under the store's writer lock**: after a
 //! commit, with the sequence numbers it wrote, and when the writer itself
