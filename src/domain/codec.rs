@@ -246,15 +246,6 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Decodes one message into a command.
-/// The JSON command `payload` with only the fields a format reads: what
-/// the HTTP ingest stores, so that unknown fields (of any size) never reach
-/// the command log. `None` if it is not a JSON command object. Decoding the
-/// result gives the same command as decoding `payload`.
-pub fn known_fields_json(payload: &[u8]) -> Option<Vec<u8>> {
-    let wire: Wire = serde_json::from_slice(payload).ok()?;
-    serde_json::to_vec(&wire).ok()
-}
-
 /// The property of a marker record that stands in the command log for a
 /// damaged record skipped at the operator's request; its value says where
 /// the record was. The marker is refused as malformed, so every skipped
@@ -262,6 +253,25 @@ pub fn known_fields_json(payload: &[u8]) -> Option<Vec<u8>> {
 pub const DAMAGED_RECORD_PROPERTY: &str = "tracking-damaged-record";
 
 pub fn decode_command(payload: &[u8], meta: &MessageMeta<'_>) -> Result<Command, DecodeError> {
+    decode(payload, meta, false).map(|(command, _)| command)
+}
+
+/// [`decode_command`], and, for an interaction command, its JSON with only
+/// the fields a format reads, from the same parse: what the HTTP ingest
+/// stores, so that unknown fields (of any size) never reach the command
+/// log. Decoding that JSON gives the same command.
+pub fn decode_command_known_fields(
+    payload: &[u8],
+    meta: &MessageMeta<'_>,
+) -> Result<(Command, Option<Vec<u8>>), DecodeError> {
+    decode(payload, meta, true)
+}
+
+fn decode(
+    payload: &[u8],
+    meta: &MessageMeta<'_>,
+    known_fields: bool,
+) -> Result<(Command, Option<Vec<u8>>), DecodeError> {
     if let Some(place) = meta.prop(DAMAGED_RECORD_PROPERTY) {
         return Err(err(
             RejectReason::Malformed,
@@ -284,7 +294,7 @@ pub fn decode_command(payload: &[u8], meta: &MessageMeta<'_>) -> Result<Command,
     match name {
         None | Some("TrackInteraction") => {}
         Some("BuildInteractionsInfo") => {
-            return decode_saga(payload, meta).map(Command::BuildInteractionsInfo)
+            return decode_saga(payload, meta).map(|s| (Command::BuildInteractionsInfo(s), None))
         }
         Some(other) => {
             return Err(err(
@@ -328,7 +338,10 @@ pub fn decode_command(payload: &[u8], meta: &MessageMeta<'_>) -> Result<Command,
         (false, None) if name == Some("TrackInteraction") => CommandFormat::OriginalTrack,
         (false, None) => CommandFormat::Canonical,
     };
-    Ok(Command::Track(build_track(wire, format, meta)?))
+    let known = known_fields
+        .then(|| serde_json::to_vec(&wire).ok())
+        .flatten();
+    Ok((Command::Track(build_track(wire, format, meta)?), known))
 }
 
 fn build_track(

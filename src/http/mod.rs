@@ -141,13 +141,11 @@ pub async fn serve(
             let Some(ingest) = ingest else {
                 return connection(stream, role, state, HttpRuntime::Front, permit).await;
             };
-            match first_byte(&stream).await {
+            match opening(&stream).await {
                 // A silent client: what hyper's header timeout would do.
                 None => {}
-                Some(b'P') if is_http2_preface(&stream).await => {
-                    admission::refuse_http2(stream).await;
-                }
-                Some(b'P') => hand_over(stream, &ingest, role, state, permit),
+                Some(o) if o.http2 => admission::refuse_http2(stream).await,
+                Some(o) if o.first == b'P' => hand_over(stream, &ingest, role, state, permit),
                 Some(_) => connection(stream, role, state, HttpRuntime::Front, permit).await,
             }
         });
@@ -169,23 +167,29 @@ fn hand_over(stream: TcpStream, ingest: &Handle, role: Listener, state: AppState
     });
 }
 
-/// The connection's first byte, once it arrived (`P`: a `POST`; the other
-/// methods served here start otherwise). `None` if the client sent nothing
-/// within `HEADER_TIMEOUT` or closed.
-async fn first_byte(stream: &TcpStream) -> Option<u8> {
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(1)) => Some(first[0]),
-        _ => None,
-    }
+/// How a connection opens, from one peek at its first bytes (left for
+/// hyper to read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Opening {
+    /// The first byte (`P`: a `POST`; the other methods served here start
+    /// otherwise).
+    first: u8,
+    /// The HTTP/2 preface (`PRI * HTTP/2.0`), which this HTTP/1.1 server
+    /// answers with a 505 instead of a silent close.
+    http2: bool,
 }
 
-/// Whether the connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`),
-/// which this HTTP/1.1 server answers with a 505 instead of a silent close.
-/// (The first byte is there already, so the peek does not wait.)
-async fn is_http2_preface(stream: &TcpStream) -> bool {
+/// The connection's opening, once its first bytes arrived; `None` if the
+/// client sent nothing within `HEADER_TIMEOUT` or closed.
+async fn opening(stream: &TcpStream) -> Option<Opening> {
     let mut head = [0u8; 8];
-    matches!(stream.peek(&mut head).await, Ok(8)) && &head == b"PRI * HT"
+    match tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut head)).await {
+        Ok(Ok(n)) if n > 0 => Some(Opening {
+            first: head[0],
+            http2: n == head.len() && &head == b"PRI * HT",
+        }),
+        _ => None,
+    }
 }
 
 /// Serves a connection admitted beyond the cap: one request, whose head
@@ -280,7 +284,7 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 
 #[cfg(test)]
 mod tests {
-    use super::first_byte;
+    use super::opening;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -300,7 +304,7 @@ mod tests {
         ] {
             let (mut client, server) = pair().await;
             client.write_all(sent).await.unwrap();
-            assert_eq!(first_byte(&server).await, Some(want));
+            assert_eq!(opening(&server).await.map(|o| o.first), Some(want));
             // Peeked, not consumed.
             let mut buf = vec![0u8; sent.len()];
             server.readable().await.unwrap();
@@ -312,9 +316,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_or_closed_client_gives_no_first_byte() {
         let (_client, server) = pair().await;
-        assert_eq!(first_byte(&server).await, None, "silent past the timeout");
+        assert_eq!(opening(&server).await, None, "silent past the timeout");
         let (client, server) = pair().await;
         drop(client);
-        assert_eq!(first_byte(&server).await, None, "closed");
+        assert_eq!(opening(&server).await, None, "closed");
     }
 }

@@ -4,9 +4,7 @@
 
 use super::query::{percent_decode, BadParam, Query};
 use super::{error, json, AppState, Body, Listener, BODY_TIMEOUT};
-use crate::domain::codec::{
-    decode_command, known_fields_json, Command, MessageMeta, MAX_PAYLOAD_BYTES,
-};
+use crate::domain::codec::{decode_command_known_fields, Command, MessageMeta, MAX_PAYLOAD_BYTES};
 use crate::domain::validate;
 use crate::log::NewRecord;
 use crate::store::{StatsQuery, StoreError, StoredEvent};
@@ -284,9 +282,9 @@ async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Response<
         identity: &generated,
         published_at: Utc::now(),
     };
-    let cmd = match decode_command(&body, &meta) {
-        Ok(Command::Track(cmd)) => cmd,
-        Ok(Command::BuildInteractionsInfo(_)) => {
+    let (cmd, known) = match decode_command_known_fields(&body, &meta) {
+        Ok((Command::Track(cmd), known)) => (cmd, known),
+        Ok((Command::BuildInteractionsInfo(_), _)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "unknown_command",
@@ -300,7 +298,7 @@ async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Response<
     }
     let record = NewRecord {
         key: cmd.user_id.clone(),
-        payload: known_fields_json(&body).unwrap_or_else(|| body.to_vec()),
+        payload: known.unwrap_or_else(|| body.to_vec()),
         properties,
     };
     match state.log.append(vec![record]).await {
