@@ -423,6 +423,12 @@ pub fn http_request(route: &'static str, status: u16, seconds: f64) {
     histogram!(HTTP_DURATION, "route" => route).record(seconds);
 }
 
+/// hyper refused a request it could not parse (400, 414, 431) before any
+/// route saw it; counted as the route `unparsed`.
+pub fn http_refused_unparsed(status: u16) {
+    http_request("unparsed", status, 0.0);
+}
+
 /// Which HTTP runtime serves a connection (see `http::runtime`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpRuntime {

@@ -1,6 +1,6 @@
 //! Bad requests, table-driven, on raw sockets against the real HTTP stack:
-//! each gets a 4xx (with the error JSON whenever our handler answers; the
-//! HTTP parser's own refusals, e.g. 431, have no body), never a 500, never
+//! each gets a 4xx with the error JSON (the HTTP parser's own refusals,
+//! 400 and 431, included), never a 500, never
 //! a hang (an HTTP/2 preface gets 505 HTTP Version Not Supported, with the
 //! error JSON); a client that stops sending its head is disconnected.
 
@@ -239,13 +239,19 @@ async fn bad_requests_get_a_4xx_never_a_5xx_or_a_hang() {
             "huge header",
             req("GET", "/tracking/health", &huge_header, b""),
             431,
-            false,
+            true,
         ),
         (
             "garbage request line",
             b"\x16\x03\x01\x02\x00 not http\r\n\r\n".to_vec(),
             400,
-            false,
+            true,
+        ),
+        (
+            "a header line without a colon",
+            b"GET /tracking/health HTTP/1.1\r\nHost: t\r\nnot a header\r\n\r\n".to_vec(),
+            400,
+            true,
         ),
         (
             "an HTTP/2 connection preface",

@@ -5,11 +5,13 @@
 //! from one client address, with spare connections that answer the probes
 //! when the cap is full (`admission`); a header read timeout (also closing
 //! idle connections), a body read timeout and the 64 KiB body limit. Access: an optional bearer token for the read endpoints, and an
-//! optional internal listener for health, readiness and metrics. Every error is JSON `{"error":{"code":..,"message":..}}`; a bad
-//! request is a 4xx, never a 5xx or a panic.
+//! optional internal listener for health, readiness and metrics. Every error is JSON `{"error":{"code":..,"message":..}}`,
+//! the HTTP parser's own refusals included (`refusals`); a bad request is a
+//! 4xx, never a 5xx or a panic.
 
 mod admission;
 mod query;
+mod refusals;
 mod routes;
 mod runtime;
 
@@ -220,7 +222,7 @@ async fn probe_only(stream: TcpStream, role: Listener, state: AppState, _ticket:
         .header_read_timeout(admission::SPARE_HEADER_TIMEOUT)
         .keep_alive(false)
         .max_buf_size(16 * 1024)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(refusals::JsonRefusals::new(stream)), service);
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "spare connection ended with an error");
     }
@@ -241,7 +243,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(refusals::JsonRefusals::new(stream)), service);
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
