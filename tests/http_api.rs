@@ -337,3 +337,91 @@ async fn unknown_fields_never_reach_the_command_log() {
     assert!(logged < 20_000, "the command log holds {logged} bytes");
     eventually(addr, "/tracking/interactions/junk-9", |r| r.status == 200).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decided_id_reused_by_another_user_or_with_other_content_gets_409() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(dir.path()).await;
+    let addr = svc.addr;
+    let first = command(
+        Some("owned-1"),
+        "u-a",
+        "click",
+        "c-1",
+        "2026-11-29T10:00:00Z",
+    );
+    assert_eq!(post(addr, &first).await.status, 202);
+    eventually(addr, "/tracking/interactions/owned-1", |r| r.status == 200).await;
+
+    // Given the id is decided for u-a, when u-b sends it, then 409 (not a
+    // 202 followed by a rejection in the pipeline).
+    let other_user = command(
+        Some("owned-1"),
+        "u-b",
+        "click",
+        "c-1",
+        "2026-11-29T10:00:00Z",
+    );
+    assert_error(
+        &post(addr, &other_user).await,
+        409,
+        "conflicting_interaction_id",
+    );
+    // When u-a sends it with other content, then 409 naming the fields
+    // (not a 202 whose content is silently dropped).
+    let changed = command(
+        Some("owned-1"),
+        "u-a",
+        "like",
+        "c-2",
+        "2026-11-29T10:00:00Z",
+    );
+    let r = post(addr, &changed).await;
+    assert_error(&r, 409, "interaction_id_reused");
+    let message = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        message.contains("interaction_type") && message.contains("campaign_id"),
+        "{message}"
+    );
+    // When u-a retries the same content, then 202: a retry is harmless.
+    assert_eq!(post(addr, &first).await.status, 202);
+    // A command without a time of its own is stamped on arrival: its retry
+    // is still a retry.
+    let untimed = r#"{"interaction_id":"untimed-1","user_id":"u-a","interaction_type":"view","target":{"id":"post-9","type":"post"},"campaign_id":"c-1"}"#;
+    assert_eq!(post(addr, untimed).await.status, 202);
+    eventually(addr, "/tracking/interactions/untimed-1", |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(post(addr, untimed).await.status, 202);
+
+    // Then u-a holds exactly its two events and u-b none.
+    let retried = command(Some("after"), "u-a", "click", "c-1", "2026-11-29T11:00:00Z");
+    assert_eq!(post(addr, &retried).await.status, 202);
+    let events = eventually(addr, "/tracking/users/u-a/interactions", |r| {
+        r.json()["items"].as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    let seqs: Vec<u64> = events.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 3, "{seqs:?}");
+    let b = get(addr, "/tracking/users/u-b/interactions").await;
+    assert!(
+        b.status == 404 || b.json()["items"].as_array().is_some_and(Vec::is_empty),
+        "{}",
+        b.body
+    );
+    let held = get(addr, "/tracking/interactions/owned-1").await.json();
+    assert_eq!(
+        (held["user_id"].as_str(), held["interaction_type"].as_str()),
+        (Some("u-a"), Some("click"))
+    );
+    svc.stop().await.expect("graceful stop");
+}

@@ -9,6 +9,7 @@ pub mod decide;
 pub mod event;
 #[cfg(test)]
 mod props;
+pub mod reuse;
 pub mod rules;
 
 pub use event::{InteractionTracked, EVENT_SCHEMA_VERSION};

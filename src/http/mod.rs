@@ -10,6 +10,7 @@
 //! 4xx, never a 5xx or a panic.
 
 mod admission;
+mod ingest;
 mod query;
 mod refusals;
 mod routes;

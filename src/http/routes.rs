@@ -3,17 +3,13 @@
 //! retryable) with the error JSON.
 
 use super::query::{percent_decode, BadParam, Query};
-use super::{error, json, AppState, Body, Listener, BODY_TIMEOUT};
-use crate::domain::codec::{decode_command_known_fields, Command, MessageMeta, MAX_PAYLOAD_BYTES};
-use crate::domain::validate;
-use crate::log::NewRecord;
+use super::{error, json, AppState, Body, Listener};
 use crate::store::{StatsQuery, StoreError, StoredEvent};
 use chrono::{Duration, Utc};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json as j, Value};
-use std::collections::HashMap;
 
 /// Longest day range of a stats query.
 const MAX_RANGE_DAYS: i64 = 366;
@@ -74,9 +70,10 @@ pub async fn route(
         (["tracking", "health"], &Method::GET) => ("health", health(state)),
         (["tracking", "ready"], &Method::GET) => ("ready", ready(state)),
         (["metrics"], &Method::GET) => ("metrics", metrics(state)),
-        (["tracking", "interactions"], &Method::POST) => {
-            ("post_interaction", post_interaction(state, req).await)
-        }
+        (["tracking", "interactions"], &Method::POST) => (
+            "post_interaction",
+            super::ingest::post_interaction(state, req).await,
+        ),
         (["tracking", "interactions"], &Method::GET) => {
             ("list_interactions", respond(recent(state, &query).await))
         }
@@ -202,130 +199,6 @@ fn metrics(state: &AppState) -> Response<Body> {
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
-}
-
-/// Accepts a command in any JSON format, validates it, and appends it to the
-/// log; 202 once the append is durable.
-async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    if state.health.is_draining() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "the worker is shutting down",
-        );
-    }
-    // This process cannot persist events any more: send the client to a
-    // worker that can, rather than queue commands behind a restart.
-    if let Some(why) = state.store.needs_restart() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why);
-    }
-    let content_type = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("invalid").to_ascii_lowercase());
-    if let Some(ct) = &content_type {
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if mime != "application/json" && !mime.ends_with("+json") {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!("content type must be application/json, got {mime:?}"),
-            );
-        }
-    }
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_PAYLOAD_BYTES) {
-        return too_large();
-    }
-    let body = match tokio::time::timeout(
-        BODY_TIMEOUT,
-        Limited::new(req.into_body(), MAX_PAYLOAD_BYTES).collect(),
-    )
-    .await
-    {
-        Err(_) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "request body not received in time",
-            )
-        }
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large()
-        }
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("could not read the body: {e}"),
-            )
-        }
-        Ok(Ok(c)) => c.to_bytes(),
-    };
-    // The id is decided here so the client gets it and travels as
-    // `commandId`; the payload keeps its format (which decides its rules)
-    // but only the fields a format reads: unknown ones never reach the log.
-    let generated = uuid::Uuid::new_v4().to_string();
-    let mut properties = HashMap::new();
-    properties.insert("commandId".to_string(), generated.clone());
-    properties.insert("content-type".to_string(), "application/json".to_string());
-    let meta = MessageMeta {
-        key: None,
-        properties: Some(&properties),
-        identity: &generated,
-        published_at: Utc::now(),
-    };
-    let (cmd, known) = match decode_command_known_fields(&body, &meta) {
-        Ok((Command::Track(cmd), known)) => (cmd, known),
-        Ok((Command::BuildInteractionsInfo(_), _)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "unknown_command",
-                "only interaction commands are accepted here",
-            )
-        }
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.reason.as_str(), e.message),
-    };
-    if let Err(v) = validate(&cmd, Utc::now()) {
-        return error(StatusCode::BAD_REQUEST, v.reason.as_str(), v.message);
-    }
-    let record = NewRecord {
-        key: cmd.user_id.clone(),
-        payload: known.unwrap_or_else(|| body.to_vec()),
-        properties,
-    };
-    match state.log.append(vec![record]).await {
-        Ok(_) => {
-            crate::internal_events::appended(1);
-            json(
-                StatusCode::ACCEPTED,
-                &j!({"interaction_id": cmd.interaction_id}),
-            )
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "append to the command log failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        }
-    }
-}
-
-fn too_large() -> Response<Body> {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("the body is larger than {MAX_PAYLOAD_BYTES} bytes"),
-    )
 }
 
 /// The JSON of one stored event.
