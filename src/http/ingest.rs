@@ -8,6 +8,7 @@ use crate::domain::codec::{decode_command_known_fields, Command, MessageMeta, MA
 use crate::domain::reuse::{check_reuse, IdReuse};
 use crate::domain::{validate, InteractionTracked};
 use crate::log::NewRecord;
+use crate::store::StoreError;
 use chrono::Utc;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -155,7 +156,19 @@ async fn reused_id(
     occurred_at_given: bool,
 ) -> Option<Response<Body>> {
     let id = &would_be.interaction_id;
-    let recorded = match tokio::time::timeout(ID_CHECK_TIMEOUT, state.store.interaction(id)).await {
+    let lookup = async {
+        // The owner first: inline on the embedded store, and nothing more
+        // to read for a fresh id (almost every command).
+        let owners = state
+            .store
+            .interaction_owners(std::slice::from_ref(id))
+            .await?;
+        if owners.into_iter().flatten().next().is_none() {
+            return Ok::<_, StoreError>(None);
+        }
+        state.store.interaction(id).await
+    };
+    let recorded = match tokio::time::timeout(ID_CHECK_TIMEOUT, lookup).await {
         Ok(Ok(recorded)) => recorded,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "id lookup failed; appending unchecked");
