@@ -200,9 +200,11 @@ cmd_up() {
 }
 
 cmd_down() {
-  local rc=0
-  pulsar down || rc=1
+  local p_pid rc=0
+  pulsar down &
+  p_pid=$!
   cassandra down || rc=1
+  wait "$p_pid" || rc=1
   return "$rc"
 }
 
