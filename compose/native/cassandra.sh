@@ -26,12 +26,21 @@
 #   CASSANDRA_YAML_EXTRA     extra cassandra.yaml lines (keys not already in the generated file)
 #   CASSANDRA_JVM_EXTRA      extra JVM options
 #   MVN_ARGS                 extra arguments for mvn (e.g. "-o" or "-s settings.xml")
+#   CASSANDRA_LIB_ROOT       where resolved jars are kept (default $TRACKING_NATIVE_HOME/cassandra/lib;
+#                            read only once resolved, so several homes may share one)
+#   CASSANDRA_AUTHENTICATOR  authenticator of cassandra.yaml (default AllowAllAuthenticator;
+#                            compose/native/secure.sh sets PasswordAuthenticator)
+#   CQL_TLS_CA               PEM file of the CA the nodes' certificates chain to: the readiness
+#                            probe and `cql` speak TLS and verify the node (client encryption on)
+#   CQL_USERNAME, CQL_PASSWORD_FILE   credentials of the readiness probe and `cql`; with them
+#                            the node is ready only once the role logs in (PasswordAuthenticator
+#                            creates its default superuser a moment after CQL answers)
 set -euo pipefail
 
 DEFAULT_VERSIONS="5.0.9 5.0.8 5.0.7 5.0.6 5.0.5"
 NATIVE_HOME="${TRACKING_NATIVE_HOME:-$HOME/.cache/alpes-tracking-native}"
 C_HOME="$NATIVE_HOME/cassandra"
-LIB_ROOT="$C_HOME/lib"
+LIB_ROOT="${CASSANDRA_LIB_ROOT:-$C_HOME/lib}"
 MVN_DIR="$C_HOME/mvn"
 DATA_DIR="$C_HOME/data"
 CONF_DIR="$C_HOME/conf"
@@ -93,7 +102,13 @@ running_pid() {
 
 # CQL v4 OPTIONS frame (version 0x04, flags 0, stream 0, opcode 0x05 OPTIONS, length 0);
 # ready when the reply header is a response (0x84) with opcode 0x06 SUPPORTED.
+# With TLS or credentials (CQL_TLS_CA, CQL_USERNAME) the python client logs in
+# instead: ready means a session is established, not only that the port answers.
 cql_ready() {
+  if [[ -n "${CQL_TLS_CA:-}" || -n "${CQL_USERNAME:-}" ]]; then
+    timeout 15 python3 -c "$CQL_PY" "$HOST" "$NATIVE_PORT" >/dev/null 2>&1
+    return
+  fi
   local hdr
   # shellcheck disable=SC2016 # $0/$1 expand in the child bash
   hdr="$(timeout 5 bash -c '
@@ -188,7 +203,7 @@ rpc_address: $HOST
 storage_port: $STORAGE_PORT
 start_native_transport: true
 native_transport_port: $NATIVE_PORT
-authenticator: AllowAllAuthenticator
+authenticator: ${CASSANDRA_AUTHENTICATOR:-AllowAllAuthenticator}
 authorizer: AllowAllAuthorizer
 role_manager: CassandraRoleManager
 network_authorizer: AllowAllNetworkAuthorizer
@@ -290,8 +305,11 @@ jvm_opts() {
 }
 
 # --- CQL client (python3 stdlib, protocol v4) ----------------------------------------------
+# TLS (verifying the node against CQL_TLS_CA, by its IP address) and password
+# authentication (CQL_USERNAME, CQL_PASSWORD_FILE) come from the environment, so
+# that no secret is on a command line. Without statements: log in and exit 0.
 CQL_PY='
-import socket, struct, sys, uuid
+import os, socket, ssl, struct, sys, uuid
 
 host, port = sys.argv[1], int(sys.argv[2])
 stmts = sys.argv[3:]
@@ -350,10 +368,21 @@ def error(payload):
     raise SystemExit("CQL error 0x%04x: %s" % (code, msg))
 
 s = socket.create_connection((host, port), timeout=30)
+if os.environ.get("CQL_TLS_CA"):
+    s = ssl.create_default_context(cafile=os.environ["CQL_TLS_CA"]).wrap_socket(s, server_hostname=host)
 body = struct.pack(">H", 1) + struct.pack(">H", 11) + b"CQL_VERSION" + struct.pack(">H", 5) + b"3.0.0"
 op, payload = request(s, 0x01, body)
 if op == 0x00: error(payload)
-if op != 0x02: raise SystemExit("unexpected reply to STARTUP: opcode %d (authentication is not supported)" % op)
+if op == 0x03:  # AUTHENTICATE: SASL PLAIN in one AUTH_RESPONSE
+    user = os.environ.get("CQL_USERNAME")
+    if not user: raise SystemExit("the server asks for authentication: set CQL_USERNAME and CQL_PASSWORD_FILE")
+    with open(os.environ["CQL_PASSWORD_FILE"], "rb") as f:
+        password = f.read().rstrip(b"\r\n")
+    cred = b"\x00" + user.encode() + b"\x00" + password
+    op, payload = request(s, 0x0F, struct.pack(">i", len(cred)) + cred)
+    if op == 0x00: error(payload)
+    if op != 0x10: raise SystemExit("unexpected reply to AUTH_RESPONSE: opcode %d" % op)
+elif op != 0x02: raise SystemExit("unexpected reply to STARTUP: opcode %d" % op)
 for q in stmts:
     qb = q.encode()
     op, p = request(s, 0x07, struct.pack(">i", len(qb)) + qb + struct.pack(">HB", 0x0001, 0))
@@ -420,6 +449,9 @@ cmd_up() {
   done
   need timeout
   need od
+  if [[ -n "${CQL_TLS_CA:-}" || -n "${CQL_USERNAME:-}" ]]; then
+    need python3 "the readiness probe logs in with python3 when TLS or credentials are set"
+  fi
   need setsid "util-linux"
   check_java
   mkdir -p "$C_HOME" "$LOG_DIR" "$RUN_DIR" "$LIB_ROOT"

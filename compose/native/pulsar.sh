@@ -25,6 +25,12 @@
 #   PULSAR_TOPICS             space separated non-partitioned topics in public/default
 #                             (default "events.tracking")
 #   MVN_ARGS                  extra arguments for mvn (e.g. "-o" or "-s settings.xml")
+#   PULSAR_DIST_ROOT          where distributions are unpacked (default $TRACKING_NATIVE_HOME/pulsar/dist;
+#                             read only once unpacked, so several homes may share one)
+#   PULSAR_CONF_EXTRA         extra standalone.conf lines, "key=value" one a line, applied last
+#                             (compose/native/secure.sh sets TLS and token authentication here)
+#   PULSAR_ADMIN_TOKEN_FILE   file holding a token the script's own admin calls (readiness,
+#                             topics) send as a bearer token: needed once authentication is on
 #
 # Notes: metadata lives in RocksDB (PULSAR_STANDALONE_USE_ZOOKEEPER unset, so no ZooKeeper
 # on 2181); the in-process bookie listens on a random ephemeral port on 0.0.0.0 (Pulsar
@@ -34,7 +40,7 @@ set -euo pipefail
 PULSAR_VERSION="${PULSAR_VERSION:-4.0.8}"
 NATIVE_HOME="${TRACKING_NATIVE_HOME:-$HOME/.cache/alpes-tracking-native}"
 P_HOME="$NATIVE_HOME/pulsar"
-DIST_ROOT="$P_HOME/dist"
+DIST_ROOT="${PULSAR_DIST_ROOT:-$P_HOME/dist}"
 DIST_DIR="$DIST_ROOT/apache-pulsar-$PULSAR_VERSION"
 DATA_DIR="$P_HOME/data"
 CONF_DIR="$P_HOME/conf"
@@ -95,7 +101,28 @@ running_pid() {
   if pid_alive "$pid"; then echo "$pid"; fi
 }
 
-http_ok() { curl -sf -o /dev/null --max-time 5 "$HTTP_URL$1"; }
+# The admin API, with the bearer token of PULSAR_ADMIN_TOKEN_FILE when set. The
+# token reaches curl in a header file (-H @file), never on a command line.
+AUTH_HEADER_FILE="$RUN_DIR/admin-auth.header"
+admin_curl() {
+  if [[ -n "${PULSAR_ADMIN_TOKEN_FILE:-}" ]]; then
+    curl -H "@$AUTH_HEADER_FILE" "$@"
+  else
+    curl "$@"
+  fi
+}
+
+write_auth_header() {
+  [[ -n "${PULSAR_ADMIN_TOKEN_FILE:-}" ]] || return 0
+  [[ -r "$PULSAR_ADMIN_TOKEN_FILE" ]] || die "PULSAR_ADMIN_TOKEN_FILE $PULSAR_ADMIN_TOKEN_FILE is not readable"
+  mkdir -p "$RUN_DIR"
+  (
+    umask 077
+    printf 'Authorization: Bearer %s\n' "$(tr -d '\r\n' <"$PULSAR_ADMIN_TOKEN_FILE")" >"$AUTH_HEADER_FILE"
+  )
+}
+
+http_ok() { admin_curl -sf -o /dev/null --max-time 5 "$HTTP_URL$1"; }
 
 ready() {
   http_ok /admin/v2/namespaces/public/default && http_ok /admin/v2/brokers/health
@@ -171,6 +198,12 @@ write_conf() {
   # the absolute minimum.
   set_prop diskUsageThreshold 0.999 "$CONF_FILE.tmp"
   set_prop diskUsageWarnThreshold 0.999 "$CONF_FILE.tmp"
+  local line
+  while IFS= read -r line; do
+    [[ -z "${line// /}" || "$line" == \#* ]] && continue
+    [[ "$line" == *=* ]] || die "PULSAR_CONF_EXTRA line without '=': $line"
+    set_prop "${line%%=*}" "${line#*=}" "$CONF_FILE.tmp"
+  done <<<"${PULSAR_CONF_EXTRA:-}"
   mv "$CONF_FILE.tmp" "$CONF_FILE"
 }
 
@@ -180,13 +213,13 @@ ensure_topics() {
   for spec in $PARTITIONED_TOPICS; do
     name="${spec%%:*}"
     parts="${spec##*:}"
-    code="$(curl -s -o "$RUN_DIR/curl.out" -w '%{http_code}' --max-time 30 -X PUT \
+    code="$(admin_curl -s -o "$RUN_DIR/curl.out" -w '%{http_code}' --max-time 30 -X PUT \
       -H 'Content-Type: application/json' --data "$parts" \
       "$HTTP_URL/admin/v2/persistent/public/default/$name/partitions")" || code=000
     case "$code" in
       204 | 200) log "created partitioned topic persistent://public/default/$name ($parts partitions)" ;;
       409)
-        body="$(curl -sf --max-time 10 "$HTTP_URL/admin/v2/persistent/public/default/$name/partitions" || true)"
+        body="$(admin_curl -sf --max-time 10 "$HTTP_URL/admin/v2/persistent/public/default/$name/partitions" || true)"
         if [[ "$body" == *"\"partitions\":$parts"* ]]; then
           log "partitioned topic persistent://public/default/$name already exists ($parts partitions)"
         else
@@ -197,7 +230,7 @@ ensure_topics() {
     esac
   done
   for name in $TOPICS; do
-    code="$(curl -s -o "$RUN_DIR/curl.out" -w '%{http_code}' --max-time 30 -X PUT \
+    code="$(admin_curl -s -o "$RUN_DIR/curl.out" -w '%{http_code}' --max-time 30 -X PUT \
       "$HTTP_URL/admin/v2/persistent/public/default/$name")" || code=000
     case "$code" in
       204 | 200) log "created topic persistent://public/default/$name" ;;
@@ -223,6 +256,7 @@ cmd_up() {
   need setsid "util-linux"
   check_java
   mkdir -p "$P_HOME" "$LOG_DIR" "$RUN_DIR"
+  write_auth_header
 
   local pid
   pid="$(running_pid)"
@@ -296,6 +330,7 @@ cmd_up() {
 
 cmd_status() {
   local pid
+  write_auth_header
   pid="$(running_pid)"
   if [[ -n "$pid" ]]; then
     if ready; then

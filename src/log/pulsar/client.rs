@@ -107,7 +107,9 @@ impl PulsarOptions {
 
 /// Builds a client. Fails with `Unavailable` when the broker cannot be
 /// reached (retryable) and with `Corrupt`-free configuration errors as
-/// `Unavailable` too (the message says which).
+/// `Unavailable` too (the message says which: for a connection refused
+/// the crate does not retry, the step that failed, from
+/// [`super::diagnose::probe`]).
 pub async fn build(o: &PulsarOptions) -> Result<Pulsar<TokioExecutor>, LogError> {
     let tls = o.url.starts_with("pulsar+ssl://");
     if o.tls_allow_insecure {
@@ -151,7 +153,19 @@ pub async fn build(o: &PulsarOptions) -> Result<Pulsar<TokioExecutor>, LogError>
             .with_certificate_chain_file(ca)
             .map_err(|e| LogError::Unavailable(format!("reading {}: {e}", ca.display())))?;
     }
-    b.build().await.map_err(unavailable)
+    match b.build().await {
+        Ok(client) => Ok(client),
+        // The crate says only "fatal error when connecting" for what it
+        // does not retry (an untrusted certificate, a refused token): the
+        // probe finds which step fails.
+        Err(e) if e.to_string().contains("fatal error when connecting") => {
+            match super::diagnose::probe(o).await {
+                Some(why) => Err(LogError::Unavailable(format!("{e}: {why}"))),
+                None => Err(unavailable(e)),
+            }
+        }
+        Err(e) => Err(unavailable(e)),
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 
 mod admin;
 mod client;
+mod diagnose;
 mod producer;
 mod source;
 

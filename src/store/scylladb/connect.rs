@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How to reach the cluster.
-#[derive(Debug, Clone)]
+/// How to reach the cluster. Its `Debug` shows the password as `***`
+/// (the service's configuration, which holds it, is printable).
+#[derive(Clone)]
 pub struct ScyllaConfig {
     /// Contact points, `host:port`.
     pub nodes: Vec<String>,
@@ -46,6 +47,21 @@ impl ScyllaConfig {
             request_timeout: Duration::from_secs(5),
             stats_cache_ttl: Duration::from_secs(1),
         }
+    }
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaConfig")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("consistency", &self.consistency)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls_ca", &self.tls_ca)
+            .field("request_timeout", &self.request_timeout)
+            .field("stats_cache_ttl", &self.stats_cache_ttl)
+            .finish()
     }
 }
 
@@ -118,4 +134,22 @@ fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, Conne
         path: path.to_path_buf(),
         message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_not_printed() {
+        let mut cfg = ScyllaConfig::new("10.0.0.1:9042", "tracking");
+        cfg.username = Some("tracking".into());
+        cfg.password = Some("pw-zz-secret".into());
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("pw-zz-secret"), "{shown}");
+        assert!(
+            shown.contains("***") && shown.contains("10.0.0.1:9042"),
+            "{shown}"
+        );
+    }
 }
