@@ -10,7 +10,8 @@ PrometheusRule, ScaledObject, TriggerAuthentication. Cross-references: the
 ServiceMonitor's selector and named port against the Service; the Service,
 PDB, HPA and ScaledObject against the Deployment; the PrometheusRule's groups
 against compose/prometheus/alerts.yml (same data); the kustomization's
-resources exist. Needs PyYAML (in the CI venv, with kubernetes-validate).
+resources exist; every Secret key a TriggerAuthentication or a secretKeyRef
+reads is in the example Secret. Needs PyYAML (in the CI venv, with kubernetes-validate).
 """
 import pathlib
 import sys
@@ -183,6 +184,40 @@ def main():
     for path, ta in by_kind.get("TriggerAuthentication", []):
         if not (get(ta, "spec.secretTargetRef") or get(ta, "spec.env") or get(ta, "spec.podIdentity")):
             err(f"{path}: TriggerAuthentication has no secretTargetRef/env/podIdentity")
+
+    # Secret keys: every key a TriggerAuthentication or a secretKeyRef reads
+    # is one the example Secret documents (the pods read it with envFrom,
+    # so its keys are the variable names the binary reads).
+    secrets = {}
+    for _, sec in by_kind.get("Secret", []):
+        keys = set((sec.get("stringData") or {}).keys()) | set((sec.get("data") or {}).keys())
+        secrets[get(sec, "metadata.name")] = keys
+    refs = []
+    for path, ta in by_kind.get("TriggerAuthentication", []):
+        for r in get(ta, "spec.secretTargetRef", []) or []:
+            refs.append((path, r.get("name"), r.get("key")))
+
+    def secret_key_refs(node):
+        if isinstance(node, dict):
+            ref = node.get("secretKeyRef")
+            if isinstance(ref, dict):
+                yield ref.get("name"), ref.get("key")
+            for v in node.values():
+                yield from secret_key_refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from secret_key_refs(v)
+
+    for kind, docs in by_kind.items():
+        for path, doc in docs:
+            for name, key in secret_key_refs(doc):
+                refs.append((path, name, key))
+    for path, name, key in refs:
+        if name not in secrets:
+            err(f"{path}: reads Secret {name!r}, which no manifest (secret.example.yaml) describes")
+        elif key not in secrets[name]:
+            err(f"{path}: reads key {key!r} of Secret {name!r}, which holds {sorted(secrets[name])}")
+    ok(f"Secret keys: {len(refs)} reference(s) match the example Secret")
 
     # kustomization: every resource exists; optional and example files stay out
     kust = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
