@@ -53,8 +53,9 @@ COPY --from=builder /usr/local/bin/tracking /usr/local/bin/tracking
 # the embedded log and store go to /data (a volume / an emptyDir in k8s).
 ENV TRACKING_LISTEN=0.0.0.0:8010 \
     TRACKING_DATA_DIR=/data \
-    TRACKING_LOG_FORMAT=json \
-    TRACKING_LOG=info
+    TRACKING_LOG_FORMAT=json
+# TRACKING_LOG is left unset: the binary's default filter keeps the storage
+# and driver libraries at warn (a filter set here would replace it whole).
 
 # Numeric user so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 USER 10001:10001

@@ -206,16 +206,11 @@ async fn probe_only(stream: TcpStream, role: Listener, state: AppState, _ticket:
             if routes::is_probe(&req) {
                 return handle(state, role, req).await;
             }
-            let mut r = error(
+            Ok::<_, Infallible>(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 "the server is at its connection limit; retry",
-            );
-            r.headers_mut().insert(
-                hyper::header::RETRY_AFTER,
-                hyper::header::HeaderValue::from_static("1"),
-            );
-            Ok::<_, Infallible>(r)
+            ))
         }
     });
     let conn = http1::Builder::new()
@@ -277,17 +272,39 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     r
 }
 
-/// The error JSON: `{"error":{"code":..,"message":..}}`.
+/// The error JSON: `{"error":{"code":..,"message":..}}`. A 503 (draining,
+/// a log or store that cannot take the request, the connection cap) also
+/// says when to retry: every 503 here is a state that lasts seconds, and
+/// a load balancer or client sends the retry elsewhere or a little later.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
-    json(
+    let mut r = json(
         status,
         &serde_json::json!({"error": {"code": code, "message": message.into()}}),
-    )
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    r
 }
+
+/// The `Retry-After` of every 503, in seconds.
+pub const RETRY_AFTER_SECONDS: &str = "1";
 
 #[cfg(test)]
 mod tests {
-    use super::opening;
+    use super::{error, opening};
+    use hyper::StatusCode;
+
+    #[test]
+    fn every_503_says_when_to_retry_and_other_errors_do_not() {
+        let r = error(StatusCode::SERVICE_UNAVAILABLE, "draining", "x");
+        assert_eq!(r.headers()[hyper::header::RETRY_AFTER], "1");
+        let r = error(StatusCode::BAD_REQUEST, "malformed", "x");
+        assert!(r.headers().get(hyper::header::RETRY_AFTER).is_none());
+    }
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
