@@ -100,3 +100,38 @@ fn http_run_against_the_binary() {
     assert_eq!(r["reads_failed"], 0);
     drop(worker);
 }
+
+#[test]
+fn a_latency_limit_fails_the_run_and_check_false_only_reports_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("r.json");
+    let args = |check: &'static str| {
+        vec![
+            "loadgen".to_string(),
+            "--rate".into(),
+            "200".into(),
+            "--duration".into(),
+            "1s".into(),
+            "--users".into(),
+            "20".into(),
+            // No acknowledgement takes no time at all.
+            "--max-p99".into(),
+            "0ms".into(),
+            format!("--check={check}"),
+            "--report".into(),
+            report.to_str().unwrap().to_string(),
+        ]
+    };
+    let run = |check| {
+        let a = args(check);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        tracking(&a)
+    };
+    let (code, out, err) = run("true");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("acknowledgement p99"), "{err}");
+    assert_eq!(read_report(&report)["check_passed"], false);
+    let (code, out, err) = run("false");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("not failing: --check=false"), "{err}");
+}

@@ -22,7 +22,7 @@ for rate in $RATES; do
   files=()
   for run in $(seq 1 "$RUNS"); do
     f=$OUT/pipeline-$rate-$run.json
-    "$BIN" loadgen --rate "$rate" --duration "$DURATION" --users "$USERS" --seed "$run" --report "$f" >/dev/null 2>&1 || true
+    "$BIN" loadgen --rate "$rate" --duration "$DURATION" --users "$USERS" --seed "$run" --max-drop-share 1 --report "$f" >/dev/null
     files+=("$f")
   done
   printf '%-8s %-14s %-14s %-12s %-12s\n' "$rate" "$(median achieved_rate "${files[@]}")" "$(median persisted_rate "${files[@]}")" \
@@ -35,7 +35,7 @@ files=()
 for run in $(seq 1 "$RUNS"); do
   start_worker "$OUT/http-worker-$run"
   f=$OUT/http-$HTTP_RATE-$run.json
-  "$BIN" loadgen --url "$WORKER_URL" --rate "$HTTP_RATE" --duration "$DURATION" --users "$USERS" --connections 32 --seed "$run" --report "$f" >/dev/null 2>&1 || true
+  "$BIN" loadgen --url "$WORKER_URL" --rate "$HTTP_RATE" --duration "$DURATION" --users "$USERS" --connections 32 --seed "$run" --max-drop-share 1 --report "$f" >/dev/null
   stop_worker
   rm -rf "$OUT/http-worker-$run"
   files+=("$f")

@@ -106,8 +106,32 @@ pub struct Report {
 /// commands (`expected_events`) and every valid one sent (`valid`); the
 /// run still fails, but the problem says how many of them the store holds
 /// rather than calling that a miscount.
-pub fn check_problems(r: &Report, unanswered: u64) -> Vec<String> {
+pub fn check_problems(r: &Report, unanswered: u64, limits: &Limits) -> Vec<String> {
     let mut out = Vec::new();
+    let scheduled = r.sent + r.dropped;
+    if r.dropped > 0 && r.dropped as f64 > limits.max_drop_share * scheduled as f64 {
+        out.push(format!(
+            "{} of {scheduled} scheduled sends were dropped ({:.2} %, at most {:.2} % allowed): \
+             the target did not keep up with the rate, and the latencies leave the dropped sends out",
+            r.dropped,
+            100.0 * r.dropped as f64 / scheduled as f64,
+            100.0 * limits.max_drop_share
+        ));
+    }
+    let latencies = [
+        ("acknowledgement", Some(&r.ack_latency), limits.max_p99_ms),
+        ("end-to-end", r.e2e_latency.as_ref(), limits.max_e2e_p99_ms),
+    ];
+    for (what, latency, max) in latencies {
+        if let (Some(l), Some(max)) = (latency, max) {
+            if l.count > 0 && l.p99_ms > max {
+                out.push(format!(
+                    "{what} p99 {:.1} ms is above the {max:.1} ms allowed",
+                    l.p99_ms
+                ));
+            }
+        }
+    }
     if r.counts_checked {
         if r.counted_events < r.expected_events {
             out.push(format!(
@@ -151,6 +175,16 @@ pub fn check_problems(r: &Report, unanswered: u64) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Thresholds that fail a run besides the counts (`--max-drop-share`,
+/// `--max-p99`, `--max-e2e-p99`).
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Largest share of scheduled sends that may be dropped (0: none).
+    pub max_drop_share: f64,
+    pub max_p99_ms: Option<f64>,
+    pub max_e2e_p99_ms: Option<f64>,
 }
 
 /// A chart panel: title, unused subtitle, and (name, colour, values) series.
@@ -356,18 +390,18 @@ mod tests {
 
     #[test]
     fn a_clean_run_has_no_problems() {
-        assert!(check_problems(&report(100, 0, 100), 0).is_empty());
+        assert!(check_problems(&report(100, 0, 100), 0, &Limits::default()).is_empty());
     }
 
     #[test]
     fn lost_and_duplicated_events_are_named() {
-        let lost = check_problems(&report(100, 0, 97), 0);
+        let lost = check_problems(&report(100, 0, 97), 0, &Limits::default());
         assert_eq!(lost.len(), 1);
         assert!(
             lost[0].starts_with("3 acknowledged events are missing"),
             "{lost:?}"
         );
-        let dup = check_problems(&report(100, 0, 102), 0);
+        let dup = check_problems(&report(100, 0, 102), 0, &Limits::default());
         assert_eq!(dup.len(), 1);
         assert!(
             dup[0].contains("2 events more than the 100 valid"),
@@ -378,12 +412,12 @@ mod tests {
     #[test]
     fn failed_sends_fail_the_run_without_being_called_a_miscount() {
         // 35 sends got no answer; 20 of them reached the log anyway.
-        let p = check_problems(&report(30_000, 35, 29_985), 0);
+        let p = check_problems(&report(30_000, 35, 29_985), 0, &Limits::default());
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].starts_with("35 sends failed"), "{p:?}");
         assert!(p[0].contains("holds 20 of them"), "{p:?}");
         // Fewer than the acknowledged ones: a loss, named as such.
-        let p = check_problems(&report(30_000, 35, 29_900), 0);
+        let p = check_problems(&report(30_000, 35, 29_900), 0, &Limits::default());
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("missing from the store"), "{p:?}");
         assert!(!p[1].contains("holds"), "{p:?}");
@@ -394,7 +428,7 @@ mod tests {
         let mut r = report(10, 0, 10);
         r.expected_rejected = Some(3);
         r.counted_rejected = Some(2);
-        let p = check_problems(&r, 4);
+        let p = check_problems(&r, 4, &Limits::default());
         assert_eq!(
             p,
             vec![
@@ -405,13 +439,57 @@ mod tests {
     }
 
     #[test]
+    fn dropped_sends_fail_the_run_unless_a_share_is_allowed() {
+        // Given a run that dropped 30 of 1,000 scheduled sends
+        let mut r = report(970, 0, 970);
+        r.sent = 970;
+        r.dropped = 30;
+        // Then it fails by default, naming the share
+        let p = check_problems(&r, 0, &Limits::default());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("30 of 1000 scheduled sends were dropped (3.00 %"),
+            "{p:?}"
+        );
+        // And passes when 5 % may be dropped, fails again at 2 %
+        let allow = |share| Limits {
+            max_drop_share: share,
+            ..Limits::default()
+        };
+        assert!(check_problems(&r, 0, &allow(0.05)).is_empty());
+        assert_eq!(check_problems(&r, 0, &allow(0.02)).len(), 1);
+    }
+
+    #[test]
+    fn latency_thresholds_fail_the_run_above_them() {
+        let mut r = report(100, 0, 100);
+        r.ack_latency = Latency {
+            count: 100,
+            p99_ms: 80.0,
+            ..Latency::default()
+        };
+        let limits = Limits {
+            max_p99_ms: Some(50.0),
+            max_e2e_p99_ms: Some(10.0),
+            ..Limits::default()
+        };
+        // No end-to-end latency measured: only the acknowledgement is judged.
+        assert_eq!(
+            check_problems(&r, 0, &limits),
+            vec!["acknowledgement p99 80.0 ms is above the 50.0 ms allowed".to_string()]
+        );
+        r.ack_latency.p99_ms = 20.0;
+        assert!(check_problems(&r, 0, &limits).is_empty());
+    }
+
+    #[test]
     fn uncounted_targets_only_check_the_answers() {
         let mut r = report(10, 0, 0);
         r.counts_checked = false;
-        assert!(check_problems(&r, 0).is_empty());
+        assert!(check_problems(&r, 0, &Limits::default()).is_empty());
         r.errors = 1;
         assert_eq!(
-            check_problems(&r, 0),
+            check_problems(&r, 0, &Limits::default()),
             vec!["1 sends failed (no answer, or an error status)".to_string()]
         );
     }

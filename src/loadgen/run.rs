@@ -449,7 +449,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         ),
         timeline,
     };
-    report.check_problems = check_problems(&report, shared.outstanding.load(Relaxed));
+    report.check_problems =
+        check_problems(&report, shared.outstanding.load(Relaxed), &args.limits());
     report.check_passed = report.check_problems.is_empty();
     write_report(&args.report, &report)?;
     summary(&report, &args.report);
