@@ -20,6 +20,11 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY . .
+# The build context has no .git: the revision comes in as a build argument
+# (`docker build --build-arg TRACKING_REVISION=$(git rev-parse --short=12 HEAD) .`),
+# shown by `tracking --version` and the tracking_build_info series.
+ARG TRACKING_REVISION=unknown
+ENV TRACKING_REVISION=${TRACKING_REVISION}
 
 # BuildKit cache mounts keep the crate registry and the target dir between
 # builds (no dummy-main trick needed); the binary is copied out of the cached

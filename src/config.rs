@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(
     name = "tracking",
-    version,
+    version = crate::LONG_VERSION,
     about = "AlpesPartners Tracking: interaction commands in, events and live statistics out."
 )]
 pub struct Cli {

@@ -7,9 +7,11 @@
 
 mod log_limit;
 mod pipeline;
+mod process;
 mod store;
 
 pub use pipeline::{Aggregates, EndToEnd, InFlight, Processing};
+pub use process::exposition as process_exposition;
 pub use store::{fold_failed, fold_lease, folded, store_error, store_migration, Migration};
 
 use crate::domain::RejectReason;
@@ -52,7 +54,7 @@ pub const FOLD_LEASES: &str = "tracking_store_fold_leases";
 pub const STORE_WRITE_BUFFER: &str = "tracking_store_write_buffer_bytes";
 pub const STORE_CACHE: &str = "tracking_store_block_cache_bytes";
 pub const STORE_PENDING_FLUSHES: &str = "tracking_store_pending_flushes";
-pub const RESIDENT_MEMORY: &str = "tracking_process_resident_memory_bytes";
+pub const BUILD_INFO: &str = "tracking_build_info";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -120,6 +122,7 @@ fn register_initial_series() {
         counter!(PASSIVATED, "cause" => cause).increment(0);
     }
     gauge!(LIVE_AGGREGATES).increment(0.0);
+    gauge!(BUILD_INFO, "version" => crate::VERSION, "revision" => crate::REVISION).set(1.0);
 }
 
 fn describe() {
@@ -256,21 +259,18 @@ fn describe() {
         "Embedded store: sealed memtables waiting to be flushed."
     );
     describe_gauge!(
-        RESIDENT_MEMORY,
-        Unit::Bytes,
-        "Resident set size of the process (Linux)."
+        BUILD_INFO,
+        "Always 1; the labels say which build runs (version, git revision)."
     );
 }
 
-/// Memory gauges, sampled at each metrics upkeep.
+/// The store's memory gauges, sampled at each metrics upkeep (the
+/// process's own memory is in the `process_*` series of each scrape).
 pub fn memory_sampled(store: Option<crate::store::StoreMemory>) {
     if let Some(m) = store {
         gauge!(STORE_WRITE_BUFFER).set(m.write_buffer_bytes as f64);
         gauge!(STORE_CACHE).set(m.cache_bytes as f64);
         gauge!(STORE_PENDING_FLUSHES).set(m.pending_flushes as f64);
-    }
-    if let Some(rss) = crate::process::resident_bytes() {
-        gauge!(RESIDENT_MEMORY).set(rss as f64);
     }
 }
 

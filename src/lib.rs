@@ -21,3 +21,17 @@ pub mod projections;
 pub mod store;
 pub mod tls;
 pub mod verify;
+
+/// This build's version (Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision this build was made from (`build.rs`: `git rev-parse`,
+/// or `TRACKING_REVISION` where the source has no `.git`, as in an image
+/// build; `unknown` otherwise).
+pub const REVISION: &str = env!("TRACKING_REVISION");
+/// `--version`: the version and the revision.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TRACKING_REVISION"),
+    ")"
+);

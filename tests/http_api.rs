@@ -249,7 +249,10 @@ async fn ingest_query_and_errors() {
         "tracking_http_requests_total",
         "tracking_store_write_buffer_bytes",
         "tracking_store_block_cache_bytes",
-        "tracking_process_resident_memory_bytes",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "tracking_build_info{",
     ] {
         assert!(m.body.contains(name), "metrics lack {name}");
     }

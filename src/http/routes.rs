@@ -193,7 +193,12 @@ fn ready(state: &AppState) -> Response<Body> {
 }
 
 fn metrics(state: &AppState) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    let mut text = state.metrics.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&crate::internal_events::process_exposition());
+    let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
