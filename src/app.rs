@@ -3,7 +3,8 @@
 //! configuration and calls [`run`]; tests call it too, on port 0.
 
 use crate::actors::supervisor::{RootSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::actors::{Health, Names, PipelineConfig};
+use crate::actors::{Names, PipelineConfig};
+use crate::health::Health;
 use crate::http::{self, AppState};
 use crate::internal_events;
 use crate::log::embedded::{EmbeddedLog, EmbeddedLogOptions};

@@ -29,9 +29,10 @@ mod route;
 mod saga;
 
 use super::writer::WriteFailed;
-use super::{Health, Names, PipelineConfig};
+use super::{Names, PipelineConfig};
 use crate::domain::codec::Command;
 use crate::domain::{RejectReason, TrackInteraction};
+use crate::health::Health;
 use crate::internal_events as ev;
 use crate::log::{Acker, CommandLog, Delivery, EventSink, LogError, PartitionSource};
 use crate::store::EventStore;

@@ -13,8 +13,9 @@
 //! are left out of the commit: their deliveries come again.
 
 use super::projector;
-use super::{schedule_flush, Health, Names};
+use super::{schedule_flush, Names};
 use crate::domain::Rejection;
+use crate::health::Health;
 use crate::internal_events as ev;
 use crate::log::Source;
 use crate::store::{

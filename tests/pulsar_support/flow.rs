@@ -3,7 +3,7 @@
 //! and the HTTP API, and restarting the broker with the script.
 
 use super::{eventually, options, track};
-use alpes_tracking::actors::Health;
+use alpes_tracking::health::Health;
 use alpes_tracking::app;
 use alpes_tracking::log::pulsar::PulsarLog;
 use alpes_tracking::log::{CommandLog, NewRecord};

@@ -13,7 +13,7 @@
 //! back at the end when its work is answered.
 
 use super::super::aggregate::AggregateMsg;
-use crate::actors::Health;
+use crate::health::Health;
 use crate::internal_events as ev;
 use ractor::{ActorId, ActorRef};
 use std::collections::{HashMap, VecDeque};

@@ -29,7 +29,7 @@ mod source;
 pub use client::{build as build_client, PulsarOptions, Secret};
 pub use producer::PulsarSink;
 
-use crate::actors::Health;
+use crate::health::Health;
 use crate::log::{
     Acker, Appended, CommandLog, Delivery, LogError, NewRecord, PartitionSource, Position,
 };
