@@ -8,7 +8,7 @@
 #
 #   compose/native/cassandra-cluster.sh up [--wipe]   start every node (one after the other), wait for the ring
 #   compose/native/cassandra-cluster.sh down          stop every node (SIGTERM, then SIGKILL)
-#   compose/native/cassandra-cluster.sh status        exit 0 if every node answers CQL, 3 otherwise
+#   compose/native/cassandra-cluster.sh status        exit 0 if every node answers CQL with one schema, 3 otherwise
 #   compose/native/cassandra-cluster.sh start I       start node I (1..N) again, wait for CQL
 #   compose/native/cassandra-cluster.sh stop I        stop node I gracefully
 #   compose/native/cassandra-cluster.sh kill I        SIGKILL node I (a crash: no flush, no goodbye)
@@ -80,11 +80,28 @@ ring_complete() {
   [[ "$(tail -n1 <<<"$out")" == "($((N - 1)) rows)" ]]
 }
 
+# The schema versions of the nodes that answer (one per line, sorted, unique).
+schema_versions() {
+  local i
+  for i in $(seq 1 "$N"); do
+    node "$i" cql "SELECT schema_version FROM system.local" 2>/dev/null | sed -n 2p
+  done | sort -u
+}
+
 cmd_up() {
   local i t=0
   for i in $(seq 1 "$N"); do node "$i" up "$@"; done
   until ring_complete; do
     ((t < 120)) || die "node 1 does not see the other $((N - 1)) nodes after 120 s"
+    sleep 2
+    t=$((t + 2))
+  done
+  # A node killed while keyspaces are created and dropped can come back
+  # with a schema the others do not have (Cassandra 5 logs "Unknown CF" in
+  # MigrationStage); every DDL statement then waits out the driver's
+  # agreement timeout. Say so now rather than hang a run later.
+  until [[ "$(schema_versions | wc -l)" == 1 ]]; do
+    ((t < 180)) || die "the nodes' schema versions still differ after 180 s ($(schema_versions | tr '\n' ' ')): start afresh with 'down' then 'up --wipe'"
     sleep 2
     t=$((t + 2))
   done
@@ -97,8 +114,13 @@ cmd_down() {
 }
 
 cmd_status() {
-  local i rc=0
+  local i rc=0 versions
   for i in $(seq 1 "$N"); do node "$i" status || rc=3; done
+  versions="$(schema_versions)"
+  if [[ "$(wc -l <<<"$versions")" != 1 ]]; then
+    echo "cassandra-cluster: schema versions differ: $(tr '\n' ' ' <<<"$versions")"
+    rc=3
+  fi
   return $rc
 }
 
