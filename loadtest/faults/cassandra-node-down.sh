@@ -52,9 +52,19 @@ name=cassandra-node-down
 [ "$DOWN" = 1 ] || name=cassandra-nodes-down-$DOWN
 [ "$FAULT" = kill ] || name+=-$FAULT
 begin "$name"
-# A frozen node must not outlive a failed run (nor the workers: stack.sh's trap).
-thaw() { local n p; for n in $NODES; do p=$("$CASSANDRA" pid "$n"); [ -z "$p" ] || kill -CONT "$p" 2>/dev/null || true; done; }
-[ "$FAULT" = kill ] || trap 'thaw; stop_workers' EXIT
+# A failed run must leave no frozen node, sampler or worker behind (a killed
+# node is started again by the next run's stack_up).
+VMSTAT_PID=""
+cleanup() {
+  local n p
+  if [ "$FAULT" = freeze ]; then
+    for n in $NODES; do p=$("$CASSANDRA" pid "$n"); [ -z "$p" ] || kill -CONT "$p" 2>/dev/null || true; done
+  fi
+  rm -f "$OUT/.watching"
+  [ -z "$VMSTAT_PID" ] || kill "$VMSTAT_PID" 2>/dev/null || true
+  stop_workers
+}
+trap cleanup EXIT
 WORKER_PIDS=(); WORKER_URLS=()
 for i in $(seq 1 "$WORKERS"); do worker_n "$i" --scylla-request-timeout "${REQUEST_TIMEOUT}s"; done
 feed
