@@ -7,6 +7,13 @@
 
 NATIVE=$ROOT/compose/native
 PARTITIONS=${PARTITIONS:-4}
+# The store: one Cassandra node by default. A scenario on a cluster sets
+# CASSANDRA to compose/native/cassandra-cluster.sh (same subcommands),
+# STORE_REPLICATION (e.g. SimpleStrategy:3) and STORE_CONSISTENCY (quorum:
+# a replication factor above 1 must read its own writes).
+CASSANDRA=${CASSANDRA:-$NATIVE/cassandra.sh}
+STORE_REPLICATION=${STORE_REPLICATION:-}
+STORE_CONSISTENCY=${STORE_CONSISTENCY:-one}
 STAMP=$(date +%s)
 WORKER_PIDS=()
 # A scenario that fails half-way (set -e) must not leave its workers
@@ -15,9 +22,9 @@ trap 'stop_workers' EXIT
 
 stack_up() {
   "$NATIVE/pulsar.sh" status >/dev/null 2>&1 || "$NATIVE/pulsar.sh" up >&2
-  "$NATIVE/cassandra.sh" status >/dev/null 2>&1 || "$NATIVE/cassandra.sh" up >&2
+  "$CASSANDRA" status >/dev/null 2>&1 || "$CASSANDRA" up >&2
   eval "$("$NATIVE/pulsar.sh" env)"
-  eval "$("$NATIVE/cassandra.sh" env)"
+  eval "$("$CASSANDRA" env)"
   ADMIN=${PULSAR_ADMIN_URL:-http://127.0.0.1:8080}
 }
 
@@ -29,13 +36,14 @@ new_run() {
   KS=lt_${name//-/_}_$STAMP
   curl -sf -X PUT -H 'Content-Type: application/json' -d "$PARTITIONS" \
     "$ADMIN/admin/v2/persistent/public/default/lt-$name-$STAMP/partitions" >/dev/null
-  "$BIN" schema apply --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" >/dev/null 2>&1
+  "$BIN" schema apply --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" \
+    ${STORE_REPLICATION:+--replication "$STORE_REPLICATION"} >/dev/null 2>&1
 }
 
 # stack_args: the flags of a worker of the current run.
 stack_args() {
   echo --pulsar-url "$PULSAR_URL" --topic-commands "$TOPIC" --subscription loadtest \
-    --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" --scylla-consistency one
+    --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" --scylla-consistency "$STORE_CONSISTENCY"
 }
 
 # start_workers N DIR: N workers of the current run; pids in WORKER_PIDS,
@@ -59,14 +67,14 @@ stop_workers() {
 
 # drop_run: the run's keyspace, topic and dead-letter topic (disk space).
 drop_run() {
-  "$NATIVE/cassandra.sh" cql "DROP KEYSPACE IF EXISTS $KS" >/dev/null 2>&1 || true
+  "$CASSANDRA" cql "DROP KEYSPACE IF EXISTS $KS" >/dev/null 2>&1 || true
   curl -sf -X DELETE "$ADMIN/admin/v2/persistent/public/default/${TOPIC##*/}/partitions?force=true" >/dev/null 2>&1 || true
   curl -sf -X DELETE "$ADMIN/admin/v2/persistent/public/default/${TOPIC##*/}-DLQ?force=true" >/dev/null 2>&1 || true
 }
 
 # verify_run: `tracking verify` against the run's keyspace; prints its last line.
 verify_run() {
-  "$BIN" verify --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" --scylla-consistency one 2>/dev/null | tail -1
+  "$BIN" verify --scylla-nodes "$SCYLLA_NODES" --scylla-keyspace "$KS" --scylla-consistency "$STORE_CONSISTENCY" 2>/dev/null | tail -1
 }
 
 # stack_run NAME WORKERS SEED REPORT: one run of $BIN on a fresh topic and

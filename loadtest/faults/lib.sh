@@ -39,11 +39,12 @@ feed() {
   FEED_PID=$!
 }
 
-# worker_n I: starts worker I of the run (index into WORKER_PIDS/URLS).
+# worker_n I [flags...]: starts worker I of the run (index into
+# WORKER_PIDS/URLS), with extra flags if given.
 worker_n() {
   local i=$1
   # shellcheck disable=SC2046
-  start_worker "$OUT/w$i" $(stack_args) --shutdown-grace "${GRACE:-15}s"
+  start_worker "$OUT/w$i" $(stack_args) --shutdown-grace "${GRACE:-15}s" "${@:2}"
   WORKER_PIDS[i]=$WORKER_PID; WORKER_URLS[i]=$WORKER_URL
   sample_rss "$WORKER_PID" "$OUT/w$i.rss" &
 }
@@ -137,7 +138,7 @@ check_run() {
   stop_workers
   set +e
   "$BIN" check --manifest "$OUT/manifest.jsonl" --scylla-nodes "$SCYLLA_NODES" \
-    --scylla-keyspace "$KS" --scylla-consistency one --pulsar-url "$PULSAR_URL" \
+    --scylla-keyspace "$KS" --scylla-consistency "$STORE_CONSISTENCY" --pulsar-url "$PULSAR_URL" \
     --topic "$TOPIC" --wait 60s --report "$OUT/check.json" >"$OUT/check.log" 2>"$OUT/check.err"
   CHECK_RC=$?
   set -e
@@ -180,3 +181,26 @@ PY
 # fail REASON: a scenario-specific expectation did not hold (judge then fails).
 SCENARIO_FAIL=""
 fail() { echo "EXPECTATION FAILED: $*" >&2; SCENARIO_FAIL+="$*; "; }
+
+# watch_progress FILE: every second, one line "unix-time" and, per worker,
+# "persisted,store_errors,retried" (its counters of events persisted, store
+# errors and commands retried; "-" when it does not answer), until unwatch:
+# the timeline of progress that stalls are measured on.
+watch_progress() {
+  touch "$OUT/.watching"
+  (
+    while [ -f "$OUT/.watching" ]; do
+      local line u
+      line=$(date +%s.%N)
+      for u in "${WORKER_URLS[@]}"; do
+        line+=" $(curl -sf -m 1 "$u/metrics" 2>/dev/null | awk '
+          $1 == "tracking_events_persisted_total" || index($1, "tracking_events_persisted_total{") == 1 {p += $2; seen = 1}
+          $1 == "tracking_store_errors_total" || index($1, "tracking_store_errors_total{") == 1 {e += $2}
+          $1 == "tracking_commands_retried_total" || index($1, "tracking_commands_retried_total{") == 1 {r += $2}
+          END {if (seen) printf "%d,%d,%d", p, e, r; else printf "-"}')"
+      done
+      echo "$line" >>"$1"
+      sleep 1
+    done
+  ) &
+}

@@ -110,7 +110,7 @@ pub async fn session(cfg: &ScyllaConfig) -> Result<Session, ConnectError> {
         .request_timeout(Some(cfg.request_timeout))
         .retry_policy(Arc::new(DefaultRetryPolicy::new()))
         .build();
-    let mut builder = SessionBuilder::new()
+    let mut builder = liveness(SessionBuilder::new(), cfg)
         .known_nodes(&cfg.nodes)
         .connection_timeout(Duration::from_secs(5))
         .default_execution_profile_handle(profile.into_handle());
@@ -127,6 +127,24 @@ pub async fn session(cfg: &ScyllaConfig) -> Result<Session, ConnectError> {
             nodes: cfg.nodes.join(","),
             source: Box::new(source),
         })
+}
+
+/// How often each connection to a node is asked whether the node answers
+/// (a CQL OPTIONS request; one small frame per connection).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A node that accepts requests but never answers them (frozen, or cut off
+/// without a reset) keeps its connections open: the driver goes on choosing
+/// it until a keepalive goes unanswered for the keepalive timeout, and with
+/// the driver's defaults (every 30 s, 30 s) that stalled every worker for
+/// about 45 s with a quorum still up (RELIABILITY.md, "A three-node
+/// Cassandra cluster"). A node that answers nothing within the request
+/// timeout is treated as down: its connections close and requests go to the
+/// others until it answers again.
+fn liveness(builder: SessionBuilder, cfg: &ScyllaConfig) -> SessionBuilder {
+    builder
+        .keepalive_interval(KEEPALIVE_INTERVAL)
+        .keepalive_timeout(cfg.request_timeout)
 }
 
 fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
@@ -151,5 +169,17 @@ mod tests {
             shown.contains("***") && shown.contains("10.0.0.1:9042"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_node_that_answers_nothing_within_the_request_timeout_is_left() {
+        let mut cfg = ScyllaConfig::new("127.0.0.2:9042,127.0.0.3:9042", "ks");
+        cfg.request_timeout = Duration::from_secs(3);
+        let b = liveness(SessionBuilder::new(), &cfg);
+        assert_eq!(b.config.keepalive_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(b.config.keepalive_interval, Some(KEEPALIVE_INTERVAL));
+        // Detected within the request timeout plus one interval, not the
+        // driver's default of up to a minute.
+        assert!(KEEPALIVE_INTERVAL < cfg.request_timeout);
     }
 }
