@@ -3,8 +3,8 @@
 //! and the HTTP API, and restarting the broker with the script.
 
 use super::{eventually, options, track};
-use alpes_tracking::health::Health;
 use alpes_tracking::app;
+use alpes_tracking::health::Health;
 use alpes_tracking::log::pulsar::PulsarLog;
 use alpes_tracking::log::{CommandLog, NewRecord};
 use std::sync::Arc;
