@@ -265,13 +265,15 @@ async fn a_duplicate_found_in_the_store_makes_a_live_aggregate_reload() {
         user_id: user.into(),
         seq: 2,
         interaction_type: InteractionType::Click,
+        // The content `command` gives m-2: the same command, decided
+        // elsewhere (a different content would be refused at ingest, 409).
         target: Target {
-            id: "post-1".into(),
+            id: format!("post-{}", user.len()),
             kind: "post".into(),
         },
         campaign_id: Some("c-1".into()),
         occurred_at: "2026-11-29T10:00:00Z".parse().unwrap(),
-        affiliate_id: None,
+        affiliate_id: Some("a-7".into()),
         correlation_id: None,
         recorded_at: None,
     };

@@ -20,8 +20,13 @@ pub struct FaultyStore {
     pub failing_writes: AtomicU32,
     /// Every write takes at least this many milliseconds (a slow store).
     pub write_delay_ms: AtomicU64,
-    /// Interaction ids starting with this make the asking aggregate panic.
+    /// Interaction ids starting with this are refused by `write` (an id
+    /// conflict), and the aggregate that then asks who owns them panics.
     pub panic_prefix: Option<&'static str>,
+    /// Poison ids `write` refused: only a lookup after the conflict (the
+    /// aggregate's) panics, not the ingest check before the command is
+    /// accepted.
+    pub conflicted: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Calls of `last_seq`: each is an aggregate loading its user.
     pub loads: AtomicU32,
     /// While set, the store is broken until a restart (like a poisoned
@@ -36,6 +41,7 @@ impl FaultyStore {
             down: AtomicBool::new(false),
             failing_writes: AtomicU32::new(0),
             write_delay_ms: AtomicU64::new(0),
+            conflicted: Default::default(),
             panic_prefix: None,
             loads: AtomicU32::new(0),
             broken: AtomicBool::new(false),
@@ -56,6 +62,11 @@ impl FaultyStore {
             g.events
                 .iter()
                 .find(|e| e.interaction_id.starts_with(prefix))
+                .inspect(|e| {
+                    if let Ok(mut c) = self.conflicted.lock() {
+                        c.insert(e.interaction_id.clone());
+                    }
+                })
                 .map(|e| AppendConflict::InteractionIdTaken {
                     interaction_id: e.interaction_id.clone(),
                     owner: g.user_id.clone(),
@@ -119,10 +130,12 @@ impl EventStore for FaultyStore {
         }
     }
     async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
-        if let Some(prefix) = self.panic_prefix {
-            if ids.iter().any(|id| id.starts_with(prefix)) {
-                panic!("injected panic in an aggregate");
-            }
+        let after_conflict = self
+            .conflicted
+            .lock()
+            .is_ok_and(|c| ids.iter().any(|id| c.contains(id)));
+        if after_conflict {
+            panic!("injected panic in an aggregate");
         }
         self.inner.interaction_owners(ids).await
     }
