@@ -2,6 +2,7 @@
 //! endpoint, and runs until shutdown (then drains). `main` only parses the
 //! configuration and calls [`run`]; tests call it too, on port 0.
 
+use crate::actors::subscribers::Subscribers;
 use crate::actors::supervisor::{RootSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::actors::{Names, PipelineConfig};
 use crate::health::Health;
@@ -161,8 +162,11 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The internal listener (health, readiness, metrics), if configured.
     pub internal_addr: Option<SocketAddr>,
-    /// Registry names of this instance's actors (for observers in tests and the load generator).
+    /// Registry names of this instance's actors (tests look actors up).
     pub names: Names,
+    /// The writer's subscribers: an observer of committed records (the
+    /// load generator's latency probe, tests) adds itself here.
+    pub subscribers: Subscribers,
     pub health: Arc<Health>,
     pub log: Arc<dyn CommandLog>,
     pub store: Arc<dyn EventStore>,
@@ -197,11 +201,12 @@ pub async fn start_with_store(
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let (health, log, store, names) = (
+    let (health, log, store, names, subscribers) = (
         parts.health.clone(),
         parts.log.clone(),
         parts.store.clone(),
         parts.names.clone(),
+        parts.subscribers.clone(),
     );
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
@@ -214,6 +219,7 @@ pub async fn start_with_store(
         addr,
         internal_addr,
         names,
+        subscribers,
         health,
         log,
         store,
@@ -340,6 +346,7 @@ struct Parts {
     sink: Option<Arc<PulsarSink>>,
     store: Arc<dyn EventStore>,
     names: Names,
+    subscribers: Subscribers,
     /// The internal listener (health, readiness, metrics), bound.
     internal: Option<TcpListener>,
 }
@@ -371,6 +378,7 @@ impl Parts {
             sink,
             store,
             names: Names::new(),
+            subscribers: Subscribers::default(),
             internal,
         };
         Ok((listener, parts))
@@ -389,6 +397,7 @@ async fn serve(
         sink,
         store,
         names,
+        subscribers,
         internal,
     } = parts;
     let metrics = internal_events::install_metrics()?;
@@ -398,7 +407,13 @@ async fn serve(
             let mut tick = tokio::time::interval(internal_events::upkeep_interval());
             loop {
                 tick.tick().await;
-                internal_events::memory_sampled(store.memory());
+                if let Some(m) = store.memory() {
+                    internal_events::store_memory_sampled(
+                        m.write_buffer_bytes,
+                        m.cache_bytes,
+                        m.pending_flushes,
+                    );
+                }
                 m.run_upkeep();
             }
         })
@@ -440,6 +455,7 @@ async fn serve(
         health: health.clone(),
         config: config.pipeline.clone(),
         names,
+        subscribers,
         sink: sink.clone().map(|s| s as Arc<dyn EventSink>),
     };
     let (supervisor, supervisor_done) = Actor::spawn(None, RootSupervisor, args)

@@ -6,45 +6,10 @@ use crate::actors::PipelineConfig;
 use crate::app::ServiceConfig;
 use crate::log::pulsar::{PulsarOptions, Secret, DEFAULT_RECEIVER_QUEUE};
 use crate::store::scylladb::ScyllaConfig;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "tracking",
-    version = crate::LONG_VERSION,
-    about = "AlpesPartners Tracking: interaction commands in, events and live statistics out."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Options of `run` (the default command).
-    #[command(flatten)]
-    pub run: RunArgs,
-}
-
-#[derive(Debug, Subcommand)]
-// Parsed once at start: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Command {
-    /// Run the service (the default when no command is given).
-    Run(RunArgs),
-    /// Recompute every projection from the journal and compare; exits 1 on
-    /// any difference (and prints it). Run it with the service stopped.
-    Verify(StoreArgs),
-    /// Recompute the projections from the journal and replace them.
-    Rebuild(StoreArgs),
-    /// The ScyllaDB schema: `apply` or `status` (needs --scylla-nodes).
-    Schema(SchemaArgs),
-    /// Generate load (open model) against the in-process service or a URL,
-    /// and write a report.
-    Loadgen(crate::loadgen::LoadgenArgs),
-    /// Compare a load run's manifest with the store and the dead-letter
-    /// topic: lost, duplicated, unexpected, dead-lettered, order, recount.
-    Check(crate::check::CheckArgs),
-}
 
 /// Where the data lives (every command takes these).
 #[derive(Debug, Clone, Args)]
@@ -404,11 +369,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::Parser;
 
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
+    /// The worker's flags alone (the whole command line is in `cli`).
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
     }
 
     #[test]
@@ -419,22 +386,6 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
-    }
-
-    #[test]
-    fn run_is_the_default_and_subcommands_parse() {
-        let cli = Cli::try_parse_from(["tracking", "--partitions", "8"]).unwrap();
-        assert!(cli.command.is_none());
-        assert_eq!(cli.run.partitions, 8);
-        let cli = Cli::try_parse_from(["tracking", "verify", "--data-dir", "/tmp/x"]).unwrap();
-        assert!(
-            matches!(cli.command, Some(Command::Verify(s)) if s.data_dir == std::path::Path::new("/tmp/x"))
-        );
-        assert!(Cli::try_parse_from(["tracking", "--partitions", "0"]).is_err());
-        let cli = Cli::try_parse_from(["tracking"]).unwrap();
-        assert_eq!((cli.run.http_threads, cli.run.pipeline_nice), (1, 19));
-        assert!(Cli::try_parse_from(["tracking", "--pipeline-nice", "20"]).is_err());
-        assert!(Cli::try_parse_from(["tracking", "--http-threads", "0"]).is_err());
     }
 
     #[test]

@@ -266,12 +266,10 @@ fn describe() {
 
 /// The store's memory gauges, sampled at each metrics upkeep (the
 /// process's own memory is in the `process_*` series of each scrape).
-pub fn memory_sampled(store: Option<crate::store::StoreMemory>) {
-    if let Some(m) = store {
-        gauge!(STORE_WRITE_BUFFER).set(m.write_buffer_bytes as f64);
-        gauge!(STORE_CACHE).set(m.cache_bytes as f64);
-        gauge!(STORE_PENDING_FLUSHES).set(m.pending_flushes as f64);
-    }
+pub fn store_memory_sampled(write_buffer_bytes: u64, cache_bytes: u64, pending_flushes: u64) {
+    gauge!(STORE_WRITE_BUFFER).set(write_buffer_bytes as f64);
+    gauge!(STORE_CACHE).set(cache_bytes as f64);
+    gauge!(STORE_PENDING_FLUSHES).set(pending_flushes as f64);
 }
 
 /// Drains histogram buffers; call periodically.

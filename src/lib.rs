@@ -7,7 +7,10 @@
 
 pub mod actors;
 pub mod app;
+#[cfg(test)]
+mod architecture;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod domain;
 #[doc(hidden)]
@@ -18,10 +21,10 @@ pub mod internal_events;
 pub mod loadgen;
 pub mod log;
 pub mod process;
-pub mod projections;
 pub mod store;
 pub mod tls;
 pub mod verify;
+pub mod wire;
 
 /// This build's version (Cargo.toml).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

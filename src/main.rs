@@ -1,6 +1,6 @@
 //! The `tracking` binary: parses the configuration and calls the library.
 
-use alpes_tracking::config::{Cli, Command};
+use alpes_tracking::cli::{Cli, Command};
 use alpes_tracking::{app, process, verify};
 use clap::Parser;
 use std::process::ExitCode;

@@ -7,7 +7,7 @@
 //! for a difference.
 
 use crate::config::StoreArgs;
-use crate::projections::Recount;
+use crate::store::projections::Recount;
 use crate::store::{EventStore, ProjectionKind, ProjectionMode, StatsQuery};
 use anyhow::Context;
 use chrono::NaiveDate;

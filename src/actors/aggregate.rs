@@ -16,23 +16,55 @@
 //! `pre_start`, so the consumer never waits on a store read to spawn an
 //! aggregate.
 
-use super::consumer::{ConsumerMsg, Outcome, Work};
 use super::writer::{WriteFailed, WriteReply, WriterMsg};
 use super::Names;
 use crate::domain::decide::{decide, DailyKey, Input, UserView, Verdict};
-use crate::domain::Rejection;
+use crate::domain::{RejectReason, Rejection, TrackInteraction};
 use crate::internal_events as ev;
 use crate::log::Source;
 use crate::store::{
     AppendConflict, AppendGroup, EventMeta, EventStore, GroupOutcome, JournalGuard,
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Rounds of a batch before giving up on it (retryable): the first,
 /// which does not look its ids up, and conflicts resolved by reloading.
 const MAX_CONFLICT_ROUNDS: usize = 4;
+
+/// One command on its way to an aggregate.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub delivery_id: u64,
+    pub command: TrackInteraction,
+    pub published_at_ms: i64,
+    /// Where the command is in the command log.
+    pub source: Source,
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Persisted,
+    Duplicate,
+    Rejected(RejectReason),
+    /// A query command answered on the events topic (Pulsar mode).
+    Answered,
+    /// Nothing durable happened; try again later. `retryable: false` means
+    /// the processing itself failed (counted against `max_deliveries`).
+    Retry {
+        retryable: bool,
+        error: String,
+    },
+}
+
+/// What became of a batch, for the consumer that sent it.
+#[derive(Debug)]
+pub struct Processed {
+    pub user_id: String,
+    pub outcomes: Vec<(u64, Outcome)>,
+}
 
 pub enum AggregateMsg {
     /// Commands of this user, in delivery order.
@@ -49,7 +81,7 @@ pub struct AggregateArgs {
     pub user_id: String,
     pub store: Arc<dyn EventStore>,
     pub names: Names,
-    pub consumer: ActorRef<ConsumerMsg>,
+    pub consumer: DerivedActorRef<Processed>,
     pub processing: ev::Processing,
 }
 
@@ -57,7 +89,7 @@ pub struct AggregateState {
     user_id: String,
     store: Arc<dyn EventStore>,
     names: Names,
-    consumer: ActorRef<ConsumerMsg>,
+    consumer: DerivedActorRef<Processed>,
     processing: ev::Processing,
     /// The user's last durable sequence number; `None` until loaded or
     /// after a failure made it uncertain.
@@ -117,7 +149,7 @@ impl Actor for UserAggregate {
             }
         };
         state.processing.record(started.elapsed().as_secs_f64());
-        state.consumer.send_message(ConsumerMsg::Processed {
+        state.consumer.send_message(Processed {
             user_id: state.user_id.clone(),
             outcomes,
         })?;

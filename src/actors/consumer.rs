@@ -28,10 +28,11 @@ mod reroute;
 mod route;
 mod saga;
 
+pub use super::aggregate::{Outcome, Processed, Work};
 use super::writer::WriteFailed;
 use super::{Names, PipelineConfig};
 use crate::domain::codec::Command;
-use crate::domain::{RejectReason, TrackInteraction};
+use crate::domain::RejectReason;
 use crate::health::Health;
 use crate::internal_events as ev;
 use crate::log::{Acker, CommandLog, Delivery, EventSink, LogError, PartitionSource};
@@ -50,32 +51,6 @@ use tokio::task::JoinHandle;
 
 /// Deliveries the reader takes from the log at once (at most).
 const READ_BATCH: usize = 1024;
-
-/// One command on its way to an aggregate.
-#[derive(Debug, Clone)]
-pub struct Work {
-    pub delivery_id: u64,
-    pub command: TrackInteraction,
-    pub published_at_ms: i64,
-    /// Where the command is in the command log.
-    pub source: crate::log::Source,
-}
-
-/// What became of a delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Persisted,
-    Duplicate,
-    Rejected(RejectReason),
-    /// A query command answered on the events topic (Pulsar mode).
-    Answered,
-    /// Nothing durable happened; try again later. `retryable: false` means
-    /// the processing itself failed (counted against `max_deliveries`).
-    Retry {
-        retryable: bool,
-        error: String,
-    },
-}
 
 pub enum ConsumerMsg {
     /// Deliveries read from the partition (from the reader task).
@@ -110,6 +85,28 @@ pub enum ConsumerMsg {
     ReaderStopped(String),
     /// Stop reading, finish what is in flight, commit, then answer.
     Drain(RpcReplyPort<()>),
+}
+
+/// An aggregate reports to its consumer through a `DerivedActorRef<Processed>`
+/// (the aggregate owns its protocol and never names this actor's messages).
+impl From<Processed> for ConsumerMsg {
+    fn from(p: Processed) -> Self {
+        ConsumerMsg::Processed {
+            user_id: p.user_id,
+            outcomes: p.outcomes,
+        }
+    }
+}
+
+impl TryFrom<ConsumerMsg> for Processed {
+    type Error = ConsumerMsg;
+
+    fn try_from(m: ConsumerMsg) -> Result<Self, ConsumerMsg> {
+        match m {
+            ConsumerMsg::Processed { user_id, outcomes } => Ok(Processed { user_id, outcomes }),
+            other => Err(other),
+        }
+    }
 }
 
 pub struct PartitionConsumer;

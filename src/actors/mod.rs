@@ -17,6 +17,7 @@ pub mod projector;
 #[cfg(test)]
 mod props;
 pub mod publisher;
+pub mod subscribers;
 pub mod supervisor;
 pub mod writer;
 
@@ -138,16 +139,6 @@ impl Names {
 
     pub fn projector_name(&self, kind: crate::store::ProjectionKind) -> String {
         format!("{}/projector/{}", self.prefix, kind.as_str())
-    }
-
-    /// An optional observer of committed records (the load generator's
-    /// end-to-end latency probe); receives what the projectors receive.
-    pub fn observer_name(&self) -> String {
-        format!("{}/observer", self.prefix)
-    }
-
-    pub fn observer(&self) -> Option<ractor::ActorRef<projector::ProjectorMsg>> {
-        ractor::ActorRef::where_is(self.observer_name())
     }
 
     pub fn publisher_name(&self) -> String {

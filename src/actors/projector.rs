@@ -12,6 +12,7 @@
 
 use super::follow::{self, handle_in_order, Follower};
 use super::schedule_flush;
+use super::subscribers::{Committed, Subscribers};
 use crate::internal_events as ev;
 use crate::store::{EventStore, JournalRecord, ProjectionKind, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -32,28 +33,35 @@ pub enum ProjectorMsg {
     Tick,
 }
 
-/// Sends committed records to every projector that is alive, and to the
-/// event publisher (Pulsar mode). One that is restarting misses them and
-/// catches up from the journal instead.
-pub fn broadcast(names: &super::Names, records: Arc<Vec<JournalRecord>>) {
-    for kind in ProjectionKind::ALL {
-        if let Some(actor) = names.projector(kind) {
-            let _ = actor.send_message(ProjectorMsg::Committed(records.clone()));
+impl From<Committed> for ProjectorMsg {
+    fn from(c: Committed) -> Self {
+        ProjectorMsg::Committed(c.0)
+    }
+}
+
+impl TryFrom<ProjectorMsg> for Committed {
+    type Error = ProjectorMsg;
+
+    fn try_from(m: ProjectorMsg) -> Result<Self, ProjectorMsg> {
+        match m {
+            ProjectorMsg::Committed(r) => Ok(Committed(r)),
+            other => Err(other),
         }
-    }
-    if let Some(observer) = names.observer() {
-        let _ = observer.send_message(ProjectorMsg::Committed(records.clone()));
-    }
-    if let Some(publisher) = names.publisher() {
-        let _ = publisher.send_message(super::publisher::PublisherMsg::Committed(records));
     }
 }
 
 pub struct Projector;
 
+/// The projector's key among the writer's subscribers.
+pub fn subscriber_key(kind: ProjectionKind) -> String {
+    format!("projector/{}", kind.as_str())
+}
+
 pub struct ProjectorArgs {
     pub kind: ProjectionKind,
     pub store: Arc<dyn EventStore>,
+    /// The writer's subscribers: the projector adds itself once caught up.
+    pub subscribers: Subscribers,
 }
 
 pub struct ProjectorState {
@@ -86,6 +94,8 @@ impl Actor for Projector {
             projected: ev::EndToEnd::register("projected"),
         };
         catch_up(&mut state, u64::MAX).await?;
+        args.subscribers
+            .subscribe(subscriber_key(args.kind), myself.get_derived());
         myself.send_interval(TICK, || ProjectorMsg::Tick);
         Ok(state)
     }
@@ -188,6 +198,7 @@ mod tests {
         let args = ProjectorArgs {
             kind: ProjectionKind::Status,
             store: store.clone(),
+            subscribers: Default::default(),
         };
         let (projector, handle) = Actor::spawn(None, Projector, args).await.unwrap();
         let fx = Fx::new();

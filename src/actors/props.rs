@@ -154,7 +154,7 @@ async fn spawn_aggregate(
         user_id: format!("u{user}"),
         store: store.clone(),
         names: names.clone(),
-        consumer: collector.clone(),
+        consumer: collector.get_derived(),
         processing: crate::internal_events::Processing::register(),
     };
     let (a, _) = Actor::spawn(None, UserAggregate, args)

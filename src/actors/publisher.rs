@@ -2,7 +2,7 @@
 //! journal to the events topic (Pulsar mode), for other services.
 //!
 //! Modeled on the projector: the writer's committed records reach it
-//! through [`super::projector::broadcast`]; it publishes them in journal
+//! through the writer's subscribers ([`super::subscribers`]); it publishes them in journal
 //! position order (keyed by user id, property `name=InteractionTracked`
 //! and `schema_version`, the HTTP item as JSON) and, once the broker
 //! confirmed them, moves the store cursor `events-out` to the last
@@ -22,11 +22,12 @@
 
 use super::follow::{catch_up, handle_in_order, Follower};
 use super::schedule_flush;
+use super::subscribers::{Committed, Subscribers};
 use crate::internal_events as ev;
 use crate::log::{EventSink, OutboundMessage};
 use crate::store::{EventStore, JournalRecord, StoreError};
+use crate::wire;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,28 @@ pub struct EventPublisher;
 pub struct PublisherArgs {
     pub store: Arc<dyn EventStore>,
     pub sink: Arc<dyn EventSink>,
+    /// The writer's subscribers: the publisher adds itself at start.
+    pub subscribers: Subscribers,
+}
+
+/// The publisher's key among the writer's subscribers.
+pub const SUBSCRIBER_KEY: &str = "event-publisher";
+
+impl From<Committed> for PublisherMsg {
+    fn from(c: Committed) -> Self {
+        PublisherMsg::Committed(c.0)
+    }
+}
+
+impl TryFrom<PublisherMsg> for Committed {
+    type Error = PublisherMsg;
+
+    fn try_from(m: PublisherMsg) -> Result<Self, PublisherMsg> {
+        match m {
+            PublisherMsg::Committed(r) => Ok(Committed(r)),
+            other => Err(other),
+        }
+    }
 }
 
 pub struct PublisherState {
@@ -92,6 +115,8 @@ impl Actor for EventPublisher {
         if let Err(e) = catch_up(&mut state, u64::MAX).await {
             tracing::warn!(error = %e, "events topic: catching up failed; retrying on the tick");
         }
+        args.subscribers
+            .subscribe(SUBSCRIBER_KEY, myself.get_derived());
         myself.send_interval(TICK, || PublisherMsg::Tick);
         Ok(state)
     }
@@ -144,20 +169,8 @@ pub fn outbound(record: &JournalRecord) -> Option<OutboundMessage> {
     let JournalRecord::Event(e) = record else {
         return None;
     };
-    let payload = serde_json::to_vec(&crate::http::event_json(e)).ok()?;
-    let mut properties = HashMap::new();
-    properties.insert("name".to_string(), "InteractionTracked".to_string());
-    properties.insert(
-        "schema_version".to_string(),
-        e.event.schema_version.to_string(),
-    );
-    properties.insert(
-        "eventTime".to_string(),
-        e.event.occurred_at.timestamp_millis().to_string(),
-    );
-    if let Some(c) = &e.event.correlation_id {
-        properties.insert("correlationId".to_string(), c.clone());
-    }
+    let payload = serde_json::to_vec(&wire::Interaction::from(&*e.event)).ok()?;
+    let properties = wire::tracked_properties(&e.event);
     Some(OutboundMessage {
         key: e.event.user_id.clone(),
         payload,

@@ -13,6 +13,7 @@ use super::consumer::{ConsumerArgs, ConsumerMsg, PartitionConsumer};
 use super::folder::{Folder, FolderArgs};
 use super::projector::{Projector, ProjectorArgs};
 use super::publisher::{EventPublisher, PublisherArgs};
+use super::subscribers::Subscribers;
 use super::writer::{JournalWriter, WriterArgs};
 use super::{Names, PipelineConfig};
 use crate::health::Health;
@@ -63,6 +64,9 @@ pub struct SupervisorArgs {
     pub health: Arc<Health>,
     pub config: PipelineConfig,
     pub names: Names,
+    /// The writer's subscribers (the projectors and the publisher add
+    /// themselves; the embedding code may add observers).
+    pub subscribers: Subscribers,
     /// The events topic (Pulsar mode): the event publisher and the answers
     /// to `BuildInteractionsInfo` go there.
     pub sink: Option<Arc<dyn EventSink>>,
@@ -274,7 +278,7 @@ async fn spawn_child(
     let cell = match child {
         Child::Writer => {
             let args = WriterArgs {
-                names: a.names.clone(),
+                subscribers: a.subscribers.clone(),
                 store: a.store.clone(),
                 health: a.health.clone(),
                 max_batch: a.config.max_write_batch,
@@ -292,6 +296,7 @@ async fn spawn_child(
             let args = ProjectorArgs {
                 kind,
                 store: a.store.clone(),
+                subscribers: a.subscribers.clone(),
             };
             let (p, _) = Actor::spawn_linked(
                 Some(a.names.projector_name(kind)),
@@ -309,6 +314,7 @@ async fn spawn_child(
             let args = PublisherArgs {
                 store: a.store.clone(),
                 sink,
+                subscribers: a.subscribers.clone(),
             };
             let (p, _) = Actor::spawn_linked(
                 Some(a.names.publisher_name()),

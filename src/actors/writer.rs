@@ -12,8 +12,8 @@
 //! Requests whose caller stopped (an aggregate stopped with its consumer)
 //! are left out of the commit: their deliveries come again.
 
-use super::projector;
-use super::{schedule_flush, Names};
+use super::schedule_flush;
+use super::subscribers::Subscribers;
 use crate::domain::Rejection;
 use crate::health::Health;
 use crate::internal_events as ev;
@@ -71,7 +71,8 @@ pub enum WriterMsg {
 pub struct JournalWriter;
 
 pub struct WriterArgs {
-    pub names: Names,
+    /// Who receives each commit's records (projectors, publisher, observers).
+    pub subscribers: Subscribers,
     pub store: Arc<dyn EventStore>,
     pub health: Arc<Health>,
     pub max_batch: usize,
@@ -93,7 +94,7 @@ impl Pending {
 }
 
 pub struct WriterState {
-    names: Names,
+    subscribers: Subscribers,
     store: Arc<dyn EventStore>,
     health: Arc<Health>,
     max_batch: usize,
@@ -121,7 +122,7 @@ impl Actor for JournalWriter {
         let concurrent = (args.store.journal_guard() == JournalGuard::Deterministic)
             .then(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMMITS)));
         Ok(WriterState {
-            names: args.names,
+            subscribers: args.subscribers,
             store: args.store,
             health: args.health,
             max_batch,
@@ -216,10 +217,10 @@ async fn commit(state: &mut WriterState) {
         slots.push((g, start..batch.rejections.len()));
     }
     let batch = Arc::new(batch);
-    let done = Committed {
+    let done = Commit {
         store: state.store.clone(),
         health: state.health.clone(),
-        names: state.names.clone(),
+        subscribers: state.subscribers.clone(),
         persisted: state.persisted.clone(),
         broadcast: state.store.projection_mode() != ProjectionMode::Folded,
     };
@@ -245,10 +246,10 @@ async fn commit(state: &mut WriterState) {
 const MAX_CONCURRENT_COMMITS: usize = 4;
 
 /// What a commit needs once its batch is built.
-struct Committed {
+struct Commit {
     store: Arc<dyn EventStore>,
     health: Arc<Health>,
-    names: Names,
+    subscribers: Subscribers,
     persisted: ev::EndToEnd,
     /// Hand the committed records to the projectors (stores they follow).
     broadcast: bool,
@@ -256,7 +257,7 @@ struct Committed {
 
 type Slots = Vec<(Option<usize>, std::ops::Range<usize>)>;
 
-impl Committed {
+impl Commit {
     /// Writes the batch, answers the requesters, feeds the projectors.
     async fn run(self, batch: Arc<WriteBatch>, pending: Vec<Pending>, slots: Slots, events: usize) {
         let started = Instant::now();
@@ -313,7 +314,7 @@ impl Committed {
         ev::events_persisted(persisted);
         if !records.is_empty() {
             records.sort_by_key(JournalRecord::pos);
-            projector::broadcast(&self.names, Arc::new(records));
+            self.subscribers.publish(Arc::new(records));
         }
     }
 }
@@ -322,10 +323,10 @@ impl Committed {
 #[cfg(test)]
 pub(super) async fn spawn_for_test(
     store: &Arc<dyn EventStore>,
-    names: &Names,
+    names: &crate::actors::Names,
 ) -> Result<(ActorRef<WriterMsg>, ractor::concurrency::JoinHandle<()>), ractor::SpawnErr> {
     let args = WriterArgs {
-        names: names.clone(),
+        subscribers: Subscribers::default(),
         store: store.clone(),
         health: Arc::new(Health::default()),
         max_batch: 64,
@@ -352,7 +353,9 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let (writer, handle) = spawn_for_test(&store, &Names::new()).await.unwrap();
+        let (writer, handle) = spawn_for_test(&store, &crate::actors::Names::new())
+            .await
+            .unwrap();
         (dir, store, writer, handle)
     }
 

@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod decide;
 pub mod event;
+pub mod position;
 #[cfg(test)]
 mod props;
 pub mod reuse;

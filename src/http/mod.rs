@@ -18,9 +18,6 @@ mod runtime;
 
 pub use runtime::{HttpThreads, FRONT_SLICE};
 
-/// The JSON of one stored event (the HTTP item; also the events topic's payload).
-pub use routes::item as event_json;
-
 use crate::health::Health;
 use crate::internal_events::HttpRuntime;
 use crate::log::CommandLog;

@@ -5,6 +5,7 @@
 use super::query::{percent_decode, BadParam, Query};
 use super::{error, json, AppState, Body, Listener};
 use crate::store::{StatsQuery, StoreError, StoredEvent};
+use crate::wire::Interaction;
 use chrono::{Duration, Utc};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -206,22 +207,9 @@ fn metrics(state: &AppState) -> Response<Body> {
     r
 }
 
-/// The JSON of one stored event.
-pub fn item(e: &StoredEvent) -> Value {
-    let ev = &e.event;
-    j!({
-        "interaction_id": ev.interaction_id,
-        "user_id": ev.user_id,
-        "seq": ev.seq,
-        "interaction_type": ev.interaction_type,
-        "target": {"id": ev.target.id, "type": ev.target.kind},
-        "campaign_id": ev.campaign_id,
-        "affiliate_id": ev.affiliate_id,
-        "correlation_id": ev.correlation_id,
-        "occurred_at": ev.occurred_at,
-        "recorded_at": ev.recorded_or_occurred(),
-        "schema_version": ev.schema_version,
-    })
+/// The public view of one stored event (`wire::Interaction`).
+fn item(e: &StoredEvent) -> Interaction<'_> {
+    Interaction::from(&*e.event)
 }
 
 fn segment(raw: &str) -> Result<String, Fail> {
@@ -235,7 +223,7 @@ fn segment(raw: &str) -> Result<String, Fail> {
 async fn get_interaction(state: &AppState, id: &str) -> Result<Value, Fail> {
     let id = segment(id)?;
     match state.store.interaction(&id).await? {
-        Some(e) => Ok(item(&e)),
+        Some(e) => Ok(j!(item(&e))),
         None => Err(Fail::NotFound(format!("no interaction {id}"))),
     }
 }

@@ -3,6 +3,7 @@
 //! progress line, and the process's resident memory.
 
 use super::report::Second;
+use crate::actors::subscribers::Committed;
 use crate::process::CpuTimes;
 use crate::store::JournalRecord;
 use hdrhistogram::Histogram;
@@ -211,12 +212,15 @@ pub fn rss_mib() -> f64 {
     crate::process::resident_bytes().map_or(0.0, |b| b as f64 / (1024.0 * 1024.0))
 }
 
-/// Receives every committed journal record (like a projector) and records
-/// the end-to-end latency of the commands this run is waiting for.
+/// Subscribed to the writer's commits (like a projector), records the
+/// end-to-end latency of the commands this run is waiting for.
 pub(super) struct Observer;
 
+/// The observer's key among the writer's subscribers.
+pub(super) const OBSERVER_KEY: &str = "loadgen/observer";
+
 impl ractor::Actor for Observer {
-    type Msg = crate::actors::projector::ProjectorMsg;
+    type Msg = Committed;
     type State = Arc<Shared>;
     type Arguments = Arc<Shared>;
 
@@ -234,9 +238,7 @@ impl ractor::Actor for Observer {
         msg: Self::Msg,
         shared: &mut Arc<Shared>,
     ) -> Result<(), ractor::ActorProcessingErr> {
-        let crate::actors::projector::ProjectorMsg::Committed(records) = msg else {
-            return Ok(());
-        };
+        let Committed(records) = msg;
         let now = Instant::now();
         let mut seen = Vec::new();
         if let Ok(mut pending) = shared.pending.lock() {

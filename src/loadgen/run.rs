@@ -2,7 +2,9 @@
 
 use super::feed::{self, Batch};
 use super::http::Conn;
-use super::probe::{median, progress, rss_mib, snapshot, Hists, Observer, Pending, Shared};
+use super::probe::{
+    median, progress, rss_mib, snapshot, Hists, Observer, Pending, Shared, OBSERVER_KEY,
+};
 use super::reads;
 use super::report::{check_problems, summary, write_report, Latency, Report, Second};
 use super::workload::{Kind, Workload};
@@ -163,11 +165,11 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
     // End-to-end probe (in-process): an observer of committed records.
     let mut observer = None;
     if let Target::InProcess { svc, .. } = &target {
-        let (actor, _) =
-            ractor::Actor::spawn(Some(svc.names.observer_name()), Observer, shared.clone())
-                .await
-                .context("starting the latency observer")?;
-        observer = Some(actor);
+        let (actor, _) = ractor::Actor::spawn(None, Observer, shared.clone())
+            .await
+            .context("starting the latency observer")?;
+        svc.subscribers.subscribe(OBSERVER_KEY, actor.get_derived());
+        observer = Some((actor, svc.subscribers.clone()));
     }
     // Reads under load, on a thread of their own (see `reads`).
     let mut reader = None;
@@ -373,7 +375,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         // It ends within 100 ms of `stop`.
         let _ = tokio::task::spawn_blocking(move || r.join()).await;
     }
-    if let Some(o) = observer {
+    if let Some((o, subscribers)) = observer {
+        subscribers.unsubscribe(OBSERVER_KEY);
         o.stop(None);
     }
     peak_rss = peak_rss.max(rss_mib());

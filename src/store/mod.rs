@@ -20,11 +20,12 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod projections;
 pub mod scylladb;
 
 use crate::domain::decide::{DailyKey, UserView};
+use crate::domain::position::Source;
 use crate::domain::{InteractionTracked, InteractionType, Rejection};
-use crate::log::Source;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -450,7 +451,7 @@ pub trait EventStore: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FoldCheckpoint {
     /// The last record folded (`None`: nothing yet).
-    pub position: Option<crate::log::Position>,
+    pub position: Option<crate::domain::position::Position>,
     /// How many records were folded: the order of the follower's writes.
     pub folded: u64,
 }
@@ -459,7 +460,7 @@ pub struct FoldCheckpoint {
 /// it: where its command is in the log, and what it adds to the statistics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRecord {
-    pub position: crate::log::Position,
+    pub position: crate::domain::position::Position,
     pub record: JournalRecord,
     /// An event that is its user's first on its daily key.
     pub first_of_key: bool,
@@ -491,8 +492,8 @@ pub trait Folding: Send + Sync {
     async fn read(
         &self,
         partition: u32,
-        after: Option<crate::log::Position>,
-        through: crate::log::Position,
+        after: Option<crate::domain::position::Position>,
+        through: crate::domain::position::Position,
         limit: usize,
     ) -> Result<Vec<LogRecord>, StoreError>;
 

@@ -196,7 +196,7 @@ async fn get_or_spawn(
         user_id: user_id.to_string(),
         store: state.store.clone(),
         names: state.names.clone(),
-        consumer: myself.clone(),
+        consumer: myself.get_derived(),
         processing: state.processing.clone(),
     };
     let (actor, _handle) =

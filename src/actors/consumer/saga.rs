@@ -12,9 +12,8 @@ use super::ConsumerMsg;
 use crate::domain::codec::BuildInteractionsInfo;
 use crate::log::{EventSink, OutboundMessage};
 use crate::store::{EventStore, StoredEvent};
+use crate::wire;
 use ractor::ActorRef;
-use serde_json::json;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,25 +57,11 @@ pub(super) fn answer(
 
 /// The `InteractionsInfoBuilt` message answering `request`.
 pub fn message(request: &BuildInteractionsInfo, events: &[StoredEvent]) -> OutboundMessage {
-    let items: Vec<_> = events.iter().map(crate::http::event_json).collect();
-    let payload = json!({
-        "name": "InteractionsInfoBuilt",
-        "saga_id": request.saga_id,
-        "post_id": request.post_id,
-        "start_date": request.start_date,
-        "end_date": request.end_date,
-        "count": items.len(),
-        "interactions": items,
-    });
-    let mut properties = HashMap::new();
-    properties.insert("name".to_string(), "InteractionsInfoBuilt".to_string());
-    properties.insert("sagaId".to_string(), request.saga_id.clone());
-    if let Some(c) = &request.correlation_id {
-        properties.insert("correlationId".to_string(), c.clone());
-    }
+    let answer = wire::InteractionsInfoBuilt::new(request, events.iter().map(|e| &*e.event));
     OutboundMessage {
         key: request.saga_id.clone(),
-        payload: payload.to_string().into_bytes(),
-        properties,
+        // A struct of strings, dates and numbers always serializes.
+        payload: serde_json::to_vec(&answer).unwrap_or_default(),
+        properties: wire::built_properties(request),
     }
 }

@@ -113,17 +113,7 @@ impl Default for EmbeddedLogOptions {
     }
 }
 
-/// The partition of `key` among `partitions`: FNV-1a 64 of the key's bytes
-/// modulo the count. Stable across processes, versions and platforms.
-pub fn partition_for(key: &str, partitions: u32) -> u32 {
-    if partitions == 0 {
-        return 0;
-    }
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    (hash % u64::from(partitions)) as u32
-}
+pub use crate::domain::position::partition_for;
 
 struct Part {
     shared: Arc<Shared>,

@@ -17,11 +17,11 @@
 //! (within one test process).
 #![cfg(test)]
 
+use crate::domain::position::Source;
 use crate::domain::{
     InteractionTracked, InteractionType, RejectReason, Rejection, Target, EVENT_SCHEMA_VERSION,
 };
-use crate::log::Source;
-use crate::projections::Recount;
+use crate::store::projections::Recount;
 use crate::store::{
     AppendConflict, AppendGroup, DailyStat, EventMeta, EventStore, GroupOutcome, JournalGuard,
     JournalRecord, ProjectionKind, ProjectionMode, StatsQuery, StatusStat, StoredEvent, UserStats,
@@ -78,7 +78,7 @@ impl Fx {
         let entry = *p.entry(id.to_owned()).or_insert(n);
         Source {
             partition: self.partition,
-            position: crate::log::Position::new(0, entry, 0),
+            position: crate::domain::position::Position::new(0, entry, 0),
         }
     }
 
@@ -134,7 +134,12 @@ impl Fx {
         let mut cp = fold.checkpoint(self.partition).await.unwrap();
         loop {
             let records = fold
-                .read(self.partition, cp.position, crate::log::Position::MAX, 100)
+                .read(
+                    self.partition,
+                    cp.position,
+                    crate::domain::position::Position::MAX,
+                    100,
+                )
                 .await
                 .unwrap();
             if records.is_empty() {

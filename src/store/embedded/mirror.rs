@@ -33,7 +33,7 @@ impl DayKey for NaiveDate {
     }
 }
 
-impl DayKey for crate::projections::DailyKey {
+impl DayKey for crate::store::projections::DailyKey {
     fn day(&self) -> NaiveDate {
         self.0
     }

@@ -122,7 +122,7 @@ struct Inner {
     status: Keyspace,
     users: Keyspace,
     /// Recent rows of `daily` and `status`, for reads (see [`mirror`]).
-    daily_mirror: mirror::Mirror<crate::projections::DailyKey>,
+    daily_mirror: mirror::Mirror<crate::store::projections::DailyKey>,
     status_mirror: mirror::Mirror<NaiveDate>,
     /// Serializes writes: the conflict checks and the commit are one step.
     writer: std::sync::Mutex<()>,

@@ -1,9 +1,9 @@
-//! Projections: folding records with the shared math (`crate::projections`)
+//! Projections: folding records with the shared math (`crate::store::projections`)
 //! and reading the projection tables.
 
 use super::mirror::Counters;
 use super::{db_err, keys, Inner};
-use crate::projections::{daily_key, status_day, DailyKey};
+use crate::store::projections::{daily_key, status_day, DailyKey};
 use crate::store::{
     DailyStat, JournalRecord, ProjectionKind, StatsQuery, StatusStat, StoreError, UserStats,
 };

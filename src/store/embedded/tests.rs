@@ -1,6 +1,6 @@
 use super::EmbeddedStore;
 use crate::domain::{InteractionTracked, InteractionType, RejectReason, Rejection, Target};
-use crate::projections::Recount;
+use crate::store::projections::Recount;
 use crate::store::{
     AppendConflict, AppendGroup, EventStore, GroupOutcome, ProjectionKind, StatsQuery, StoreError,
     WriteBatch,

@@ -21,8 +21,8 @@
 use super::read::{rejection_of, rows, RollupRow};
 use super::write::block_of;
 use super::{day_num, exec_err, rows_err, ScyllaStore, CONCURRENCY};
+use crate::domain::position::Position;
 use crate::domain::InteractionTracked;
-use crate::log::Position;
 use crate::store::{FoldCheckpoint, JournalRecord, LogRecord, StoreError, StoredEvent};
 use futures::{StreamExt, TryStreamExt};
 use scylla::statement::batch::{Batch, BatchType};
@@ -186,7 +186,7 @@ pub async fn read(
         for &(major, block) in &blocks {
             let start = Position {
                 major: major as u64,
-                minor: (block as u64) << (crate::log::BATCH_BITS + 10),
+                minor: (block as u64) << (crate::domain::position::BATCH_BITS + 10),
             };
             if start > through {
                 break 'pages;

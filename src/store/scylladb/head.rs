@@ -87,7 +87,7 @@ impl UserHead {
     pub fn apply(
         &mut self,
         e: &InteractionTracked,
-        at: crate::log::Source,
+        at: crate::domain::position::Source,
         first_of_key: bool,
     ) -> Evicted {
         let mut out = Evicted::default();
@@ -210,10 +210,10 @@ mod tests {
         }
     }
 
-    fn at(n: u64) -> crate::log::Source {
-        crate::log::Source {
+    fn at(n: u64) -> crate::domain::position::Source {
+        crate::domain::position::Source {
             partition: 1,
-            position: crate::log::Position::new(7, n, 0),
+            position: crate::domain::position::Position::new(7, n, 0),
         }
     }
 

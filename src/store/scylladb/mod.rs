@@ -197,8 +197,8 @@ const POS_EPOCH_MS: i64 = 6_000_000_000_000;
 /// page boundary between the two may skip one).
 pub(crate) fn event_pos(recorded_at: DateTime<Utc>, partition: u32, minor: u64) -> u64 {
     let ms = (recorded_at.timestamp_millis() + POS_EPOCH_MS).max(0) as u64;
-    let entry = minor >> crate::log::BATCH_BITS;
-    let index = minor & ((1 << crate::log::BATCH_BITS) - 1);
+    let entry = minor >> crate::domain::position::BATCH_BITS;
+    let index = minor & ((1 << crate::domain::position::BATCH_BITS) - 1);
     let low = (entry % 100) * 10_000 + (index % 100) * 100 + u64::from(partition % 100);
     ms.saturating_mul(1_000_000) + low
 }
@@ -379,8 +379,8 @@ impl Folding for ScyllaStore {
     async fn read(
         &self,
         partition: u32,
-        after: Option<crate::log::Position>,
-        through: crate::log::Position,
+        after: Option<crate::domain::position::Position>,
+        through: crate::domain::position::Position,
         limit: usize,
     ) -> Result<Vec<crate::store::LogRecord>, StoreError> {
         fold::read(self, partition, after, through, limit).await

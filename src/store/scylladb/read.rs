@@ -57,7 +57,7 @@ async fn log_events(s: &ScyllaStore, places: &[Place]) -> Result<Vec<StoredEvent
     use std::collections::BTreeMap;
     let mut by_block: BTreeMap<(u32, u64, i64), Vec<i64>> = BTreeMap::new();
     for &(p, major, minor) in places {
-        let block = super::write::block_of(crate::log::Position { major, minor });
+        let block = super::write::block_of(crate::domain::position::Position { major, minor });
         by_block
             .entry((p, major, block))
             .or_default()
@@ -254,7 +254,8 @@ pub async fn visit_journal(
     for p in super::fold::partitions(s).await? {
         let mut after = None;
         loop {
-            let page = super::fold::read(s, p, after, crate::log::Position::MAX, 4096).await?;
+            let page = super::fold::read(s, p, after, crate::domain::position::Position::MAX, 4096)
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.position);
             n += page.len() as u64;

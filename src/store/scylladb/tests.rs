@@ -236,7 +236,12 @@ async fn a_follower_left_behind_changes_nothing() {
     let p = fx.source("x").partition;
     let from = Folding::checkpoint(&late, p).await.unwrap();
     let records = late
-        .read(p, from.position, crate::log::Position::MAX, 100)
+        .read(
+            p,
+            from.position,
+            crate::domain::position::Position::MAX,
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(records.len(), 2);

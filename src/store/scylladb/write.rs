@@ -19,7 +19,7 @@
 
 use super::head::{id_row, key_row, UserHead};
 use super::{event_pos, exec_err, micros, sub_micros, ScyllaStore, CONCURRENCY};
-use crate::log::{Position, Source};
+use crate::domain::position::{Position, Source};
 use crate::store::{AppendGroup, GroupOutcome, StoreError, WriteBatch, WriteOutcome};
 use futures::{StreamExt, TryStreamExt};
 use scylla::serialize::row::SerializeRow;
@@ -34,7 +34,7 @@ const USER_BATCH_BYTES: usize = 24 * 1024;
 
 /// The journal block of a position: 1,024 entries per partition.
 pub(crate) fn block_of(p: Position) -> i64 {
-    (p.minor >> (crate::log::BATCH_BITS + 10)) as i64
+    (p.minor >> (crate::domain::position::BATCH_BITS + 10)) as i64
 }
 
 /// One statement of a batch, its values, and about how many bytes they
