@@ -49,6 +49,29 @@ pub struct ServiceConfig {
     pub log_recovery: LogRecovery,
 }
 
+impl ServiceConfig {
+    /// The embedded default on `data_dir`, listening on 127.0.0.1 port 0
+    /// (the OS picks; `Running::addr` says which): 4 partitions, the
+    /// default pipeline, one HTTP thread, 20 s to drain. What the tests and
+    /// the in-process load generator start from, changing what they need
+    /// with `ServiceConfig { field, ..ServiceConfig::local(dir) }`.
+    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            partitions: 4,
+            shutdown_grace: Duration::from_secs(20),
+            pipeline: PipelineConfig::default(),
+            pulsar: None,
+            scylla: None,
+            api_token: None,
+            internal_listen: None,
+            http_threads: 1,
+            log_recovery: LogRecovery::default(),
+        }
+    }
+}
+
 /// The operator's answers to the embedded command log's refusals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogRecovery {

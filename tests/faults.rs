@@ -28,21 +28,13 @@ async fn start_with(
     pipeline: PipelineConfig,
 ) -> (Running, Arc<FaultyStore>) {
     let config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
         partitions: 2,
-        shutdown_grace: Duration::from_secs(20),
         pipeline: PipelineConfig {
             retry_base: Duration::from_millis(20),
             retry_max: Duration::from_millis(200),
             ..pipeline
         },
-        pulsar: None,
-        scylla: None,
-        api_token: None,
-        internal_listen: None,
-        http_threads: 1,
-        log_recovery: Default::default(),
+        ..ServiceConfig::local(dir)
     };
     let store = Arc::new(FaultyStore {
         panic_prefix: Some("boom"),

@@ -17,20 +17,12 @@ const CAP: usize = 1_000;
 async fn live_aggregates_stay_under_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServiceConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        partitions: 4,
-        pulsar: None,
-        scylla: None,
-        api_token: None,
-        internal_listen: None,
-        http_threads: 1,
-        log_recovery: Default::default(),
         shutdown_grace: Duration::from_secs(30),
         pipeline: PipelineConfig {
             max_live_aggregates: CAP,
             ..PipelineConfig::default()
         },
+        ..ServiceConfig::local(dir.path())
     };
     let svc = app::start(config).await.unwrap();
 

@@ -76,20 +76,13 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                 }
             };
             let config = ServiceConfig {
-                listen: "127.0.0.1:0".parse()?,
-                data_dir: dir,
                 partitions: args.partitions,
                 shutdown_grace: Duration::from_secs(60),
                 pipeline: PipelineConfig {
                     max_live_aggregates: args.max_live_aggregates,
                     ..PipelineConfig::default()
                 },
-                pulsar: None,
-                scylla: None,
-                api_token: None,
-                internal_listen: None,
-                http_threads: 1,
-                log_recovery: Default::default(),
+                ..ServiceConfig::local(dir)
             };
             Target::InProcess {
                 svc: app::start(config)

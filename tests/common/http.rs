@@ -41,7 +41,8 @@ pub async fn post(addr: SocketAddr, body: &str) -> Resp {
     .await
 }
 
-pub async fn eventually(
+/// GETs `path` until `ok` holds for the answer (20 s at most).
+pub async fn get_until(
     addr: SocketAddr,
     path: &str,
     ok: impl Fn(&Resp) -> bool + Send + 'static,

@@ -114,7 +114,28 @@ pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Re
     )
 }
 
-/// Polls `f` until it returns `Some`, or panics after `timeout`.
+/// Polls the async `f` until it returns `Some`, or panics after
+/// `timeout`: the one way tests wait for something to happen.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] for blocking code (a thread of its own, or
+/// `spawn_blocking`).
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -319,17 +340,5 @@ pub fn user_events(addr: SocketAddr, user: &str) -> Vec<(String, u64)> {
 
 /// An in-process service's configuration: embedded default, port 0.
 pub fn service_config(dir: &Path) -> alpes_tracking::app::ServiceConfig {
-    alpes_tracking::app::ServiceConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_path_buf(),
-        partitions: 4,
-        pulsar: None,
-        scylla: None,
-        api_token: None,
-        internal_listen: None,
-        http_threads: 1,
-        log_recovery: Default::default(),
-        shutdown_grace: Duration::from_secs(20),
-        pipeline: alpes_tracking::actors::PipelineConfig::default(),
-    }
+    alpes_tracking::app::ServiceConfig::local(dir)
 }

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 mod flow;
+pub use crate::common::eventually;
 pub use flow::*;
 
 use alpes_tracking::actors::PipelineConfig;
@@ -18,7 +19,6 @@ use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
 use pulsar::{Consumer, ConsumerOptions, Pulsar, SubType, TokioExecutor};
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -79,9 +79,6 @@ pub fn config(dir: &Path, pulsar: PulsarOptions) -> ServiceConfig {
         .with_test_writer()
         .try_init();
     ServiceConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_path_buf(),
-        partitions: 4,
         shutdown_grace: Duration::from_secs(25),
         pipeline: PipelineConfig {
             retry_base: Duration::from_millis(50),
@@ -89,11 +86,7 @@ pub fn config(dir: &Path, pulsar: PulsarOptions) -> ServiceConfig {
             ..PipelineConfig::default()
         },
         pulsar: Some(pulsar),
-        scylla: None,
-        api_token: None,
-        internal_listen: None,
-        http_threads: 1,
-        log_recovery: Default::default(),
+        ..ServiceConfig::local(dir)
     }
 }
 
@@ -164,25 +157,6 @@ pub async fn receive(
         }
     }
     out
-}
-
-/// Polls `f` until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Every event of a user, in sequence order.

@@ -4,7 +4,7 @@
 //! gets a 503 with the error JSON. Clients are told apart by their loopback
 //! source address (127.0.0.x).
 
-mod common;
+use crate::common;
 
 use alpes_tracking::app;
 use std::net::SocketAddr;

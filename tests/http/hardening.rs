@@ -4,7 +4,7 @@
 //! a hang (an HTTP/2 preface gets 505 HTTP Version Not Supported, with the
 //! error JSON); a client that stops sending its head is disconnected.
 
-mod common;
+use crate::common;
 
 use alpes_tracking::app::{self, ServiceConfig};
 use alpes_tracking::http::HEADER_TIMEOUT;

@@ -1,9 +1,9 @@
 //! The HTTP API end to end, in-process on port 0, on the embedded default.
 
-mod common;
+use crate::common;
 
 use common::command;
-use common::http::{assert_error, call, eventually, get, post, start};
+use common::http::{assert_error, call, get, get_until, post, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingest_query_and_errors() {
@@ -16,7 +16,7 @@ async fn ingest_query_and_errors() {
         (health.status, health.json()["status"].as_str()),
         (200, Some("ok"))
     );
-    eventually(addr, "/tracking/ready", |r| r.status == 200).await;
+    get_until(addr, "/tracking/ready", |r| r.status == 200).await;
 
     // Canonical command with and without an id.
     let r = post(
@@ -49,7 +49,7 @@ async fn ingest_query_and_errors() {
     .await;
     assert_eq!(r.status, 202);
 
-    let one = eventually(addr, "/tracking/interactions/id-1", |r| r.status == 200)
+    let one = get_until(addr, "/tracking/interactions/id-1", |r| r.status == 200)
         .await
         .json();
     assert_eq!(one["user_id"], "u-1");
@@ -68,11 +68,11 @@ async fn ingest_query_and_errors() {
     ] {
         assert!(one.get(field).is_some(), "missing {field}");
     }
-    eventually(addr, &format!("/tracking/interactions/{generated}"), |r| {
+    get_until(addr, &format!("/tracking/interactions/{generated}"), |r| {
         r.status == 200
     })
     .await;
-    let orig = eventually(
+    let orig = get_until(
         addr,
         &format!("/tracking/interactions/{original_id}"),
         |r| r.status == 200,
@@ -81,7 +81,7 @@ async fn ingest_query_and_errors() {
     .json();
     assert_eq!(orig["user_id"], original_id.as_str());
     assert_eq!(orig["target"]["id"], "post-42");
-    eventually(addr, "/tracking/users/123/interactions", |r| {
+    get_until(addr, "/tracking/users/123/interactions", |r| {
         r.status == 200 && r.json()["items"].as_array().is_some_and(|a| a.len() == 1)
     })
     .await;
@@ -107,7 +107,7 @@ async fn ingest_query_and_errors() {
     assert_eq!(recent["items"].as_array().unwrap().len(), 4);
 
     // Stats (projected asynchronously).
-    let stats = eventually(
+    let stats = get_until(
         addr,
         "/tracking/stats/daily?from=2026-11-29&to=2026-11-29&campaign_id=c-1",
         |r| r.status == 200 && r.json()["items"].as_array().is_some_and(|a| a.len() == 2),
@@ -126,7 +126,7 @@ async fn ingest_query_and_errors() {
     .await
     .json();
     assert_eq!(clicks["items"].as_array().unwrap().len(), 1);
-    let status = eventually(addr, "/tracking/stats/status", |r| {
+    let status = get_until(addr, "/tracking/stats/status", |r| {
         r.json()["items"].as_array().is_some_and(|a| {
             a.iter()
                 .map(|i| i["accepted"].as_u64().unwrap_or(0))
@@ -136,7 +136,7 @@ async fn ingest_query_and_errors() {
     })
     .await;
     assert_eq!(status.status, 200);
-    let stats = eventually(addr, "/tracking/users/u-1/stats", |r| {
+    let stats = get_until(addr, "/tracking/users/u-1/stats", |r| {
         r.status == 200 && r.json()["total"] == 2
     })
     .await
@@ -279,7 +279,7 @@ async fn restart_keeps_sequence_numbers_and_stats() {
         .await;
         assert_eq!(r.status, 202);
     }
-    eventually(svc.addr, "/tracking/users/same-user/stats", |r| {
+    get_until(svc.addr, "/tracking/users/same-user/stats", |r| {
         r.status == 200 && r.json()["total"] == 20
     })
     .await;
@@ -298,11 +298,11 @@ async fn restart_keeps_sequence_numbers_and_stats() {
     )
     .await;
     assert_eq!(r.status, 202);
-    let e = eventually(svc.addr, "/tracking/interactions/r-20", |r| r.status == 200)
+    let e = get_until(svc.addr, "/tracking/interactions/r-20", |r| r.status == 200)
         .await
         .json();
     assert_eq!(e["seq"], 21, "the sequence continues after a restart");
-    eventually(
+    get_until(
         svc.addr,
         "/tracking/stats/daily?from=2026-11-28&to=2026-11-28",
         |r| r.json()["items"][0]["count"] == 21,
@@ -338,7 +338,7 @@ async fn unknown_fields_never_reach_the_command_log() {
     }
     let logged = bytes_under(&dir.path().join("log"));
     assert!(logged < 20_000, "the command log holds {logged} bytes");
-    eventually(addr, "/tracking/interactions/junk-9", |r| r.status == 200).await;
+    get_until(addr, "/tracking/interactions/junk-9", |r| r.status == 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -354,7 +354,7 @@ async fn a_decided_id_reused_by_another_user_or_with_other_content_gets_409() {
         "2026-11-29T10:00:00Z",
     );
     assert_eq!(post(addr, &first).await.status, 202);
-    eventually(addr, "/tracking/interactions/owned-1", |r| r.status == 200).await;
+    get_until(addr, "/tracking/interactions/owned-1", |r| r.status == 200).await;
 
     // Given the id is decided for u-a, when u-b sends it, then 409 (not a
     // 202 followed by a rejection in the pipeline).
@@ -395,7 +395,7 @@ async fn a_decided_id_reused_by_another_user_or_with_other_content_gets_409() {
     // is still a retry.
     let untimed = r#"{"interaction_id":"untimed-1","user_id":"u-a","interaction_type":"view","target":{"id":"post-9","type":"post"},"campaign_id":"c-1"}"#;
     assert_eq!(post(addr, untimed).await.status, 202);
-    eventually(addr, "/tracking/interactions/untimed-1", |r| {
+    get_until(addr, "/tracking/interactions/untimed-1", |r| {
         r.status == 200
     })
     .await;
@@ -404,7 +404,7 @@ async fn a_decided_id_reused_by_another_user_or_with_other_content_gets_409() {
     // Then u-a holds exactly its two events and u-b none.
     let retried = command(Some("after"), "u-a", "click", "c-1", "2026-11-29T11:00:00Z");
     assert_eq!(post(addr, &retried).await.status, 202);
-    let events = eventually(addr, "/tracking/users/u-a/interactions", |r| {
+    let events = get_until(addr, "/tracking/users/u-a/interactions", |r| {
         r.json()["items"].as_array().is_some_and(|a| a.len() == 3)
     })
     .await;

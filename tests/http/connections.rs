@@ -1,10 +1,10 @@
 //! The HTTP connections end to end: the API token and the internal
 //! listener, and keep-alive connections on the front and ingest runtimes.
 
-mod common;
+use crate::common;
 
 use alpes_tracking::app;
-use common::http::{assert_error, call, eventually, get, post, start};
+use common::http::{assert_error, call, get, get_until, post, start};
 use common::{command, wait_for};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -61,7 +61,7 @@ async fn api_token_guards_reads_and_the_internal_listener_serves_operations() {
     assert_eq!(m.status, 200);
     assert!(m.body.contains("tracking_http_requests_total"));
     assert_eq!(get(internal, "/tracking/health").await.status, 200);
-    eventually(internal, "/tracking/ready", |r| r.status == 200).await;
+    get_until(internal, "/tracking/ready", |r| r.status == 200).await;
     assert_error(
         &get(internal, "/tracking/stats/daily").await,
         404,
