@@ -4,7 +4,8 @@
 //! [`CommandLog`] appends (the HTTP ingest path) and opens partitions;
 //! a [`PartitionSource`] delivers records of one partition and takes acks.
 //! The embedded implementation ([`embedded`]) is a durable partitioned log
-//! on local disk; the Pulsar one slots in beside it.
+//! on local disk; the Pulsar one slots in beside it; [`memory`] is an
+//! in-memory fake for tests and embedding.
 //!
 //! Contract every implementation keeps (the consumer actor relies on it):
 //! - a record appended and confirmed (`append` returned `Ok`) survives a
@@ -14,6 +15,7 @@
 //! - within a partition, records are delivered in append order.
 
 pub mod embedded;
+pub mod memory;
 pub mod pulsar;
 
 use async_trait::async_trait;
@@ -53,6 +55,20 @@ pub struct NewRecord {
     pub key: String,
     pub payload: Vec<u8>,
     pub properties: HashMap<String, String>,
+}
+
+impl NewRecord {
+    /// The bytes it counts for against a log's record size limit: key,
+    /// payload and properties.
+    pub fn size(&self) -> usize {
+        self.key.len()
+            + self.payload.len()
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
 /// Where an appended record landed.
