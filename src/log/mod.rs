@@ -5,7 +5,8 @@
 //! a [`PartitionSource`] delivers records of one partition and takes acks.
 //! The embedded implementation ([`embedded`]) is a durable partitioned log
 //! on local disk; the Pulsar one slots in beside it; [`memory`] is an
-//! in-memory fake for tests and embedding.
+//! in-memory fake for tests and embedding. The contract suite in
+//! `contract` runs against the embedded log and the fake.
 //!
 //! Contract every implementation keeps (the consumer actor relies on it):
 //! - a record appended and confirmed (`append` returned `Ok`) survives a
@@ -14,6 +15,8 @@
 //!   ack was committed (at-least-once);
 //! - within a partition, records are delivered in append order.
 
+#[cfg(test)]
+mod contract;
 pub mod embedded;
 pub mod memory;
 pub mod pulsar;
