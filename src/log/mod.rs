@@ -96,6 +96,9 @@ pub struct Delivery {
     /// Milliseconds since the epoch at which the record was appended.
     pub published_at_ms: i64,
     /// How many times this record was delivered before (0 the first time).
+    /// The embedded and Pulsar logs keep a lower bound (deliveries of a
+    /// process that crashed before committing may be forgotten); the
+    /// memory log keeps the exact count.
     pub redelivery_count: u32,
     /// A stable identity of the record across redeliveries (for derived ids).
     pub identity: String,
