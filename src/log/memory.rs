@@ -469,28 +469,4 @@ impl EventSink for MemorySink {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::contract::{log_contract_tests, Subject, PARTITIONS};
-
-    /// Small enough for the oversize case to be cheap.
-    const MAX_RECORD_BYTES: usize = 4096;
-
-    async fn subject() -> Subject {
-        let mut current = MemoryLog::with_max_record_bytes(PARTITIONS, MAX_RECORD_BYTES);
-        let log: Arc<dyn CommandLog> = current.clone();
-        Subject::new(
-            log,
-            Some(MAX_RECORD_BYTES),
-            move |_old| {
-                current = current.reopen();
-                let log: Arc<dyn CommandLog> = current.clone();
-                async move { log }
-            },
-            (),
-        )
-    }
-
-    log_contract_tests!(common: subject());
-    log_contract_tests!(counting: subject());
-}
+mod tests;

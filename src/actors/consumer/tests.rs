@@ -30,6 +30,8 @@ struct Rig {
     store: Arc<GatedStore>,
     consumer: ActorRef<ConsumerMsg>,
     writer: ActorRef<crate::actors::writer::WriterMsg>,
+    names: Names,
+    config: PipelineConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -41,6 +43,26 @@ fn config() -> PipelineConfig {
         commit_interval: Duration::from_millis(100),
         ..PipelineConfig::default()
     }
+}
+
+async fn spawn_consumer(
+    log: &Arc<MemoryLog>,
+    store: &Arc<GatedStore>,
+    names: &Names,
+    config: &PipelineConfig,
+) -> ActorRef<ConsumerMsg> {
+    let args = ConsumerArgs {
+        partition: 0,
+        log: log.clone(),
+        store: store.clone(),
+        names: names.clone(),
+        health: Arc::new(Health::default()),
+        config: config.clone(),
+        aggregate_cap: 100,
+        sink: None,
+    };
+    let (consumer, _) = Actor::spawn(None, PartitionConsumer, args).await.unwrap();
+    consumer
 }
 
 impl Rig {
@@ -55,24 +77,24 @@ impl Rig {
             .await
             .unwrap();
         let log = MemoryLog::new(1);
-        let args = ConsumerArgs {
-            partition: 0,
-            log: log.clone(),
-            store: as_store,
-            names,
-            health: Arc::new(Health::default()),
-            config,
-            aggregate_cap: 100,
-            sink: None,
-        };
-        let (consumer, _) = Actor::spawn(None, PartitionConsumer, args).await.unwrap();
+        let consumer = spawn_consumer(&log, &store, &names, &config).await;
         Rig {
             log,
             store,
             consumer,
             writer,
+            names,
+            config,
             _dir: dir,
         }
+    }
+
+    /// The process crashes and starts again: the log loses the acks not
+    /// committed, a new consumer takes the partition; the store stays.
+    async fn crash_and_restart(&mut self) {
+        self.log = self.log.reopen();
+        self.consumer.stop(None);
+        self.consumer = spawn_consumer(&self.log, &self.store, &self.names, &self.config).await;
     }
 
     async fn append(&self, records: Vec<NewRecord>) {
@@ -274,5 +296,66 @@ async fn given_retryable_store_failures_when_a_user_writes_then_it_backs_off_and
     );
     assert_eq!(rig.committed(), [0, 1, 2]);
     assert!(rig.log.dead_letters().is_empty());
+    rig.stop();
+}
+
+#[tokio::test(start_paused = true)]
+async fn given_an_undecodable_command_when_consumed_then_it_is_dead_lettered_and_the_rest_persisted(
+) {
+    let rig = Rig::start(config(), |_| {}).await;
+    let garbage = NewRecord {
+        key: "u".into(),
+        payload: b"{not json".to_vec(),
+        properties: HashMap::new(),
+    };
+    rig.append(vec![command("u", "u-i0"), garbage, command("u", "u-i1")])
+        .await;
+    until(
+        "every delivery committed",
+        || rig.committed().len() == 3,
+        || {},
+    )
+    .await;
+    let dead = rig.log.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].delivery.id, dead[0].reason.as_str()),
+        (1, "malformed")
+    );
+    assert_eq!(rig.journal_of("u").await, ["u-i0", "u-i1"]);
+    rig.stop();
+}
+
+#[tokio::test(start_paused = true)]
+async fn given_a_crash_before_the_acks_were_committed_when_restarted_then_nothing_is_doubled() {
+    let config = PipelineConfig {
+        commit_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let mut rig = Rig::start(config, |_| {}).await;
+    let ids: Vec<String> = (0..6).map(|i| format!("u-i{i}")).collect();
+    rig.append(ids.iter().map(|id| command("u", id)).collect())
+        .await;
+    let log = rig.log.clone();
+    until(
+        "every command persisted and acked",
+        || rig.store.persisted() == 6 && log.outstanding(0) == 0,
+        || {},
+    )
+    .await;
+    assert!(rig.committed().is_empty(), "no commit tick yet");
+
+    // The next process commits as usual.
+    rig.config.commit_interval = Duration::from_millis(100);
+    rig.crash_and_restart().await;
+    until(
+        "every redelivery committed",
+        || rig.committed().len() == 6,
+        || {},
+    )
+    .await;
+    assert!(rig.log.peak_outstanding(0) <= 4);
+    assert_eq!(rig.store.persisted(), 6, "redeliveries are duplicates");
+    assert_eq!(rig.journal_of("u").await, ids);
     rig.stop();
 }
