@@ -1,8 +1,9 @@
 //! The layering of ARCHITECTURE.md, checked: every `crate::` path in
 //! `src/` (outside comments) names a module the importing module's layer
 //! may use, and no chain of imports between top-level modules runs in a
-//! circle. `cargo test --lib architecture` runs it; a failure names the
-//! file and the import.
+//! circle; and every module with children has one layout (CODE_STYLE.md).
+//! `cargo test --lib architecture` runs it; a failure names the file and
+//! the import.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -209,4 +210,20 @@ fn the_checker_reads_paths_groups_and_skips_comments() {
                 /// [`crate::http::Z`]\n";
     let got: Vec<_> = imports(code).into_iter().collect();
     assert_eq!(got, ["domain", "log", "store", "wire"]);
+}
+
+#[test]
+fn one_module_layout_a_module_with_children_is_its_mod_rs() {
+    let src: PathBuf = [env!("CARGO_MANIFEST_DIR"), "src"].iter().collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let beside: Vec<_> = files
+        .iter()
+        .filter(|f| f.with_extension("").is_dir())
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        beside.is_empty(),
+        "name.rs beside a name/ directory (CODE_STYLE.md: name/mod.rs): {beside:?}"
+    );
 }

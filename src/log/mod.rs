@@ -4,7 +4,9 @@
 //! [`CommandLog`] appends (the HTTP ingest path) and opens partitions;
 //! a [`PartitionSource`] delivers records of one partition and takes acks.
 //! The embedded implementation ([`embedded`]) is a durable partitioned log
-//! on local disk; the Pulsar one slots in beside it.
+//! on local disk; the Pulsar one slots in beside it; [`memory`] is an
+//! in-memory fake for tests and embedding. The contract suite in
+//! `contract` runs against the embedded log and the fake.
 //!
 //! Contract every implementation keeps (the consumer actor relies on it):
 //! - a record appended and confirmed (`append` returned `Ok`) survives a
@@ -13,7 +15,10 @@
 //!   ack was committed (at-least-once);
 //! - within a partition, records are delivered in append order.
 
+#[cfg(test)]
+mod contract;
 pub mod embedded;
+pub mod memory;
 pub mod pulsar;
 
 use async_trait::async_trait;
@@ -55,6 +60,20 @@ pub struct NewRecord {
     pub properties: HashMap<String, String>,
 }
 
+impl NewRecord {
+    /// The bytes it counts for against a log's record size limit: key,
+    /// payload and properties.
+    pub fn size(&self) -> usize {
+        self.key.len()
+            + self.payload.len()
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -77,6 +96,9 @@ pub struct Delivery {
     /// Milliseconds since the epoch at which the record was appended.
     pub published_at_ms: i64,
     /// How many times this record was delivered before (0 the first time).
+    /// The embedded and Pulsar logs keep a lower bound (deliveries of a
+    /// process that crashed before committing may be forgotten); the
+    /// memory log keeps the exact count.
     pub redelivery_count: u32,
     /// A stable identity of the record across redeliveries (for derived ids).
     pub identity: String,

@@ -27,6 +27,8 @@ mod passivation;
 mod reroute;
 mod route;
 mod saga;
+#[cfg(test)]
+mod tests;
 
 pub use super::aggregate::{Outcome, Processed, Work};
 use super::writer::WriteFailed;

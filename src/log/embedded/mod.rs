@@ -244,16 +244,6 @@ impl Drop for EmbeddedLog {
     }
 }
 
-/// Bytes a record counts for against `max_record_bytes` and batch caps.
-fn record_size(r: &NewRecord) -> usize {
-    r.key.len()
-        + r.payload.len()
-        + r.properties
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-}
-
 #[async_trait]
 impl CommandLog for EmbeddedLog {
     fn partitions(&self) -> u32 {
@@ -270,7 +260,7 @@ impl CommandLog for EmbeddedLog {
         let mut groups: Vec<(Vec<NewRecord>, usize)> = (0..n).map(|_| (Vec::new(), 0)).collect();
         let mut slots = Vec::with_capacity(records.len());
         for record in records {
-            let size = record_size(&record);
+            let size = record.size();
             if size > self.max_record_bytes {
                 return Err(LogError::TooLarge(size));
             }

@@ -13,6 +13,53 @@ use tokio::time::timeout;
 mod damage;
 mod recovery;
 
+/// The command-log contract suite on an embedded log in a temporary directory.
+mod contract {
+    use super::*;
+    use crate::log::contract::{log_contract_tests, Subject, PARTITIONS};
+
+    /// Small enough for the oversize case to be cheap.
+    const MAX_RECORD_BYTES: usize = 4096;
+
+    fn options() -> EmbeddedLogOptions {
+        EmbeddedLogOptions {
+            max_record_bytes: MAX_RECORD_BYTES,
+            ..Default::default()
+        }
+    }
+
+    async fn subject() -> Subject {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let log = EmbeddedLog::open_with(&path, PARTITIONS, options())
+            .await
+            .unwrap();
+        Subject::new(
+            log,
+            Some(MAX_RECORD_BYTES),
+            move |old| {
+                // The last handle goes first: it holds the directory lock.
+                drop(old);
+                let path = path.clone();
+                async move {
+                    let log: Arc<dyn CommandLog> =
+                        EmbeddedLog::open_with(&path, PARTITIONS, options())
+                            .await
+                            .unwrap();
+                    log
+                }
+            },
+            dir,
+        )
+    }
+
+    log_contract_tests!(common: subject());
+    log_contract_tests!(ignored counting (
+        "the embedded log's redelivery_count is 1 for a record delivered before in this \
+         process or before its last commit, else 0: a lower bound (see its docs)"
+    ): subject());
+}
+
 async fn within<F: Future>(f: F) -> F::Output {
     timeout(Duration::from_secs(30), f)
         .await
