@@ -12,7 +12,7 @@
 
 use super::follow::{self, handle_in_order, Follower};
 use super::schedule_flush;
-use super::subscribers::{Committed, Subscribers};
+use super::subscribers::{subscriber_msg, Subscribers};
 use crate::internal_events as ev;
 use crate::store::{EventStore, JournalRecord, ProjectionKind, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -33,22 +33,7 @@ pub enum ProjectorMsg {
     Tick,
 }
 
-impl From<Committed> for ProjectorMsg {
-    fn from(c: Committed) -> Self {
-        ProjectorMsg::Committed(c.0)
-    }
-}
-
-impl TryFrom<ProjectorMsg> for Committed {
-    type Error = ProjectorMsg;
-
-    fn try_from(m: ProjectorMsg) -> Result<Self, ProjectorMsg> {
-        match m {
-            ProjectorMsg::Committed(r) => Ok(Committed(r)),
-            other => Err(other),
-        }
-    }
-}
+subscriber_msg!(ProjectorMsg::Committed);
 
 pub struct Projector;
 

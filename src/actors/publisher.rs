@@ -22,7 +22,7 @@
 
 use super::follow::{catch_up, handle_in_order, Follower};
 use super::schedule_flush;
-use super::subscribers::{Committed, Subscribers};
+use super::subscribers::{subscriber_msg, Subscribers};
 use crate::internal_events as ev;
 use crate::log::{EventSink, OutboundMessage};
 use crate::store::{EventStore, JournalRecord, StoreError};
@@ -68,22 +68,7 @@ pub struct PublisherArgs {
 /// The publisher's key among the writer's subscribers.
 pub const SUBSCRIBER_KEY: &str = "event-publisher";
 
-impl From<Committed> for PublisherMsg {
-    fn from(c: Committed) -> Self {
-        PublisherMsg::Committed(c.0)
-    }
-}
-
-impl TryFrom<PublisherMsg> for Committed {
-    type Error = PublisherMsg;
-
-    fn try_from(m: PublisherMsg) -> Result<Self, PublisherMsg> {
-        match m {
-            PublisherMsg::Committed(r) => Ok(Committed(r)),
-            other => Err(other),
-        }
-    }
-}
+subscriber_msg!(PublisherMsg::Committed);
 
 pub struct PublisherState {
     store: Arc<dyn EventStore>,

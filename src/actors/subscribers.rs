@@ -18,6 +18,31 @@ use std::sync::{Arc, RwLock};
 #[derive(Debug, Clone)]
 pub struct Committed(pub Arc<Vec<JournalRecord>>);
 
+/// Makes `$msg::$variant(Arc<Vec<JournalRecord>>)` the message an actor
+/// receives as a subscriber: `From<Committed>` into its message and the
+/// `TryFrom` back that `ActorRef::get_derived` needs.
+macro_rules! subscriber_msg {
+    ($msg:ident :: $variant:ident) => {
+        impl From<$crate::actors::subscribers::Committed> for $msg {
+            fn from(c: $crate::actors::subscribers::Committed) -> Self {
+                $msg::$variant(c.0)
+            }
+        }
+
+        impl TryFrom<$msg> for $crate::actors::subscribers::Committed {
+            type Error = $msg;
+
+            fn try_from(m: $msg) -> Result<Self, $msg> {
+                match m {
+                    $msg::$variant(r) => Ok($crate::actors::subscribers::Committed(r)),
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+pub(crate) use subscriber_msg;
+
 /// A subscriber: its key and where its records go.
 type Entry = (String, DerivedActorRef<Committed>);
 

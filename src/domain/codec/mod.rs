@@ -222,13 +222,18 @@ pub fn derived_id(identity: &str) -> String {
     Uuid::new_v5(&DERIVED_ID_NAMESPACE, identity.as_bytes()).to_string()
 }
 
-fn is_msgpack(content_type: &str) -> bool {
-    let ct = content_type
+/// The media type of a `Content-Type` value, parameters dropped, lower case.
+fn media_type(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+fn is_msgpack(content_type: &str) -> bool {
+    let ct = media_type(content_type);
     matches!(
         ct.as_str(),
         "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack"
@@ -236,12 +241,7 @@ fn is_msgpack(content_type: &str) -> bool {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let ct = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = media_type(content_type);
     ct == "application/json" || ct == "text/json" || ct.ends_with("+json") || ct == "text/plain"
 }
 

@@ -379,7 +379,7 @@ pub use projections::*;
 
 /// Expands to one `#[tokio::test]` per contract function. `$make` is a
 /// future (e.g. an `async` block) yielding `(Arc<dyn EventStore>, guard)`;
-/// the guard (a temp dir, a session...) lives until the test ends.
+/// the guard (a temp dir, a database connection) lives until the test ends.
 ///
 /// `common:` is the contract of every store; `conditional:` adds what a
 /// [`JournalGuard::Conditional`] store refuses, `deterministic:` what a
