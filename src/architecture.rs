@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("check", 5),
     ("fuzzing", 5),
     ("loadgen", 5),
+    ("probe", 5),
     ("verify", 5),
     ("cli", 6),
 ];

@@ -1,6 +1,6 @@
 //! The command line of the `tracking` binary: the worker (`run`, the
 //! default) and the tools (`verify`, `rebuild`, `schema`, `loadgen`,
-//! `check`). Only `main` uses it; each command's arguments live with the
+//! `check`, `probe`). Only `main` uses it; each command's arguments live with the
 //! code that runs it (`config` for the worker and the stores, `loadgen`,
 //! `check`), so the tools and the configuration never import each other
 //! through the command line.
@@ -41,6 +41,10 @@ pub enum Command {
     /// Compare a load run's manifest with the store and the dead-letter
     /// topic: lost, duplicated, unexpected, dead-lettered, order, recount.
     Check(crate::check::CheckArgs),
+    /// One GET of the worker's health (or, with --ready, readiness)
+    /// endpoint: exits 0 on 2xx, 1 otherwise with the reason on stderr.
+    /// The container image's HEALTHCHECK (it has no shell and no curl).
+    Probe(crate::probe::ProbeArgs),
 }
 
 #[cfg(test)]
@@ -67,5 +71,7 @@ mod tests {
         assert_eq!((cli.run.http_threads, cli.run.pipeline_nice), (1, 19));
         assert!(Cli::try_parse_from(["tracking", "--pipeline-nice", "20"]).is_err());
         assert!(Cli::try_parse_from(["tracking", "--http-threads", "0"]).is_err());
+        let cli = Cli::try_parse_from(["tracking", "probe", "--ready", "--timeout", "1s"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Probe(p)) if p.ready));
     }
 }

@@ -20,6 +20,7 @@ pub mod http;
 pub mod internal_events;
 pub mod loadgen;
 pub mod log;
+pub mod probe;
 pub mod process;
 pub mod store;
 pub mod tls;

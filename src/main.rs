@@ -15,6 +15,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     process::disable_transparent_huge_pages();
     let cli = Cli::parse();
+    // The probe is one request: none of the worker's process settings, no
+    // logging, a single-threaded runtime of its own.
+    if let Some(Command::Probe(args)) = &cli.command {
+        return alpes_tracking::probe::main(args);
+    }
     // The worker's arguments (`run` is also the default command); the
     // tools have none.
     let worker = match &cli.command {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
             Some(Command::Schema(args)) => verify::schema(&args).await,
             Some(Command::Loadgen(args)) => alpes_tracking::loadgen::loadgen(args).await,
             Some(Command::Check(args)) => alpes_tracking::check::check(&args).await,
+            Some(Command::Probe(_)) => Ok(()),
         }
     });
     match result {
