@@ -6,8 +6,12 @@
 #   docker run --rm -p 8010:8010 alpes-tracking:dev          # embedded mode, data in /data
 #
 # Two stages: the Rust toolchain only exists in the builder; the runtime is
-# debian:bookworm-slim (same glibc as the builder, so no static linking or
-# musl needed).
+# distroless (gcr.io/distroless/cc-debian12): glibc, libgcc, CA
+# certificates, tzdata and nothing else: no shell, no package manager, no
+# curl. The builder is Debian 12 too, so the binary's glibc matches (it
+# links only libc, libm and libgcc_s: `ldd target/release/tracking`).
+# .ci/check-deploy.sh checks these properties offline (hadolint, and
+# .ci/deploy/check_dockerfile.py).
 
 ############################ builder ############################
 FROM rust:1.95-slim-bookworm AS builder
@@ -35,24 +39,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin tracking \
  && install -m 0755 target/release/tracking /usr/local/bin/tracking
 
-############################ runtime ############################
-FROM debian:bookworm-slim AS runtime
+# The runtime has no mkdir: the data directory is made here, owned by the
+# runtime's user, and copied over with its ownership.
+RUN install -d -o 10001 -g 10001 -m 0750 /rootfs/data
 
-# curl: only for the HEALTHCHECK below (slim images have no HTTP client).
-# Chosen over a bash /dev/tcp one-liner because it speaks real HTTP (status
-# codes, timeouts) and is what an operator reaches for inside the container
-# (`docker exec ... curl localhost:8010/metrics`); it costs a few MB.
-# Kubernetes does not use it: its probes are httpGet.
-# ca-certificates: TLS to Pulsar/ScyllaDB clusters (pulsar+ssl://, CQL TLS).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends curl ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 tracking \
- && useradd --system --uid 10001 --gid tracking --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin tracking \
- && install -d -o tracking -g tracking -m 0750 /data
+############################ runtime ############################
+# :nonroot is the variant whose default user is not root; USER below picks
+# uid 10001, the one the Kubernetes manifests (runAsUser) and existing
+# volumes use. For a reproducible build pin the digest
+# (`...:nonroot@sha256:...`, from `docker buildx imagetools inspect`).
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 
 COPY --from=builder /usr/local/bin/tracking /usr/local/bin/tracking
+COPY --from=builder --chown=10001:10001 /rootfs/data /data
 
 # Containers listen on all interfaces (the binary's default is loopback);
 # the embedded log and store go to /data (a volume / an emptyDir in k8s).
@@ -62,7 +61,8 @@ ENV TRACKING_LISTEN=0.0.0.0:8010 \
 # TRACKING_LOG is left unset: the binary's default filter keeps the storage
 # and driver libraries at warn (a filter set here would replace it whole).
 
-# Numeric user so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
+# Numeric user so Kubernetes' runAsNonRoot can verify it without /etc/passwd
+# (distroless's has no entry for it; the binary needs none).
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
@@ -75,9 +75,12 @@ STOPSIGNAL SIGTERM
 
 # Liveness only: /tracking/health has no dependency checks, so a broker or
 # database outage does not mark the container unhealthy (readiness is
-# /tracking/ready, used by compose and k8s separately).
+# /tracking/ready, used by compose and k8s separately). `tracking probe`
+# is the binary's own HTTP GET (no shell or curl in the image): exit 0 on
+# 2xx; the port follows TRACKING_LISTEN / TRACKING_INTERNAL_LISTEN.
+# Kubernetes does not use it: its probes are httpGet.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["curl", "-fsS", "--max-time", "2", "-o", "/dev/null", "http://127.0.0.1:8010/tracking/health"]
+    CMD ["/usr/local/bin/tracking", "probe", "--timeout", "2s"]
 
 ENTRYPOINT ["/usr/local/bin/tracking"]
 CMD ["run"]
