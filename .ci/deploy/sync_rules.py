@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Keeps k8s/prometheus-rules.yaml (a PrometheusRule) in sync with
+"""Keeps k8s/base/prometheus-rules.yaml (a PrometheusRule) in sync with
 compose/prometheus/alerts.yml (a plain Prometheus rules file, the source).
 
     python3 .ci/deploy/sync_rules.py           # regenerate the PrometheusRule
@@ -15,7 +15,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "compose/prometheus/alerts.yml"
-TARGET = ROOT / "k8s/prometheus-rules.yaml"
+TARGET = ROOT / "k8s/base/prometheus-rules.yaml"
 
 HEADER = """\
 # GENERATED from compose/prometheus/alerts.yml by .ci/deploy/sync_rules.py:
