@@ -177,8 +177,8 @@ python3 .ci/deploy/metric_names.py --metrics "$METRICS" --source src/internal_ev
 python3 .ci/deploy/metric_coverage.py --source src/internal_events --doc docs/operations.md \
   compose/grafana/dashboards/tracking.json compose/prometheus/alerts.yml \
   || fail "a metric is neither charted, nor alerted on, nor listed as not charted in docs/operations.md"
-python3 .ci/deploy/check_dashboard.py compose/grafana/dashboards/tracking.json \
-  || fail "dashboard structure"
+python3 .ci/deploy/check_dashboard.py --promtool promtool compose/grafana/dashboards/tracking.json \
+  || fail "dashboard structure, or a query that does not parse"
 
 # ---------------------------------------------------------------------------
 step "3/5 alert rules: promtool check/test, runbooks and tests per alert, PrometheusRule == alerts.yml"
