@@ -6,7 +6,9 @@
 #      under ~/.cache/alpes-tracking-ci), kustomize (kubectl's)
 #   1. a real worker: start it, post commands, scrape /metrics,
 #      `promtool check metrics`, SIGTERM, exit 0
-#   2. every metric the dashboard and the alerts use is in that scrape
+#   2. metrics: every one the dashboard and the alerts use is exported (the
+#      scrape, or the source for the Pulsar-only ones); every exported one
+#      is charted, alerted on, or listed as not charted in docs/operations.md
 #   3. alert rules: promtool check/test, PrometheusRule == alerts.yml
 #   4. k8s: kubernetes-validate --strict (built-in kinds), custom resources
 #      and cross-references, kustomize build
@@ -195,18 +197,25 @@ WORKER_PID=
 echo "SIGTERM -> exit 0"
 
 # ---------------------------------------------------------------------------
-step "2/5 every metric used by the dashboard and the alerts is exported"
-python3 .ci/deploy/metric_names.py --metrics "$METRICS" \
+step "2/5 metrics: dashboard and alerts use exported ones; every exported one is watched"
+# The metrics the worker declares are read from src/internal_events/: an
+# embedded-mode scrape lacks the series of Pulsar mode and the ScyllaDB store.
+python3 .ci/deploy/metric_names.py --metrics "$METRICS" --source src/internal_events \
   compose/grafana/dashboards/tracking.json compose/prometheus/alerts.yml \
   || fail "the dashboard or the alerts use metrics the worker does not export"
-python3 .ci/deploy/check_dashboard.py compose/grafana/dashboards/tracking.json \
-  || fail "dashboard structure"
+python3 .ci/deploy/metric_coverage.py --source src/internal_events --doc docs/operations.md \
+  compose/grafana/dashboards/tracking.json compose/prometheus/alerts.yml \
+  || fail "a metric is neither charted, nor alerted on, nor listed as not charted in docs/operations.md"
+python3 .ci/deploy/check_dashboard.py --promtool promtool compose/grafana/dashboards/tracking.json \
+  || fail "dashboard structure, or a query that does not parse"
 
 # ---------------------------------------------------------------------------
-step "3/5 alert rules: promtool check/test, PrometheusRule == alerts.yml"
+step "3/5 alert rules: promtool check/test, runbooks and tests per alert, PrometheusRule == alerts.yml"
 promtool check rules compose/prometheus/alerts.yml
 promtool check config compose/prometheus/prometheus.yml
 promtool test rules compose/prometheus/alerts_test.yml
+python3 .ci/deploy/check_alerts.py compose/prometheus/alerts.yml compose/prometheus/alerts_test.yml docs/operations.md \
+  || fail "an alert lacks its runbook_url, its section in docs/operations.md, or a test where it fires and one where it stays silent"
 python3 .ci/deploy/sync_rules.py --check || fail "k8s/prometheus-rules.yaml drifted from compose/prometheus/alerts.yml"
 
 # ---------------------------------------------------------------------------
