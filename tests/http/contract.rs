@@ -93,6 +93,11 @@ fn the_spec_describes_exactly_the_routers_routes() {
             (r.method.to_string(), r.path.to_string(), name)
         })
         .collect();
+    assert_eq!(
+        spec["info"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "info.version"
+    );
     let undocumented: Vec<_> = routed.difference(&documented).collect();
     let unrouted: Vec<_> = documented.difference(&routed).collect();
     assert!(

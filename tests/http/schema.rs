@@ -88,7 +88,7 @@ impl<'a> Validator<'a> {
                         one => vec![one],
                     };
                     for name in names {
-                        if !name.as_str().is_some_and(|n| type_name_known(n)) {
+                        if !name.as_str().is_some_and(type_name_known) {
                             errors.push(format!("{here}: unknown type {name}"));
                         }
                     }
