@@ -1,6 +1,8 @@
-//! The routes. Each handler maps a request onto the store or the log and
-//! every failure onto a 4xx (client) or a 503 (store or log unavailable:
-//! retryable) with the error JSON.
+//! The routes. One table, [`ROUTES`], resolves every request (and is what
+//! `docs/openapi.json` describes: tests/http/contract checks both ways).
+//! Each handler maps a request onto the store or the log and every failure
+//! onto a 4xx (client) or a 503 (store or log unavailable: retryable) with
+//! the error JSON.
 
 use super::query::{percent_decode, BadParam, Query};
 use super::{error, json, AppState, Body, Listener};
