@@ -16,6 +16,7 @@ mod refusals;
 mod routes;
 mod runtime;
 
+pub use routes::{resolve, Operation, Resolved, Route, ROUTES};
 pub use runtime::{HttpThreads, FRONT_SLICE};
 
 use crate::health::Health;

@@ -1,6 +1,8 @@
-//! The routes. Each handler maps a request onto the store or the log and
-//! every failure onto a 4xx (client) or a 503 (store or log unavailable:
-//! retryable) with the error JSON.
+//! The routes. One table, [`ROUTES`], resolves every request (and is what
+//! `docs/openapi.json` describes: tests/http/contract checks both ways).
+//! Each handler maps a request onto the store or the log and every failure
+//! onto a 4xx (client) or a 503 (store or log unavailable: retryable) with
+//! the error JSON.
 
 use super::query::{percent_decode, BadParam, Query};
 use super::{error, json, AppState, Body, Listener};
@@ -9,18 +11,162 @@ use crate::wire::Interaction;
 use chrono::{Duration, Utc};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde_json::{json as j, Value};
 
 /// Longest day range of a stats query.
 const MAX_RANGE_DAYS: i64 = 366;
 
+/// What a route does. Its [`name`](Operation::name) is the route's
+/// `operationId` in `docs/openapi.json` and its `route` label in the
+/// request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Health,
+    Ready,
+    Metrics,
+    PostInteraction,
+    ListInteractions,
+    GetInteraction,
+    UserInteractions,
+    UserStats,
+    StatsDaily,
+    StatsStatus,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Ready => "ready",
+            Self::Metrics => "metrics",
+            Self::PostInteraction => "post_interaction",
+            Self::ListInteractions => "list_interactions",
+            Self::GetInteraction => "get_interaction",
+            Self::UserInteractions => "user_interactions",
+            Self::UserStats => "user_stats",
+            Self::StatsDaily => "stats_daily",
+            Self::StatsStatus => "stats_status",
+        }
+    }
+
+    /// Health, readiness and metrics: served on the internal listener too,
+    /// never behind the token, and answered on a spare connection.
+    pub fn operational(self) -> bool {
+        matches!(self, Self::Health | Self::Ready | Self::Metrics)
+    }
+
+    /// The reads, which need the token when one is configured.
+    pub fn guarded(self) -> bool {
+        !self.operational() && self != Self::PostInteraction
+    }
+
+    /// Whether the operation is served on `role`, given whether an internal
+    /// listener exists: metrics leave the public listener for it.
+    pub fn served_on(self, role: Listener, internal_listener: bool) -> bool {
+        match (role, self) {
+            (Listener::Internal, op) => op.operational(),
+            (Listener::Public, Self::Metrics) => !internal_listener,
+            (Listener::Public, _) => true,
+        }
+    }
+}
+
+/// One route: a method, a path template (a `{name}` segment matches any
+/// one segment) and what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub operation: Operation,
+}
+
+const fn r(method: &'static str, path: &'static str, operation: Operation) -> Route {
+    Route {
+        method,
+        path,
+        operation,
+    }
+}
+
+/// Every route, the one table the dispatch resolves requests with (and
+/// that the contract test compares with `docs/openapi.json`).
+pub const ROUTES: &[Route] = &[
+    r("GET", "/tracking/health", Operation::Health),
+    r("GET", "/tracking/ready", Operation::Ready),
+    r("GET", "/metrics", Operation::Metrics),
+    r("POST", "/tracking/interactions", Operation::PostInteraction),
+    r("GET", "/tracking/interactions", Operation::ListInteractions),
+    r(
+        "GET",
+        "/tracking/interactions/{id}",
+        Operation::GetInteraction,
+    ),
+    r(
+        "GET",
+        "/tracking/users/{user_id}/interactions",
+        Operation::UserInteractions,
+    ),
+    r(
+        "GET",
+        "/tracking/users/{user_id}/stats",
+        Operation::UserStats,
+    ),
+    r("GET", "/tracking/stats/daily", Operation::StatsDaily),
+    r("GET", "/tracking/stats/status", Operation::StatsStatus),
+];
+
+/// What a method and path resolve to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved<'p> {
+    /// The route's operation and its path parameters (raw, in template
+    /// order); `None` if no route has this method and path.
+    pub found: Option<(Operation, Vec<&'p str>)>,
+    /// The routes of the path, whatever their method (none: an unknown
+    /// path; some but no `found`: a method not allowed).
+    pub on_path: Vec<Operation>,
+}
+
+/// Resolves `method` and `path` (a trailing `/` is ignored) on [`ROUTES`].
+pub fn resolve<'p>(method: &str, path: &'p str) -> Resolved<'p> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let mut resolved = Resolved {
+        found: None,
+        on_path: Vec::new(),
+    };
+    for route in ROUTES {
+        let Some(params) = match_template(route.path, &segments) else {
+            continue;
+        };
+        resolved.on_path.push(route.operation);
+        if route.method == method && resolved.found.is_none() {
+            resolved.found = Some((route.operation, params));
+        }
+    }
+    resolved
+}
+
+/// The path parameters if `segments` match `template`.
+fn match_template<'p>(template: &str, segments: &[&'p str]) -> Option<Vec<&'p str>> {
+    let mut params = Vec::new();
+    let mut wanted = template.split('/').skip(1);
+    for segment in segments {
+        let want = wanted.next()?;
+        if want.starts_with('{') {
+            params.push(*segment);
+        } else if want != *segment {
+            return None;
+        }
+    }
+    wanted.next().is_none().then_some(params)
+}
+
 /// Whether the request is a probe: health, readiness or metrics (what a
 /// spare connection answers when the cap is full).
 pub fn is_probe(req: &Request<Incoming>) -> bool {
-    let path = req.uri().path().trim_end_matches('/');
-    req.method() == Method::GET
-        && matches!(path, "/tracking/health" | "/tracking/ready" | "/metrics")
+    resolve(req.method().as_str(), req.uri().path())
+        .found
+        .is_some_and(|(op, _)| op.operational())
 }
 
 pub async fn route(
@@ -29,16 +175,17 @@ pub async fn route(
     req: Request<Incoming>,
 ) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = req.method().clone();
-    let operational = matches!(
-        segments.as_slice(),
-        ["tracking", "health"] | ["tracking", "ready"] | ["metrics"]
-    );
-    let public_metrics = !state.access.internal_listener;
-    if role == Listener::Internal && !operational
-        || role == Listener::Public && segments == ["metrics"] && !public_metrics
-    {
+    let Resolved { found, on_path } = resolve(method.as_str(), &path);
+    let internal = state.access.internal_listener;
+    if role == Listener::Internal && on_path.is_empty() {
+        let message = format!("no route for {path}");
+        return (
+            "not_found",
+            error(StatusCode::NOT_FOUND, "not_found", message),
+        );
+    }
+    if !on_path.is_empty() && !on_path.iter().any(|op| op.served_on(role, internal)) {
         let which = if role == Listener::Internal {
             "the public"
         } else {
@@ -50,7 +197,7 @@ pub async fn route(
             error(StatusCode::NOT_FOUND, "not_found", message),
         );
     }
-    let is_read = method == Method::GET && !operational && known_path(&segments);
+    let is_read = found.as_ref().is_some_and(|(op, _)| op.guarded());
     if is_read && !state.access.authorized(req.headers()) {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
@@ -67,68 +214,39 @@ pub async fn route(
         Ok(q) => q,
         Err(e) => return ("bad_query", bad_request(e)),
     };
-    match (segments.as_slice(), &method) {
-        (["tracking", "health"], &Method::GET) => ("health", health(state)),
-        (["tracking", "ready"], &Method::GET) => ("ready", ready(state)),
-        (["metrics"], &Method::GET) => ("metrics", metrics(state)),
-        (["tracking", "interactions"], &Method::POST) => (
-            "post_interaction",
-            super::ingest::post_interaction(state, req).await,
-        ),
-        (["tracking", "interactions"], &Method::GET) => {
-            ("list_interactions", respond(recent(state, &query).await))
+    let Some((operation, params)) = found else {
+        if on_path.is_empty() {
+            let message = format!("no route for {path}");
+            return (
+                "not_found",
+                error(StatusCode::NOT_FOUND, "not_found", message),
+            );
         }
-        (["tracking", "interactions", id], &Method::GET) => {
-            ("get_interaction", respond(get_interaction(state, id).await))
-        }
-        (["tracking", "users", user, "interactions"], &Method::GET) => (
-            "user_interactions",
-            respond(user_interactions(state, user, &query).await),
-        ),
-        (["tracking", "users", user, "stats"], &Method::GET) => {
-            ("user_stats", respond(user_stats(state, user).await))
-        }
-        (["tracking", "stats", "daily"], &Method::GET) => {
-            ("stats_daily", respond(daily(state, &query).await))
-        }
-        (["tracking", "stats", "status"], &Method::GET) => {
-            ("stats_status", respond(status(state, &query).await))
-        }
-        (
-            ["tracking", "health" | "ready" | "interactions" | "stats", ..]
-            | ["tracking", "users", ..]
-            | ["metrics"],
-            _,
-        ) if known_path(&segments) => (
+        let message = format!("{method} is not allowed on {path}");
+        return (
             "method_not_allowed",
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                format!("{method} is not allowed on {path}"),
+                message,
             ),
-        ),
-        _ => (
-            "not_found",
-            error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no route for {path}"),
-            ),
-        ),
-    }
-}
-
-fn known_path(segments: &[&str]) -> bool {
-    matches!(
-        segments,
-        ["tracking", "health"]
-            | ["tracking", "ready"]
-            | ["metrics"]
-            | ["tracking", "interactions"]
-            | ["tracking", "interactions", _]
-            | ["tracking", "users", _, "interactions" | "stats"]
-            | ["tracking", "stats", "daily" | "status"]
-    )
+        );
+    };
+    // Every template has at most one parameter.
+    let param = params.first().copied().unwrap_or("");
+    let response = match operation {
+        Operation::Health => health(state),
+        Operation::Ready => ready(state),
+        Operation::Metrics => metrics(state),
+        Operation::PostInteraction => super::ingest::post_interaction(state, req).await,
+        Operation::ListInteractions => respond(recent(state, &query).await),
+        Operation::GetInteraction => respond(get_interaction(state, param).await),
+        Operation::UserInteractions => respond(user_interactions(state, param, &query).await),
+        Operation::UserStats => respond(user_stats(state, param).await),
+        Operation::StatsDaily => respond(daily(state, &query).await),
+        Operation::StatsStatus => respond(status(state, &query).await),
+    };
+    (operation.name(), response)
 }
 
 /// A handler's failure.
@@ -287,4 +405,88 @@ async fn status(state: &AppState, q: &Query) -> Result<Value, Fail> {
     let (from, to) = day_range(q)?;
     let items = state.store.status_stats(from, to).await?;
     Ok(j!({"items": items}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// A concrete path of a template (`{..}` replaced by `x`).
+    fn concrete(template: &str) -> String {
+        template
+            .split('/')
+            .map(|s| if s.starts_with('{') { "x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_route_resolves_to_itself_and_the_table_has_no_duplicates() {
+        let mut seen = HashSet::new();
+        let mut names = HashSet::new();
+        for route in ROUTES {
+            assert!(seen.insert((route.method, route.path)), "{route:?} twice");
+            assert!(
+                names.insert(route.operation.name()),
+                "{route:?}: name taken"
+            );
+            for path in [concrete(route.path), concrete(route.path) + "/"] {
+                let got = resolve(route.method, &path);
+                let params = route.path.matches('{').count();
+                assert_eq!(
+                    got.found,
+                    Some((route.operation, vec!["x"; params])),
+                    "{} {path}",
+                    route.method
+                );
+                assert!(got.on_path.contains(&route.operation));
+            }
+        }
+    }
+
+    #[test]
+    fn other_methods_are_not_allowed_and_other_paths_unknown() {
+        let got = resolve("DELETE", "/tracking/interactions/x");
+        assert_eq!(got.found, None);
+        assert_eq!(got.on_path, vec![Operation::GetInteraction]);
+        let got = resolve("POST", "/tracking/interactions");
+        assert_eq!(got.found.map(|f| f.0), Some(Operation::PostInteraction));
+        assert_eq!(
+            got.on_path,
+            vec![Operation::PostInteraction, Operation::ListInteractions]
+        );
+        for path in [
+            "/",
+            "/tracking",
+            "/tracking/nothing",
+            "/tracking/interactions/x/y",
+            "/tracking/users/x",
+            "/tracking/users/x/other",
+            "/tracking/stats",
+            "/metrics/x",
+        ] {
+            let got = resolve("GET", path);
+            assert_eq!((got.found, got.on_path), (None, vec![]), "{path}");
+        }
+        // An empty segment is a parameter (refused by the handler as 400).
+        let got = resolve("GET", "/tracking/users//stats");
+        assert_eq!(got.found, Some((Operation::UserStats, vec![""])));
+    }
+
+    #[test]
+    fn the_internal_listener_serves_operations_only_and_takes_metrics() {
+        for route in ROUTES {
+            let op = route.operation;
+            assert_eq!(op.served_on(Listener::Internal, true), op.operational());
+            assert!(op.served_on(Listener::Public, false));
+            let public_with_internal = op.served_on(Listener::Public, true);
+            assert_eq!(public_with_internal, op != Operation::Metrics, "{op:?}");
+            assert_eq!(
+                op.guarded(),
+                route.method == "GET" && !op.operational(),
+                "{op:?}"
+            );
+        }
+    }
 }
