@@ -298,12 +298,6 @@ pub fn svg(r: &Report, spectra: &[Spectrum]) -> String {
         .collect();
     let throughput = vec![
         Series {
-            name: "target".into(),
-            color: "#888888",
-            dashed: true,
-            points: target,
-        },
-        Series {
             name: "acknowledged".into(),
             color: "#1f77b4",
             dashed: false,
@@ -314,6 +308,13 @@ pub fn svg(r: &Report, spectra: &[Spectrum]) -> String {
             color: "#2ca02c",
             dashed: false,
             points: at(|s| s.persisted as f64),
+        },
+        // Last: drawn over the acknowledgements that usually match it.
+        Series {
+            name: "target".into(),
+            color: "#444444",
+            dashed: true,
+            points: target,
         },
     ];
     let max = throughput
