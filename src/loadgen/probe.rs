@@ -98,10 +98,17 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn ack(&self, n: u64, intended: &[Instant]) {
         self.acked.fetch_add(n, Relaxed);
-        if let Ok(mut h) = self.hists.lock() {
+        let now = Instant::now();
+        if let Ok(mut guard) = self.hists.lock() {
+            let h = &mut *guard;
             for t in intended {
-                Hists::record(&mut h.ack, *t);
-                Hists::record(&mut h.ack_sec, *t);
+                // One reading for both: the second's histogram and the
+                // whole run's hold the same values, so the interval log
+                // adds up to the `.hgrm` exactly.
+                let us = now.duration_since(*t).as_micros().clamp(1, 3_600_000_000) as u64;
+                for h in [&mut h.ack, &mut h.ack_sec].into_iter().flatten() {
+                    let _ = h.record(us);
+                }
             }
         }
     }
