@@ -13,7 +13,10 @@
 //!
 //! At the end it waits until everything sent is persisted and checks that
 //! the counts in the store equal what was sent minus invalid commands and
-//! duplicates, then writes the JSON report and an SVG chart.
+//! duplicates, then writes the JSON report (with the build, start time,
+//! machine and arguments of the run), an SVG chart, and the latencies as
+//! HdrHistogram files (`.hgrm` percentile distributions, `.hlog` interval
+//! logs: `hdr`).
 
 mod chart;
 mod feed;
