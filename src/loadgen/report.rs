@@ -38,6 +38,8 @@ impl Latency {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Second {
     pub t: u64,
+    /// The schedule's mean rate over this second (commands/s): what it
+    /// had due in the second, per second of it that it covered.
     pub target_rate: f64,
     pub sent: u64,
     pub acked: u64,
