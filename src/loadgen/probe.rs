@@ -201,7 +201,7 @@ impl Intervals {
     }
 
     /// Closes the interval at `now` with these histograms. An interval
-    /// that cannot be serialized is left out of the log, said once on
+    /// that cannot be serialized is left out of the log, with a line on
     /// stderr: the run and its other figures go on.
     fn close(&mut self, now: Instant, ack: Option<&Histogram<u64>>, e2e: Option<&Histogram<u64>>) {
         let start: Duration = self.from.duration_since(self.start);
