@@ -59,8 +59,52 @@ fn in_process_run_counts_exactly() {
         assert!(r["timeline"][1]["cpu_busy_pct"].as_f64().is_some());
     }
     let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    assert!(svg.starts_with("<svg") && svg.contains("<path d=\"M"));
+    assert!(svg.contains("latency (ms, log scale)") && svg.contains("99.9%"));
     assert!(err.contains("sent="), "no progress line: {err}");
+    // What ran where: the build, the start, the machine, the arguments.
+    assert_eq!(r["build"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!r["build"]["revision"].as_str().unwrap().is_empty());
+    let started = r["started_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(started).is_ok() && started.ends_with('Z'),
+        "{started}"
+    );
+    assert!(r["machine"]["cpus"].as_u64().unwrap() >= 1);
+    let args = r["args"].as_array().unwrap();
+    assert_eq!(args[1], "loadgen");
+    assert_eq!(args.last().unwrap().as_str(), report.to_str());
+    // The HdrHistogram files: the intervals add up to the whole run.
+    for (name, latency) in [("ack", "ack_latency"), ("e2e", "e2e_latency")] {
+        let count = r[latency]["count"].as_u64().unwrap();
+        let log = std::fs::read(report.with_extension(format!("{name}.hlog"))).unwrap();
+        assert_eq!(interval_counts(&log), count, "{name}");
+        let hgrm = std::fs::read_to_string(report.with_extension(format!("{name}.hgrm"))).unwrap();
+        assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+        assert!(
+            hgrm.contains(&format!("Total count    = {count:>12}]")),
+            "{hgrm}"
+        );
+    }
+}
+
+/// The values counted in all the intervals of an interval log, read with
+/// the `hdrhistogram` crate's parser and deserializer.
+fn interval_counts(log: &[u8]) -> u64 {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let mut d = hdrhistogram::serialization::Deserializer::new();
+    let mut n = 0;
+    for e in IntervalLogIterator::new(log) {
+        if let LogEntry::Interval(i) = e.expect("a well-formed interval log") {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(i.encoded_histogram())
+                .unwrap();
+            let h: hdrhistogram::Histogram<u64> = d.deserialize(&mut raw.as_slice()).unwrap();
+            n += h.len();
+        }
+    }
+    n
 }
 
 #[test]

@@ -13,10 +13,16 @@
 //!
 //! At the end it waits until everything sent is persisted and checks that
 //! the counts in the store equal what was sent minus invalid commands and
-//! duplicates, then writes the JSON report and an SVG chart.
+//! duplicates, then writes the JSON report (with the build, start time,
+//! machine and arguments of the run), an SVG chart, and the latencies as
+//! HdrHistogram files (`.hgrm` percentile distributions, `.hlog` interval
+//! logs: `hdr`).
 
+mod chart;
 mod feed;
+mod hdr;
 mod http;
+mod machine;
 mod poison;
 mod probe;
 mod reads;
@@ -52,6 +58,37 @@ impl Stage {
         let d = self.duration.as_secs_f64().max(1e-9);
         self.from_rate + (self.to_rate - self.from_rate) * (t / d).clamp(0.0, 1.0)
     }
+}
+
+/// Cumulative commands due `t` seconds into the schedule, and the rate then.
+fn due(stages: &[Stage], t: f64) -> (f64, f64) {
+    let mut acc = 0.0;
+    let mut start = 0.0;
+    for s in stages {
+        let d = s.duration.as_secs_f64();
+        if t < start + d {
+            return (acc + s.due(t - start), s.rate_at(t - start));
+        }
+        acc += s.due(d);
+        start += d;
+    }
+    (acc, 0.0)
+}
+
+/// The target rate of second `t` of the run (from `t - 1` to `t`): the
+/// commands the schedule has due in it, per second of it that the
+/// schedule covers. So the last second of a schedule that ends within it
+/// (or at its end) has the schedule's rate, as the seconds before it, not
+/// the rate at the instant the second closed, which is 0 there (the
+/// schedule is over); the seconds of the drain after it have 0.
+fn target_rate(stages: &[Stage], t: u64) -> f64 {
+    let total: f64 = stages.iter().map(|s| s.duration.as_secs_f64()).sum();
+    let from = (t as f64 - 1.0).max(0.0);
+    let to = (t as f64).min(total);
+    if to <= from {
+        return 0.0;
+    }
+    (due(stages, to).0 - due(stages, from).0) / (to - from)
 }
 
 /// Parses `400/m`, `1000/s`, `1000` (per second).
@@ -282,5 +319,23 @@ mod tests {
         assert!((ramp.rate_at(5.0) - 500.0).abs() < 1e-9);
         assert!(parse_stage("fast:10s").is_err());
         assert!(parse_stage("100/s").is_err());
+    }
+
+    #[test]
+    fn the_last_second_of_the_schedule_has_its_target_rate() {
+        let stage = |s: &str| parse_stage(s).unwrap();
+        // A schedule ending on a second: the last second is a full one.
+        let flat = [stage("100/s:30s")];
+        assert_eq!(target_rate(&flat, 30), 100.0);
+        assert_eq!(target_rate(&flat, 31), 0.0, "the drain has no target");
+        // Ending within a second: its scheduled half has the same rate.
+        let partial = [stage("100/s:2500ms")];
+        let rates: Vec<f64> = (1..=4).map(|t| target_rate(&partial, t)).collect();
+        assert_eq!(rates, [100.0, 100.0, 100.0, 0.0]);
+        // A ramp: each second's mean rate (what its acknowledgements show).
+        let ramp = [stage("0..100/s:10s"), stage("100/s:5s")];
+        assert!((target_rate(&ramp, 1) - 5.0).abs() < 1e-9);
+        assert!((target_rate(&ramp, 10) - 95.0).abs() < 1e-9);
+        assert!((target_rate(&ramp, 15) - 100.0).abs() < 1e-9);
     }
 }

@@ -1,8 +1,10 @@
 //! The run's probes: shared counters and HDR histograms, the observer of
-//! committed records (end-to-end latency), the per-second snapshot and
-//! progress line, and the process's resident memory.
+//! committed records (end-to-end latency), the per-second snapshot (with
+//! each second's histograms kept for the interval logs) and progress line,
+//! and the process's resident memory.
 
-use super::report::Second;
+use super::hdr::IntervalLog;
+use super::report::{LatencyFiles, Second};
 use crate::actors::subscribers::Committed;
 use crate::process::CpuTimes;
 use crate::store::JournalRecord;
@@ -11,7 +13,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A latency histogram: 1 µs .. 1 h, 3 significant digits (`None` only if
 /// those constant bounds were invalid).
@@ -38,6 +40,36 @@ impl Hists {
             read: hist(),
         }
     }
+    /// The whole run's latencies as files beside the report, with their
+    /// interval logs: the acknowledgement, and the end-to-end latency
+    /// where it was measured (in-process).
+    pub(super) fn files<'a>(
+        &'a self,
+        intervals: &'a Intervals,
+        in_process: bool,
+    ) -> Vec<LatencyFiles<'a>> {
+        let mut files = Vec::new();
+        if let Some(whole) = &self.ack {
+            files.push(LatencyFiles {
+                name: "ack",
+                title: "acknowledgement",
+                color: "#1f77b4",
+                whole,
+                intervals: &intervals.ack,
+            });
+        }
+        if let (Some(whole), true) = (&self.e2e, in_process) {
+            files.push(LatencyFiles {
+                name: "e2e",
+                title: "end-to-end",
+                color: "#2ca02c",
+                whole,
+                intervals: &intervals.e2e,
+            });
+        }
+        files
+    }
+
     pub(super) fn record(h: &mut Option<Histogram<u64>>, since: Instant) {
         if let Some(h) = h {
             let us = since.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
@@ -66,10 +98,17 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn ack(&self, n: u64, intended: &[Instant]) {
         self.acked.fetch_add(n, Relaxed);
-        if let Ok(mut h) = self.hists.lock() {
+        let now = Instant::now();
+        if let Ok(mut guard) = self.hists.lock() {
+            let h = &mut *guard;
             for t in intended {
-                Hists::record(&mut h.ack, *t);
-                Hists::record(&mut h.ack_sec, *t);
+                // One reading for both: the second's histogram and the
+                // whole run's hold the same values, so the interval log
+                // adds up to the `.hgrm` exactly.
+                let us = now.duration_since(*t).as_micros().clamp(1, 3_600_000_000) as u64;
+                for h in [&mut h.ack, &mut h.ack_sec].into_iter().flatten() {
+                    let _ = h.record(us);
+                }
             }
         }
     }
@@ -140,14 +179,73 @@ impl Pending {
     }
 }
 
+/// The per-second histograms of the run, as interval logs: the seconds
+/// are the snapshots' (`snapshot`), each from the one before.
+pub(super) struct Intervals {
+    pub(super) ack: IntervalLog,
+    pub(super) e2e: IntervalLog,
+    /// The run's start: the logs' timestamps count from it.
+    start: Instant,
+    /// The start of the interval being recorded.
+    from: Instant,
+}
+
+impl Intervals {
+    pub(super) fn new(start: Instant) -> Self {
+        Self {
+            ack: IntervalLog::default(),
+            e2e: IntervalLog::default(),
+            start,
+            from: start,
+        }
+    }
+
+    /// Closes the interval at `now` with these histograms. An interval
+    /// that cannot be serialized is left out of the log, with a line on
+    /// stderr: the run and its other figures go on.
+    fn close(&mut self, now: Instant, ack: Option<&Histogram<u64>>, e2e: Option<&Histogram<u64>>) {
+        let start: Duration = self.from.duration_since(self.start);
+        let length = now.duration_since(self.from);
+        for (log, h) in [(&mut self.ack, ack), (&mut self.e2e, e2e)] {
+            if let Some(h) = h {
+                if let Err(e) = log.push(h, start, length) {
+                    eprintln!("\nloadgen: an interval left out of the histogram log: {e:#}");
+                }
+            }
+        }
+        self.from = now;
+    }
+
+    /// Closes the last, partial interval (from the last snapshot to now),
+    /// if anything was recorded in it: the intervals then add up to the
+    /// whole run's histograms.
+    pub(super) fn finish(&mut self, shared: &Shared) {
+        let rest = shared
+            .hists
+            .lock()
+            .ok()
+            .map(|mut h| (h.ack_sec.take(), h.e2e_sec.take()));
+        if let Some((ack, e2e)) = rest {
+            let recorded = |h: &Option<Histogram<u64>>| h.as_ref().is_some_and(|h| !h.is_empty());
+            if recorded(&ack) || recorded(&e2e) {
+                self.close(Instant::now(), ack.as_ref(), e2e.as_ref());
+            }
+        }
+    }
+}
+
 /// Second `t` of the run: the counters since `last` and the machine's CPU
 /// since `cpu` (both then move on to now), and the second's percentiles.
+/// The second's histograms are swapped for empty ones under the lock
+/// (allocated before it: the senders and the observer wait on it) and
+/// go to `intervals` after it.
 pub(super) fn snapshot(
     shared: &Shared,
     last: &mut (u64, u64, u64, u64),
     cpu: &mut Option<CpuTimes>,
     t: u64,
     rate: f64,
+    intervals: &mut Intervals,
 ) -> Second {
     let now = (
         shared.sent.load(Relaxed),
@@ -168,22 +266,29 @@ pub(super) fn snapshot(
     let cpu_now = CpuTimes::read();
     s.cpu_busy_pct = cpu_now.zip(*cpu).and_then(|(n, p)| n.busy_pct_since(&p));
     *cpu = cpu_now;
-    if let Ok(mut h) = shared.hists.lock() {
-        let ms = |h: &Histogram<u64>, q| {
-            if h.is_empty() {
-                0.0
-            } else {
-                h.value_at_quantile(q) as f64 / 1000.0
-            }
-        };
-        if let Some(a) = h.ack_sec.as_mut() {
+    let (fresh_ack, fresh_e2e) = (hist(), hist());
+    let second = shared.hists.lock().ok().map(|mut h| {
+        (
+            std::mem::replace(&mut h.ack_sec, fresh_ack),
+            std::mem::replace(&mut h.e2e_sec, fresh_e2e),
+        )
+    });
+    let closed = Instant::now();
+    let ms = |h: &Histogram<u64>, q| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    if let Some((ack, e2e)) = second {
+        if let Some(a) = &ack {
             (s.ack_p50_ms, s.ack_p99_ms) = (ms(a, 0.5), ms(a, 0.99));
-            a.reset();
         }
-        if let Some(e) = h.e2e_sec.as_mut() {
+        if let Some(e) = &e2e {
             (s.e2e_p50_ms, s.e2e_p99_ms) = (ms(e, 0.5), ms(e, 0.99));
-            e.reset();
         }
+        intervals.close(closed, ack.as_ref(), e2e.as_ref());
     }
     s
 }

@@ -1,10 +1,13 @@
-//! The load test report: JSON (figures and the per-second timeline) and an
-//! SVG chart of throughput and latency over time.
+//! The load test report: JSON (figures, the per-second timeline, and what
+//! ran where), with the chart (`chart`) and the HdrHistogram files
+//! (`hdr`) written beside it.
 
+use super::chart::{svg, Spectrum};
+use super::hdr::{self, IntervalLog};
+use super::machine::{Build, Machine};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use std::fmt::Write;
 
 /// Percentiles of a latency histogram recorded in microseconds, in ms.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -35,6 +38,8 @@ impl Latency {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Second {
     pub t: u64,
+    /// The schedule's mean rate over this second (commands/s): what it
+    /// had due in the second, per second of it that it covered.
     pub target_rate: f64,
     pub sent: u64,
     pub acked: u64,
@@ -53,7 +58,17 @@ pub struct Second {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub mode: String,
+    /// The arguments joined by spaces (quoting lost: `args` has them exact).
     pub command: String,
+    /// The exact command line, one argument each.
+    pub args: Vec<String>,
+    /// The binary that ran.
+    pub build: Build,
+    /// When the schedule started, UTC, RFC 3339.
+    pub started_at: String,
+    /// The machine it ran on (the generator shares it with the service
+    /// in-process).
+    pub machine: Machine,
     pub seed: u64,
     pub users: u64,
     pub distribution: String,
@@ -187,138 +202,58 @@ pub struct Limits {
     pub max_e2e_p99_ms: Option<f64>,
 }
 
-/// A chart panel: title, unused subtitle, and (name, colour, values) series.
-type Panel<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str, Vec<f64>)>);
-
-/// Renders throughput (top) and latency (bottom) over time.
-pub fn svg(r: &Report) -> String {
-    let (w, h, pad) = (900.0, 300.0, 50.0);
-    let n = r.timeline.len().max(2) as f64;
-    let x = |i: f64| pad + (w - 2.0 * pad) * i / (n - 1.0);
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="12">"#,
-        2.0 * h
-    );
-    let _ = write!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let panels: [Panel; 2] = [
-        (
-            "throughput (commands/s)",
-            "",
-            vec![
-                (
-                    "target",
-                    "#999",
-                    r.timeline.iter().map(|s| s.target_rate).collect(),
-                ),
-                (
-                    "acked",
-                    "#1f77b4",
-                    r.timeline.iter().map(|s| s.acked as f64).collect(),
-                ),
-                (
-                    "persisted",
-                    "#2ca02c",
-                    r.timeline.iter().map(|s| s.persisted as f64).collect(),
-                ),
-            ],
-        ),
-        (
-            "latency (ms)",
-            "",
-            vec![
-                (
-                    "ack p50",
-                    "#aec7e8",
-                    r.timeline.iter().map(|s| s.ack_p50_ms).collect(),
-                ),
-                (
-                    "ack p99",
-                    "#1f77b4",
-                    r.timeline.iter().map(|s| s.ack_p99_ms).collect(),
-                ),
-                (
-                    "e2e p50",
-                    "#98df8a",
-                    r.timeline.iter().map(|s| s.e2e_p50_ms).collect(),
-                ),
-                (
-                    "e2e p99",
-                    "#2ca02c",
-                    r.timeline.iter().map(|s| s.e2e_p99_ms).collect(),
-                ),
-            ],
-        ),
-    ];
-    for (k, (title, _, series)) in panels.iter().enumerate() {
-        let top = k as f64 * h;
-        let max = series
-            .iter()
-            .flat_map(|(_, _, v)| v.iter().copied())
-            .fold(0.0f64, f64::max)
-            .max(1e-9);
-        let y = |v: f64| top + h - pad - (h - 2.0 * pad) * v / max;
-        let _ = write!(
-            out,
-            r#"<text x="{pad}" y="{}" font-weight="bold">{title} ({} runs: {} s)</text>"#,
-            top + 20.0,
-            r.mode,
-            r.timeline.len()
-        );
-        let _ = write!(
-            out,
-            r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{pad}" y1="{}" x2="{pad}" y2="{}" stroke="black"/>"#,
-            top + h - pad,
-            w - pad,
-            top + h - pad,
-            top + pad,
-            top + h - pad
-        );
-        let _ = write!(
-            out,
-            r#"<text x="5" y="{}">{max:.1}</text><text x="5" y="{}">0</text>"#,
-            top + pad + 4.0,
-            top + h - pad
-        );
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}">t (s)</text>"#,
-            w - pad,
-            top + h - pad + 30.0
-        );
-        for (j, (name, color, values)) in series.iter().enumerate() {
-            let points: Vec<String> = values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64), y(*v)))
-                .collect();
-            let _ = write!(
-                out,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-                points.join(" ")
-            );
-            let _ = write!(
-                out,
-                r#"<text x="{}" y="{}" fill="{color}">{name}</text>"#,
-                w - pad - 90.0,
-                top + pad + 14.0 * j as f64
-            );
-        }
-    }
-    out.push_str("</svg>");
-    out
+/// A latency histogram of the whole run and its per-interval log, written
+/// beside the report as `<report>.<name>.hgrm` and `<report>.<name>.hlog`.
+pub struct LatencyFiles<'a> {
+    /// `ack` or `e2e`: the file names' part.
+    pub name: &'a str,
+    /// What it measures, for the log's comment and the chart's legend.
+    pub title: &'a str,
+    pub color: &'a str,
+    pub whole: &'a Histogram<u64>,
+    pub intervals: &'a IntervalLog,
 }
 
-/// Writes the JSON report and the SVG chart beside it.
-pub fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
+/// Writes the JSON report, the SVG chart beside it, and each latency's
+/// percentile distribution (`.hgrm`) and interval log (`.hlog`).
+pub fn write_report(
+    path: &std::path::Path,
+    r: &Report,
+    started: std::time::SystemTime,
+    latencies: &[LatencyFiles],
+) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(path, serde_json::to_vec_pretty(r)?)
         .with_context(|| format!("writing {}", path.display()))?;
+    let mut spectra = Vec::new();
+    for l in latencies {
+        let hgrm = path.with_extension(format!("{}.hgrm", l.name));
+        let text =
+            hdr::percentile_distribution(l.whole, hdr::TICKS_PER_HALF_DISTANCE, hdr::US_PER_MS);
+        std::fs::write(&hgrm, text).with_context(|| format!("writing {}", hgrm.display()))?;
+        let hlog = path.with_extension(format!("{}.hlog", l.name));
+        let comment = format!(
+            "tracking loadgen {} ({}): {} latency in microseconds, one histogram per second",
+            r.build.version, r.build.revision, l.title
+        );
+        let bytes = l.intervals.to_bytes(started, &comment)?;
+        std::fs::write(&hlog, bytes).with_context(|| format!("writing {}", hlog.display()))?;
+        spectra.push(Spectrum {
+            name: l.title,
+            color: l.color,
+            points: hdr::percentile_steps(l.whole, hdr::TICKS_PER_HALF_DISTANCE)
+                .iter()
+                .filter(|s| s.percentile < 100.0)
+                .map(|s| (s.percentile, s.value as f64 / hdr::US_PER_MS))
+                .collect(),
+            max_ms: l.whole.max() as f64 / hdr::US_PER_MS,
+        });
+    }
     let chart = path.with_extension("svg");
-    std::fs::write(&chart, svg(r)).with_context(|| format!("writing {}", chart.display()))?;
+    std::fs::write(&chart, svg(r, &spectra))
+        .with_context(|| format!("writing {}", chart.display()))?;
     Ok(())
 }
 
@@ -354,7 +289,7 @@ pub fn summary(r: &Report, path: &std::path::Path) {
             "check:       {} (every send acknowledged; counts not read here: run `tracking check` with the manifest)",
             if r.check_passed { "PASSED" } else { "FAILED" },
         );
-        println!("report:      {} (+ .svg)", path.display());
+        println!("report:      {} (+ .svg, .hgrm, .hlog)", path.display());
         return;
     }
     println!(
@@ -370,7 +305,7 @@ pub fn summary(r: &Report, path: &std::path::Path) {
     for p in &r.check_problems {
         println!("             - {p}");
     }
-    println!("report:      {} (+ .svg)", path.display());
+    println!("report:      {} (+ .svg, .hgrm, .hlog)", path.display());
 }
 
 #[cfg(test)]

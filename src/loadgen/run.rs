@@ -2,13 +2,14 @@
 
 use super::feed::{self, Batch};
 use super::http::Conn;
+use super::machine::{Build, Machine};
 use super::probe::{
-    median, progress, rss_mib, snapshot, Hists, Observer, Pending, Shared, OBSERVER_KEY,
+    median, progress, rss_mib, snapshot, Hists, Intervals, Observer, Pending, Shared, OBSERVER_KEY,
 };
 use super::reads;
 use super::report::{check_problems, summary, write_report, Latency, Report, Second};
 use super::workload::{Kind, Workload};
-use super::{LoadgenArgs, Stage};
+use super::{due, target_rate, LoadgenArgs};
 use crate::actors::PipelineConfig;
 use crate::app::{self, Running, ServiceConfig};
 use crate::log::NewRecord;
@@ -31,21 +32,6 @@ enum Target {
     Log {
         read: Option<SocketAddr>,
     },
-}
-
-/// Cumulative commands due `t` seconds into the schedule, and the rate then.
-fn due(stages: &[Stage], t: f64) -> (f64, f64) {
-    let mut acc = 0.0;
-    let mut start = 0.0;
-    for s in stages {
-        let d = s.duration.as_secs_f64();
-        if t < start + d {
-            return (acc + s.due(t - start), s.rate_at(t - start));
-        }
-        acc += s.due(d);
-        start += d;
-    }
-    (acc, 0.0)
 }
 
 pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
@@ -185,6 +171,10 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
     let mut cpu = crate::process::CpuTimes::read();
     let mut peak_rss = 0.0f64;
     let start = Instant::now();
+    let started = std::time::SystemTime::now();
+    let started_at =
+        chrono::DateTime::<Utc>::from(started).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut intervals = Intervals::new(start);
     let mut generated = 0u64;
     let mut last_tick = start;
     let mut next_second = 1u64;
@@ -196,7 +186,7 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         tick.tick().await;
         let now = Instant::now();
         let t = now.duration_since(start).as_secs_f64();
-        let (cum, rate) = due(&stages, t.min(total));
+        let (cum, _) = due(&stages, t.min(total));
         let n = (cum as u64).saturating_sub(generated);
         if n > 0 {
             let mut records = Vec::with_capacity(n as usize);
@@ -281,7 +271,15 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         }
         last_tick = now;
         if t >= next_second as f64 {
-            let s = snapshot(&shared, &mut last, &mut cpu, next_second, rate);
+            let rate = target_rate(&stages, next_second);
+            let s = snapshot(
+                &shared,
+                &mut last,
+                &mut cpu,
+                next_second,
+                rate,
+                &mut intervals,
+            );
             peak_rss = peak_rss.max(rss_mib());
             progress(&s, &shared);
             timeline.push(s);
@@ -340,7 +338,15 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         let pending_empty =
             !in_process || shared.pending.lock().map(|p| p.is_empty()).unwrap_or(false);
         if next_second as f64 <= start.elapsed().as_secs_f64() {
-            let s = snapshot(&shared, &mut last, &mut cpu, next_second, 0.0);
+            let rate = target_rate(&stages, next_second);
+            let s = snapshot(
+                &shared,
+                &mut last,
+                &mut cpu,
+                next_second,
+                rate,
+                &mut intervals,
+            );
             progress(&s, &shared);
             timeline.push(s);
             next_second += 1;
@@ -376,17 +382,13 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
 
     let expected = expected_events(&shared, valid);
     let acked = shared.acked.load(Relaxed);
-    let (ack_latency, e2e_latency, read_latency) = {
-        let h = shared
-            .hists
-            .lock()
-            .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?;
-        (
-            h.ack.as_ref().map(Latency::of).unwrap_or_default(),
-            h.e2e.as_ref().map(Latency::of),
-            h.read.as_ref().map(Latency::of),
-        )
-    };
+    intervals.finish(&shared);
+    // Everything that records has stopped (a send still in flight after a
+    // drain timeout finds the histograms gone and records nothing).
+    let hists = std::mem::take(&mut *shared.hists.lock().unwrap_or_else(|e| e.into_inner()));
+    let ack_latency = hists.ack.as_ref().map(Latency::of).unwrap_or_default();
+    let e2e_latency = hists.e2e.as_ref().map(Latency::of);
+    let read_latency = hists.read.as_ref().map(Latency::of);
     let counts_checked = !matches!(target, Target::Log { read: None });
     let expected_rejected = match &target {
         Target::InProcess {
@@ -397,6 +399,12 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
     let mut report = Report {
         mode,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        args: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        build: Build::current(),
+        started_at,
+        machine: Machine::current(),
         seed: args.seed,
         users: args.users,
         distribution: format!("{:?}", args.distribution),
@@ -448,7 +456,8 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
     report.check_problems =
         check_problems(&report, shared.outstanding.load(Relaxed), &args.limits());
     report.check_passed = report.check_problems.is_empty();
-    write_report(&args.report, &report)?;
+    let files = hists.files(&intervals, in_process);
+    write_report(&args.report, &report, started, &files)?;
     summary(&report, &args.report);
     if let Target::InProcess { svc, created } = target {
         svc.stop().await?;
