@@ -216,7 +216,7 @@ promtool check config compose/prometheus/prometheus.yml
 promtool test rules compose/prometheus/alerts_test.yml
 python3 .ci/deploy/check_alerts.py compose/prometheus/alerts.yml compose/prometheus/alerts_test.yml docs/operations.md \
   || fail "an alert lacks its runbook_url, its section in docs/operations.md, or a test where it fires and one where it stays silent"
-python3 .ci/deploy/sync_rules.py --check || fail "k8s/prometheus-rules.yaml drifted from compose/prometheus/alerts.yml"
+python3 .ci/deploy/sync_rules.py --check || fail "k8s/base/prometheus-rules.yaml drifted from compose/prometheus/alerts.yml"
 
 # ---------------------------------------------------------------------------
 step "4/5 k8s: kubernetes-validate --strict, custom resources, overlays rendered by kustomize"
