@@ -109,6 +109,12 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     ingest: Option<Handle>,
 ) {
+    crate::internal_events::http_routes_registered(
+        routes::ROUTES
+            .iter()
+            .filter(|r| r.operation.served_on(role, state.access.internal_listener))
+            .map(|r| r.operation.name()),
+    );
     let admitter = Admitter::default();
     let ingest = ingest.filter(|_| role == Listener::Public);
     loop {

@@ -127,6 +127,18 @@ pub struct Resolved<'p> {
     pub on_path: Vec<Operation>,
 }
 
+/// The methods of `operations` (the routes of one path), comma-separated
+/// in table order, for a 405's `Allow`.
+pub fn allowed_methods(operations: &[Operation]) -> String {
+    let mut methods: Vec<&str> = Vec::new();
+    for route in ROUTES.iter().filter(|r| operations.contains(&r.operation)) {
+        if !methods.contains(&route.method) {
+            methods.push(route.method);
+        }
+    }
+    methods.join(", ")
+}
+
 /// Resolves `method` and `path` (a trailing `/` is ignored) on [`ROUTES`].
 pub fn resolve<'p>(method: &str, path: &'p str) -> Resolved<'p> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -223,14 +235,16 @@ pub async fn route(
             );
         }
         let message = format!("{method} is not allowed on {path}");
-        return (
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                message,
-            ),
+            message,
         );
+        // RFC 9110 15.5.6: a 405 lists the methods the path has.
+        if let Ok(allow) = hyper::header::HeaderValue::from_str(&allowed_methods(&on_path)) {
+            r.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        return ("method_not_allowed", r);
     };
     // Every template has at most one parameter.
     let param = params.first().copied().unwrap_or("");
@@ -455,6 +469,14 @@ mod tests {
         assert_eq!(
             got.on_path,
             vec![Operation::PostInteraction, Operation::ListInteractions]
+        );
+        assert_eq!(
+            allowed_methods(&resolve("DELETE", "/tracking/interactions").on_path),
+            "POST, GET"
+        );
+        assert_eq!(
+            allowed_methods(&resolve("PUT", "/tracking/health").on_path),
+            "GET"
         );
         for path in [
             "/",

@@ -410,6 +410,16 @@ pub fn appended(n: u64) {
     counter!(APPENDED).increment(n);
 }
 
+/// The routes' 2xx and 5xx request series at 0, so that the error-ratio
+/// alerts (`rate()` of the 5xx share) see a worker's very first 5xx.
+pub fn http_routes_registered(routes: impl IntoIterator<Item = &'static str>) {
+    for route in routes {
+        for class in ["2xx", "5xx"] {
+            counter!(HTTP_REQUESTS, "route" => route, "status" => class).increment(0);
+        }
+    }
+}
+
 pub fn http_request(route: &'static str, status: u16, seconds: f64) {
     let class = match status {
         200..=299 => "2xx",
