@@ -234,12 +234,52 @@ impl Intervals {
     }
 }
 
+/// The per-second timeline as it is closed, with what one second carries
+/// to the next: the counters' last values, the CPU reading, the interval
+/// histograms.
+pub(super) struct Timeline {
+    pub seconds: Vec<Second>,
+    pub intervals: Intervals,
+    /// The second to close next (1 = the first).
+    pub next: u64,
+    last: (u64, u64, u64, u64),
+    cpu: Option<CpuTimes>,
+}
+
+impl Timeline {
+    pub fn new(start: Instant) -> Self {
+        Timeline {
+            seconds: Vec::new(),
+            intervals: Intervals::new(start),
+            next: 1,
+            last: (0, 0, 0, 0),
+            cpu: CpuTimes::read(),
+        }
+    }
+
+    /// Closes second `next`, whose target rate was `rate`, and returns it.
+    pub fn close(&mut self, shared: &Shared, rate: f64) -> &Second {
+        let s = snapshot(
+            shared,
+            &mut self.last,
+            &mut self.cpu,
+            self.next,
+            rate,
+            &mut self.intervals,
+        );
+        self.next += 1;
+        let i = self.seconds.len();
+        self.seconds.push(s);
+        &self.seconds[i]
+    }
+}
+
 /// Second `t` of the run: the counters since `last` and the machine's CPU
 /// since `cpu` (both then move on to now), and the second's percentiles.
 /// The second's histograms are swapped for empty ones under the lock
 /// (allocated before it: the senders and the observer wait on it) and
 /// go to `intervals` after it.
-pub(super) fn snapshot(
+fn snapshot(
     shared: &Shared,
     last: &mut (u64, u64, u64, u64),
     cpu: &mut Option<CpuTimes>,

@@ -4,10 +4,10 @@ use super::feed::{self, Batch};
 use super::http::Conn;
 use super::machine::{Build, Machine};
 use super::probe::{
-    median, progress, rss_mib, snapshot, Hists, Intervals, Observer, Pending, Shared, OBSERVER_KEY,
+    median, progress, rss_mib, Hists, Observer, Pending, Shared, Timeline, OBSERVER_KEY,
 };
 use super::reads;
-use super::report::{check_problems, summary, write_report, Latency, Report, Second};
+use super::report::{check_problems, summary, write_report, Latency, Report};
 use super::workload::{Kind, Workload};
 use super::{due, target_rate, LoadgenArgs};
 use crate::actors::PipelineConfig;
@@ -167,18 +167,14 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
 
     // The schedule.
     let (mut valid, mut invalid, mut duplicates, mut poison) = (0u64, 0u64, 0u64, 0u64);
-    let mut timeline: Vec<Second> = Vec::new();
-    let mut cpu = crate::process::CpuTimes::read();
     let mut peak_rss = 0.0f64;
     let start = Instant::now();
     let started = std::time::SystemTime::now();
     let started_at =
         chrono::DateTime::<Utc>::from(started).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut intervals = Intervals::new(start);
+    let mut timeline = Timeline::new(start);
     let mut generated = 0u64;
     let mut last_tick = start;
-    let mut next_second = 1u64;
-    let mut last = (0u64, 0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let append_slots = Arc::new(tokio::sync::Semaphore::new(256));
@@ -270,20 +266,10 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
             }
         }
         last_tick = now;
-        if t >= next_second as f64 {
-            let rate = target_rate(&stages, next_second);
-            let s = snapshot(
-                &shared,
-                &mut last,
-                &mut cpu,
-                next_second,
-                rate,
-                &mut intervals,
-            );
+        if t >= timeline.next as f64 {
+            let rate = target_rate(&stages, timeline.next);
+            progress(timeline.close(&shared, rate), &shared);
             peak_rss = peak_rss.max(rss_mib());
-            progress(&s, &shared);
-            timeline.push(s);
-            next_second += 1;
         }
         if t >= total {
             break;
@@ -337,19 +323,9 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
         }
         let pending_empty =
             !in_process || shared.pending.lock().map(|p| p.is_empty()).unwrap_or(false);
-        if next_second as f64 <= start.elapsed().as_secs_f64() {
-            let rate = target_rate(&stages, next_second);
-            let s = snapshot(
-                &shared,
-                &mut last,
-                &mut cpu,
-                next_second,
-                rate,
-                &mut intervals,
-            );
-            progress(&s, &shared);
-            timeline.push(s);
-            next_second += 1;
+        if timeline.next as f64 <= start.elapsed().as_secs_f64() {
+            let rate = target_rate(&stages, timeline.next);
+            progress(timeline.close(&shared, rate), &shared);
         }
         if acked_all && pending_empty && counted >= expected {
             break;
@@ -382,6 +358,11 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
 
     let expected = expected_events(&shared, valid);
     let acked = shared.acked.load(Relaxed);
+    let Timeline {
+        seconds: timeline,
+        mut intervals,
+        ..
+    } = timeline;
     intervals.finish(&shared);
     // Everything that records has stopped (a send still in flight after a
     // drain timeout finds the histograms gone and records nothing).
