@@ -21,21 +21,11 @@ import subprocess
 import sys
 
 import yaml
+from findings import err, errors, ok
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENTRY = "/usr/local/bin/tracking"
 IMAGE = "alpes-tracking"
-
-errors = []
-
-
-def err(msg):
-    errors.append(msg)
-    print(f"  FAIL: {msg}")
-
-
-def ok(msg):
-    print(f"  ok: {msg}")
 
 
 def instructions(text):

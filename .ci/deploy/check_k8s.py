@@ -29,6 +29,7 @@ import re
 import sys
 
 import yaml
+from findings import err, errors, ok
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -38,17 +39,6 @@ NAMESPACE = "alpes-tracking"
 IMAGE = "alpes-tracking"
 CR_GROUPS = {"monitoring.coreos.com", "keda.sh"}
 SKIP_GROUPS = {"kustomize.config.k8s.io"}
-
-errors = []
-
-
-def err(msg):
-    errors.append(msg)
-    print(f"  FAIL: {msg}")
-
-
-def ok(msg):
-    print(f"  ok: {msg}")
 
 
 def group(doc):

@@ -99,7 +99,7 @@ pub enum ConnectError {
     Prepare(#[from] scylla::errors::PrepareError),
 }
 
-/// Opens a session (without checking the schema).
+/// Opens the CQL driver's connection pool to the cluster (without checking the schema).
 pub async fn session(cfg: &ScyllaConfig) -> Result<Session, ConnectError> {
     if cfg.nodes.is_empty() {
         return Err(ConnectError::NoNodes);
