@@ -33,19 +33,22 @@ pub fn fold_failed(partition: u32, what: &'static str, error: &dyn std::fmt::Dis
     }
 }
 
-/// A step of the embedded store's format upgrade (`store::embedded::migrate`).
+/// A step of the work the embedded store does at open before it serves:
+/// a format upgrade (`store::embedded::migrate`), or indexing the
+/// journal's records the indexes had not made durable before a crash
+/// (`store::embedded::index`). `what` names it ("upgrading format 2 to 3").
 #[derive(Debug, Clone, Copy)]
 pub enum Migration {
-    /// About `estimate` events to convert.
-    Started {
-        estimate: u64,
-    },
+    /// About `estimate` records to go through.
+    Started { what: &'static str, estimate: u64 },
     /// At most one line per few seconds while it runs.
     Progress {
+        what: &'static str,
         converted: u64,
         estimate: u64,
     },
     Done {
+        what: &'static str,
         converted: u64,
         seconds: f64,
     },
@@ -53,16 +56,26 @@ pub enum Migration {
 
 pub fn store_migration(step: Migration) {
     match step {
-        Migration::Started { estimate } => tracing::warn!(
+        Migration::Started { what, estimate } => tracing::warn!(
             estimate,
-            "embedded store: upgrading format 1 to 2; the service starts when it is done"
+            "embedded store: {what}; the service starts when it is done"
         ),
         Migration::Progress {
+            what,
             converted,
             estimate,
-        } => tracing::info!(converted, estimate, "embedded store: upgrading"),
-        Migration::Done { converted, seconds } => {
-            tracing::info!(converted, seconds, "embedded store: upgraded to format 2")
+        } => {
+            let percent = if estimate == 0 {
+                100.0
+            } else {
+                (converted as f64 * 100.0 / estimate as f64).min(100.0)
+            };
+            tracing::info!(converted, estimate, percent, "embedded store: {what}")
         }
+        Migration::Done {
+            what,
+            converted,
+            seconds,
+        } => tracing::info!(converted, seconds, "embedded store: {what}: done"),
     }
 }

@@ -14,7 +14,8 @@ pub const CHECKPOINT: &[u8] = &[0x00];
 pub const ROW: u8 = 0x01;
 /// Tag of the unique-user membership rows in the daily-stats keyspace.
 pub const MEMBER: u8 = 0x02;
-/// Tags of the position index values.
+/// Tags of the journal's records (and, in format 2, of the position
+/// index values that held them).
 pub const POS_EVENT: u8 = 0x01;
 pub const POS_REJECTION: u8 = 0x02;
 
@@ -199,11 +200,17 @@ pub fn decode_user_stats(user_id: &str, v: &[u8]) -> Result<UserStats, StoreErro
     })
 }
 
+/// A rejection as a tagged record: `POS_REJECTION`, then its encoding.
 pub fn encode_rejection(r: &Rejection) -> Result<Vec<u8>, StoreError> {
     let mut v = vec![POS_REJECTION];
-    rmp_serde::encode::write_named(&mut v, r)
-        .map_err(|e| StoreError::Codec(crate::domain::event::EventCodecError::Encode(e)))?;
+    encode_rejection_into(&mut v, r)?;
     Ok(v)
+}
+
+/// Appends a rejection's encoding (rmp-serde, named) to `buf`.
+pub fn encode_rejection_into(buf: &mut Vec<u8>, r: &Rejection) -> Result<(), StoreError> {
+    rmp_serde::encode::write_named(buf, r)
+        .map_err(|e| StoreError::Codec(crate::domain::event::EventCodecError::Encode(e)))
 }
 
 pub fn decode_rejection(v: &[u8]) -> Result<Rejection, StoreError> {

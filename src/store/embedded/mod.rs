@@ -1,4 +1,13 @@
-//! The embedded event store: an LSM ([fjall]) on local disk.
+//! The embedded event store: an append-only journal of files ([`journal`])
+//! and, derived from it, indexes and projections in an LSM ([fjall]) on
+//! local disk.
+//!
+//! Every event and rejection is written once, in position order, to the
+//! journal's segment files: one `write` and one `fdatasync` per commit is
+//! the store's only durable write. The LSM holds what is derived from the
+//! journal (indexes, projections), written unsynced and made durable by
+//! checkpoints ([`index`]); anything a crash loses of it is derived again
+//! at open.
 //!
 //! # Key layout
 //!
@@ -9,13 +18,13 @@
 //!
 //! | keyspace     | key                                     | value                                 |
 //! |--------------|-----------------------------------------|---------------------------------------|
+//! | `pos`        | `u64 pos`                               | the record's journal location (`u64 segment, u32 offset, u32 len`) |
 //! | `journal`    | `s user, u64 seq`                       | `u64 pos`                             |
 //! | `last_seq`   | `raw user`                              | `u64 seq`                             |
-//! | `pos`        | `u64 pos`                               | `0x01 event` (rmp-serde, named) or `0x02 rejection` |
 //! | `ids`        | `raw interaction id`                    | `journal-key, u64 pos`                |
 //! | `target`     | `s target id, day, u64 pos`             | empty                                 |
 //! | `rejections` | `raw command id`                        | `u64 pos`                             |
-//! | `meta`       | `format` / `head`                       | `u32 version` / `u64 pos`             |
+//! | `meta`       | `format` / `indexed` / `cursor/<name>`  | `u32 version` / `u64 pos` / `u64 pos` |
 //! | `p_daily`    | `0x00` (checkpoint)                     | `u64 pos`                             |
 //! |              | `0x01 day type camp`                    | `u64 count, u64 unique users`         |
 //! |              | `0x02 day type camp raw user`           | empty (unique-user membership)        |
@@ -25,34 +34,33 @@
 //! Strings inside keys are length-prefixed, so no id can run into the next
 //! component whatever bytes it holds; rows come back in key order and the
 //! readers sort where string order matters (daily stats by campaign).
-//!
-//! Events live in `pos`, whose keys are written in increasing order: its
-//! flushed tables never overlap, so compaction moves them down the levels
-//! instead of rewriting them. The keyspaces keyed by user, id or target
-//! receive their keys in random order and are merged level after level;
-//! they hold small values only (format 1 kept the events in `journal`,
-//! see [`migrate`]).
+//! The journal's records are `0x01 event` (rmp-serde, named) or `0x02
+//! rejection`; formats 1 and 2 kept them in the LSM and are upgraded at
+//! open ([`migrate`]).
 //!
 //! # Crash safety
 //!
-//! - [`EventStore::write`] builds ONE fjall batch for the whole call (events,
-//!   every index, `last_seq`, the new head) and commits it with
-//!   `PersistMode::SyncAll`: the journal file is fsynced while the batch
-//!   holds the journal lock, *before* its items reach the memtables, so no
-//!   memtable flush can ever put part of an unsynced batch on disk. When
-//!   `write` returns, the whole batch is durable; a crash before that loses
-//!   the whole batch (fjall replays only complete batches), never part of it.
-//!   Writes are serialized by a mutex, so the checks (last seq, ids taken,
-//!   command ids) read every earlier committed batch.
-//! - Reads see only positions up to the committed head, stored after the
-//!   commit has put the whole batch in the memtables: a reader never meets
-//!   a batch in part (see [`read`]).
-//! - Positions come from the head, which is read back at open as the
-//!   largest key of `pos` (and the `head` row: both are in every batch), so
-//!   a restart never hands out a position twice.
+//! - [`EventStore::write`] checks the batch (last seqs, ids taken, command
+//!   ids) under the writer lock, appends its records' frames to the
+//!   journal and fdatasyncs them: when `write` returns, every record of it
+//!   is durable. A crash before that leaves at most a torn last commit,
+//!   which the next open cuts off (it was never acknowledged).
+//! - Then, still under the lock, one LSM batch holds the records' index
+//!   entries (not synced), and only then does the head move. Reads see
+//!   only positions up to the head (see [`read`]), so they never meet a
+//!   record without its entries. If that batch fails, the records are
+//!   durable but unindexed: the store refuses every write until it is
+//!   opened again, which indexes them.
+//! - [`index`] makes the entries durable every second and records the head
+//!   they cover (`meta/indexed`); at open, the records after it are indexed
+//!   again from the journal. A position entry never exists without its
+//!   record (entries are written after the fsync), so an index ahead of
+//!   the journal is refused at open as lost data.
+//! - Positions come from the journal's last record, so a restart never
+//!   hands out a position twice.
 //! - Each projection keeps its checkpoint in its *own* keyspace, and
 //!   [`EventStore::apply`] writes the rows and the new checkpoint in one
-//!   batch. A keyspace's memtable is sealed only under the journal lock
+//!   batch. A keyspace's memtable is sealed only under fjall's journal lock
 //!   (never in the middle of a batch) and flushed as a whole, so after any
 //!   crash a projection holds either the rows and the checkpoint of an
 //!   apply or neither: records at or below the checkpoint are skipped on
@@ -65,8 +73,8 @@
 //! # Tuning
 //!
 //! `manual_journal_persist(true)`: the store chooses each batch's
-//! durability itself (`SyncAll` for writes, `Buffer` for applies) instead
-//! of an extra flush on every commit. The block cache is 16 MiB and each
+//! durability itself (none for indexes, `Buffer` for applies) instead of
+//! an extra flush on every commit. The block cache is 16 MiB and each
 //! keyspace's memtable 4 MiB (the constants below say why). Filters and
 //! indexes are partitioned below level 0, so a point lookup's cost does
 //! not grow with the tables ([`keyspace_options`]). The recent
@@ -75,6 +83,8 @@
 //! written users for the aggregates' loads and the append check
 //! ([`seqs`]).
 
+mod index;
+mod journal;
 pub(crate) mod keys;
 mod migrate;
 mod mirror;
@@ -101,7 +111,9 @@ use std::sync::Arc;
 /// On-disk format of this module; bumped on incompatible layout changes.
 /// Format 1 is upgraded at open
 /// ([`migrate`]).
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
+/// The journal's directory inside the store's.
+const JOURNAL_DIR: &str = "events";
 
 /// The embedded store. Cheap to clone (one shared database).
 #[derive(Clone)]
@@ -111,6 +123,8 @@ pub struct EmbeddedStore {
 
 struct Inner {
     db: Database,
+    /// The journal's files: every event and rejection, in position order.
+    records: journal::Journal,
     journal: Keyspace,
     last_seq: Keyspace,
     pos: Keyspace,
@@ -124,8 +138,11 @@ struct Inner {
     /// Recent rows of `daily` and `status`, for reads (see [`mirror`]).
     daily_mirror: mirror::Mirror<crate::store::projections::DailyKey>,
     status_mirror: mirror::Mirror<NaiveDate>,
-    /// Serializes writes: the conflict checks and the commit are one step.
+    /// Serializes writes: the conflict checks, the journal's append and
+    /// the indexes' commit are one step.
     writer: std::sync::Mutex<()>,
+    /// Serializes index checkpoints ([`Inner::checkpoint_indexes`]).
+    indexing: std::sync::Mutex<()>,
     /// Recently written users' last sequence numbers (see [`seqs`]).
     seqs: std::sync::Mutex<seqs::SeqCache>,
     /// The last committed position (updated after each commit).
@@ -140,16 +157,54 @@ struct Inner {
 }
 
 impl Inner {
-    /// The error of a failed commit; notes a poisoned database.
+    /// Refuses every later write until the store is opened again.
+    fn break_with(&self, why: String) {
+        if self.broken.set(why.clone()).is_ok() {
+            tracing::error!("{why}");
+        }
+    }
+
+    /// The error of a failed journal append: what reached the file is
+    /// unknown (a torn commit), so nothing more may be appended behind it
+    /// until a reopen cuts it off.
+    fn journal_failed(&self, e: StoreError) -> StoreError {
+        self.break_with(format!(
+            "the event store's journal failed to write ({e}; a full disk?) and refuses every \
+             write until the store is opened again: restart the service"
+        ));
+        e
+    }
+
+    /// The error of a failed index commit after a durable append: the
+    /// events are stored but not indexed; the reopen derives them.
+    fn index_failed(&self, e: fjall::Error) -> StoreError {
+        self.break_with(format!(
+            "the event store's indexes failed to write ({e}) behind a durable commit; the \
+             store refuses every write until it is opened again (which indexes it): restart \
+             the service"
+        ));
+        db_err(e)
+    }
+
+    /// The error of a failed LSM commit; notes a poisoned database (its
+    /// log failed to write, e.g. on a full disk), which refuses every
+    /// write until it is opened again.
     fn commit_failed(&self, e: fjall::Error) -> StoreError {
         if matches!(e, fjall::Error::Poisoned) {
-            let why = "the event store's journal failed to write (a full disk?) and refuses \
-                       every write until the store is opened again: restart the service";
-            if self.broken.set(why.to_string()).is_ok() {
-                tracing::error!("{why}");
-            }
+            self.break_with(
+                "the event store's indexes failed to write (a full disk?) and refuse every \
+                 write until the store is opened again: restart the service"
+                    .into(),
+            );
         }
         db_err(e)
+    }
+
+    fn refuse_if_broken(&self) -> Result<(), StoreError> {
+        match self.broken.get() {
+            Some(why) => Err(StoreError::Unavailable(why.clone())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -242,11 +297,18 @@ impl EmbeddedStore {
         let meta = ks("meta")?;
         let pos = ks("pos")?;
         let journal = ks("journal")?;
+        let (records, mut head) = journal::Journal::open(&dir.join(JOURNAL_DIR))?;
         // Whether this open records the current format (a new or upgraded store).
         let record_format = match meta.get("format").map_err(db_err)? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => false,
-            Some(v) if v.as_ref() == 1u32.to_be_bytes() => {
-                migrate::v1_to_v2(&db, &journal, &pos)?;
+            Some(v) if v.as_ref() == 1u32.to_be_bytes() || v.as_ref() == 2u32.to_be_bytes() => {
+                if v.as_ref() == 1u32.to_be_bytes() {
+                    migrate::v1_to_v2(&db, &journal, &pos)?;
+                    let mut b = db.batch().durability(Some(PersistMode::SyncAll));
+                    b.insert(&meta, "format", 2u32.to_be_bytes());
+                    b.commit().map_err(db_err)?;
+                }
+                head = migrate::v2_to_v3(&db, &pos, &meta, &records)?;
                 true
             }
             Some(v) => {
@@ -254,12 +316,18 @@ impl EmbeddedStore {
                     .map(|b| u32::from_be_bytes(b).to_string())
                     .unwrap_or_else(|_| format!("{v:?}"));
                 return Err(StoreError::Corrupt(format!(
-                    "store format {found} is not one this build reads (1, upgraded at open, or {FORMAT_VERSION}); a newer build wrote it?"
+                    "store format {found} is not one this build reads (1 and 2, upgraded at open, or {FORMAT_VERSION}); a newer build wrote it?"
                 )));
             }
             None => {
                 if pos.first_key_value().is_some() {
                     return Err(StoreError::Corrupt("store without format version".into()));
+                }
+                if head > 0 {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} holds a journal but the store beside it has no format: a damaged store",
+                        dir.join(JOURNAL_DIR).display()
+                    )));
                 }
                 true
             }
@@ -269,16 +337,16 @@ impl EmbeddedStore {
             b.insert(&meta, "format", FORMAT_VERSION.to_be_bytes());
             b.commit().map_err(db_err)?;
         }
-        let mut head = match meta.get("head").map_err(db_err)? {
-            Some(v) => keys::u64_at(&v, 0, "head")?,
-            None => 0,
-        };
+        // Index entries are written only after their records are durable.
         if let Some(last) = pos.last_key_value() {
-            head = head.max(keys::u64_at(
-                &last.key().map_err(db_err)?,
-                0,
-                "position key",
-            )?);
+            let indexed = keys::u64_at(&last.key().map_err(db_err)?, 0, "position key")?;
+            if indexed > head {
+                return Err(StoreError::Corrupt(format!(
+                    "the indexes hold record {indexed} but the journal ({}) ends at {head}: \
+                     the journal lost acknowledged records. Restore the store from a backup",
+                    dir.join(JOURNAL_DIR).display()
+                )));
+            }
         }
         let daily = ks("p_daily")?;
         let status = ks("p_status")?;
@@ -307,15 +375,18 @@ impl EmbeddedStore {
             status,
             users,
             db,
+            records,
             writer: std::sync::Mutex::new(()),
+            indexing: std::sync::Mutex::new(()),
             seqs: std::sync::Mutex::new(seqs::SeqCache::new(SEQ_CACHE_USERS)),
             head: AtomicU64::new(head),
             checkpoints: checkpoints.map(|cp| Arc::new(tokio::sync::Mutex::new(cp))),
             broken: std::sync::OnceLock::new(),
         };
-        Ok(EmbeddedStore {
-            inner: Arc::new(inner),
-        })
+        inner.derive_unindexed()?;
+        let inner = Arc::new(inner);
+        index::start_checkpoints(Arc::downgrade(&inner))?;
+        Ok(EmbeddedStore { inner })
     }
 
     /// Runs blocking fjall work off the async threads.
@@ -341,6 +412,7 @@ impl EventStore for EmbeddedStore {
         if batch.is_empty() {
             return Ok(WriteOutcome::default());
         }
+        self.inner.refuse_if_broken()?;
         self.blocking(move |s| s.write(&batch)).await
     }
 
@@ -486,8 +558,7 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.blocking(|s| s.db.persist(PersistMode::SyncAll).map_err(db_err))
-            .await
+        self.blocking(|s| s.checkpoint_indexes()).await
     }
 
     fn memory(&self) -> Option<crate::store::StoreMemory> {

@@ -1,4 +1,6 @@
-//! Reads of the journal and its indexes.
+//! Reads of the journal and its indexes: an index (position, user, id,
+//! target) gives positions, the position index gives each record's
+//! location in the journal's files, and the record is read from there.
 //!
 //! A read sees only positions up to the committed head. A batch's entries
 //! reach the memtables one after the other, and fjall makes them readable
@@ -10,17 +12,13 @@
 //! of the batch in place; each read loads it (acquire) first and ignores
 //! every entry with a later position.
 
+use super::journal::{Frame, Location};
 use super::{db_err, keys, Inner};
 use crate::domain::InteractionTracked;
 use crate::store::{JournalRecord, StoreError, StoredEvent, StoredRejection};
 use chrono::NaiveDate;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
-
-/// A position entry's event: the value after its `POS_EVENT` tag.
-fn decode_event(pos: u64, blob: &[u8]) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent::new(pos, InteractionTracked::decode(blob)?))
-}
 
 /// The position at the end of an id index value (`journal key, u64 pos`).
 fn id_value_pos(v: &[u8]) -> Result<u64, StoreError> {
@@ -52,16 +50,10 @@ impl Inner {
         }
     }
 
-    /// Decodes a position index entry.
+    /// The record a position entry (a journal location) points to.
     fn record(&self, pos: u64, v: &[u8]) -> Result<JournalRecord, StoreError> {
-        match v.split_first() {
-            Some((&keys::POS_EVENT, blob)) => Ok(JournalRecord::Event(decode_event(pos, blob)?)),
-            Some((&keys::POS_REJECTION, blob)) => Ok(JournalRecord::Rejection(StoredRejection {
-                pos,
-                rejection: keys::decode_rejection(blob)?,
-            })),
-            _ => Err(keys::corrupt("position index value")),
-        }
+        let loc = Location::decode(v).ok_or_else(|| keys::corrupt("position index value"))?;
+        decode_record(self.records.read(pos, loc)?)
     }
 
     /// The id index value of `id` (`journal key, u64 pos`) and its
@@ -134,8 +126,10 @@ impl Inner {
                 break;
             }
             let (k, v) = g.into_inner().map_err(db_err)?;
-            if let Some((&keys::POS_EVENT, blob)) = v.split_first() {
-                out.push(decode_event(keys::u64_at(&k, 0, "position key")?, blob)?);
+            if let JournalRecord::Event(e) =
+                self.record(keys::u64_at(&k, 0, "position key")?, &v)?
+            {
+                out.push(e);
             }
         }
         Ok(out)
@@ -185,4 +179,25 @@ impl Inner {
             })
             .collect()
     }
+}
+
+/// A journal record as the store's readers see it.
+pub(super) fn decode_record(f: Frame) -> Result<JournalRecord, StoreError> {
+    match f.tag {
+        keys::POS_EVENT => Ok(JournalRecord::Event(StoredEvent::new(
+            f.pos,
+            InteractionTracked::decode(&f.payload)?,
+        ))),
+        keys::POS_REJECTION => Ok(JournalRecord::Rejection(StoredRejection {
+            pos: f.pos,
+            rejection: keys::decode_rejection(&f.payload)?,
+        })),
+        _ => Err(keys::corrupt("journal record tag")),
+    }
+}
+
+/// Every record, for tests that compare what a store holds.
+#[cfg(test)]
+pub(super) fn tests_scan_all(s: &Inner) -> Vec<JournalRecord> {
+    s.scan(0, usize::MAX).unwrap()
 }

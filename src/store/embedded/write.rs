@@ -1,11 +1,12 @@
-//! The write path: conflict checks and one durable batch per call.
+//! The write path: conflict checks, the journal's frames (the one durable
+//! write of a call) and the indexes derived from them.
 
 use super::seqs::SeqCache;
-use super::{db_err, keys, Inner};
+use super::{db_err, journal, keys, Inner};
 use crate::store::{
     AppendConflict, AppendGroup, GroupOutcome, StoreError, WriteBatch, WriteOutcome,
 };
-use fjall::{OwnedWriteBatch, PersistMode};
+use fjall::OwnedWriteBatch;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
@@ -105,11 +106,13 @@ impl Inner {
             .map_err(|_| StoreError::Unavailable("store writer lock poisoned".into()))?;
         let mut head = self.head.load(Ordering::Acquire);
         let events: usize = batch.groups.iter().map(|g| g.events.len()).sum();
-        let mut fb = OwnedWriteBatch::with_capacity(
-            self.db.clone(),
-            4 * events + 2 * batch.rejections.len() + batch.groups.len() + 1,
-        )
-        .durability(Some(PersistMode::SyncAll));
+        let records = events + batch.rejections.len();
+        // The indexes; durable through the journal, not by themselves
+        // (see the module docs of the parent: "Crash safety").
+        let mut fb =
+            OwnedWriteBatch::with_capacity(self.db.clone(), 4 * records + batch.groups.len())
+                .durability(None);
+        let mut frames = journal::Pending::with_capacity(320 * records, records);
         let mut out = WriteOutcome {
             groups: Vec::with_capacity(batch.groups.len()),
             rejections: Vec::with_capacity(batch.rejections.len()),
@@ -138,22 +141,8 @@ impl Inner {
             let first_pos = head + 1;
             for ev in &g.events {
                 head += 1;
-                let jk = keys::journal_key(&g.user_id, ev.seq)?;
-                let mut pos_value = Vec::with_capacity(256);
-                pos_value.push(keys::POS_EVENT);
-                ev.encode_into(&mut pos_value)?;
-                let mut id_value = Vec::with_capacity(jk.len() + 8);
-                id_value.extend_from_slice(&jk);
-                id_value.extend_from_slice(&head.to_be_bytes());
-                let day = ev.occurred_at.date_naive();
-                fb.insert(
-                    &self.target,
-                    keys::target_key(&ev.target.id, day, head)?,
-                    &[][..],
-                );
-                fb.insert(&self.pos, head.to_be_bytes(), pos_value);
-                fb.insert(&self.ids, ev.interaction_id.as_str(), id_value);
-                fb.insert(&self.journal, jk, head.to_be_bytes());
+                frames.push(head, keys::POS_EVENT, |b| Ok(ev.encode_into(b)?))?;
+                self.index_event(&mut fb, ev, head)?;
                 taken.insert(&ev.interaction_id, &g.user_id);
             }
             if let Some(last) = g.events.last() {
@@ -170,21 +159,34 @@ impl Inner {
                 continue;
             }
             head += 1;
+            frames.push(head, keys::POS_REJECTION, |b| {
+                keys::encode_rejection_into(b, r)
+            })?;
             fb.insert(&self.rejections, id, head.to_be_bytes());
-            fb.insert(&self.pos, head.to_be_bytes(), keys::encode_rejection(r)?);
             commands.insert(id);
             out.rejections.push(Some(head));
         }
 
-        if fb.is_empty() {
+        if frames.is_empty() {
             return Ok(out);
         }
         for (user, seq) in &seqs {
             fb.insert(&self.last_seq, *user, seq.to_be_bytes());
         }
-        fb.insert(&self.meta, "head", head.to_be_bytes());
-        // The durability point: fsync of the journal, then memtables.
-        fb.commit().map_err(|e| self.commit_failed(e))?;
+        // The durability point: the journal's frames, fdatasynced.
+        let first = self.head.load(Ordering::Acquire) + 1;
+        let locations = self
+            .records
+            .append(&frames)
+            .map_err(|e| self.journal_failed(e))?;
+        for (pos, loc) in (first..).zip(&locations) {
+            fb.insert(&self.pos, pos.to_be_bytes(), loc.encode());
+        }
+        // The indexes, in memory (durable at the next index checkpoint,
+        // else derived again from the journal at open). A failure here
+        // leaves durable events unindexed: only a reopen, which derives
+        // them, may write again.
+        fb.commit().map_err(|e| self.index_failed(e))?;
         self.head.store(head, Ordering::Release);
         // Still under the writer lock: the cache never lags the keyspace
         // for the next append check.
@@ -193,5 +195,31 @@ impl Inner {
             cache.put(user, seq);
         }
         Ok(out)
+    }
+}
+
+impl Inner {
+    /// The index entries of one event at `pos` (the position entry, which
+    /// needs the event's journal location, and the user's last seq, one
+    /// per user and batch, are the caller's).
+    pub(super) fn index_event(
+        &self,
+        fb: &mut OwnedWriteBatch,
+        ev: &crate::domain::InteractionTracked,
+        pos: u64,
+    ) -> Result<(), StoreError> {
+        let jk = keys::journal_key(&ev.user_id, ev.seq)?;
+        let mut id_value = Vec::with_capacity(jk.len() + 8);
+        id_value.extend_from_slice(&jk);
+        id_value.extend_from_slice(&pos.to_be_bytes());
+        let day = ev.occurred_at.date_naive();
+        fb.insert(
+            &self.target,
+            keys::target_key(&ev.target.id, day, pos)?,
+            &[][..],
+        );
+        fb.insert(&self.ids, ev.interaction_id.as_str(), id_value);
+        fb.insert(&self.journal, jk, pos.to_be_bytes());
+        Ok(())
     }
 }

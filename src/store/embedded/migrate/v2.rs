@@ -15,13 +15,15 @@
 //! midway loses nothing: the next open finds format 1 still recorded and
 //! converts what is left. The format key is written last, with an fsync.
 
-use super::{db_err, keys};
+use super::super::{db_err, keys};
 use crate::internal_events as ev;
 use crate::store::StoreError;
 use fjall::{Database, Keyspace, PersistMode};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
+/// What the log lines of the upgrade say.
+const WHAT: &str = "upgrading format 1 to 2";
 /// Events converted per batch.
 const CHUNK: usize = 4096;
 /// At most one progress line per this interval.
@@ -29,14 +31,17 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Converts every format-1 journal entry; returns how many were converted.
 /// Does not write the format key (the caller does, once this returned).
-pub(super) fn v1_to_v2(
+pub(in super::super) fn v1_to_v2(
     db: &Database,
     journal: &Keyspace,
     pos: &Keyspace,
 ) -> Result<u64, StoreError> {
     let started = Instant::now();
     let estimate = journal.approximate_len() as u64;
-    ev::store_migration(ev::Migration::Started { estimate });
+    ev::store_migration(ev::Migration::Started {
+        what: WHAT,
+        estimate,
+    });
     let mut converted = 0u64;
     let mut last_progress = started;
     let mut after: Option<Vec<u8>> = None;
@@ -63,6 +68,7 @@ pub(super) fn v1_to_v2(
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             ev::store_migration(ev::Migration::Progress {
+                what: WHAT,
                 converted,
                 estimate,
             });
@@ -70,6 +76,7 @@ pub(super) fn v1_to_v2(
     }
     db.persist(PersistMode::SyncAll).map_err(db_err)?;
     ev::store_migration(ev::Migration::Done {
+        what: WHAT,
         converted,
         seconds: started.elapsed().as_secs_f64(),
     });
@@ -93,8 +100,9 @@ fn read_chunk(journal: &Keyspace, after: Option<&[u8]>) -> Result<Vec<Entry>, St
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{batch, rejection};
-    use super::super::{keys, EmbeddedStore, FORMAT_VERSION};
+    use super::super::super::tests::{batch, rejection};
+    use super::super::super::{keys, EmbeddedStore, FORMAT_VERSION};
+    use super::super::v3::tests::to_format_2;
     use crate::store::{EventStore, GroupOutcome, JournalRecord, StoreError, StoredEvent};
     use chrono::NaiveDate;
     use fjall::PersistMode;
@@ -124,6 +132,7 @@ mod tests {
     /// one; the others stay converted, as an interrupted upgrade leaves
     /// them) and records format 1.
     fn to_format_1(store: &EmbeddedStore, step: usize) {
+        to_format_2(store, 0);
         let s = &store.inner;
         let mut b = s.db.batch().durability(Some(PersistMode::SyncAll));
         for (i, g) in s.journal.iter().enumerate() {

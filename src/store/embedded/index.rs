@@ -1,0 +1,303 @@
+//! The indexes' durability.
+//!
+//! A write makes only the journal durable (one `fdatasync` of its frames);
+//! its index entries (`pos`, `journal`, `ids`, `target`, `rejections`,
+//! `last_seq`) go to the LSM's memtables and fjall's own log unsynced.
+//! Every [`CHECKPOINT_EVERY`], a checkpoint makes them durable
+//! (`persist(SyncAll)`) and then records in `meta/indexed` the head they
+//! covered: every index batch up to that head was committed before the
+//! persist began (the head moves after a batch's commit, under the writer
+//! lock). The record itself becomes durable with the next checkpoint, so
+//! `meta/indexed` never claims more than what is on disk.
+//!
+//! At open, the journal's records after `meta/indexed` are indexed again
+//! ([`Inner::derive_unindexed`]) before the store serves: their entries
+//! are the same keys and values, so those that survived the crash are
+//! rewritten unchanged and those it lost come back. A `meta/indexed`
+//! beyond the journal's last record means the journal lost acknowledged
+//! records: the store refuses to open.
+
+use super::journal::{self, Location};
+use super::{db_err, keys, read::decode_record, Inner};
+use crate::internal_events as ev;
+use crate::store::{JournalRecord, StoreError};
+use fjall::{OwnedWriteBatch, PersistMode};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+/// How often the indexes are made durable. A crash loses at most this
+/// much indexing, which the next open redoes from the journal.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The `meta` key holding the head the durable indexes cover.
+pub(super) const INDEXED: &str = "indexed";
+/// Records indexed per batch at open.
+const CHUNK: usize = 4096;
+/// At most one progress line per this interval.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const WHAT: &str = "indexing the journal's records not yet indexed durably";
+
+/// Runs the periodic checkpoints on their own thread while the store lives.
+pub(super) fn start_checkpoints(inner: Weak<Inner>) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("store-index-checkpoint".into())
+        .spawn(move || loop {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if let Err(e) = inner.checkpoint_indexes() {
+                ev::store_error("index_checkpoint", &e);
+            }
+        })
+        .map(drop)
+        .map_err(|e| StoreError::Unavailable(format!("starting the index checkpoints: {e}")))
+}
+
+impl Inner {
+    fn indexed(&self) -> Result<u64, StoreError> {
+        match self.meta.get(INDEXED).map_err(db_err)? {
+            Some(v) => keys::u64_at(&v, 0, "indexed head"),
+            None => Ok(0),
+        }
+    }
+
+    /// Makes every committed index entry durable and records the head
+    /// they cover. Idle (no fsync) when nothing was written since.
+    pub(super) fn checkpoint_indexes(&self) -> Result<(), StoreError> {
+        let _one = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.broken.get().is_some() {
+            return Ok(()); // events may be stored unindexed: the reopen derives them
+        }
+        let head = self.head.load(Ordering::Acquire);
+        if self.indexed()? >= head {
+            return Ok(());
+        }
+        self.db.persist(PersistMode::SyncAll).map_err(db_err)?;
+        self.meta
+            .insert(INDEXED, head.to_be_bytes())
+            .map_err(db_err)?;
+        self.db.persist(PersistMode::SyncAll).map_err(db_err)
+    }
+
+    /// Indexes the journal's records after `meta/indexed` (see the module
+    /// docs); at open, before anything reads or writes.
+    pub(super) fn derive_unindexed(&self) -> Result<(), StoreError> {
+        let indexed = self.indexed()?;
+        let head = self.head.load(Ordering::Acquire);
+        if indexed > head {
+            return Err(StoreError::Corrupt(format!(
+                "the indexes cover records up to {indexed} but the journal ends at {head}: \
+                 the journal lost acknowledged records. Restore the store from a backup"
+            )));
+        }
+        if indexed == head {
+            return Ok(());
+        }
+        let (segment, offset) = match indexed {
+            0 => (1, 0),
+            p => {
+                let v = self
+                    .pos
+                    .get(p.to_be_bytes())
+                    .map_err(db_err)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("indexed record {p} unknown")))?;
+                let loc = Location::decode(&v).ok_or_else(|| keys::corrupt("position value"))?;
+                (loc.segment, loc.end())
+            }
+        };
+        let started = Instant::now();
+        let estimate = head - indexed;
+        ev::store_migration(ev::Migration::Started {
+            what: WHAT,
+            estimate,
+        });
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let (mut done, mut last_progress) = (0u64, started);
+        journal::read_from(&self.records, segment, offset, |frame, loc| {
+            if frame.pos != indexed + done + chunk.len() as u64 + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "journal record {} where {} was expected",
+                    frame.pos,
+                    indexed + done + chunk.len() as u64 + 1
+                )));
+            }
+            chunk.push((decode_record(frame)?, loc));
+            if chunk.len() == CHUNK {
+                self.index_records(&chunk)?;
+                done += chunk.len() as u64;
+                chunk.clear();
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    ev::store_migration(ev::Migration::Progress {
+                        what: WHAT,
+                        converted: done,
+                        estimate,
+                    });
+                }
+            }
+            Ok(true)
+        })?;
+        self.index_records(&chunk)?;
+        done += chunk.len() as u64;
+        if done != estimate {
+            return Err(StoreError::Corrupt(format!(
+                "the journal ends after {done} of the {estimate} records after {indexed}"
+            )));
+        }
+        self.checkpoint_indexes()?;
+        ev::store_migration(ev::Migration::Done {
+            what: WHAT,
+            converted: done,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok(())
+    }
+
+    /// Writes the index entries of records read back from the journal.
+    fn index_records(&self, records: &[(JournalRecord, Location)]) -> Result<(), StoreError> {
+        let mut fb =
+            OwnedWriteBatch::with_capacity(self.db.clone(), 5 * records.len()).durability(None);
+        let mut seqs: HashMap<&str, u64> = HashMap::new();
+        for (record, loc) in records {
+            let pos = record.pos();
+            fb.insert(&self.pos, pos.to_be_bytes(), loc.encode());
+            match record {
+                JournalRecord::Event(e) => {
+                    self.index_event(&mut fb, &e.event, pos)?;
+                    seqs.insert(&e.event.user_id, e.event.seq);
+                }
+                JournalRecord::Rejection(r) => {
+                    fb.insert(
+                        &self.rejections,
+                        r.rejection.command_id.as_str(),
+                        pos.to_be_bytes(),
+                    );
+                }
+            }
+        }
+        for (user, seq) in seqs {
+            fb.insert(&self.last_seq, user, seq.to_be_bytes());
+        }
+        fb.commit().map_err(db_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{batch, rejection};
+    use super::super::{keys, EmbeddedStore};
+    use super::INDEXED;
+    use crate::store::{EventStore, GroupOutcome, StoreError};
+    use chrono::NaiveDate;
+    use fjall::PersistMode;
+
+    /// Removes every index entry of the records after `after`, as a crash
+    /// that lost the unsynced index batches leaves them, and records that
+    /// the durable indexes cover `after`.
+    fn lose_indexes_after(store: &EmbeddedStore, after: u64) {
+        let s = &store.inner;
+        let mut b = s.db.batch().durability(Some(PersistMode::SyncAll));
+        let records = super::super::read::tests_scan_all(s);
+        for r in records.iter().filter(|r| r.pos() > after) {
+            b.remove(&s.pos, r.pos().to_be_bytes());
+            match r {
+                crate::store::JournalRecord::Event(e) => {
+                    let ev = &e.event;
+                    b.remove(&s.ids, ev.interaction_id.as_str());
+                    b.remove(&s.journal, keys::journal_key(&ev.user_id, ev.seq).unwrap());
+                    let day = ev.occurred_at.date_naive();
+                    b.remove(
+                        &s.target,
+                        keys::target_key(&ev.target.id, day, e.pos).unwrap(),
+                    );
+                    let seq = ev.seq - 1;
+                    if seq == 0 {
+                        b.remove(&s.last_seq, ev.user_id.as_str());
+                    } else {
+                        b.insert(&s.last_seq, ev.user_id.as_str(), seq.to_be_bytes());
+                    }
+                }
+                crate::store::JournalRecord::Rejection(r) => {
+                    b.remove(&s.rejections, r.rejection.command_id.as_str())
+                }
+            }
+        }
+        b.insert(&s.meta, INDEXED, after.to_be_bytes());
+        b.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn index_entries_a_crash_lost_are_derived_again_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(batch(0..40, 0, 2).into()).await.unwrap();
+        let mut second = batch(0..40, 2, 1);
+        second.rejections.push(rejection("cmd-9"));
+        store.write(second.into()).await.unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 29).unwrap();
+        let before = (
+            store.scan(0, usize::MAX).await.unwrap(),
+            store.user_events("user-7", 0, 100).await.unwrap(),
+            store.interaction("user-7-3").await.unwrap(),
+            store.by_target("post-3", day, day, 100).await.unwrap(),
+        );
+        assert_eq!(before.0.len(), 121);
+        lose_indexes_after(&store, 50);
+        drop(store);
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let after = (
+            store.scan(0, usize::MAX).await.unwrap(),
+            store.user_events("user-7", 0, 100).await.unwrap(),
+            store.interaction("user-7-3").await.unwrap(),
+            store.by_target("post-3", day, day, 100).await.unwrap(),
+        );
+        assert_eq!(after, before);
+        assert_eq!(store.last_seq("user-39").await.unwrap(), 3);
+        // The append checks see the derived entries: a taken id, a stale seq.
+        let again = store.write(batch(7..8, 2, 1).into()).await.unwrap();
+        assert!(!matches!(again.groups[0], GroupOutcome::Appended { .. }));
+        let next = store.write(batch(7..8, 3, 1).into()).await.unwrap();
+        assert_eq!(next.groups, [GroupOutcome::Appended { first_pos: 122 }]);
+        let dup = store.write(second_rejection().into()).await.unwrap();
+        assert_eq!(dup.rejections, [None]);
+    }
+
+    fn second_rejection() -> crate::store::WriteBatch {
+        crate::store::WriteBatch {
+            rejections: vec![rejection("cmd-9")],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_journal_that_lost_indexed_records_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(batch(0..10, 0, 1).into()).await.unwrap();
+        store.flush().await.unwrap();
+        drop(store);
+        std::fs::remove_dir_all(dir.path().join(super::super::JOURNAL_DIR)).unwrap();
+        let err = EmbeddedStore::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(
+            err.to_string().contains("lost acknowledged records"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_records_the_head_the_durable_indexes_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(batch(0..10, 0, 1).into()).await.unwrap();
+        store.inner.checkpoint_indexes().unwrap();
+        assert_eq!(store.inner.indexed().unwrap(), 10);
+        store.write(batch(0..5, 1, 1).into()).await.unwrap();
+        assert_eq!(store.inner.indexed().unwrap(), 10);
+        store.flush().await.unwrap();
+        assert_eq!(store.inner.indexed().unwrap(), 15);
+    }
+}
