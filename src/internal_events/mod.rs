@@ -12,7 +12,9 @@ mod store;
 
 pub use pipeline::{Aggregates, EndToEnd, InFlight, Processing};
 pub use process::exposition as process_exposition;
-pub use store::{fold_failed, fold_lease, folded, store_error, store_migration, Migration};
+pub use store::{
+    fold_failed, fold_lease, folded, store_error, store_journal_lost, store_migration, Migration,
+};
 
 use crate::domain::RejectReason;
 use metrics::{counter, gauge, histogram};

@@ -33,6 +33,19 @@ pub fn fold_failed(partition: u32, what: &'static str, error: &dyn std::fmt::Dis
     }
 }
 
+/// The embedded store's journal ends before records its indexes hold
+/// (files deleted, restored from an older backup, cut short): the derived
+/// data is dropped and derived again from what the journal still has.
+pub fn store_journal_lost(indexed: u64, head: u64) {
+    tracing::error!(
+        indexed,
+        journal_head = head,
+        "embedded store: the journal lost acknowledged records (its indexes reach \
+         {indexed}, the journal ends at {head}); the indexes and projections are \
+         derived again from what it still holds"
+    );
+}
+
 /// A step of the work the embedded store does at open before it serves:
 /// a format upgrade (`store::embedded::migrate`), or indexing the
 /// journal's records the indexes had not made durable before a crash

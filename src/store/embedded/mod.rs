@@ -337,20 +337,40 @@ impl EmbeddedStore {
             b.insert(&meta, "format", FORMAT_VERSION.to_be_bytes());
             b.commit().map_err(db_err)?;
         }
-        // Index entries are written only after their records are durable.
-        if let Some(last) = pos.last_key_value() {
-            let indexed = keys::u64_at(&last.key().map_err(db_err)?, 0, "position key")?;
-            if indexed > head {
-                return Err(StoreError::Corrupt(format!(
-                    "the indexes hold record {indexed} but the journal ({}) ends at {head}: \
-                     the journal lost acknowledged records. Restore the store from a backup",
-                    dir.join(JOURNAL_DIR).display()
-                )));
-            }
-        }
         let daily = ks("p_daily")?;
         let status = ks("p_status")?;
         let users = ks("p_users")?;
+        let (last_seq, ids, target, rejections) = (
+            ks("last_seq")?,
+            ks("ids")?,
+            ks("target")?,
+            ks("rejections")?,
+        );
+        // Index entries are written only after their records are durable:
+        // entries beyond the journal's end mean the journal lost records.
+        // What is derived is dropped and derived again from what is left;
+        // the projections start over (they counted the lost records).
+        if let Some(last) = pos.last_key_value() {
+            let indexed = keys::u64_at(&last.key().map_err(db_err)?, 0, "position key")?;
+            if indexed > head {
+                crate::internal_events::store_journal_lost(indexed, head);
+                for k in [
+                    &pos,
+                    &journal,
+                    &last_seq,
+                    &ids,
+                    &target,
+                    &rejections,
+                    &daily,
+                    &status,
+                    &users,
+                ] {
+                    k.clear().map_err(db_err)?;
+                }
+                meta.remove(index::INDEXED).map_err(db_err)?;
+                db.persist(PersistMode::SyncAll).map_err(db_err)?;
+            }
+        }
         let mut checkpoints = [0u64; 3];
         for (cp, k) in checkpoints.iter_mut().zip([&daily, &status, &users]) {
             if let Some(v) = k.get(keys::CHECKPOINT).map_err(db_err)? {
@@ -365,10 +385,10 @@ impl EmbeddedStore {
             daily_mirror,
             status_mirror,
             journal,
-            last_seq: ks("last_seq")?,
-            ids: ks("ids")?,
-            target: ks("target")?,
-            rejections: ks("rejections")?,
+            last_seq,
+            ids,
+            target,
+            rejections,
             pos,
             meta,
             daily,
