@@ -32,10 +32,13 @@ PARTS = [
     ("store: other fjall calls (aggregates' lookups, reads)", "frame", r"fjall::|lsm_tree::"),
     ("command log: writers (encode, write, fdatasync)", "thread", r"^log-writer"),
     (GENERATOR, "frame", r"alpes_tracking::loadgen::"),
-    ("consumers (decode, route, acknowledge)", "frame", r"PartitionConsumer as ractor::actor::Actor>::handle"),
-    ("aggregates (validate, seq, call the writer)", "frame", r"UserAggregate as ractor::actor::Actor>::"),
-    ("journal writer actor (outside the store)", "frame", r"JournalWriter as ractor::actor::Actor>::handle"),
-    ("projector actors (outside the store)", "frame", r"Projector as ractor::actor::Actor>::handle"),
+    # Any frame of the actor's task (its handler, its processing loop and
+    # mailbox, inlined or not): what it runs outside the store is its own.
+    ("HTTP ingest (parse, validate, append)", "frame", r"alpes_tracking::http::"),
+    ("consumers (decode, route, acknowledge)", "frame", r"actors::consumer::PartitionConsumer"),
+    ("aggregates (validate, seq, call the writer)", "frame", r"actors::aggregate::(UserAggregate|process)"),
+    ("journal writer actor (outside the store)", "frame", r"actors::writer::JournalWriter"),
+    ("projector actors (outside the store)", "frame", r"actors::projector::Projector"),
     ("command log: readers", "frame", r"alpes_tracking::log::embedded"),
 ]
 OTHER = "runtime and the rest (scheduler, mailboxes, kernel)"

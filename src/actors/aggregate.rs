@@ -94,6 +94,9 @@ pub struct AggregateState {
     /// The user's last durable sequence number; `None` until loaded or
     /// after a failure made it uncertain.
     last_seq: Option<u64>,
+    /// The journal writer, resolved by name on first use and again after
+    /// a send to it failed (the supervisor restarted it under a new ref).
+    writer: Option<ActorRef<WriterMsg>>,
 }
 
 impl Actor for UserAggregate {
@@ -113,6 +116,7 @@ impl Actor for UserAggregate {
             consumer: a.consumer,
             processing: a.processing,
             last_seq: None,
+            writer: None,
         })
     }
 
@@ -177,11 +181,16 @@ async fn process(
             published_at: published_at(w.published_at_ms),
         })
         .collect();
-    let ids: Vec<String> = works
-        .iter()
-        .map(|w| w.command.interaction_id.clone())
-        .collect();
+    // Only a view that looks ids up needs them (not a conditional store's
+    // first round).
+    let mut ids: Vec<String> = Vec::new();
     for round in 0..MAX_CONFLICT_ROUNDS {
+        if (deterministic || round > 0) && ids.is_empty() {
+            ids = works
+                .iter()
+                .map(|w| w.command.interaction_id.clone())
+                .collect();
+        }
         let cached = state.last_seq.filter(|_| !deterministic);
         let view = if deterministic {
             let keys = daily_keys(&inputs);
@@ -326,16 +335,24 @@ fn published_at(ms: i64) -> chrono::DateTime<chrono::Utc> {
 
 /// Sends a group and rejections to the writer and waits for the commit.
 async fn write(
-    state: &AggregateState,
+    state: &mut AggregateState,
     group: Option<AppendGroup>,
     rejections: Vec<Rejection>,
     rejection_sources: Vec<Source>,
     published_at_ms: Vec<i64>,
 ) -> Result<WriteReply, WriteFailed> {
-    let writer: ActorRef<WriterMsg> = state.names.writer().ok_or_else(|| WriteFailed {
+    let unavailable = || WriteFailed {
         retryable: true,
         message: "journal writer unavailable".into(),
-    })?;
+    };
+    let writer = match &state.writer {
+        Some(w) => w.clone(),
+        None => {
+            let w = state.names.writer().ok_or_else(unavailable)?;
+            state.writer = Some(w.clone());
+            w
+        }
+    };
     // No timer: the writer answers every request it takes, a stopped
     // writer drops the reply port (seen here at once), and each commit is
     // bounded by the store's own request timeouts. A timer here would
@@ -358,10 +375,9 @@ async fn write(
     match reply {
         Ok(ractor::rpc::CallResult::Success(r)) => r,
         Ok(ractor::rpc::CallResult::Timeout | ractor::rpc::CallResult::SenderError) | Err(_) => {
-            Err(WriteFailed {
-                retryable: true,
-                message: "journal writer unavailable".into(),
-            })
+            // Stopped or restarted: look it up again next time.
+            state.writer = None;
+            Err(unavailable())
         }
     }
 }
