@@ -145,10 +145,6 @@ struct Inner {
     indexing: std::sync::Mutex<()>,
     /// Recently written users' last sequence numbers (see [`seqs`]).
     seqs: std::sync::Mutex<seqs::SeqCache>,
-    /// Recently applied rows of `p_users` and memberships of `p_daily`
-    /// (see [`project`]).
-    user_rows: std::sync::Mutex<seqs::Generations<Box<str>, fjall::Slice>>,
-    members: std::sync::Mutex<seqs::Generations<Box<[u8]>, ()>>,
     /// The last committed position (updated after each commit).
     head: AtomicU64,
     /// Per projection (in `ProjectionKind::ALL` order): the checkpoint, and
@@ -242,11 +238,6 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// at most (estimated), which covers the 100,000 users of the pipeline's
 /// load test.
 const SEQ_CACHE_USERS: usize = 131_072;
-/// Entries per generation of each projection cache ([`project`]): the
-/// users' rows (about 150 bytes each with the map's overhead, an
-/// estimate) and the memberships (about 100); two generations of both at
-/// most about 32 MiB, and the rows of the last 65,536 to 131,072 users.
-const PROJECTION_CACHE_ROWS: usize = 65_536;
 /// Per keyspace (fjall's default is 64 MiB; twelve keyspaces at that size
 /// would be most of a pod's memory limit).
 const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
@@ -408,8 +399,6 @@ impl EmbeddedStore {
             writer: std::sync::Mutex::new(()),
             indexing: std::sync::Mutex::new(()),
             seqs: std::sync::Mutex::new(seqs::SeqCache::new(SEQ_CACHE_USERS)),
-            user_rows: std::sync::Mutex::new(seqs::Generations::new(PROJECTION_CACHE_ROWS)),
-            members: std::sync::Mutex::new(seqs::Generations::new(PROJECTION_CACHE_ROWS)),
             head: AtomicU64::new(head),
             checkpoints: checkpoints.map(|cp| Arc::new(tokio::sync::Mutex::new(cp))),
             broken: std::sync::OnceLock::new(),

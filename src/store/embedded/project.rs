@@ -1,14 +1,5 @@
 //! Projections: folding records with the shared math (`crate::store::projections`)
 //! and reading the projection tables.
-//!
-//! An apply reads, per event, the user's stats row and the user's
-//! unique-user membership of the event's daily bucket. Recently applied
-//! ones are held in memory ([`super::seqs::Generations`], two generations
-//! of [`super::PROJECTION_CACHE_ROWS`]): the rows as last written, the
-//! memberships known to exist. They are filled only after a commit, by the
-//! projection's applies, which its checkpoint lock serializes, and emptied
-//! by its reset; so an entry is never other than the keyspace's row, and a
-//! miss reads the keyspace.
 
 use super::mirror::Counters;
 use super::{db_err, keys, Inner};
@@ -113,12 +104,6 @@ fn counters(ks: &Keyspace, key: &[u8], what: &str) -> Result<(u64, u64), StoreEr
     }
 }
 
-/// Locks a cache. Each update is one map insert, so a panic while it was
-/// held cannot have left it wrong: a poisoned lock is taken over.
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn user_key(user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + user.len());
     k.push(keys::ROW);
@@ -146,14 +131,9 @@ impl Inner {
         // The rows' new values, for the mirrors once committed.
         let mut daily_rows = Vec::new();
         let mut status_rows = Vec::new();
-        // What the caches learn, once committed: memberships known to the
-        // keyspace, users' rows as written.
-        let mut members: Vec<Vec<u8>> = Vec::new();
-        let mut user_rows: Vec<(String, fjall::Slice)> = Vec::new();
         let ks = match delta.body {
             Body::Daily(buckets) => {
                 let ks = &self.daily;
-                let cached = lock(&self.members);
                 for ((day, ty, campaign), (count, users)) in buckets {
                     let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
                     let (mut n, mut unique) = counters(ks, &row, "daily stats row")?;
@@ -163,14 +143,10 @@ impl Inner {
                     for user in users {
                         member.truncate(base);
                         member.extend_from_slice(user.as_bytes());
-                        if cached.get(member.as_slice()).is_some() {
-                            continue;
-                        }
                         if !ks.contains_key(&member).map_err(db_err)? {
                             unique += 1;
                             fb.insert(ks, member.as_slice(), &[][..]);
                         }
-                        members.push(member.clone());
                     }
                     fb.insert(ks, row, keys::pair(n, unique));
                     daily_rows.push(((day, ty, campaign), (n, unique)));
@@ -189,14 +165,9 @@ impl Inner {
             }
             Body::Users(users) => {
                 let ks = &self.users;
-                let cached = lock(&self.user_rows);
                 for (user, more) in users {
                     let key = user_key(&user);
-                    let stored = match cached.get(user.as_str()) {
-                        Some(v) => Some(v),
-                        None => ks.get(&key).map_err(db_err)?,
-                    };
-                    let stats = match stored {
+                    let stats = match ks.get(&key).map_err(db_err)? {
                         Some(v) => {
                             let mut s = keys::decode_user_stats(&user, &v)?;
                             merge(&mut s, &more);
@@ -204,25 +175,13 @@ impl Inner {
                         }
                         None => more,
                     };
-                    let value = fjall::Slice::from(keys::encode_user_stats(&stats));
-                    fb.insert(ks, key, value.clone());
-                    user_rows.push((user, value));
+                    fb.insert(ks, key, keys::encode_user_stats(&stats));
                 }
                 ks
             }
         };
         fb.insert(ks, keys::CHECKPOINT, delta.to.to_be_bytes());
         fb.commit().map_err(|e| self.commit_failed(e))?;
-        if !members.is_empty() {
-            let mut cache = lock(&self.members);
-            members.iter().for_each(|m| cache.put(m.as_slice(), ()));
-        }
-        if !user_rows.is_empty() {
-            let mut cache = lock(&self.user_rows);
-            user_rows
-                .into_iter()
-                .for_each(|(u, v)| cache.put(u.as_str(), v));
-        }
         let today = chrono::Utc::now().date_naive();
         if !daily_rows.is_empty() {
             self.daily_mirror.update(today, daily_rows);
@@ -242,12 +201,9 @@ impl Inner {
         // Rows and checkpoint live in the same keyspace: one clear empties both.
         self.projection(projection).clear().map_err(db_err)?;
         match projection {
-            ProjectionKind::DailyStats => {
-                self.daily_mirror.clear();
-                lock(&self.members).clear();
-            }
+            ProjectionKind::DailyStats => self.daily_mirror.clear(),
             ProjectionKind::Status => self.status_mirror.clear(),
-            ProjectionKind::UserStats => lock(&self.user_rows).clear(),
+            ProjectionKind::UserStats => {}
         }
         self.db.persist(PersistMode::SyncAll).map_err(db_err)?;
         *checkpoint = 0;

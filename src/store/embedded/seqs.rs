@@ -17,29 +17,20 @@
 //! is no worse than reading the keyspace a moment earlier: its append is
 //! refused (`SeqMismatch`) and it reloads.
 //!
-//! Bounded ([`Generations`]) by two generations of `capacity` users: when the current one
+//! Bounded by two generations of `capacity` users: when the current one
 //! is full it becomes the previous one and the oldest is dropped, so the
 //! users written most recently stay and memory is at most
 //! 2 × `capacity` entries (about 70 bytes each, an estimate).
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
 
-/// The last sequence numbers of recently written users.
-pub type SeqCache = Generations<Box<str>, u64>;
-
-/// A map bounded by two generations of `capacity` entries: when the
-/// current one is full it becomes the previous one and the oldest is
-/// dropped, so the entries written most recently stay. Also the
-/// projections' caches of recent rows ([`super::project`]).
-pub struct Generations<K, V> {
+pub struct SeqCache {
     capacity: usize,
-    current: HashMap<K, V>,
-    previous: HashMap<K, V>,
+    current: HashMap<Box<str>, u64>,
+    previous: HashMap<Box<str>, u64>,
 }
 
-impl<K: Hash + Eq, V: Clone> Generations<K, V> {
+impl SeqCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
@@ -48,39 +39,26 @@ impl<K: Hash + Eq, V: Clone> Generations<K, V> {
         }
     }
 
-    pub fn get<Q>(&self, key: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
+    pub fn get(&self, user: &str) -> Option<u64> {
         self.current
-            .get(key)
-            .or_else(|| self.previous.get(key))
-            .cloned()
+            .get(user)
+            .or_else(|| self.previous.get(user))
+            .copied()
     }
 
-    /// Records the value as the keyspace now holds it.
-    pub fn put<Q>(&mut self, key: &Q, value: V)
-    where
-        K: Borrow<Q> + for<'a> From<&'a Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        if let Some(s) = self.current.get_mut(key) {
-            *s = value;
+    /// Records the user's last sequence number as the keyspace now holds it.
+    pub fn put(&mut self, user: &str, seq: u64) {
+        if let Some(s) = self.current.get_mut(user) {
+            *s = seq;
             return;
         }
         if self.current.len() >= self.capacity {
             self.previous = std::mem::take(&mut self.current);
         }
         // A stale copy in the previous generation would be found second,
-        // but drop it anyway so a key is held once.
-        self.previous.remove(key);
-        self.current.insert(K::from(key), value);
-    }
-
-    pub fn clear(&mut self) {
-        self.current = HashMap::new();
-        self.previous = HashMap::new();
+        // but drop it anyway so a user is held once.
+        self.previous.remove(user);
+        self.current.insert(user.into(), seq);
     }
 
     #[cfg(test)]
