@@ -9,7 +9,11 @@
 #   loadtest/scenarios/http-cpu.sh
 #   BIN_A=/tmp/base/tracking BIN_B=/tmp/new/tracking RUNS=3 loadtest/scenarios/http-cpu.sh
 #
-# Env: RATE (4000), DURATION (20s), USERS (20000), CONNECTIONS (32), RUNS (3).
+# Env: RATE (4000), DURATION (20s), USERS (20000), CONNECTIONS (32), RUNS (3),
+# LOADGEN_FLAGS (more `tracking loadgen` flags; above what the worker takes,
+# `--max-drop-share 1`: the sends it cannot take are dropped, not failed).
+#
+#   RATE=40000 USERS=100000 CONNECTIONS=64 LOADGEN_FLAGS="--max-drop-share 1" loadtest/scenarios/http-cpu.sh
 source "$(dirname "$0")/../lib.sh"
 RATE=${RATE:-4000}; DURATION=${DURATION:-20s}; USERS=${USERS:-20000}
 CONNECTIONS=${CONNECTIONS:-32}; RUNS=${RUNS:-3}
@@ -30,7 +34,7 @@ one() {
   before=$(cpu_ticks "$WORKER_PID")
   /usr/bin/time -f '%U %S' -o "$OUT/$label-$run.time" \
     "$bin" loadgen --url "$WORKER_URL" --rate "$RATE" --duration "$DURATION" --users "$USERS" \
-    --connections "$CONNECTIONS" --seed "$run" --report "$report" >/dev/null
+    --connections "$CONNECTIONS" --seed "$run" --report "$report" ${LOADGEN_FLAGS:-} >/dev/null
   after=$(cpu_ticks "$WORKER_PID")
   stop_worker
   rm -rf "$dir"
@@ -42,7 +46,8 @@ acked = r["acked"]
 u, s = map(float, open(timing).read().split()[-2:])
 worker_us = (int(after) - int(before)) / int(ticks) * 1e6 / acked
 loadgen_us = (u + s) * 1e6 / acked
-print(f"{label}\t{worker_us:.1f}\t{loadgen_us:.1f}\t{acked}\t{r['achieved_rate']:.0f}")
+check = "passed" if r["check_passed"] else "FAILED"
+print(f"{label}\t{worker_us:.1f}\t{loadgen_us:.1f}\t{acked}\t{r['achieved_rate']:.0f}\t{r['persisted_rate']:.0f}\t{check}")
 PY
   tail -1 "$OUT/runs.tsv" >&2
 }
@@ -57,11 +62,13 @@ echo "== HTTP ingest, $RATE/s for $DURATION, $USERS users, $CONNECTIONS connecti
 python3 - "$OUT/runs.tsv" <<'PY'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
-print(f"{'binary':<8}{'worker':>22}{'loadgen':>22}{'acked/s':>10}")
+print(f"{'binary':<8}{'worker':>22}{'loadgen':>22}{'acked/s':>10}{'persisted/s':>13}  check")
 for label in sorted({r[0] for r in rows}):
     mine = [r for r in rows if r[0] == label]
     def col(i):
         v = [float(r[i]) for r in mine]
         return f"{statistics.median(v):.1f} ({min(v):.1f}..{max(v):.1f})"
-    print(f"{label:<8}{col(1):>22}{col(2):>22}{statistics.median(float(r[4]) for r in mine):>10.0f}")
+    checks = "all passed" if all(r[6].strip() == "passed" for r in mine) else "FAILED"
+    print(f"{label:<8}{col(1):>22}{col(2):>22}{statistics.median(float(r[4]) for r in mine):>10.0f}"
+          f"{statistics.median(float(r[5]) for r in mine):>13.0f}  {checks}")
 PY
