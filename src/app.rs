@@ -25,12 +25,20 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
+/// Partitions of a new embedded command log: one per core of the two a
+/// worker is sized for. Each partition's writer fsyncs its own groups, so
+/// more partitions than cores make smaller groups and more fsyncs per
+/// command for no more parallelism (BENCHMARKS.md, "The embedded default").
+pub const DEFAULT_PARTITIONS: u32 = 2;
+
 /// What `run` needs.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub partitions: u32,
+    /// Partitions of the embedded command log: `None` keeps an existing
+    /// log's count and gives a new one [`DEFAULT_PARTITIONS`].
+    pub partitions: Option<u32>,
     pub shutdown_grace: Duration,
     pub pipeline: PipelineConfig,
     /// Pulsar mode: the commands topic replaces the embedded log, and
@@ -51,7 +59,7 @@ pub struct ServiceConfig {
 
 impl ServiceConfig {
     /// The embedded default on `data_dir`, listening on 127.0.0.1 port 0
-    /// (the OS picks; `Running::addr` says which): 4 partitions, the
+    /// (the OS picks; `Running::addr` says which): the default partitions, the
     /// default pipeline, one HTTP thread, 20 s to drain. What the tests and
     /// the in-process load generator start from, changing what they need
     /// with `ServiceConfig { field, ..ServiceConfig::local(dir) }`.
@@ -59,7 +67,7 @@ impl ServiceConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
-            partitions: 4,
+            partitions: None,
             shutdown_grace: Duration::from_secs(20),
             pipeline: PipelineConfig::default(),
             pulsar: None,
@@ -140,11 +148,17 @@ pub async fn open_configured_store(
 /// Opens the embedded command log under the data dir.
 pub async fn open_log(
     data_dir: &std::path::Path,
-    partitions: u32,
+    partitions: Option<u32>,
     recovery: LogRecovery,
 ) -> anyhow::Result<Arc<dyn CommandLog>> {
     let dir = data_dir.join("log");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let partitions = match partitions {
+        Some(p) => p,
+        None => crate::log::embedded::existing_partitions(&dir)
+            .with_context(|| format!("reading the command log's meta in {}", dir.display()))?
+            .unwrap_or(DEFAULT_PARTITIONS),
+    };
     let options = EmbeddedLogOptions {
         skip_damaged: recovery.skip_damaged,
         replay_retained: recovery.replay_retained,

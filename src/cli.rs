@@ -61,7 +61,7 @@ mod tests {
     fn run_is_the_default_and_subcommands_parse() {
         let cli = Cli::try_parse_from(["tracking", "--partitions", "8"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.run.partitions, 8);
+        assert_eq!(cli.run.partitions, Some(8));
         let cli = Cli::try_parse_from(["tracking", "verify", "--data-dir", "/tmp/x"]).unwrap();
         assert!(
             matches!(cli.command, Some(Command::Verify(s)) if s.data_dir == std::path::Path::new("/tmp/x"))

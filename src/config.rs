@@ -145,9 +145,11 @@ pub struct RunArgs {
     /// File holding the API token (alternative to --api-token).
     #[arg(long, env = "TRACKING_API_TOKEN_FILE", conflicts_with = "api_token")]
     pub api_token_file: Option<PathBuf>,
-    /// Partitions of the embedded command log (fixed once the log exists).
-    #[arg(long, env = "TRACKING_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub partitions: u32,
+    /// Partitions of the embedded command log, fixed once the log exists:
+    /// unset, an existing log keeps its count and a new one gets 2 (one
+    /// per core); a count other than an existing log's is refused.
+    #[arg(long, env = "TRACKING_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub partitions: Option<u32>,
     /// Open the embedded command log even if a partition holds damaged
     /// records (a bad frame followed by sound ones), keeping the sound
     /// records and skipping the damaged ones, each counted as a rejected
@@ -279,7 +281,9 @@ impl RunArgs {
             pulsar: self.pulsar_options()?,
             pipeline: PipelineConfig {
                 max_in_flight: self.max_in_flight,
-                max_live_aggregates: self.max_live_aggregates.max(self.partitions as usize),
+                max_live_aggregates: self
+                    .max_live_aggregates
+                    .max(self.partitions.unwrap_or(crate::app::DEFAULT_PARTITIONS) as usize),
                 aggregate_idle: self.aggregate_idle,
                 max_deliveries: self.max_deliveries,
                 max_write_batch: self.max_write_batch,

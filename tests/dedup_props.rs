@@ -92,7 +92,7 @@ impl History {
 async fn run_case(steps: Vec<Step>) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = ServiceConfig {
-        partitions: 2,
+        partitions: Some(2),
         pipeline: PipelineConfig {
             retry_base: Duration::from_millis(5),
             retry_max: Duration::from_millis(40),

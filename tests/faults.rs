@@ -28,7 +28,7 @@ async fn start_with(
     pipeline: PipelineConfig,
 ) -> (Running, Arc<FaultyStore>) {
     let config = ServiceConfig {
-        partitions: 2,
+        partitions: Some(2),
         pipeline: PipelineConfig {
             retry_base: Duration::from_millis(20),
             retry_max: Duration::from_millis(200),

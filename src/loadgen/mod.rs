@@ -157,9 +157,10 @@ pub struct LoadgenArgs {
     /// Data dir of the in-process service (default: a fresh temporary dir).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Partitions of the in-process service's log.
-    #[arg(long, default_value_t = 4)]
-    pub partitions: u32,
+    /// Partitions of the in-process service's log (default: the service's,
+    /// 2 for a new log).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub partitions: Option<u32>,
     /// Live aggregates of the in-process service.
     #[arg(long, default_value_t = 5_000)]
     pub max_live_aggregates: usize,

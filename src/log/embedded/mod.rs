@@ -393,6 +393,25 @@ impl CommandLog for EmbeddedLog {
 /// its positions, so that a newer log's records sort after an older one's
 /// (a store that keeps records by log position never confuses them). A
 /// log from before the identity existed gets one now.
+/// The partition count of the log in `dir`, if one was created there.
+pub fn existing_partitions(dir: &Path) -> Result<Option<u32>, LogError> {
+    match fs::read_to_string(dir.join("meta")) {
+        Ok(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("partitions="))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{}: unreadable meta file",
+                    dir.join("meta").display()
+                ))
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn check_meta(dir: &Path, partitions: u32) -> Result<u64, LogError> {
     let path = dir.join("meta");
     match fs::read_to_string(&path) {

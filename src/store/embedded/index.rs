@@ -18,6 +18,7 @@
 //! records: the store refuses to open.
 
 use super::journal::{self, Location};
+use super::migrate::Progress;
 use super::{db_err, keys, read::decode_record, Inner};
 use crate::internal_events as ev;
 use crate::store::{JournalRecord, StoreError};
@@ -25,7 +26,7 @@ use fjall::{OwnedWriteBatch, PersistMode};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the indexes are made durable. A crash loses at most this
 /// much indexing, which the next open redoes from the journal.
@@ -34,8 +35,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 pub(super) const INDEXED: &str = "indexed";
 /// Records indexed per batch at open.
 const CHUNK: usize = 4096;
-/// At most one progress line per this interval.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const WHAT: &str = "indexing the journal's records not yet indexed durably";
 
 /// Runs the periodic checkpoints on their own thread while the store lives.
@@ -66,15 +65,28 @@ impl Inner {
     /// Makes every committed index entry durable and records the head
     /// they cover. Idle (no fsync) when nothing was written since.
     pub(super) fn checkpoint_indexes(&self) -> Result<(), StoreError> {
+        self.checkpoint(false)
+    }
+
+    /// As [`Self::checkpoint_indexes`], and persists the projections'
+    /// applies too even when no record was written since (at shutdown).
+    pub(super) fn persist_all(&self) -> Result<(), StoreError> {
+        self.checkpoint(true)
+    }
+
+    fn checkpoint(&self, always: bool) -> Result<(), StoreError> {
         let _one = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
-        if self.broken.get().is_some() {
-            return Ok(()); // events may be stored unindexed: the reopen derives them
-        }
         let head = self.head.load(Ordering::Acquire);
-        if self.indexed()? >= head {
+        // A broken store may hold records it could not index: its
+        // checkpoint must not claim them (the reopen derives them).
+        let record = self.broken.get().is_none() && self.indexed()? < head;
+        if !record && !always {
             return Ok(());
         }
         self.db.persist(PersistMode::SyncAll).map_err(db_err)?;
+        if !record {
+            return Ok(());
+        }
         self.meta
             .insert(INDEXED, head.to_be_bytes())
             .map_err(db_err)?;
@@ -107,14 +119,10 @@ impl Inner {
                 (loc.segment, loc.end())
             }
         };
-        let started = Instant::now();
         let estimate = head - indexed;
-        ev::store_migration(ev::Migration::Started {
-            what: WHAT,
-            estimate,
-        });
+        let mut progress = Progress::start(WHAT, estimate);
         let mut chunk = Vec::with_capacity(CHUNK);
-        let (mut done, mut last_progress) = (0u64, started);
+        let mut done = 0u64;
         journal::read_from(&self.records, segment, offset, |frame, loc| {
             if frame.pos != indexed + done + chunk.len() as u64 + 1 {
                 return Err(StoreError::Corrupt(format!(
@@ -128,14 +136,7 @@ impl Inner {
                 self.index_records(&chunk)?;
                 done += chunk.len() as u64;
                 chunk.clear();
-                if last_progress.elapsed() >= PROGRESS_EVERY {
-                    last_progress = Instant::now();
-                    ev::store_migration(ev::Migration::Progress {
-                        what: WHAT,
-                        converted: done,
-                        estimate,
-                    });
-                }
+                progress.at(done);
             }
             Ok(true)
         })?;
@@ -147,11 +148,7 @@ impl Inner {
             )));
         }
         self.checkpoint_indexes()?;
-        ev::store_migration(ev::Migration::Done {
-            what: WHAT,
-            converted: done,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        progress.done(done);
         Ok(())
     }
 

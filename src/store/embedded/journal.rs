@@ -148,23 +148,24 @@ fn io_err(what: &str, e: io::Error) -> StoreError {
     StoreError::Unavailable(format!("journal {what}: {e}"))
 }
 
+/// A segment's file, named by its first position (the command log's
+/// segments are named alike; the layers keep the two apart).
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.seg"))
 }
 
+/// The segments' first positions, ascending.
 fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut bases = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
-            continue;
-        };
-        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(base) = stem.parse() {
-                bases.push(base);
-            }
-        }
-    }
+    let mut bases: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".seg")?
+                .parse()
+                .ok()
+        })
+        .collect();
     bases.sort_unstable();
     Ok(bases)
 }

@@ -578,7 +578,7 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.blocking(|s| s.checkpoint_indexes()).await
+        self.blocking(|s| s.persist_all()).await
     }
 
     fn memory(&self) -> Option<crate::store::StoreMemory> {

@@ -16,18 +16,15 @@
 //! converts what is left. The format key is written last, with an fsync.
 
 use super::super::{db_err, keys};
-use crate::internal_events as ev;
+use super::Progress;
 use crate::store::StoreError;
 use fjall::{Database, Keyspace, PersistMode};
 use std::ops::Bound;
-use std::time::{Duration, Instant};
 
 /// What the log lines of the upgrade say.
 const WHAT: &str = "upgrading format 1 to 2";
 /// Events converted per batch.
 const CHUNK: usize = 4096;
-/// At most one progress line per this interval.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Converts every format-1 journal entry; returns how many were converted.
 /// Does not write the format key (the caller does, once this returned).
@@ -36,14 +33,8 @@ pub(in super::super) fn v1_to_v2(
     journal: &Keyspace,
     pos: &Keyspace,
 ) -> Result<u64, StoreError> {
-    let started = Instant::now();
-    let estimate = journal.approximate_len() as u64;
-    ev::store_migration(ev::Migration::Started {
-        what: WHAT,
-        estimate,
-    });
+    let mut progress = Progress::start(WHAT, journal.approximate_len() as u64);
     let mut converted = 0u64;
-    let mut last_progress = started;
     let mut after: Option<Vec<u8>> = None;
     loop {
         let chunk = read_chunk(journal, after.as_deref())?;
@@ -65,21 +56,10 @@ pub(in super::super) fn v1_to_v2(
             converted += 1;
         }
         batch.commit().map_err(db_err)?;
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            ev::store_migration(ev::Migration::Progress {
-                what: WHAT,
-                converted,
-                estimate,
-            });
-        }
+        progress.at(converted);
     }
     db.persist(PersistMode::SyncAll).map_err(db_err)?;
-    ev::store_migration(ev::Migration::Done {
-        what: WHAT,
-        converted,
-        seconds: started.elapsed().as_secs_f64(),
-    });
+    progress.done(converted);
     Ok(converted)
 }
 

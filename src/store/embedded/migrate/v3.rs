@@ -17,16 +17,13 @@
 use super::super::index::INDEXED;
 use super::super::journal::{Journal, Location, Pending};
 use super::super::{db_err, keys};
-use crate::internal_events as ev;
+use super::Progress;
 use crate::store::StoreError;
 use fjall::{Database, Keyspace, PersistMode};
 use std::ops::Bound;
-use std::time::{Duration, Instant};
 
 /// Records copied per chunk.
 const CHUNK: usize = 4096;
-/// At most one progress line per this interval.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The `meta` key of the upgrade's progress: the last position copied.
 const PROGRESS: &str = "upgraded_through";
 const WHAT: &str = "upgrading format 2 to 3 (the records move to the journal's files)";
@@ -39,7 +36,6 @@ pub(in super::super) fn v2_to_v3(
     meta: &Keyspace,
     journal: &Journal,
 ) -> Result<u64, StoreError> {
-    let started = Instant::now();
     let mut through = match meta.get(PROGRESS).map_err(db_err)? {
         Some(v) => keys::u64_at(&v, 0, "upgrade progress")?,
         None => 0,
@@ -49,12 +45,7 @@ pub(in super::super) fn v2_to_v3(
         p => Some(location(pos, p)?),
     };
     journal.truncate_after(end)?;
-    let estimate = pos.approximate_len() as u64;
-    ev::store_migration(ev::Migration::Started {
-        what: WHAT,
-        estimate,
-    });
-    let (mut converted, mut last_progress) = (through, started);
+    let mut progress = Progress::start(WHAT, pos.approximate_len() as u64);
     loop {
         let chunk = read_chunk(pos, through)?;
         if chunk.is_empty() {
@@ -88,26 +79,14 @@ pub(in super::super) fn v2_to_v3(
         through = chunk.last().map_or(through, |(p, _)| *p);
         b.insert(meta, PROGRESS, through.to_be_bytes());
         b.commit().map_err(db_err)?;
-        converted = through;
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            ev::store_migration(ev::Migration::Progress {
-                what: WHAT,
-                converted,
-                estimate,
-            });
-        }
+        progress.at(through);
     }
     let mut b = db.batch().durability(Some(PersistMode::SyncAll));
     b.insert(meta, INDEXED, through.to_be_bytes());
     b.remove(meta, PROGRESS);
     b.remove(meta, "head");
     b.commit().map_err(db_err)?;
-    ev::store_migration(ev::Migration::Done {
-        what: WHAT,
-        converted,
-        seconds: started.elapsed().as_secs_f64(),
-    });
+    progress.done(through);
     Ok(through)
 }
 
