@@ -13,9 +13,10 @@
 //! At open, the journal's records after `meta/indexed` are indexed again
 //! ([`Inner::derive_unindexed`]) before the store serves: their entries
 //! are the same keys and values, so those that survived the crash are
-//! rewritten unchanged and those it lost come back. A `meta/indexed`
-//! beyond the journal's last record means the journal lost acknowledged
-//! records: the store refuses to open.
+//! rewritten unchanged and those it lost come back. Entries beyond the
+//! journal's last record (the journal lost records) are dealt with before
+//! this, at open: every derived keyspace is emptied and derived again
+//! from what the journal holds (see the parent module).
 
 use super::journal::{self, Location};
 use super::migrate::Progress;

@@ -55,7 +55,10 @@
 //!   they cover (`meta/indexed`); at open, the records after it are indexed
 //!   again from the journal. A position entry never exists without its
 //!   record (entries are written after the fsync), so an index ahead of
-//!   the journal is refused at open as lost data.
+//!   the journal means the journal lost records: at open every derived
+//!   keyspace is emptied and derived again from what it holds, and the
+//!   store's durable head shows the loss (the service's start compares it
+//!   with the command log's witness).
 //! - Positions come from the journal's last record, so a restart never
 //!   hands out a position twice.
 //! - Each projection keeps its checkpoint in its *own* keyspace, and
