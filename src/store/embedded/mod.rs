@@ -255,8 +255,8 @@ const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// interaction ids. Once the id and sequence keyspaces outgrew the block
 /// cache, every command's lookups read and checksummed megabytes: at
 /// 30,000/s offered the pipeline fell from about 21,000/s to under 1,000/s
-/// after about 1.4 million events and did not recover (BENCHMARKS.md,
-/// "Sustained for 60 s"). Partitioned, a lookup loads one small filter
+/// after about 1.4 million events and did not recover (BENCHMARKS.md as
+/// of 2026-11-30, "Sustained for 60 s", in git history). Partitioned, a lookup loads one small filter
 /// partition and one index partition, found through a top-level index
 /// kept in memory, so its cost no longer grows with the table. Level 0
 /// (4 MiB flushes, filters pinned) stays whole: partitioning it too cost
