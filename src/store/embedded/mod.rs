@@ -78,7 +78,8 @@
 //! `manual_journal_persist(true)`: the store chooses each batch's
 //! durability itself (none for indexes, `Buffer` for applies) instead of
 //! an extra flush on every commit. The block cache is 16 MiB and each
-//! keyspace's memtable 4 MiB (the constants below say why). Filters and
+//! keyspace's memtable 4 MiB, and one background thread flushes and
+//! compacts (the constants below say why). Filters and
 //! indexes are partitioned below level 0, so a point lookup's cost does
 //! not grow with the tables ([`keyspace_options`]). The recent
 //! rows of the daily-stats and status projections are also held in memory
@@ -236,6 +237,14 @@ fn proj_index(p: ProjectionKind) -> usize {
 /// instead of 32 took 25 MiB off the worker's peak in the 1,000,000-user
 /// scenario (`loadtest/scenarios/memory.sh`).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// fjall's background threads (flushes and compactions). One: with more,
+/// fjall's first worker hands every compaction request it receives back
+/// to the queue for the others and takes it again at once, so while
+/// another worker compacts it spins on the queue (measured: about 2.5 µs
+/// of CPU per event, a fifth of the background threads' time, in
+/// `loadtest/scenarios/pipeline-profile.sh`). One worker does the same
+/// flushes and compactions in turn.
+const WORKER_THREADS: usize = 1;
 /// Users per generation of the last-sequence cache ([`seqs`]): two
 /// generations hold the last 131,072 to 262,144 users written, about 18 MiB
 /// at most (estimated), which covers the 100,000 users of the pipeline's
@@ -294,6 +303,7 @@ impl EmbeddedStore {
         let db = Database::builder(dir)
             .manual_journal_persist(true)
             .cache_size(CACHE_BYTES)
+            .worker_threads(WORKER_THREADS)
             .open()
             .map_err(db_err)?;
         let ks = |name: &str| db.keyspace(name, keyspace_options).map_err(db_err);
