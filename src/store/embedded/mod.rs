@@ -78,8 +78,9 @@
 //! `manual_journal_persist(true)`: the store chooses each batch's
 //! durability itself (none for indexes, `Buffer` for applies) instead of
 //! an extra flush on every commit. The block cache is 16 MiB and each
-//! keyspace's memtable 4 MiB, and one background thread flushes and
-//! compacts (the constants below say why). Filters and
+//! keyspace's memtable 4 MiB; one background thread flushes and
+//! compacts, merging 16 level-0 tables at a time (the constants below
+//! say why). Filters and
 //! indexes are partitioned below level 0, so a point lookup's cost does
 //! not grow with the tables ([`keyspace_options`]). The recent
 //! rows of the daily-stats and status projections are also held in memory
@@ -258,8 +259,8 @@ const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// (fjall's default is 4). The indexes' keys are random (ids, users,
 /// targets), so every level-0 table overlaps all of level 1 and each
 /// merge rewrites level 1 whole: merging 16 flushes at a time instead of
-/// 4 rewrites it a quarter as often (the background threads' CPU per event
-/// 9.0-10.2 -> 5.1-5.6 µs in `loadtest/scenarios/pipeline-profile.sh`,
+/// 4 rewrites it a quarter as often (the background thread's CPU per
+/// event 9.0-10.2 -> 5.1-5.6 µs in `loadtest/scenarios/pipeline-profile.sh`,
 /// medians of 3, two series). A point lookup checks up to 16 level-0
 /// filters more, which are pinned in memory; fjall slows writes only from
 /// 20 level-0 tables.
