@@ -3,20 +3,22 @@
 //! It receives batches of that user's commands from its partition consumer,
 //! in delivery order, and is the I/O shell of the pure decision
 //! ([`crate::domain::decide::decide`]: rules, duplicates, next sequence
-//! numbers): it gets the user's view from the store, decides, and asks the
-//! journal writer to append the events as one group. Only after the writer
-//! confirms the commit does it report the outcomes to the consumer, which
-//! acknowledges the deliveries. On a conditional store a conflict
-//! (someone appended for this user meanwhile, or an id got taken) reloads
-//! the state and decides again; a store failure reports every command as
-//! retryable and forgets the cached state, so nothing is acknowledged that
-//! is not durable.
+//! numbers): it gets the user's view from the store, decides, and hands
+//! the decided batch to the journal writer ([`super::handoff`]), which
+//! appends the events as one group and, only after the commit, reports the
+//! outcomes to the consumer, which acknowledges the deliveries. On a
+//! conditional store a conflict (someone appended for this user meanwhile,
+//! or an id got taken) comes back to the aggregate, which reloads the
+//! state, decides again and reports itself; a store failure reports every
+//! command as retryable and makes the aggregate forget its cached state,
+//! so nothing is acknowledged that is not durable.
 //!
 //! The state is loaded lazily on the first batch rather than in
 //! `pre_start`, so the consumer never waits on a store read to spawn an
 //! aggregate.
 
-use super::writer::{WriteFailed, WriteReply, WriterMsg};
+use super::handoff::{Handoff, Parts};
+use super::writer::{Requester, WriteFailed, WriteReply, WriterMsg};
 use super::Names;
 use crate::domain::decide::{decide, DailyKey, Input, UserView, Verdict};
 use crate::domain::{RejectReason, Rejection, TrackInteraction};
@@ -69,6 +71,12 @@ pub struct Processed {
 pub enum AggregateMsg {
     /// Commands of this user, in delivery order.
     Commands(Vec<Work>),
+    /// A batch this aggregate handed to the writer, back because the store
+    /// refused its group (a conflict): decide again from a reload.
+    Redo(Vec<Work>),
+    /// A batch this aggregate handed to the writer was not written: the
+    /// cached state counted it, so forget it (and the writer's reference).
+    Forget,
     /// Passivation at the cap: forget the current user (its state is
     /// dropped, as if the actor had stopped) and serve this one from now
     /// on. Sent only while the aggregate has nothing outstanding.
@@ -122,12 +130,23 @@ impl Actor for UserAggregate {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: AggregateMsg,
         state: &mut AggregateState,
     ) -> Result<(), ActorProcessingErr> {
-        let works = match msg {
-            AggregateMsg::Commands(works) => works,
+        // The first round of a new batch may hand it to the writer; a batch
+        // back after a conflict is decided again and reported from here.
+        let (mut works, rounds) = match msg {
+            AggregateMsg::Commands(works) => (works, 0..MAX_CONFLICT_ROUNDS),
+            AggregateMsg::Redo(works) => {
+                state.last_seq = None;
+                (works, 1..MAX_CONFLICT_ROUNDS)
+            }
+            AggregateMsg::Forget => {
+                state.last_seq = None;
+                state.writer = None;
+                return Ok(());
+            }
             AggregateMsg::Rebind(user_id) => {
                 state.user_id = user_id;
                 state.last_seq = None;
@@ -138,8 +157,9 @@ impl Actor for UserAggregate {
         // Boxed: an idle aggregate's task then holds a pointer, not the
         // whole state machine of `process` (measured: most of an idle
         // aggregate's memory).
-        let outcomes = match Box::pin(process(state, &works)).await {
-            Ok(outcomes) => outcomes,
+        let outcomes = match Box::pin(process(state, &myself, &mut works, rounds, started)).await {
+            Ok(Some(outcomes)) => outcomes,
+            Ok(None) => return Ok(()),
             Err(failed) => {
                 state.last_seq = None;
                 let outcome = Outcome::Retry {
@@ -161,7 +181,9 @@ impl Actor for UserAggregate {
     }
 }
 
-/// Decides and persists one batch; `Err` means nothing may be acknowledged.
+/// Decides and persists one batch; `Err` means nothing may be acknowledged,
+/// `Ok(None)` that the batch was handed to the writer (round 0 with
+/// something to write), which reports it: `works` is then empty.
 ///
 /// The decision is [`decide`], a pure function of the view and the
 /// commands; this is its I/O shell. A [`JournalGuard::Conditional`] store
@@ -171,8 +193,11 @@ impl Actor for UserAggregate {
 /// every batch (the user may have been another worker's meanwhile).
 async fn process(
     state: &mut AggregateState,
-    works: &[Work],
-) -> Result<Vec<(u64, Outcome)>, WriteFailed> {
+    myself: &ActorRef<AggregateMsg>,
+    works: &mut Vec<Work>,
+    rounds: std::ops::Range<usize>,
+    started: Instant,
+) -> Result<Option<Vec<(u64, Outcome)>>, WriteFailed> {
     let deterministic = state.store.journal_guard() == JournalGuard::Deterministic;
     let inputs: Vec<Input> = works
         .iter()
@@ -184,7 +209,7 @@ async fn process(
     // Only a view that looks ids up needs them (not a conditional store's
     // first round).
     let mut ids: Vec<String> = Vec::new();
-    for round in 0..MAX_CONFLICT_ROUNDS {
+    for round in rounds {
         if (deterministic || round > 0) && ids.is_empty() {
             ids = works
                 .iter()
@@ -227,7 +252,7 @@ async fn process(
         let duplicates = decision.duplicates() as u64;
         if decision.events.is_empty() && decision.rejections.is_empty() {
             ev::commands_duplicate(duplicates);
-            return Ok(outcomes);
+            return Ok(Some(outcomes));
         }
         let appended = decision.events.len() as u64;
         let published: Vec<i64> = decision
@@ -254,12 +279,36 @@ async fn process(
             .map(|(i, _)| works[*i].source)
             .collect();
         let rejections = decision.rejections.into_iter().map(|(_, r)| r).collect();
-        let reply = write(state, group, rejections, rejection_sources, published).await?;
+        let request = Request {
+            group,
+            rejections,
+            rejection_sources,
+            published_at_ms: published,
+        };
+        if round == 0 {
+            // Counted as appended; a conflict or failure corrects it
+            // before the consumer can send this user's next batch.
+            state.last_seq = Some(view.last_seq + appended);
+            drop(inputs);
+            let handoff = Handoff::new(Parts {
+                user_id: state.user_id.clone(),
+                outcomes,
+                duplicates,
+                works: std::mem::take(works),
+                aggregate: myself.clone(),
+                consumer: state.consumer.clone(),
+                processing: state.processing.clone(),
+                started,
+            });
+            hand_off(state, request, handoff);
+            return Ok(None);
+        }
+        let reply = write(state, request).await?;
         match reply.group {
             None | Some(GroupOutcome::Appended { .. }) => {
                 state.last_seq = Some(view.last_seq + appended);
                 ev::commands_duplicate(duplicates);
-                return Ok(outcomes);
+                return Ok(Some(outcomes));
             }
             Some(GroupOutcome::Conflict(AppendConflict::SeqMismatch { actual, .. })) => {
                 tracing::debug!(user_id = %state.user_id, actual, "sequence conflict; reloading");
@@ -333,26 +382,49 @@ fn published_at(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Sends a group and rejections to the writer and waits for the commit.
-async fn write(
-    state: &mut AggregateState,
+/// What a batch asks the writer to commit.
+struct Request {
     group: Option<AppendGroup>,
     rejections: Vec<Rejection>,
     rejection_sources: Vec<Source>,
     published_at_ms: Vec<i64>,
-) -> Result<WriteReply, WriteFailed> {
+}
+
+/// The journal writer: resolved by name on first use and again after a
+/// send to it failed (the supervisor restarted it under a new ref).
+fn writer(state: &mut AggregateState) -> Option<ActorRef<WriterMsg>> {
+    if state.writer.is_none() {
+        state.writer = state.names.writer();
+    }
+    state.writer.clone()
+}
+
+/// Hands a decided batch to the writer, which commits it and reports it.
+/// If the writer cannot take it, the handoff is dropped unsettled and
+/// reports the batch retryable itself (see [`super::handoff`]).
+fn hand_off(state: &mut AggregateState, r: Request, handoff: Handoff) {
+    let Some(writer) = writer(state) else {
+        return;
+    };
+    let msg = WriterMsg::Write {
+        group: r.group,
+        rejections: r.rejections,
+        rejection_sources: r.rejection_sources,
+        published_at_ms: r.published_at_ms,
+        reply: Requester::HandedOff(handoff),
+    };
+    if writer.send_message(msg).is_err() {
+        state.writer = None;
+    }
+}
+
+/// Sends a group and rejections to the writer and waits for the commit.
+async fn write(state: &mut AggregateState, r: Request) -> Result<WriteReply, WriteFailed> {
     let unavailable = || WriteFailed {
         retryable: true,
         message: "journal writer unavailable".into(),
     };
-    let writer = match &state.writer {
-        Some(w) => w.clone(),
-        None => {
-            let w = state.names.writer().ok_or_else(unavailable)?;
-            state.writer = Some(w.clone());
-            w
-        }
-    };
+    let writer = writer(state).ok_or_else(unavailable)?;
     // No timer: the writer answers every request it takes, a stopped
     // writer drops the reply port (seen here at once), and each commit is
     // bounded by the store's own request timeouts. A timer here would
@@ -363,11 +435,11 @@ async fn write(
     let reply = writer
         .call(
             |reply| WriterMsg::Write {
-                group,
-                rejections,
-                rejection_sources,
-                published_at_ms,
-                reply,
+                group: r.group,
+                rejections: r.rejections,
+                rejection_sources: r.rejection_sources,
+                published_at_ms: r.published_at_ms,
+                reply: Requester::Waiting(reply),
             },
             None,
         )

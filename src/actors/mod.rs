@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod consumer;
 pub mod folder;
 pub mod follow;
+pub mod handoff;
 pub mod projector;
 #[cfg(test)]
 mod props;

@@ -399,3 +399,114 @@ async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
     collector.stop(None);
     writer.stop(None);
 }
+
+/// Sends one batch to `aggregate` and waits for its report.
+async fn one_batch(
+    aggregate: &ActorRef<AggregateMsg>,
+    rx: &mut mpsc::UnboundedReceiver<(String, Vec<(u64, Outcome)>)>,
+    works: Vec<Work>,
+) -> Vec<(u64, Outcome)> {
+    aggregate
+        .send_message(AggregateMsg::Commands(works))
+        .expect("send");
+    let (_, got) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("outcomes in time")
+        .expect("collector alive");
+    got
+}
+
+fn work_of(delivery_id: u64, user: usize, id: usize) -> Work {
+    Work {
+        delivery_id,
+        command: command(user, id, 0),
+        published_at_ms: chrono::Utc::now().timestamp_millis(),
+        source: source(delivery_id),
+    }
+}
+
+/// Given an aggregate whose cached seq went stale (another aggregate of
+/// the same user appended meanwhile, as after a rebalance), when it hands
+/// its next batch over, then the store refuses the group, the batch comes
+/// back to the aggregate, which decides it again from a reload: persisted
+/// with the next seq, reported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_for_a_stale_seq_is_decided_again_and_reported_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let names = Names::new();
+    let writer = start_writer(&store, &names).await.expect("writer");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (collector, _) = Actor::spawn(None, Collector, tx).await.expect("collector");
+    let a = spawn_aggregate(0, &store, &names, &collector).await;
+    let b = spawn_aggregate(0, &store, &names, &collector).await;
+    let persisted = |id: u64| vec![(id, Outcome::Persisted)];
+    assert_eq!(
+        one_batch(&a, &mut rx, vec![work_of(1, 0, 1)]).await,
+        persisted(1)
+    );
+    assert_eq!(
+        one_batch(&b, &mut rx, vec![work_of(2, 0, 2)]).await,
+        persisted(2)
+    );
+    // `a` still counts seq 1 as the last.
+    assert_eq!(
+        one_batch(&a, &mut rx, vec![work_of(3, 0, 3)]).await,
+        persisted(3)
+    );
+    assert!(rx.try_recv().is_err(), "one report per batch");
+    let mut seqs = Vec::new();
+    store
+        .visit_journal(&mut |r| {
+            if let JournalRecord::Event(e) = r {
+                let e = e.into_event();
+                seqs.push((e.interaction_id, e.seq));
+            }
+        })
+        .await
+        .expect("journal");
+    let want: Vec<(String, u64)> = (1..=3).map(|i| (format!("u0-i{i}"), i as u64)).collect();
+    assert_eq!(seqs, want);
+    for actor in [a, b] {
+        actor.stop(None);
+    }
+    collector.stop(None);
+    writer.stop(None);
+}
+
+/// Given no journal writer to hand a batch to (stopped, not yet
+/// restarted), when an aggregate decides a batch, then the dropped
+/// handoff reports it retryable, once, with nothing written; once a
+/// writer is back, the same command is persisted with seq 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_no_writer_took_is_reported_retryable_then_persisted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let names = Names::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (collector, _) = Actor::spawn(None, Collector, tx).await.expect("collector");
+    let a = spawn_aggregate(0, &store, &names, &collector).await;
+    let got = one_batch(&a, &mut rx, vec![work_of(1, 0, 1)]).await;
+    assert!(
+        matches!(
+            got.as_slice(),
+            [(
+                1,
+                Outcome::Retry {
+                    retryable: true,
+                    ..
+                }
+            )]
+        ),
+        "{got:?}"
+    );
+    assert_eq!(store.last_seq("u0").await.expect("seq"), 0);
+    assert!(rx.try_recv().is_err(), "one report per batch");
+    let writer = start_writer(&store, &names).await.expect("writer");
+    let got = one_batch(&a, &mut rx, vec![work_of(2, 0, 1)]).await;
+    assert_eq!(got, vec![(2, Outcome::Persisted)]);
+    assert_eq!(store.last_seq("u0").await.expect("seq"), 1);
+    a.stop(None);
+    collector.stop(None);
+    writer.stop(None);
+}

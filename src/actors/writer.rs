@@ -3,8 +3,9 @@
 //! Aggregates (and consumers, for commands that never reach an aggregate)
 //! send [`WriterMsg::Write`]; the writer collects every request that is in
 //! its mailbox, commits them with one [`EventStore::write`] (one fsync), and
-//! only then answers each request and hands the committed records, in
-//! position order, to the projectors. Batching needs no timer: while a
+//! only then answers each request (or settles an aggregate's handed-off
+//! batch, reporting it to the consumer: [`super::handoff`]) and hands the
+//! committed records, in position order, to the projectors. Batching needs no timer: while a
 //! commit is in progress new requests queue up in the mailbox, and the
 //! `Flush` the writer sends itself lands behind them. Callers wait for the
 //! answer without a timer (the wait behind a backlog is bounded by the
@@ -12,6 +13,7 @@
 //! Requests whose caller stopped (an aggregate stopped with its consumer)
 //! are left out of the commit: their deliveries come again.
 
+use super::handoff::Handoff;
 use super::schedule_flush;
 use super::subscribers::Subscribers;
 use crate::domain::Rejection;
@@ -62,10 +64,38 @@ pub enum WriterMsg {
         /// Milliseconds since the epoch at which the commands were published
         /// (for the end-to-end latency of the persisted stage).
         published_at_ms: Vec<i64>,
-        reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
+        reply: Requester,
     },
     /// Commit what is pending (sent by the writer to itself).
     Flush,
+}
+
+/// Who hears of a request's commit.
+pub enum Requester {
+    /// A caller waiting for the answer.
+    Waiting(RpcReplyPort<Result<WriteReply, WriteFailed>>),
+    /// An aggregate's decided batch, settled by the writer.
+    HandedOff(Handoff),
+}
+
+impl Requester {
+    /// A caller that stopped waiting (a handed-off batch is always
+    /// settled: it reports to the consumer, not to a waiting caller).
+    fn is_closed(&self) -> bool {
+        match self {
+            Requester::Waiting(port) => port.is_closed(),
+            Requester::HandedOff(_) => false,
+        }
+    }
+
+    fn answer(self, answer: Result<WriteReply, WriteFailed>) {
+        match self {
+            Requester::Waiting(port) => {
+                let _ = port.send(answer);
+            }
+            Requester::HandedOff(handoff) => handoff.settle(answer),
+        }
+    }
 }
 
 pub struct JournalWriter;
@@ -83,7 +113,7 @@ struct Pending {
     rejections: Vec<Rejection>,
     rejection_sources: Vec<Source>,
     published_at_ms: Vec<i64>,
-    reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
+    reply: Requester,
 }
 
 impl Pending {
@@ -270,7 +300,7 @@ impl Commit {
                 ev::store_error("write", &e);
                 let failed = WriteFailed::from(&e);
                 for p in pending {
-                    let _ = p.reply.send(Err(failed.clone()));
+                    p.reply.answer(Err(failed.clone()));
                 }
                 return;
             }
@@ -307,7 +337,7 @@ impl Commit {
                     }
                 }
             }
-            let _ = p.reply.send(Ok(WriteReply {
+            p.reply.answer(Ok(WriteReply {
                 group: group.map(|(o, _)| o),
             }));
         }
@@ -370,7 +400,7 @@ mod tests {
             rejections: Vec::new(),
             rejection_sources: Vec::new(),
             published_at_ms: Vec::new(),
-            reply,
+            reply: Requester::Waiting(reply),
         }
     }
 

@@ -4,7 +4,7 @@
 //! end of a drain.
 
 use super::{send_next, ConsumerMsg, ConsumerState, Outcome};
-use crate::actors::writer::{WriteFailed, WriteReply, WriterMsg};
+use crate::actors::writer::{Requester, WriteFailed, WriteReply, WriterMsg};
 use crate::domain::codec::{decode_command, derived_id, Command, MessageMeta};
 use crate::domain::{RejectReason, Rejection};
 use crate::internal_events as ev;
@@ -59,7 +59,7 @@ pub(super) fn record_rejections(
                 rejections,
                 rejection_sources,
                 published_at_ms: Vec::new(),
-                reply: tx.into(),
+                reply: Requester::Waiting(tx.into()),
             })
             .is_ok(),
         None => false,
