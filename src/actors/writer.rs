@@ -53,6 +53,9 @@ impl From<&StoreError> for WriteFailed {
     }
 }
 
+// `Write` is nearly every message and `Flush` one per commit: boxing the
+// request would allocate per batch to shrink the rare one.
+#[allow(clippy::large_enum_variant)]
 pub enum WriterMsg {
     /// Append a user's events (optional) and record rejections, durably.
     Write {

@@ -9,7 +9,9 @@
 //!   rejections through the writer and acknowledged once that is durable.
 //!   Commands go to their user's queue ([`flow`]): one batch per user at
 //!   its aggregate at a time, so per-user order is kept.
-//! - The aggregate reports outcomes; persisted, duplicate and rejected
+//! - Each batch's outcomes come back as `Processed` (from the journal
+//!   writer once the batch's commit is durable, or from the aggregate
+//!   after a conflict or a failure); persisted, duplicate and rejected
 //!   deliveries are acknowledged (rejected ones dead-lettered first),
 //!   retryable failures go back to the front of the user's queue for a
 //!   back-off. A panicking aggregate is replaced; the batch it was on is
@@ -89,8 +91,9 @@ pub enum ConsumerMsg {
     Drain(RpcReplyPort<()>),
 }
 
-/// An aggregate reports to its consumer through a `DerivedActorRef<Processed>`
-/// (the aggregate owns its protocol and never names this actor's messages).
+/// An aggregate (or the writer, settling a batch the aggregate handed it)
+/// reports to its consumer through a `DerivedActorRef<Processed>` (the
+/// aggregate owns its protocol and never names this actor's messages).
 impl From<Processed> for ConsumerMsg {
     fn from(p: Processed) -> Self {
         ConsumerMsg::Processed {
