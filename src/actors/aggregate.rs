@@ -390,6 +390,18 @@ struct Request {
     published_at_ms: Vec<i64>,
 }
 
+impl Request {
+    fn into_msg(self, reply: Requester) -> WriterMsg {
+        WriterMsg::Write {
+            group: self.group,
+            rejections: self.rejections,
+            rejection_sources: self.rejection_sources,
+            published_at_ms: self.published_at_ms,
+            reply,
+        }
+    }
+}
+
 /// The journal writer: resolved by name on first use and again after a
 /// send to it failed (the supervisor restarted it under a new ref).
 fn writer(state: &mut AggregateState) -> Option<ActorRef<WriterMsg>> {
@@ -406,14 +418,10 @@ fn hand_off(state: &mut AggregateState, r: Request, handoff: Handoff) {
     let Some(writer) = writer(state) else {
         return;
     };
-    let msg = WriterMsg::Write {
-        group: r.group,
-        rejections: r.rejections,
-        rejection_sources: r.rejection_sources,
-        published_at_ms: r.published_at_ms,
-        reply: Requester::HandedOff(handoff),
-    };
-    if writer.send_message(msg).is_err() {
+    if writer
+        .send_message(r.into_msg(Requester::HandedOff(handoff)))
+        .is_err()
+    {
         state.writer = None;
     }
 }
@@ -433,16 +441,7 @@ async fn write(state: &mut AggregateState, r: Request) -> Result<WriteReply, Wri
     // limit, and every timeout was a retry and a reload more for a store
     // already behind.
     let reply = writer
-        .call(
-            |reply| WriterMsg::Write {
-                group: r.group,
-                rejections: r.rejections,
-                rejection_sources: r.rejection_sources,
-                published_at_ms: r.published_at_ms,
-                reply: Requester::Waiting(reply),
-            },
-            None,
-        )
+        .call(|reply| r.into_msg(Requester::Waiting(reply)), None)
         .await;
     match reply {
         Ok(ractor::rpc::CallResult::Success(r)) => r,

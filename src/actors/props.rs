@@ -335,24 +335,30 @@ proptest! {
     }
 }
 
+/// A fresh embedded store (the directory lives as long as the guard), its
+/// names (no writer yet) and a collector whose reports arrive on the receiver.
+async fn fixture() -> (
+    tempfile::TempDir,
+    Arc<dyn EventStore>,
+    Names,
+    ActorRef<ConsumerMsg>,
+    mpsc::UnboundedReceiver<(String, Vec<(u64, Outcome)>)>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (collector, _) = Actor::spawn(None, Collector, tx).await.expect("collector");
+    (dir, store, Names::new(), collector, rx)
+}
+
 /// One actor rebound from user to user serves each with that user's own
 /// sequence numbers, reports under that user, and still recognises a
 /// user's earlier ids after coming back to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let names = Names::new();
+    let (_dir, store, names, collector, mut rx) = fixture().await;
     let writer = start_writer(&store, &names).await.expect("writer");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (collector, _) = Actor::spawn(None, Collector, tx).await.expect("collector");
     let aggregate = spawn_aggregate(0, &store, &names, &collector).await;
-    let work = |delivery_id, user, id| Work {
-        delivery_id,
-        command: command(user, id, 0),
-        published_at_ms: chrono::Utc::now().timestamp_millis(),
-        source: source(delivery_id),
-    };
     // (rebind to, commands as (user, id), expected outcomes)
     let steps = [
         (
@@ -379,7 +385,7 @@ async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
             .iter()
             .map(|(u, id)| {
                 delivery += 1;
-                work(delivery, *u, *id)
+                work_of(delivery, *u, *id)
             })
             .collect::<Vec<_>>();
         let ids: Vec<u64> = works.iter().map(|w| w.delivery_id).collect();
@@ -432,12 +438,8 @@ fn work_of(delivery_id: u64, user: usize, id: usize) -> Work {
 /// with the next seq, reported once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_refused_for_a_stale_seq_is_decided_again_and_reported_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let names = Names::new();
+    let (_dir, store, names, collector, mut rx) = fixture().await;
     let writer = start_writer(&store, &names).await.expect("writer");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (collector, _) = Actor::spawn(None, Collector, tx).await.expect("collector");
     let a = spawn_aggregate(0, &store, &names, &collector).await;
     let b = spawn_aggregate(0, &store, &names, &collector).await;
     let persisted = |id: u64| vec![(id, Outcome::Persisted)];
@@ -480,11 +482,7 @@ async fn a_batch_refused_for_a_stale_seq_is_decided_again_and_reported_once() {
 /// writer is back, the same command is persisted with seq 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_no_writer_took_is_reported_retryable_then_persisted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let names = Names::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (collector, _) = Actor::spawn(None, Collector, tx).await.expect("collector");
+    let (_dir, store, names, collector, mut rx) = fixture().await;
     let a = spawn_aggregate(0, &store, &names, &collector).await;
     let got = one_batch(&a, &mut rx, vec![work_of(1, 0, 1)]).await;
     assert!(
