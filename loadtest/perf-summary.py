@@ -29,6 +29,7 @@ PARTS = [
     ("store: write (checks, encoding, memtable inserts)", "frame", r"embedded::write::.*Inner>::write|embedded::Inner>::write"),
     ("store: projections' applies (row reads, commits)", "frame", r"embedded::project::.*Inner>::apply"),
     ("store: flushes and compactions (fjall's threads)", "thread", r"^fjall"),
+    ("store: index checkpoints (sort, ingest)", "thread", r"^store-index"),
     ("store: other fjall calls (aggregates' lookups, reads)", "frame", r"fjall::|lsm_tree::"),
     ("command log: writers (encode, write, fdatasync)", "thread", r"^log-writer"),
     (GENERATOR, "frame", r"alpes_tracking::loadgen::"),

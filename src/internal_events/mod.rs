@@ -249,7 +249,7 @@ fn describe() {
     describe_gauge!(
         STORE_WRITE_BUFFER,
         Unit::Bytes,
-        "Embedded store: memtables (active and sealed), by payload size."
+        "Embedded store: memtables (active and sealed), by payload size, and the index entries held in memory until the next index checkpoint."
     );
     describe_gauge!(
         STORE_CACHE,

@@ -520,7 +520,8 @@ pub trait Folding: Send + Sync {
 /// The memory an embedded store holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreMemory {
-    /// Memtables, active and sealed (not yet flushed), by payload size.
+    /// Memtables, active and sealed (not yet flushed), by payload size,
+    /// and other writes held in memory until they are flushed.
     pub write_buffer_bytes: u64,
     /// The block cache's current size.
     pub cache_bytes: u64,

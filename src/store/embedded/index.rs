@@ -1,14 +1,17 @@
 //! The indexes' durability.
 //!
 //! A write makes only the journal durable (one `fdatasync` of its frames);
-//! its index entries (`pos`, `journal`, `ids`, `target`, `rejections`,
-//! `last_seq`) go to the LSM's memtables and fjall's own log unsynced.
-//! Every [`CHECKPOINT_EVERY`], a checkpoint makes them durable
-//! (`persist(SyncAll)`) and then records in `meta/indexed` the head they
-//! covered: every index batch up to that head was committed before the
-//! persist began (the head moves after a batch's commit, under the writer
-//! lock). The record itself becomes durable with the next checkpoint, so
-//! `meta/indexed` never claims more than what is on disk.
+//! its index entries stay unsynced: those of `pos`, `journal`, `ids` and
+//! `target` in memory ([`super::pending`]), those of `rejections` and
+//! `last_seq` in the LSM's memtables and fjall's own log. Every
+//! [`CHECKPOINT_EVERY`], a checkpoint ingests the entries held in memory
+//! into the LSM (sorted tables, synced as they are written), makes the
+//! rest durable (`persist(SyncAll)`) and then records in `meta/indexed`
+//! the head they covered: every index entry up to that head was in place
+//! before the checkpoint began (the head moves after a write's entries
+//! are, under the writer lock). The record itself becomes durable with
+//! the next checkpoint, so `meta/indexed` never claims more than what is
+//! on disk.
 //!
 //! At open, the journal's records after `meta/indexed` are indexed again
 //! ([`Inner::derive_unindexed`]) before the store serves: their entries
@@ -20,6 +23,8 @@
 
 use super::journal::{self, Location};
 use super::migrate::Progress;
+use super::pending::{Ix, Staged};
+use super::write::index_event;
 use super::{db_err, keys, read::decode_record, Inner};
 use crate::internal_events as ev;
 use crate::store::{JournalRecord, StoreError};
@@ -84,6 +89,9 @@ impl Inner {
         if !record && !always {
             return Ok(());
         }
+        // Every entry of a position up to `head` is in the LSM or held
+        // unsealed (staged before the head moved): ingested now.
+        self.ingest_pending()?;
         self.db.persist(PersistMode::SyncAll).map_err(db_err)?;
         if !record {
             return Ok(());
@@ -112,9 +120,7 @@ impl Inner {
             0 => (1, 0),
             p => {
                 let v = self
-                    .pos
-                    .get(p.to_be_bytes())
-                    .map_err(db_err)?
+                    .index_get(Ix::Pos, &p.to_be_bytes())?
                     .ok_or_else(|| StoreError::Corrupt(format!("indexed record {p} unknown")))?;
                 let loc = Location::decode(&v).ok_or_else(|| keys::corrupt("position value"))?;
                 (loc.segment, loc.end())
@@ -156,14 +162,15 @@ impl Inner {
     /// Writes the index entries of records read back from the journal.
     fn index_records(&self, records: &[(JournalRecord, Location)]) -> Result<(), StoreError> {
         let mut fb =
-            OwnedWriteBatch::with_capacity(self.db.clone(), 5 * records.len()).durability(None);
+            OwnedWriteBatch::with_capacity(self.db.clone(), records.len()).durability(None);
+        let mut staged = Staged::with_capacity(4 * records.len());
         let mut seqs: HashMap<&str, u64> = HashMap::new();
         for (record, loc) in records {
             let pos = record.pos();
-            fb.insert(&self.pos, pos.to_be_bytes(), loc.encode());
+            staged.put(Ix::Pos, &pos.to_be_bytes(), &loc.encode());
             match record {
                 JournalRecord::Event(e) => {
-                    self.index_event(&mut fb, &e.event, pos)?;
+                    index_event(&mut staged, &e.event, pos)?;
                     seqs.insert(&e.event.user_id, e.event.seq);
                 }
                 JournalRecord::Rejection(r) => {
@@ -178,7 +185,9 @@ impl Inner {
         for (user, seq) in seqs {
             fb.insert(&self.last_seq, user, seq.to_be_bytes());
         }
-        fb.commit().map_err(db_err)
+        fb.commit().map_err(db_err)?;
+        let unsealed = self.pending.commit(staged);
+        self.ingest_if_over(unsealed)
     }
 }
 
@@ -196,6 +205,8 @@ mod tests {
     /// the durable indexes cover `after`.
     fn lose_indexes_after(store: &EmbeddedStore, after: u64) {
         let s = &store.inner;
+        // Into the LSM first, where this removes them.
+        s.persist_all().unwrap();
         let mut b = s.db.batch().durability(Some(PersistMode::SyncAll));
         let records = super::super::read::tests_scan_all(s);
         for r in records.iter().filter(|r| r.pos() > after) {

@@ -45,8 +45,10 @@
 //!   journal and fdatasyncs them: when `write` returns, every record of it
 //!   is durable. A crash before that leaves at most a torn last commit,
 //!   which the next open cuts off (it was never acknowledged).
-//! - Then, still under the lock, one LSM batch holds the records' index
-//!   entries (not synced), and only then does the head move. Reads see
+//! - Then, still under the lock, the records' index entries are put in
+//!   place, not synced (the write-once ones in memory until the next
+//!   checkpoint ingests them, [`pending`]; the last seqs and rejections
+//!   in one LSM batch), and only then does the head move. Reads see
 //!   only positions up to the head (see [`read`]), so they never meet a
 //!   record without its entries. If that batch fails, the records are
 //!   durable but unindexed: the store refuses every write until it is
@@ -78,7 +80,9 @@
 //! `manual_journal_persist(true)`: the store chooses each batch's
 //! durability itself (none for indexes, `Buffer` for applies) instead of
 //! an extra flush on every commit. The block cache is 16 MiB and each
-//! keyspace's memtable 4 MiB; one background thread flushes and
+//! keyspace's memtable 4 MiB (the write-once indexes bypass theirs: their
+//! entries are ingested as sorted tables, see [`pending`]); one
+//! background thread flushes and
 //! compacts, merging 16 level-0 tables at a time (the constants below
 //! say why). Filters and
 //! indexes are partitioned below level 0, so a point lookup's cost does
@@ -93,6 +97,7 @@ mod journal;
 pub(crate) mod keys;
 mod migrate;
 mod mirror;
+mod pending;
 mod project;
 mod read;
 mod seqs;
@@ -146,8 +151,11 @@ struct Inner {
     /// Serializes writes: the conflict checks, the journal's append and
     /// the indexes' commit are one step.
     writer: std::sync::Mutex<()>,
-    /// Serializes index checkpoints ([`Inner::checkpoint_indexes`]).
+    /// Serializes index checkpoints ([`Inner::checkpoint_indexes`]) and
+    /// the ingestions of [`pending`].
     indexing: std::sync::Mutex<()>,
+    /// The write-once indexes' entries not yet in the LSM ([`pending`]).
+    pending: pending::Pending,
     /// Recently written users' last sequence numbers (see [`seqs`]).
     seqs: std::sync::Mutex<seqs::SeqCache>,
     /// The last committed position (updated after each commit).
@@ -319,6 +327,21 @@ fn refuse_a_store_without_its_version(dir: &Path) -> Result<(), StoreError> {
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        let inner = Arc::new(Self::open_inner(dir)?);
+        index::start_checkpoints(Arc::downgrade(&inner))?;
+        Ok(EmbeddedStore { inner })
+    }
+
+    /// As [`Self::open`], without the periodic index checkpoints: tests
+    /// that look at what memory holds run them themselves.
+    #[cfg(test)]
+    fn open_without_checkpoints(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        Ok(EmbeddedStore {
+            inner: Arc::new(Self::open_inner(dir)?),
+        })
+    }
+
+    fn open_inner(dir: &Path) -> Result<Inner, StoreError> {
         refuse_a_store_without_its_version(dir)?;
         let db = Database::builder(dir)
             .manual_journal_persist(true)
@@ -431,15 +454,14 @@ impl EmbeddedStore {
             records,
             writer: std::sync::Mutex::new(()),
             indexing: std::sync::Mutex::new(()),
+            pending: pending::Pending::default(),
             seqs: std::sync::Mutex::new(seqs::SeqCache::new(SEQ_CACHE_USERS)),
             head: AtomicU64::new(head),
             checkpoints: checkpoints.map(|cp| Arc::new(tokio::sync::Mutex::new(cp))),
             broken: std::sync::OnceLock::new(),
         };
         inner.derive_unindexed()?;
-        let inner = Arc::new(inner);
-        index::start_checkpoints(Arc::downgrade(&inner))?;
-        Ok(EmbeddedStore { inner })
+        Ok(inner)
     }
 
     /// Runs blocking fjall work off the async threads.
@@ -617,7 +639,9 @@ impl EventStore for EmbeddedStore {
     fn memory(&self) -> Option<crate::store::StoreMemory> {
         let db = &self.inner.db;
         Some(crate::store::StoreMemory {
-            write_buffer_bytes: db.write_buffer_size(),
+            // The memtables, and the index entries held for the next
+            // checkpoint's ingestion ([`pending`]).
+            write_buffer_bytes: db.write_buffer_size() + self.inner.pending.bytes() as u64,
             cache_bytes: db.cache_size(),
             pending_flushes: db.outstanding_flushes() as u64,
         })

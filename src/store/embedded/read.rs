@@ -13,11 +13,12 @@
 //! every entry with a later position.
 
 use super::journal::{Frame, Location};
-use super::{db_err, keys, Inner};
+use super::pending::Ix;
+use super::{keys, Inner};
 use crate::domain::InteractionTracked;
 use crate::store::{JournalRecord, StoreError, StoredEvent, StoredRejection};
 use chrono::NaiveDate;
-use std::ops::Bound;
+use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::sync::atomic::Ordering;
 
 /// The position at the end of an id index value (`journal key, u64 pos`).
@@ -38,9 +39,7 @@ impl Inner {
     /// The event at a position an index (id, user, target) pointed to.
     fn event_at(&self, pos: u64) -> Result<StoredEvent, StoreError> {
         let v = self
-            .pos
-            .get(pos.to_be_bytes())
-            .map_err(db_err)?
+            .index_get(Ix::Pos, &pos.to_be_bytes())?
             .ok_or_else(|| StoreError::Corrupt(format!("index entry {pos} without event")))?;
         match self.record(pos, &v)? {
             JournalRecord::Event(e) => Ok(e),
@@ -61,7 +60,7 @@ impl Inner {
     /// readers share.
     fn committed_id(&self, id: &str) -> Result<Option<(fjall::Slice, u64)>, StoreError> {
         let head = self.committed();
-        let Some(v) = self.ids.get(id).map_err(db_err)? else {
+        let Some(v) = self.index_get(Ix::Ids, id.as_bytes())? else {
             return Ok(None);
         };
         let pos = id_value_pos(&v)?;
@@ -99,8 +98,9 @@ impl Inner {
         let from = keys::journal_key(user, first)?;
         let to = keys::journal_key(user, u64::MAX)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        for g in self.journal.range(from..=to).take(limit) {
-            let pos = keys::u64_at(&g.value().map_err(db_err)?, 0, "journal value")?;
+        let entries = self.index_range(Ix::Journal, (Included(&from), Included(&to)), false, limit);
+        for entry in entries.take(limit) {
+            let pos = keys::u64_at(&entry?.1, 0, "journal value")?;
             // A user's events are in one batch's order: later ones too.
             if pos > head {
                 break;
@@ -116,16 +116,22 @@ impl Inner {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let head = self.committed();
-        let end = match before_pos {
-            Some(p) if p <= head => Bound::Excluded(p.to_be_bytes()),
-            _ => Bound::Included(head.to_be_bytes()),
+        let (end, excluded) = match before_pos {
+            Some(p) if p <= head => (p.to_be_bytes(), true),
+            _ => (head.to_be_bytes(), false),
+        };
+        let end = if excluded {
+            Excluded(&end[..])
+        } else {
+            Included(&end[..])
         };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for g in self.pos.range((Bound::Unbounded, end)).rev() {
+        // Rejections are skipped: `limit` entries may not be enough.
+        for entry in self.index_range(Ix::Pos, (Unbounded, end), true, usize::MAX) {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = g.into_inner().map_err(db_err)?;
+            let (k, v) = entry?;
             if let JournalRecord::Event(e) =
                 self.record(keys::u64_at(&k, 0, "position key")?, &v)?
             {
@@ -149,10 +155,11 @@ impl Inner {
         let end = keys::target_key(target, to, u64::MAX)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         let head = self.committed();
-        let mut entries = self.target.range(start..=end);
+        let range = (Included(&start[..]), Included(&end[..]));
+        let mut entries = self.index_range(Ix::Target, range, false, limit);
         while out.len() < limit {
-            let Some(g) = entries.next() else { break };
-            let pos = keys::target_key_pos(&g.key().map_err(db_err)?)?;
+            let Some(entry) = entries.next() else { break };
+            let pos = keys::target_key_pos(&entry?.0)?;
             if pos > head {
                 continue;
             }
@@ -170,11 +177,11 @@ impl Inner {
         let Some(first) = after_pos.checked_add(1).filter(|f| *f <= head) else {
             return Ok(Vec::new());
         };
-        self.pos
-            .range(first.to_be_bytes()..=head.to_be_bytes())
+        let (first, head) = (first.to_be_bytes(), head.to_be_bytes());
+        self.index_range(Ix::Pos, (Included(&first), Included(&head)), false, limit)
             .take(limit)
-            .map(|g| {
-                let (k, v) = g.into_inner().map_err(db_err)?;
+            .map(|entry| {
+                let (k, v) = entry?;
                 self.record(keys::u64_at(&k, 0, "position key")?, &v)
             })
             .collect()

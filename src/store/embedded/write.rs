@@ -1,6 +1,7 @@
 //! The write path: conflict checks, the journal's frames (the one durable
 //! write of a call) and the indexes derived from them.
 
+use super::pending::{Ix, Staged};
 use super::seqs::SeqCache;
 use super::{db_err, journal, keys, Inner};
 use crate::store::{
@@ -91,7 +92,7 @@ impl Inner {
             if g.events.len() > 1 && !own.insert(id) {
                 return conflict(id, &g.user_id);
             }
-            if let Some(v) = self.ids.get(id).map_err(db_err)? {
+            if let Some(v) = self.index_get(Ix::Ids, id.as_bytes())? {
                 return conflict(id, keys::take_str(&v, "interaction id index")?.0);
             }
         }
@@ -108,10 +109,15 @@ impl Inner {
         let events: usize = batch.groups.iter().map(|g| g.events.len()).sum();
         let records = events + batch.rejections.len();
         // The indexes; durable through the journal, not by themselves
-        // (see the module docs of the parent: "Crash safety").
-        let mut fb =
-            OwnedWriteBatch::with_capacity(self.db.clone(), 4 * records + batch.groups.len())
-                .durability(None);
+        // (see the module docs of the parent: "Crash safety"). The
+        // write-once ones are staged for [`super::pending`], the others
+        // (last seqs, rejections) go to the LSM in one batch.
+        let mut fb = OwnedWriteBatch::with_capacity(
+            self.db.clone(),
+            batch.rejections.len() + batch.groups.len(),
+        )
+        .durability(None);
+        let mut staged = Staged::with_capacity(4 * events);
         let mut frames = journal::Pending::with_capacity(320 * records, records);
         let mut out = WriteOutcome {
             groups: Vec::with_capacity(batch.groups.len()),
@@ -142,7 +148,7 @@ impl Inner {
             for ev in &g.events {
                 head += 1;
                 frames.push(head, keys::POS_EVENT, |b| Ok(ev.encode_into(b)?))?;
-                self.index_event(&mut fb, ev, head)?;
+                index_event(&mut staged, ev, head)?;
                 taken.insert(&ev.interaction_id, &g.user_id);
             }
             if let Some(last) = g.events.last() {
@@ -180,14 +186,20 @@ impl Inner {
             .append(&frames)
             .map_err(|e| self.journal_failed(e))?;
         for (pos, loc) in (first..).zip(&locations) {
-            fb.insert(&self.pos, pos.to_be_bytes(), loc.encode());
+            staged.put(Ix::Pos, &pos.to_be_bytes(), &loc.encode());
         }
         // The indexes, in memory (durable at the next index checkpoint,
         // else derived again from the journal at open). A failure here
         // leaves durable events unindexed: only a reopen, which derives
         // them, may write again.
         fb.commit().map_err(|e| self.index_failed(e))?;
+        let unsealed = self.pending.commit(staged);
         self.head.store(head, Ordering::Release);
+        // Past the bound, ingest now (the write is durable and readable
+        // already: a failure only leaves the entries in memory longer).
+        if let Err(e) = self.ingest_if_over(unsealed) {
+            crate::internal_events::store_error("index_ingest", &e);
+        }
         // Still under the writer lock: the cache never lags the keyspace
         // for the next append check.
         let mut cache = self.seq_cache();
@@ -198,28 +210,21 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// The index entries of one event at `pos` (the position entry, which
-    /// needs the event's journal location, and the user's last seq, one
-    /// per user and batch, are the caller's).
-    pub(super) fn index_event(
-        &self,
-        fb: &mut OwnedWriteBatch,
-        ev: &crate::domain::InteractionTracked,
-        pos: u64,
-    ) -> Result<(), StoreError> {
-        let jk = keys::journal_key(&ev.user_id, ev.seq)?;
-        let mut id_value = Vec::with_capacity(jk.len() + 8);
-        id_value.extend_from_slice(&jk);
-        id_value.extend_from_slice(&pos.to_be_bytes());
-        let day = ev.occurred_at.date_naive();
-        fb.insert(
-            &self.target,
-            keys::target_key(&ev.target.id, day, pos)?,
-            &[][..],
-        );
-        fb.insert(&self.ids, ev.interaction_id.as_str(), id_value);
-        fb.insert(&self.journal, jk, pos.to_be_bytes());
-        Ok(())
-    }
+/// The write-once index entries of one event at `pos` (the position
+/// entry, which needs the event's journal location, and the user's last
+/// seq, one per user and batch, are the caller's).
+pub(super) fn index_event(
+    staged: &mut Staged,
+    ev: &crate::domain::InteractionTracked,
+    pos: u64,
+) -> Result<(), StoreError> {
+    let jk = keys::journal_key(&ev.user_id, ev.seq)?;
+    let mut id_value = Vec::with_capacity(jk.len() + 8);
+    id_value.extend_from_slice(&jk);
+    id_value.extend_from_slice(&pos.to_be_bytes());
+    let day = ev.occurred_at.date_naive();
+    staged.put(Ix::Target, &keys::target_key(&ev.target.id, day, pos)?, &[]);
+    staged.put(Ix::Ids, ev.interaction_id.as_bytes(), &id_value);
+    staged.put(Ix::Journal, &jk, &pos.to_be_bytes());
+    Ok(())
 }

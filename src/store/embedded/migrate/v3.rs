@@ -128,6 +128,8 @@ pub(in super::super) mod tests {
     /// interrupted after copying `keep` of them, and some beyond).
     pub(in super::super::super) fn to_format_2(store: &EmbeddedStore, keep: u64) {
         let s = &store.inner;
+        // The index entries into the LSM first, where this rewrites them.
+        s.persist_all().unwrap();
         let mut b = s.db.batch().durability(Some(PersistMode::SyncAll));
         for g in s.pos.iter() {
             let (k, v) = g.into_inner().unwrap();

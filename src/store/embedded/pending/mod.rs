@@ -1,0 +1,302 @@
+//! Index entries not yet in the LSM.
+//!
+//! The write-once indexes (`pos`, `journal`, `ids`, `target`: every key
+//! is written once, with a value that never changes) do not go through
+//! the LSM's memtables. A write puts their entries here, in memory (a
+//! sorted vector for positions, which come in order; hash maps for the
+//! others); each index checkpoint ([`super::index`]) seals them, sorts
+//! them and ingests them into the LSM as tables (fjall's bulk ingestion:
+//! no skip list, no LSM journal), then drops them. A memtable insert is a
+//! walk down a skip list of a few MiB with random keys, a cache miss per
+//! level; a hash map insert is one or two, and the sort runs once per
+//! checkpoint over a second's entries. Memory stays bounded: past
+//! [`MAX_UNSEALED`] entries a write ingests them itself.
+//!
+//! Readers look here first, then in the LSM: an entry leaves this layer
+//! only after the LSM holds it, so a reader that misses it here finds it
+//! there. A reader may meet an entry in both (read here, then ingested
+//! before its LSM read): range reads merge the two and keep one.
+//! Durability does not change: these entries were never synced by
+//! themselves; the journal is, and what a crash loses of them is derived
+//! again at open (the checkpoint records the head only after ingesting).
+
+mod entries;
+
+use super::{db_err, Inner};
+use crate::store::StoreError;
+use entries::{sort_dedup, Entries};
+use fjall::{Keyspace, Slice};
+use std::collections::VecDeque;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The indexes kept here until a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ix {
+    Pos = 0,
+    Journal = 1,
+    Ids = 2,
+    Target = 3,
+}
+
+impl Ix {
+    pub(super) const ALL: [Ix; 4] = [Ix::Pos, Ix::Journal, Ix::Ids, Ix::Target];
+}
+
+/// One set of entries per index, and the memory they hold (estimated).
+pub(super) struct Maps {
+    maps: [Entries; 4],
+    bytes: usize,
+}
+
+impl Default for Maps {
+    fn default() -> Maps {
+        Maps {
+            maps: Ix::ALL.map(Entries::new),
+            bytes: 0,
+        }
+    }
+}
+
+/// An entry's memory besides its key and value: its share of the map or
+/// vector and the two slices' headers.
+const ENTRY_OVERHEAD: usize = 64;
+
+impl Maps {
+    fn len(&self) -> usize {
+        self.maps.iter().map(Entries::len).sum()
+    }
+
+    fn map(&self, ix: Ix) -> &Entries {
+        &self.maps[ix as usize]
+    }
+}
+
+/// Entries of one write, put in place under one lock.
+#[derive(Default)]
+pub(super) struct Staged(Vec<(Ix, Slice, Slice)>);
+
+impl Staged {
+    pub(super) fn with_capacity(n: usize) -> Staged {
+        Staged(Vec::with_capacity(n))
+    }
+
+    pub(super) fn put(&mut self, ix: Ix, key: &[u8], value: &[u8]) {
+        self.0.push((ix, Slice::from(key), Slice::from(value)));
+    }
+}
+
+#[derive(Default)]
+struct Layers {
+    /// Written since the last seal.
+    active: Maps,
+    /// Sealed by a checkpoint, read until the LSM holds it (kept after a
+    /// failed ingestion, and ingested again by the next checkpoint).
+    sealed: Option<Arc<Maps>>,
+}
+
+/// The entries written since the last checkpoint's ingestion.
+#[derive(Default)]
+pub(super) struct Pending {
+    layers: RwLock<Layers>,
+}
+
+impl Pending {
+    /// A panic under the lock leaves whole maps (each change is one insert
+    /// or one swap): a poisoned lock is taken over.
+    fn read(&self) -> RwLockReadGuard<'_, Layers> {
+        self.layers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Layers> {
+        self.layers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts a write's entries in place; returns the entries now held
+    /// unsealed.
+    pub(super) fn commit(&self, staged: Staged) -> usize {
+        let mut layers = self.write();
+        let active = &mut layers.active;
+        for (ix, k, v) in staged.0 {
+            active.bytes += k.len() + v.len() + ENTRY_OVERHEAD;
+            active.maps[ix as usize].insert(k, v);
+        }
+        active.len()
+    }
+
+    /// The value of `key`, if it is held here.
+    pub(super) fn get(&self, ix: Ix, key: &[u8]) -> Option<Slice> {
+        let layers = self.read();
+        if let Some(v) = layers.active.map(ix).get(key) {
+            return Some(v.clone());
+        }
+        layers
+            .sealed
+            .as_ref()
+            .and_then(|s| s.map(ix).get(key).cloned())
+    }
+
+    /// The entries held here in a key range, in key order; of `pos`, at
+    /// least the first `limit` (the last, with `rev`) if there are as many.
+    pub(super) fn range(
+        &self,
+        ix: Ix,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        read: (bool, usize),
+    ) -> Vec<(Slice, Slice)> {
+        let layers = self.read();
+        let mut out = Vec::new();
+        // Sealed first: an entry put again since (same key) comes after it.
+        if let Some(s) = &layers.sealed {
+            s.map(ix).range_into(range, read, &mut out);
+        }
+        layers.active.map(ix).range_into(range, read, &mut out);
+        sort_dedup(&mut out);
+        out
+    }
+
+    /// The maps a checkpoint ingests: the ones a failed ingestion left
+    /// sealed, or else everything written so far (sealed now).
+    fn seal(&self) -> Option<Arc<Maps>> {
+        let mut layers = self.write();
+        if layers.sealed.is_none() && layers.active.len() > 0 {
+            let active = std::mem::take(&mut layers.active);
+            layers.sealed = Some(Arc::new(active));
+        }
+        layers.sealed.clone()
+    }
+
+    /// Drops the sealed maps once the LSM holds them.
+    fn release(&self) {
+        self.write().sealed = None;
+    }
+
+    fn has_sealed(&self) -> bool {
+        self.read().sealed.is_some()
+    }
+
+    /// The memory the entries held here take (estimated).
+    pub(super) fn bytes(&self) -> usize {
+        let layers = self.read();
+        layers.active.bytes + layers.sealed.as_ref().map_or(0, |s| s.bytes)
+    }
+}
+
+impl Inner {
+    fn index_keyspace(&self, ix: Ix) -> &Keyspace {
+        match ix {
+            Ix::Pos => &self.pos,
+            Ix::Journal => &self.journal,
+            Ix::Ids => &self.ids,
+            Ix::Target => &self.target,
+        }
+    }
+
+    /// Ingests every entry written before this call into the LSM (the
+    /// caller holds the `indexing` lock): first what a failed ingestion
+    /// left sealed, then everything else.
+    pub(super) fn ingest_pending(&self) -> Result<(), StoreError> {
+        let rounds = if self.pending.has_sealed() { 2 } else { 1 };
+        for _ in 0..rounds {
+            let Some(maps) = self.pending.seal() else {
+                return Ok(());
+            };
+            for ix in Ix::ALL {
+                let entries = maps.map(ix).sorted();
+                if entries.is_empty() {
+                    continue;
+                }
+                let mut ingestion = self.index_keyspace(ix).start_ingestion().map_err(db_err)?;
+                for (k, v) in entries {
+                    ingestion.write(k, v).map_err(db_err)?;
+                }
+                ingestion.finish().map_err(db_err)?;
+            }
+            self.pending.release();
+        }
+        Ok(())
+    }
+
+    /// Ingests the entries held unsealed if there are more than
+    /// [`MAX_UNSEALED`] (checkpoints failing or behind, or a long
+    /// derivation at open): memory stays bounded whatever the rate.
+    pub(super) fn ingest_if_over(&self, unsealed: usize) -> Result<(), StoreError> {
+        if unsealed <= MAX_UNSEALED {
+            return Ok(());
+        }
+        let _one = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
+        self.ingest_pending()
+    }
+
+    /// The value of `key` in index `ix`: held here, else in the LSM.
+    pub(super) fn index_get(&self, ix: Ix, key: &[u8]) -> Result<Option<Slice>, StoreError> {
+        if let Some(v) = self.pending.get(ix, key) {
+            return Ok(Some(v));
+        }
+        self.index_keyspace(ix).get(key).map_err(db_err)
+    }
+
+    /// The entries of index `ix` in a key range, from here and the LSM
+    /// merged (one per key), ascending or, with `rev`, descending. Of
+    /// `pos`, only the first `limit` held in memory (the last, with `rev`)
+    /// are read: a caller that skips entries passes `usize::MAX`.
+    pub(super) fn index_range<'a>(
+        &'a self,
+        ix: Ix,
+        (from, to): (Bound<&[u8]>, Bound<&[u8]>),
+        rev: bool,
+        limit: usize,
+    ) -> impl Iterator<Item = Result<(Slice, Slice), StoreError>> + 'a {
+        // Here first: an entry ingested meanwhile is then found twice (and
+        // kept once), never missed.
+        let mut mem: VecDeque<(Slice, Slice)> =
+            self.pending.range(ix, (from, to), (rev, limit)).into();
+        let bounds = (from.map(Slice::from), to.map(Slice::from));
+        let lsm = self.index_keyspace(ix).range(bounds);
+        let mut lsm: Box<dyn Iterator<Item = fjall::Guard> + 'a> = if rev {
+            Box::new(lsm.rev())
+        } else {
+            Box::new(lsm)
+        };
+        let mut next_lsm: Option<Result<(Slice, Slice), StoreError>> = None;
+        let mut lsm_done = false;
+        std::iter::from_fn(move || {
+            if next_lsm.is_none() && !lsm_done {
+                next_lsm = lsm.next().map(|g| g.into_inner().map_err(db_err));
+                lsm_done = next_lsm.is_none();
+            }
+            let from_mem = if rev { mem.back() } else { mem.front() };
+            match (&next_lsm, from_mem) {
+                (None, None) => None,
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => next_lsm.take(),
+                (None, Some(_)) => pop(&mut mem, rev).map(Ok),
+                (Some(Ok((lk, _))), Some((mk, _))) => {
+                    let mem_first = if rev { mk > lk } else { mk < lk };
+                    if mem_first {
+                        pop(&mut mem, rev).map(Ok)
+                    } else {
+                        if mk == lk {
+                            pop(&mut mem, rev);
+                        }
+                        next_lsm.take()
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn pop(mem: &mut VecDeque<(Slice, Slice)>, rev: bool) -> Option<(Slice, Slice)> {
+    if rev {
+        mem.pop_back()
+    } else {
+        mem.pop_front()
+    }
+}
+
+/// Entries held unsealed past which they are ingested at once (about a
+/// second's worth at 60,000 events/s; some 40 MiB at most).
+const MAX_UNSEALED: usize = 1 << 18;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! The memory layer alone, and with the LSM behind it: reads, checkpoints,
+//! reopens.
+
+use super::super::tests::{batch, rejection};
+use super::super::{keys, EmbeddedStore};
+use super::entries::{sort_dedup, Entries};
+use super::Ix;
+use crate::store::{EventStore, JournalRecord};
+use chrono::NaiveDate;
+use fjall::Slice;
+use std::ops::Bound::{Excluded, Included, Unbounded};
+
+fn keys_of(entries: &[(fjall::Slice, fjall::Slice)]) -> Vec<Vec<u8>> {
+    entries.iter().map(|(k, _)| k.to_vec()).collect()
+}
+
+#[test]
+fn positions_put_out_of_order_are_kept_sorted_and_a_key_put_again_holds_its_last_value() {
+    let mut pos = Entries::new(Ix::Pos);
+    for (k, v) in [(1u64, "a"), (3, "c"), (2, "b"), (3, "c2")] {
+        pos.insert(k.to_be_bytes()[..].into(), v.as_bytes().into());
+    }
+    let sorted = pos.sorted();
+    assert_eq!(
+        keys_of(&sorted),
+        [1u64, 2, 3].map(|k| k.to_be_bytes().to_vec())
+    );
+    assert_eq!(
+        pos.get(&3u64.to_be_bytes()).map(|v| v.to_vec()),
+        Some(b"c2".to_vec())
+    );
+    let mut out = Vec::new();
+    let (two, three) = (2u64.to_be_bytes(), 3u64.to_be_bytes());
+    pos.range_into(
+        (Excluded(&two[..]), Included(&three[..])),
+        (false, 10),
+        &mut out,
+    );
+    assert_eq!(keys_of(&out), [three.to_vec()]);
+}
+
+#[test]
+fn a_range_within_one_user_reads_that_users_group_in_key_order() {
+    let mut journal = Entries::new(Ix::Journal);
+    for (user, seq) in [("bo", 2), ("al", 9), ("bo", 1), ("b", 5)] {
+        journal.insert(
+            keys::journal_key(user, seq).unwrap()[..].into(),
+            Slice::from(&[][..]),
+        );
+    }
+    let (from, to) = (
+        keys::journal_key("bo", 0).unwrap(),
+        keys::journal_key("bo", u64::MAX).unwrap(),
+    );
+    let mut out = Vec::new();
+    journal.range_into(
+        (Included(&from[..]), Included(&to[..])),
+        (false, 10),
+        &mut out,
+    );
+    sort_dedup(&mut out);
+    let want: Vec<Vec<u8>> = [1, 2]
+        .iter()
+        .map(|s| keys::journal_key("bo", *s).unwrap())
+        .collect();
+    assert_eq!(keys_of(&out), want);
+    // Across users: every group is looked at.
+    let mut all = Vec::new();
+    journal.range_into((Unbounded, Unbounded), (false, 1), &mut all);
+    assert_eq!(all.len(), 4);
+    assert_eq!(keys_of(&journal.sorted()).len(), 4);
+}
+
+#[test]
+fn of_equal_keys_the_last_put_is_kept() {
+    let mut target = Entries::new(Ix::Target);
+    let key = keys::target_key("post-1", NaiveDate::from_ymd_opt(2026, 12, 4).unwrap(), 7).unwrap();
+    target.insert(key[..].into(), Slice::from(&b"old"[..]));
+    target.insert(key[..].into(), Slice::from(&b"new"[..]));
+    let sorted = target.sorted();
+    assert_eq!(sorted.len(), 1);
+    assert_eq!(sorted[0].1.to_vec(), b"new");
+}
+
+fn positions(records: &[JournalRecord]) -> Vec<u64> {
+    records.iter().map(JournalRecord::pos).collect()
+}
+
+/// Given ten users' first events ingested into the LSM and their second
+/// events held in memory, every reader sees all twenty, once, in order.
+async fn split_store() -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_without_checkpoints(dir.path()).unwrap();
+    store.write(batch(0..10, 0, 1).into()).await.unwrap();
+    store.inner.checkpoint_indexes().unwrap();
+    store.write(batch(0..10, 1, 1).into()).await.unwrap();
+    assert!(store.inner.pos.get(15u64.to_be_bytes()).unwrap().is_none());
+    assert!(store
+        .inner
+        .pending
+        .get(Ix::Pos, &15u64.to_be_bytes())
+        .is_some());
+    (dir, store)
+}
+
+async fn assert_reads_see_all_twenty(store: &EmbeddedStore) {
+    let all = store.scan(0, usize::MAX).await.unwrap();
+    assert_eq!(positions(&all), (1..=20).collect::<Vec<_>>());
+    assert_eq!(positions(&store.scan(8, 4).await.unwrap()), [9, 10, 11, 12]);
+    let recent: Vec<u64> = store
+        .recent(None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.pos)
+        .collect();
+    assert_eq!(recent, (1..=20).rev().collect::<Vec<_>>());
+    let before: Vec<u64> = store
+        .recent(Some(12), 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.pos)
+        .collect();
+    assert_eq!(before, [11, 10, 9]);
+    let seqs: Vec<u64> = store
+        .user_events("user-3", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!(store.interaction("user-3-1").await.unwrap().unwrap().pos, 4);
+    assert_eq!(
+        store.interaction("user-3-2").await.unwrap().unwrap().pos,
+        14
+    );
+    let owners = store
+        .interaction_owners(&["user-9-2".into(), "user-9-1".into(), "user-9-3".into()])
+        .await
+        .unwrap();
+    assert_eq!(owners, [Some("user-9".into()), Some("user-9".into()), None]);
+    let day = NaiveDate::from_ymd_opt(2026, 11, 29).unwrap();
+    // Targets: post-(seq % 7), so post-1 holds every first event, post-2 every second.
+    let firsts = store.by_target("post-1", day, day, 100).await.unwrap();
+    let seconds = store.by_target("post-2", day, day, 100).await.unwrap();
+    assert_eq!(
+        firsts.iter().map(|e| e.pos).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seconds.iter().map(|e| e.pos).collect::<Vec<_>>(),
+        (11..=20).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn readers_see_entries_in_memory_and_in_the_lsm_together() {
+    let (_dir, store) = split_store().await;
+    assert_reads_see_all_twenty(&store).await;
+}
+
+/// An entry ingested while a reader had already read the memory layer
+/// is met twice by that reader: it is kept once.
+#[tokio::test]
+async fn an_entry_in_both_layers_is_read_once() {
+    let (_dir, store) = split_store().await;
+    let s = &store.inner;
+    for ix in Ix::ALL {
+        for (k, v) in s
+            .pending
+            .range(ix, (Unbounded, Unbounded), (false, usize::MAX))
+        {
+            s.index_keyspace(ix).insert(k, v).unwrap();
+        }
+    }
+    assert_reads_see_all_twenty(&store).await;
+}
+
+/// A checkpoint moves the entries into the LSM: nothing stays in
+/// memory and the reads, and a reopen, see the same.
+#[tokio::test]
+async fn a_checkpoint_ingests_what_memory_holds_and_a_reopen_reads_it() {
+    let (dir, store) = split_store().await;
+    store.inner.checkpoint_indexes().unwrap();
+    assert!(store
+        .inner
+        .pending
+        .get(Ix::Pos, &15u64.to_be_bytes())
+        .is_none());
+    assert!(store
+        .inner
+        .pending
+        .range(Ix::Ids, (Unbounded, Unbounded), (false, 9))
+        .is_empty());
+    let journal_key = keys::journal_key("user-3", 2).unwrap();
+    assert!(store.inner.journal.get(journal_key).unwrap().is_some());
+    assert_reads_see_all_twenty(&store).await;
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_reads_see_all_twenty(&store).await;
+}
+
+/// The latest events read through rejections held in memory: a
+/// reader that skips entries reads all of memory's, not `limit`.
+#[tokio::test]
+async fn the_latest_events_are_found_behind_rejections_held_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_without_checkpoints(dir.path()).unwrap();
+    store.write(batch(0..5, 0, 1).into()).await.unwrap();
+    store.inner.checkpoint_indexes().unwrap();
+    let mut mixed = batch(0..2, 1, 1);
+    mixed.rejections = (0..4).map(|i| rejection(&format!("cmd-{i}"))).collect();
+    store.write(mixed.into()).await.unwrap();
+    let latest: Vec<u64> = store
+        .recent(None, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.pos)
+        .collect();
+    assert_eq!(latest, [7, 6, 5]);
+    let records = store.scan(5, 3).await.unwrap();
+    assert_eq!(positions(&records), [6, 7, 8]);
+}
+
+/// Entries in memory when the process dies are derived again at open.
+#[tokio::test]
+async fn entries_lost_from_memory_are_derived_again_at_open() {
+    let (dir, store) = split_store().await;
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_reads_see_all_twenty(&store).await;
+    let next = store.write(batch(3..4, 2, 1).into()).await.unwrap();
+    assert_eq!(
+        next.groups,
+        [crate::store::GroupOutcome::Appended { first_pos: 21 }]
+    );
+    let again = store.write(batch(3..4, 1, 1).into()).await.unwrap();
+    assert!(!matches!(
+        again.groups[0],
+        crate::store::GroupOutcome::Appended { .. }
+    ));
+}
