@@ -116,15 +116,11 @@ impl Inner {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let head = self.committed();
-        let (end, excluded) = match before_pos {
-            Some(p) if p <= head => (p.to_be_bytes(), true),
-            _ => (head.to_be_bytes(), false),
+        let end = match before_pos {
+            Some(p) if p <= head => Excluded(p.to_be_bytes()),
+            _ => Included(head.to_be_bytes()),
         };
-        let end = if excluded {
-            Excluded(&end[..])
-        } else {
-            Included(&end[..])
-        };
+        let end = end.as_ref().map(|k| &k[..]);
         let mut out = Vec::with_capacity(limit.min(1024));
         // Rejections are skipped: `limit` entries may not be enough.
         for entry in self.index_range(Ix::Pos, (Unbounded, end), true, usize::MAX) {

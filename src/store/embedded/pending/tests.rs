@@ -5,7 +5,7 @@ use super::super::tests::{batch, rejection};
 use super::super::{keys, EmbeddedStore};
 use super::entries::{sort_dedup, Entries};
 use super::Ix;
-use crate::store::{EventStore, JournalRecord};
+use crate::store::{EventStore, JournalRecord, StoredEvent};
 use chrono::NaiveDate;
 use fjall::Slice;
 use std::ops::Bound::{Excluded, Included, Unbounded};
@@ -82,6 +82,10 @@ fn of_equal_keys_the_last_put_is_kept() {
     assert_eq!(sorted[0].1.to_vec(), b"new");
 }
 
+fn event_positions(events: &[StoredEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.pos).collect()
+}
+
 fn positions(records: &[JournalRecord]) -> Vec<u64> {
     records.iter().map(JournalRecord::pos).collect()
 }
@@ -107,21 +111,9 @@ async fn assert_reads_see_all_twenty(store: &EmbeddedStore) {
     let all = store.scan(0, usize::MAX).await.unwrap();
     assert_eq!(positions(&all), (1..=20).collect::<Vec<_>>());
     assert_eq!(positions(&store.scan(8, 4).await.unwrap()), [9, 10, 11, 12]);
-    let recent: Vec<u64> = store
-        .recent(None, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.pos)
-        .collect();
+    let recent = event_positions(&store.recent(None, 100).await.unwrap());
     assert_eq!(recent, (1..=20).rev().collect::<Vec<_>>());
-    let before: Vec<u64> = store
-        .recent(Some(12), 3)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.pos)
-        .collect();
+    let before = event_positions(&store.recent(Some(12), 3).await.unwrap());
     assert_eq!(before, [11, 10, 9]);
     let seqs: Vec<u64> = store
         .user_events("user-3", 0, 10)
@@ -145,14 +137,8 @@ async fn assert_reads_see_all_twenty(store: &EmbeddedStore) {
     // Targets: post-(seq % 7), so post-1 holds every first event, post-2 every second.
     let firsts = store.by_target("post-1", day, day, 100).await.unwrap();
     let seconds = store.by_target("post-2", day, day, 100).await.unwrap();
-    assert_eq!(
-        firsts.iter().map(|e| e.pos).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        seconds.iter().map(|e| e.pos).collect::<Vec<_>>(),
-        (11..=20).collect::<Vec<_>>()
-    );
+    assert_eq!(event_positions(&firsts), (1..=10).collect::<Vec<_>>());
+    assert_eq!(event_positions(&seconds), (11..=20).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -213,13 +199,7 @@ async fn the_latest_events_are_found_behind_rejections_held_in_memory() {
     let mut mixed = batch(0..2, 1, 1);
     mixed.rejections = (0..4).map(|i| rejection(&format!("cmd-{i}"))).collect();
     store.write(mixed.into()).await.unwrap();
-    let latest: Vec<u64> = store
-        .recent(None, 3)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.pos)
-        .collect();
+    let latest = event_positions(&store.recent(None, 3).await.unwrap());
     assert_eq!(latest, [7, 6, 5]);
     let records = store.scan(5, 3).await.unwrap();
     assert_eq!(positions(&records), [6, 7, 8]);
