@@ -54,7 +54,7 @@ pub struct ServiceConfig {
     pub http_threads: usize,
     /// What the embedded command log may do at open with data it cannot
     /// trust (default: refuse to start and say what is at risk).
-    pub log_recovery: LogRecovery,
+    pub log_settings: LogSettings,
 }
 
 impl ServiceConfig {
@@ -75,20 +75,34 @@ impl ServiceConfig {
             api_token: None,
             internal_listen: None,
             http_threads: 1,
-            log_recovery: LogRecovery::default(),
+            log_settings: LogSettings::default(),
         }
     }
 }
 
-/// The operator's answers to the embedded command log's refusals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogRecovery {
+/// The embedded command log's settings: how often it may sync, and the
+/// operator's answers to its refusals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Least time between two syncs of a partition (see
+    /// `EmbeddedLogOptions::sync_interval`).
+    pub sync_interval: Duration,
     /// Keep the sound records after damaged ones and skip the damaged ones
     /// (each counted as a rejected command).
     pub skip_damaged: bool,
     /// Deliver again every record the log retains (after the store lost
     /// acknowledged data; what it still holds is found as duplicates).
     pub replay_retained: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            sync_interval: crate::log::embedded::DEFAULT_SYNC_INTERVAL,
+            skip_damaged: false,
+            replay_retained: false,
+        }
+    }
 }
 
 /// Opens the embedded store under the data dir.
@@ -149,7 +163,7 @@ pub async fn open_configured_store(
 pub async fn open_log(
     data_dir: &std::path::Path,
     partitions: Option<u32>,
-    recovery: LogRecovery,
+    settings: LogSettings,
 ) -> anyhow::Result<Arc<dyn CommandLog>> {
     let dir = data_dir.join("log");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -160,8 +174,9 @@ pub async fn open_log(
             .unwrap_or(DEFAULT_PARTITIONS),
     };
     let options = EmbeddedLogOptions {
-        skip_damaged: recovery.skip_damaged,
-        replay_retained: recovery.replay_retained,
+        sync_interval: settings.sync_interval,
+        skip_damaged: settings.skip_damaged,
+        replay_retained: settings.replay_retained,
         ..EmbeddedLogOptions::default()
     };
     let log = EmbeddedLog::open_with(&dir, partitions, options)
@@ -177,7 +192,7 @@ pub async fn open_transport(
 ) -> anyhow::Result<(Arc<dyn CommandLog>, Option<Arc<PulsarSink>>)> {
     match &config.pulsar {
         None => Ok((
-            open_log(&config.data_dir, config.partitions, config.log_recovery).await?,
+            open_log(&config.data_dir, config.partitions, config.log_settings).await?,
             None,
         )),
         Some(options) => {

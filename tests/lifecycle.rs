@@ -199,26 +199,26 @@ fn refuses_bad_pulsar_options_and_bad_flags_clearly() {
 /// its own count when none is configured, and a different count is refused.
 #[tokio::test]
 async fn an_existing_log_keeps_its_partitions_and_a_new_one_gets_the_default() {
-    use alpes_tracking::app::{open_log, LogRecovery, DEFAULT_PARTITIONS};
+    use alpes_tracking::app::{open_log, LogSettings, DEFAULT_PARTITIONS};
     let tmp = tempfile::tempdir().unwrap();
     let fresh = tmp.path().join("fresh");
-    let log = open_log(&fresh, None, LogRecovery::default())
+    let log = open_log(&fresh, None, LogSettings::default())
         .await
         .unwrap();
     assert_eq!(log.partitions(), DEFAULT_PARTITIONS);
 
     let older = tmp.path().join("older");
     drop(
-        open_log(&older, Some(4), LogRecovery::default())
+        open_log(&older, Some(4), LogSettings::default())
             .await
             .unwrap(),
     );
-    let log = open_log(&older, None, LogRecovery::default())
+    let log = open_log(&older, None, LogSettings::default())
         .await
         .unwrap();
     assert_eq!(log.partitions(), 4);
     drop(log);
-    let refused = open_log(&older, Some(2), LogRecovery::default()).await;
+    let refused = open_log(&older, Some(2), LogSettings::default()).await;
     let err = format!("{:#}", refused.err().expect("refused"));
     assert!(err.contains("4 partitions but 2 are configured"), "{err}");
 }

@@ -164,6 +164,8 @@ pub(super) fn open_partition(
         next_offset: end,
         segment_bytes: opts.segment_bytes,
         max_batch_bytes: opts.max_batch_bytes,
+        sync_interval: opts.sync_interval,
+        last_group: None,
         buf: Vec::new(),
         failed: None,
     })

@@ -351,6 +351,66 @@ async fn concurrent_appends_get_unique_dense_offsets() {
     within(log.close()).await.unwrap();
 }
 
+/// The write groups found in partition 0's first segment, as the offsets
+/// of their records, in order.
+fn groups_on_disk(root: &std::path::Path) -> Vec<Vec<u64>> {
+    let mut reader = super::segment::SegReader::open(&root.join("partition-0"), 0, 0).unwrap();
+    let mut groups: Vec<(u64, Vec<u64>)> = Vec::new();
+    while let Some(body) = reader.next_frame(u64::MAX).unwrap() {
+        let record = super::segment::decode_body(&reader.buf[body]).unwrap();
+        let group = record.group.expect("every frame records its group");
+        match groups.last_mut() {
+            Some((g, offsets)) if *g == group => offsets.push(record.offset),
+            _ => groups.push((group, vec![record.offset])),
+        }
+    }
+    groups.into_iter().map(|(_, offsets)| offsets).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_within_the_sync_interval_are_synced_as_one_group() {
+    // Given a one-partition log that syncs at most every 300 ms, which has
+    // just written one record
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedLogOptions {
+        sync_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let log = EmbeddedLog::open_with(dir.path(), 1, options).await.unwrap();
+    within(log.append(vec![rec("u", "first")])).await.unwrap();
+    // When five appends arrive within the interval, one at a time
+    let appends: Vec<_> = (0..5)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(vec![rec("u", &format!("r{i}"))]).await })
+        })
+        .collect();
+    for a in appends {
+        within(a).await.unwrap().unwrap();
+    }
+    within(log.close()).await.unwrap();
+    // Then they were written and synced together, in a second group
+    assert_eq!(groups_on_disk(dir.path()), vec![vec![0], vec![1, 2, 3, 4, 5]]);
+}
+
+#[tokio::test]
+async fn without_a_sync_interval_each_lone_append_is_its_own_group() {
+    // Given a one-partition log without a sync interval
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedLogOptions {
+        sync_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let log = EmbeddedLog::open_with(dir.path(), 1, options).await.unwrap();
+    // When three appends are made one after the other
+    for i in 0..3 {
+        within(log.append(vec![rec("u", &format!("r{i}"))])).await.unwrap();
+    }
+    within(log.close()).await.unwrap();
+    // Then each was written and synced as it came
+    assert_eq!(groups_on_disk(dir.path()), vec![vec![0], vec![1], vec![2]]);
+}
+
 #[tokio::test]
 async fn refuses_another_partition_count_a_second_instance_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
