@@ -241,7 +241,10 @@ mod tests {
         // Given a writer that has written nothing, with a 2 ms interval
         let now = Instant::now();
         // When a request arrives, then it does not wait
-        assert_eq!(pause_before_group(None, now, Duration::from_millis(2)), None);
+        assert_eq!(
+            pause_before_group(None, now, Duration::from_millis(2)),
+            None
+        );
     }
 
     #[test]
@@ -261,10 +264,16 @@ mod tests {
         let start = Instant::now();
         // Given a group started 3 ms ago, with a 2 ms interval: no wait
         let later = start + Duration::from_millis(3);
-        assert_eq!(pause_before_group(Some(start), later, Duration::from_millis(2)), None);
+        assert_eq!(
+            pause_before_group(Some(start), later, Duration::from_millis(2)),
+            None
+        );
         // Given exactly at the interval's end: no wait
         let at_end = start + Duration::from_millis(2);
-        assert_eq!(pause_before_group(Some(start), at_end, Duration::from_millis(2)), None);
+        assert_eq!(
+            pause_before_group(Some(start), at_end, Duration::from_millis(2)),
+            None
+        );
         // Given no interval: never a wait
         assert_eq!(pause_before_group(Some(start), start, Duration::ZERO), None);
     }

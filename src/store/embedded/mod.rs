@@ -100,6 +100,7 @@ mod mirror;
 mod pending;
 mod project;
 mod read;
+mod recent;
 mod seqs;
 mod write;
 
@@ -148,6 +149,9 @@ struct Inner {
     /// Recent rows of `daily` and `status`, for reads (see [`mirror`]).
     daily_mirror: mirror::Mirror<crate::store::projections::DailyKey>,
     status_mirror: mirror::Mirror<NaiveDate>,
+    /// Projection rows written recently, read back by the applies (see
+    /// [`project`]).
+    warm: project::Warm,
     /// Serializes writes: the conflict checks, the journal's append and
     /// the indexes' commit are one step.
     writer: std::sync::Mutex<()>,
@@ -440,6 +444,7 @@ impl EmbeddedStore {
         let inner = Inner {
             daily_mirror,
             status_mirror,
+            warm: project::Warm::default(),
             journal,
             last_seq,
             ids,

@@ -1,7 +1,15 @@
 //! Projections: folding records with the shared math (`crate::store::projections`)
 //! and reading the projection tables.
+//!
+//! An apply reads back rows it wrote before: a user's stats row, to add
+//! the new events to it, and a daily bucket's member key, to know whether
+//! the user is new to the bucket (a unique user). Those reads were LSM
+//! point lookups (a memtable skip-list search, then the tables), most of
+//! an apply's cost. [`Warm`] keeps the rows written most recently in
+//! memory, so a user seen again is a hash lookup.
 
 use super::mirror::Counters;
+use super::recent::Recent;
 use super::{db_err, keys, Inner};
 use crate::store::projections::{daily_key, status_day, DailyKey};
 use crate::store::{
@@ -10,7 +18,54 @@ use crate::store::{
 use chrono::NaiveDate;
 use fjall::{Keyspace, PersistMode};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 use tokio::sync::OwnedMutexGuard;
+
+/// Users whose stats rows are kept in memory, per generation (two at most:
+/// 65,536 to 131,072 users, about 15 MiB at most, an estimate).
+const WARM_USERS: usize = 65_536;
+/// Daily members (bucket + user) kept in memory, per generation (about
+/// 18 MiB at most for two, an estimate).
+const WARM_MEMBERS: usize = 131_072;
+
+/// Projection rows written recently, as the keyspaces hold them.
+///
+/// Only [`Inner::apply`] writes the `users` rows and the daily members,
+/// one apply per projection at a time (it holds the projection's
+/// checkpoint lock), and it puts what it wrote here only after its batch
+/// committed; [`Inner::reset`] clears them with the keyspace. So an entry
+/// is never older than the keyspace, and an apply may trust it. A member
+/// is only ever added, so a member found here is in the keyspace (and is
+/// not put again: it ages out with its generation, then one lookup in the
+/// keyspace brings it back).
+pub(super) struct Warm {
+    /// User id to its encoded stats row.
+    users: Mutex<Recent<Box<str>, Box<[u8]>>>,
+    /// Member keys (bucket + user) known to be in the keyspace.
+    members: Mutex<Recent<Box<[u8]>, ()>>,
+}
+
+impl Default for Warm {
+    fn default() -> Self {
+        Self {
+            users: Mutex::new(Recent::new(WARM_USERS)),
+            members: Mutex::new(Recent::new(WARM_MEMBERS)),
+        }
+    }
+}
+
+impl Warm {
+    /// A panic while a map was held cannot have left a wrong entry (each
+    /// update is one insert of a committed value), so a poisoned lock is
+    /// taken over.
+    fn users(&self) -> MutexGuard<'_, Recent<Box<str>, Box<[u8]>>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn members(&self) -> MutexGuard<'_, Recent<Box<[u8]>, ()>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// What one `apply` call adds to a projection, aggregated in memory so
 /// each row is read and written once per call.
@@ -131,9 +186,13 @@ impl Inner {
         // The rows' new values, for the mirrors once committed.
         let mut daily_rows = Vec::new();
         let mut status_rows = Vec::new();
+        // What this batch leaves in the keyspace, for `warm` once committed.
+        let mut members_written: Vec<Vec<u8>> = Vec::new();
+        let mut users_written: Vec<(String, Vec<u8>)> = Vec::new();
         let ks = match delta.body {
             Body::Daily(buckets) => {
                 let ks = &self.daily;
+                let known = self.warm.members();
                 for ((day, ty, campaign), (count, users)) in buckets {
                     let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
                     let (mut n, mut unique) = counters(ks, &row, "daily stats row")?;
@@ -143,10 +202,14 @@ impl Inner {
                     for user in users {
                         member.truncate(base);
                         member.extend_from_slice(user.as_bytes());
+                        if known.get(member.as_slice()).is_some() {
+                            continue;
+                        }
                         if !ks.contains_key(&member).map_err(db_err)? {
                             unique += 1;
                             fb.insert(ks, member.as_slice(), &[][..]);
                         }
+                        members_written.push(member.clone());
                     }
                     fb.insert(ks, row, keys::pair(n, unique));
                     daily_rows.push(((day, ty, campaign), (n, unique)));
@@ -165,23 +228,44 @@ impl Inner {
             }
             Body::Users(users) => {
                 let ks = &self.users;
+                let known = self.warm.users();
                 for (user, more) in users {
                     let key = user_key(&user);
-                    let stats = match ks.get(&key).map_err(db_err)? {
-                        Some(v) => {
-                            let mut s = keys::decode_user_stats(&user, &v)?;
+                    let stored = match known.get(user.as_str()) {
+                        Some(v) => Some(keys::decode_user_stats(&user, v)?),
+                        None => match ks.get(&key).map_err(db_err)? {
+                            Some(v) => Some(keys::decode_user_stats(&user, &v)?),
+                            None => None,
+                        },
+                    };
+                    let stats = match stored {
+                        Some(mut s) => {
                             merge(&mut s, &more);
                             s
                         }
                         None => more,
                     };
-                    fb.insert(ks, key, keys::encode_user_stats(&stats));
+                    let row = keys::encode_user_stats(&stats);
+                    fb.insert(ks, key, row.as_slice());
+                    users_written.push((user, row));
                 }
                 ks
             }
         };
         fb.insert(ks, keys::CHECKPOINT, delta.to.to_be_bytes());
         fb.commit().map_err(|e| self.commit_failed(e))?;
+        if !members_written.is_empty() {
+            let mut known = self.warm.members();
+            for m in members_written {
+                known.put(m.as_slice(), ());
+            }
+        }
+        if !users_written.is_empty() {
+            let mut known = self.warm.users();
+            for (user, row) in users_written {
+                known.put(user.as_str(), row.into_boxed_slice());
+            }
+        }
         let today = chrono::Utc::now().date_naive();
         if !daily_rows.is_empty() {
             self.daily_mirror.update(today, daily_rows);
@@ -201,9 +285,12 @@ impl Inner {
         // Rows and checkpoint live in the same keyspace: one clear empties both.
         self.projection(projection).clear().map_err(db_err)?;
         match projection {
-            ProjectionKind::DailyStats => self.daily_mirror.clear(),
+            ProjectionKind::DailyStats => {
+                self.daily_mirror.clear();
+                self.warm.members().clear();
+            }
             ProjectionKind::Status => self.status_mirror.clear(),
-            ProjectionKind::UserStats => {}
+            ProjectionKind::UserStats => self.warm.users().clear(),
         }
         self.db.persist(PersistMode::SyncAll).map_err(db_err)?;
         *checkpoint = 0;

@@ -17,55 +17,11 @@
 //! is no worse than reading the keyspace a moment earlier: its append is
 //! refused (`SeqMismatch`) and it reloads.
 //!
-//! Bounded by two generations of `capacity` users: when the current one
-//! is full it becomes the previous one and the oldest is dropped, so the
-//! users written most recently stay and memory is at most
-//! 2 × `capacity` entries (about 70 bytes each, an estimate).
+//! Bounded by two generations (see [`super::recent`]): the users written
+//! most recently stay, about 70 bytes each (an estimate).
 
-use std::collections::HashMap;
-
-pub struct SeqCache {
-    capacity: usize,
-    current: HashMap<Box<str>, u64>,
-    previous: HashMap<Box<str>, u64>,
-}
-
-impl SeqCache {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            current: HashMap::new(),
-            previous: HashMap::new(),
-        }
-    }
-
-    pub fn get(&self, user: &str) -> Option<u64> {
-        self.current
-            .get(user)
-            .or_else(|| self.previous.get(user))
-            .copied()
-    }
-
-    /// Records the user's last sequence number as the keyspace now holds it.
-    pub fn put(&mut self, user: &str, seq: u64) {
-        if let Some(s) = self.current.get_mut(user) {
-            *s = seq;
-            return;
-        }
-        if self.current.len() >= self.capacity {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        // A stale copy in the previous generation would be found second,
-        // but drop it anyway so a user is held once.
-        self.previous.remove(user);
-        self.current.insert(user.into(), seq);
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
-    }
-}
+/// Users' last sequence numbers, by user id.
+pub type SeqCache = super::recent::Recent<Box<str>, u64>;
 
 #[cfg(test)]
 mod tests {
@@ -77,24 +33,24 @@ mod tests {
         c.put("a", 1);
         c.put("b", 1);
         c.put("c", 1); // rotates: a and b are now the previous generation
-        assert_eq!(c.get("a"), Some(1));
+        assert_eq!(c.get("a"), Some(&1));
         c.put("a", 2); // moves to the current generation
-        assert_eq!(c.get("a"), Some(2));
+        assert_eq!(c.get("a"), Some(&2));
         assert_eq!(c.len(), 3, "a is held once");
         c.put("a", 3);
-        assert_eq!(c.get("a"), Some(3));
+        assert_eq!(c.get("a"), Some(&3));
     }
 
     #[test]
     fn memory_stays_within_two_generations() {
         let mut c = SeqCache::new(100);
         for i in 0..10_000u64 {
-            c.put(&format!("u{i}"), i);
+            c.put(format!("u{i}").as_str(), i);
             assert!(c.len() <= 200);
         }
         // The most recent users stay; the oldest are gone.
-        assert_eq!(c.get("u9999"), Some(9999));
-        assert_eq!(c.get("u9850"), Some(9850));
+        assert_eq!(c.get("u9999"), Some(&9999));
+        assert_eq!(c.get("u9850"), Some(&9850));
         assert_eq!(c.get("u0"), None);
     }
 }

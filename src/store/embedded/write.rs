@@ -57,7 +57,7 @@ impl Inner {
     }
 
     fn last_seq_of(&self, user: &str, fill: bool) -> Result<u64, StoreError> {
-        if let Some(seq) = self.seq_cache().get(user) {
+        if let Some(&seq) = self.seq_cache().get(user) {
             return Ok(seq);
         }
         let seq = match self.last_seq.get(user).map_err(db_err)? {

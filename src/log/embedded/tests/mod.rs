@@ -376,7 +376,9 @@ async fn appends_within_the_sync_interval_are_synced_as_one_group() {
         sync_interval: Duration::from_millis(300),
         ..Default::default()
     };
-    let log = EmbeddedLog::open_with(dir.path(), 1, options).await.unwrap();
+    let log = EmbeddedLog::open_with(dir.path(), 1, options)
+        .await
+        .unwrap();
     within(log.append(vec![rec("u", "first")])).await.unwrap();
     // When five appends arrive within the interval, one at a time
     let appends: Vec<_> = (0..5)
@@ -390,7 +392,10 @@ async fn appends_within_the_sync_interval_are_synced_as_one_group() {
     }
     within(log.close()).await.unwrap();
     // Then they were written and synced together, in a second group
-    assert_eq!(groups_on_disk(dir.path()), vec![vec![0], vec![1, 2, 3, 4, 5]]);
+    assert_eq!(
+        groups_on_disk(dir.path()),
+        vec![vec![0], vec![1, 2, 3, 4, 5]]
+    );
 }
 
 #[tokio::test]
@@ -401,10 +406,14 @@ async fn without_a_sync_interval_each_lone_append_is_its_own_group() {
         sync_interval: Duration::ZERO,
         ..Default::default()
     };
-    let log = EmbeddedLog::open_with(dir.path(), 1, options).await.unwrap();
+    let log = EmbeddedLog::open_with(dir.path(), 1, options)
+        .await
+        .unwrap();
     // When three appends are made one after the other
     for i in 0..3 {
-        within(log.append(vec![rec("u", &format!("r{i}"))])).await.unwrap();
+        within(log.append(vec![rec("u", &format!("r{i}"))]))
+            .await
+            .unwrap();
     }
     within(log.close()).await.unwrap();
     // Then each was written and synced as it came

@@ -3,6 +3,7 @@
 
 use super::Ix;
 use fjall::Slice;
+use foldhash::fast::RandomState;
 use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
 
@@ -12,11 +13,11 @@ pub(super) enum Entries {
     /// answers points and ranges by binary search.
     Ordered(Vec<(Slice, Slice)>),
     /// `ids`: point lookups only.
-    Points(HashMap<Slice, Slice>),
+    Points(HashMap<Slice, Slice, RandomState>),
     /// `journal` and `target`: keys start with a length-prefixed string
     /// (the user, the target id) and every range read stays within one,
     /// so entries are grouped by it and sorted only when read or ingested.
-    Grouped(HashMap<Box<[u8]>, Vec<(Slice, Slice)>>),
+    Grouped(HashMap<Box<[u8]>, Vec<(Slice, Slice)>, RandomState>),
 }
 
 /// The length-prefixed string a `journal` or `target` key starts with.
@@ -43,8 +44,8 @@ impl Entries {
     pub(super) fn new(ix: Ix) -> Entries {
         match ix {
             Ix::Pos => Entries::Ordered(Vec::new()),
-            Ix::Ids => Entries::Points(HashMap::new()),
-            Ix::Journal | Ix::Target => Entries::Grouped(HashMap::new()),
+            Ix::Ids => Entries::Points(HashMap::default()),
+            Ix::Journal | Ix::Target => Entries::Grouped(HashMap::default()),
         }
     }
 
