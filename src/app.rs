@@ -52,8 +52,9 @@ pub struct ServiceConfig {
     pub internal_listen: Option<SocketAddr>,
     /// Worker threads of the HTTP runtime (apart from the pipeline's).
     pub http_threads: usize,
-    /// What the embedded command log may do at open with data it cannot
-    /// trust (default: refuse to start and say what is at risk).
+    /// How often the embedded command log may sync, and what it may do at
+    /// open with data it cannot trust (default: refuse to start and say
+    /// what is at risk).
     pub log_settings: LogSettings,
 }
 

@@ -22,9 +22,10 @@
 //! publishes the durable mark (offset, active segment, its durable length)
 //! on a `watch` channel. A group starts no sooner than `sync_interval`
 //! after the previous one (see `writer`): a partition syncs at most once
-//! per interval, and a request waits at most that long for its group. A segment is sealed (fsynced) and a new one
-//! started before a group that would push it past `segment_bytes`, so a
-//! segment always holds whole groups.
+//! per interval, and a request waits at most that long for its group. A
+//! segment is sealed (fsynced) and a new one started before a group that
+//! would push it past `segment_bytes`, so a segment always holds whole
+//! groups.
 //!
 //! # Reading and acking
 //! A [`PartitionSource`] waits on the watch channel and reads only below
