@@ -236,45 +236,40 @@ pub(super) fn pause_before_group(
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
+    /// The pause of a request arriving `since` after the previous group
+    /// started (`None`: no previous group), with `interval`.
+    fn pause(since: Option<Duration>, interval: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let last = since.map(|_| start);
+        pause_before_group(last, start + since.unwrap_or_default(), interval)
+    }
+
     #[test]
     fn the_first_group_is_written_at_once() {
-        // Given a writer that has written nothing, with a 2 ms interval
-        let now = Instant::now();
-        // When a request arrives, then it does not wait
-        assert_eq!(
-            pause_before_group(None, now, Duration::from_millis(2)),
-            None
-        );
+        // Given a writer that has written nothing, with a 2 ms interval,
+        // when a request arrives, then it does not wait
+        assert_eq!(pause(None, 2 * MS), None);
     }
 
     #[test]
     fn a_request_within_the_interval_waits_for_its_end() {
-        // Given a group started 0.5 ms ago, with a 2 ms interval
-        let start = Instant::now();
-        let now = start + Duration::from_micros(500);
-        // When a request arrives, then it waits the 1.5 ms left
+        // Given a group started 0.5 ms ago, with a 2 ms interval, when a
+        // request arrives, then it waits the 1.5 ms left
         assert_eq!(
-            pause_before_group(Some(start), now, Duration::from_millis(2)),
+            pause(Some(Duration::from_micros(500)), 2 * MS),
             Some(Duration::from_micros(1500))
         );
     }
 
     #[test]
     fn a_request_after_the_interval_or_without_one_is_written_at_once() {
-        let start = Instant::now();
         // Given a group started 3 ms ago, with a 2 ms interval: no wait
-        let later = start + Duration::from_millis(3);
-        assert_eq!(
-            pause_before_group(Some(start), later, Duration::from_millis(2)),
-            None
-        );
+        assert_eq!(pause(Some(3 * MS), 2 * MS), None);
         // Given exactly at the interval's end: no wait
-        let at_end = start + Duration::from_millis(2);
-        assert_eq!(
-            pause_before_group(Some(start), at_end, Duration::from_millis(2)),
-            None
-        );
+        assert_eq!(pause(Some(2 * MS), 2 * MS), None);
         // Given no interval: never a wait
-        assert_eq!(pause_before_group(Some(start), start, Duration::ZERO), None);
+        assert_eq!(pause(Some(Duration::ZERO), Duration::ZERO), None);
     }
 }
