@@ -146,8 +146,8 @@ pub struct RunArgs {
     #[arg(long, env = "TRACKING_API_TOKEN_FILE", conflicts_with = "api_token")]
     pub api_token_file: Option<PathBuf>,
     /// Partitions of the embedded command log, fixed once the log exists:
-    /// unset, an existing log keeps its count and a new one gets 2 (one
-    /// per core); a count other than an existing log's is refused.
+    /// unset, an existing log keeps its count and a new one gets 1; a
+    /// count other than an existing log's is refused.
     #[arg(long, env = "TRACKING_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub partitions: Option<u32>,
     /// Least time between two syncs (`fdatasync`) of an embedded command

@@ -158,7 +158,7 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Partitions of the in-process service's log (default: the service's,
-    /// 2 for a new log).
+    /// 1 for a new log).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub partitions: Option<u32>,
     /// Live aggregates of the in-process service.
