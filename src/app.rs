@@ -493,6 +493,7 @@ async fn serve(
             api_token: config.api_token.as_deref().map(Arc::from),
             internal_listener: internal.is_some(),
         },
+        requests: internal_events::HttpRequests::register(http::Operation::PostInteraction.name()),
     };
     let mut listeners = vec![(listener, http::Listener::Public)];
     if let Some(l) = internal {

@@ -13,7 +13,6 @@ use chrono::Utc;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde_json::json as j;
 use std::collections::HashMap;
 
 /// Accepts a command in any JSON format, validates it, and appends it to the
@@ -34,10 +33,10 @@ pub async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Respo
     let content_type = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("invalid").to_ascii_lowercase());
-    if let Some(ct) = &content_type {
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    if let Some(ct) = content_type {
         let mime = ct.split(';').next().unwrap_or("").trim();
-        if mime != "application/json" && !mime.ends_with("+json") {
+        if !is_json_media_type(mime) {
             return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -126,11 +125,8 @@ pub async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Respo
     };
     match state.log.append(vec![record]).await {
         Ok(_) => {
-            crate::internal_events::appended(1);
-            json(
-                StatusCode::ACCEPTED,
-                &j!({"interaction_id": cmd.interaction_id}),
-            )
+            state.requests.appended();
+            accepted(&cmd.interaction_id)
         }
         Err(e) => {
             tracing::warn!(error = %e, "append to the command log failed");
@@ -202,10 +198,54 @@ async fn reused_id(
     }
 }
 
+/// `application/json` or any `+json` type, in any letter case.
+fn is_json_media_type(mime: &str) -> bool {
+    let suffix = mime.len().checked_sub(5).and_then(|at| mime.get(at..));
+    mime.eq_ignore_ascii_case("application/json")
+        || suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+}
+
+/// The 202's body, `{"interaction_id": ..}`, written without building a
+/// JSON value first.
+fn accepted(interaction_id: &str) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct Accepted<'a> {
+        interaction_id: &'a str,
+    }
+    json(StatusCode::ACCEPTED, &Accepted { interaction_id })
+}
+
 fn too_large() -> Response<Body> {
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         format!("the body is larger than {MAX_PAYLOAD_BYTES} bytes"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_media_type;
+
+    #[test]
+    fn json_and_any_json_suffix_are_accepted_in_any_case() {
+        for accepted in [
+            "application/json",
+            "Application/JSON",
+            "application/vnd.alpes+json",
+            "application/problem+JSON",
+        ] {
+            assert!(is_json_media_type(accepted), "{accepted}");
+        }
+        for refused in [
+            "text/plain",
+            "application/jsonx",
+            "json",
+            "",
+            "+jso",
+            "éjson",
+        ] {
+            assert!(!is_json_media_type(refused), "{refused}");
+        }
+    }
 }

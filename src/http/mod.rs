@@ -20,7 +20,7 @@ pub use routes::{resolve, Operation, Resolved, Route, ROUTES};
 pub use runtime::{HttpThreads, FRONT_SLICE};
 
 use crate::health::Health;
-use crate::internal_events::HttpRuntime;
+use crate::internal_events::{HttpRequests, HttpRuntime};
 use crate::log::CommandLog;
 use crate::store::EventStore;
 use admission::{Admission, Admitter, Ticket};
@@ -58,6 +58,8 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub metrics: PrometheusHandle,
     pub access: Access,
+    /// The accepted commands' series, registered once.
+    pub requests: HttpRequests,
 }
 
 /// Who may call what, on which listener.
@@ -204,8 +206,9 @@ async fn opening(stream: &TcpStream) -> Option<Opening> {
 /// are answered, everything else gets a 503.
 async fn probe_only(stream: TcpStream, role: Listener, state: AppState, _ticket: Ticket) {
     crate::internal_events::http_connection(HttpRuntime::Front);
+    let state = Arc::new(state);
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let state = state.clone();
+        let state = Arc::clone(&state);
         async move {
             if routes::is_probe(&req) {
                 return handle(state, role, req).await;
@@ -238,7 +241,9 @@ async fn connection(
     _ticket: Ticket,
 ) {
     crate::internal_events::http_connection(on);
-    let service = service_fn(move |req| handle(state.clone(), role, req));
+    // One reference count per request, not one per field of the state.
+    let state = Arc::new(state);
+    let service = service_fn(move |req| handle(Arc::clone(&state), role, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -250,13 +255,13 @@ async fn connection(
 }
 
 async fn handle(
-    state: AppState,
+    state: Arc<AppState>,
     role: Listener,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let (route, response) = routes::route(&state, role, req).await;
-    crate::internal_events::http_request(
+    state.requests.answered(
         route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
@@ -265,7 +270,7 @@ async fn handle(
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = status;

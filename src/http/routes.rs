@@ -141,13 +141,13 @@ pub fn allowed_methods(operations: &[Operation]) -> String {
 
 /// Resolves `method` and `path` (a trailing `/` is ignored) on [`ROUTES`].
 pub fn resolve<'p>(method: &str, path: &'p str) -> Resolved<'p> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let path = path.trim_end_matches('/');
     let mut resolved = Resolved {
         found: None,
         on_path: Vec::new(),
     };
     for route in ROUTES {
-        let Some(params) = match_template(route.path, &segments) else {
+        let Some(params) = match_template(route.path, path) else {
             continue;
         };
         resolved.on_path.push(route.operation);
@@ -158,15 +158,16 @@ pub fn resolve<'p>(method: &str, path: &'p str) -> Resolved<'p> {
     resolved
 }
 
-/// The path parameters if `segments` match `template`.
-fn match_template<'p>(template: &str, segments: &[&'p str]) -> Option<Vec<&'p str>> {
+/// The path parameters if the segments of `path` (without its trailing
+/// `/`) match `template`.
+fn match_template<'p>(template: &str, path: &'p str) -> Option<Vec<&'p str>> {
     let mut params = Vec::new();
     let mut wanted = template.split('/').skip(1);
-    for segment in segments {
+    for segment in path.split('/').skip(1) {
         let want = wanted.next()?;
         if want.starts_with('{') {
-            params.push(*segment);
-        } else if want != *segment {
+            params.push(segment);
+        } else if want != segment {
             return None;
         }
     }
@@ -186,9 +187,12 @@ pub async fn route(
     role: Listener,
     req: Request<Incoming>,
 ) -> (&'static str, Response<Body>) {
-    let path = req.uri().path().to_string();
+    // The request is handed on below: keep its path (a cheap clone of
+    // the parsed URI, no copy) for the error messages.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let method = req.method().clone();
-    let Resolved { found, on_path } = resolve(method.as_str(), &path);
+    let Resolved { found, on_path } = resolve(method.as_str(), path);
     let internal = state.access.internal_listener;
     if role == Listener::Internal && on_path.is_empty() {
         let message = format!("no route for {path}");

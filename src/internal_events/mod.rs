@@ -5,11 +5,13 @@
 //! histograms, bounded labels). No user id, interaction id or payload is
 //! ever a label; ids appear only in debug logs.
 
+mod http;
 mod log_limit;
 mod pipeline;
 mod process;
 mod store;
 
+pub use http::HttpRequests;
 pub use pipeline::{Aggregates, EndToEnd, InFlight, Processing};
 pub use process::exposition as process_exposition;
 pub use store::{
@@ -406,10 +408,6 @@ pub fn aggregate_failed(partition: u32, error: &str) {
 
 pub fn projection_lag(projection: &'static str, records: u64) {
     gauge!(PROJECTION_LAG, "projection" => projection).set(records as f64);
-}
-
-pub fn appended(n: u64) {
-    counter!(APPENDED).increment(n);
 }
 
 /// The routes' 2xx and 5xx request series at 0, so that the error-ratio
