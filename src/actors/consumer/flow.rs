@@ -14,6 +14,11 @@ use crate::domain::{RejectReason, TrackInteraction};
 use crate::log::Delivery;
 use std::collections::{HashMap, VecDeque};
 
+/// A map keyed by delivery ids and user ids, consulted several times per
+/// delivery: foldhash (seeded per map) instead of SipHash, as in the
+/// embedded store's maps of user ids.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One delivery taken from the log and not yet acknowledged.
 pub struct InFlight {
     pub delivery: Delivery,
@@ -51,8 +56,8 @@ impl UserQueue {
 /// Deliveries in flight and the per-user queues.
 #[derive(Default)]
 pub struct Flow {
-    in_flight: HashMap<u64, InFlight>,
-    users: HashMap<String, UserQueue>,
+    in_flight: Map<u64, InFlight>,
+    users: Map<String, UserQueue>,
     /// Deliveries sent to the writer as rejections, not yet settled.
     settling: usize,
 }

@@ -17,6 +17,10 @@ use crate::health::Health;
 use crate::internal_events as ev;
 use ractor::{ActorId, ActorRef};
 use std::collections::{HashMap, VecDeque};
+
+/// Looked up for every batch sent and answered: foldhash (seeded per map)
+/// instead of SipHash, as in the consumer's flow.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +38,8 @@ pub struct Aggregates {
     metrics: ev::Aggregates,
     cap: usize,
     idle: Duration,
-    live: HashMap<String, Entry>,
-    by_id: HashMap<ActorId, String>,
+    live: Map<String, Entry>,
+    by_id: Map<ActorId, String>,
     lru: VecDeque<(String, u64)>,
     generation: u64,
 }
@@ -47,8 +51,8 @@ impl Aggregates {
             metrics: ev::Aggregates::register(),
             cap: cap.max(1),
             idle,
-            live: HashMap::new(),
-            by_id: HashMap::new(),
+            live: Map::default(),
+            by_id: Map::default(),
             lru: VecDeque::new(),
             generation: 0,
         }

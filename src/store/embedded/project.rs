@@ -18,6 +18,11 @@ use crate::store::{
 use chrono::NaiveDate;
 use fjall::{Keyspace, PersistMode};
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A call's deltas by bucket and by user, and the users of a bucket,
+/// touched for every record: foldhash (seeded per map) instead of SipHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::OwnedMutexGuard;
 
@@ -77,11 +82,11 @@ pub(super) struct Delta {
 
 enum Body {
     /// Per bucket: events, and the users seen in this call.
-    Daily(HashMap<DailyKey, (u64, HashSet<String>)>),
+    Daily(Map<DailyKey, (u64, Set<String>)>),
     /// Per day: accepted, rejected.
     Status(BTreeMap<NaiveDate, (u64, u64)>),
     /// Per user: the stats of this call's events alone.
-    Users(HashMap<String, UserStats>),
+    Users(Map<String, UserStats>),
 }
 
 impl Delta {
@@ -92,9 +97,9 @@ impl Delta {
         records: &[JournalRecord],
     ) -> Result<Option<Delta>, StoreError> {
         let mut body = match projection {
-            ProjectionKind::DailyStats => Body::Daily(HashMap::new()),
+            ProjectionKind::DailyStats => Body::Daily(Map::default()),
             ProjectionKind::Status => Body::Status(BTreeMap::new()),
-            ProjectionKind::UserStats => Body::Users(HashMap::new()),
+            ProjectionKind::UserStats => Body::Users(Map::default()),
         };
         let mut to = checkpoint;
         let mut prev = None;

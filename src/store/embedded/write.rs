@@ -9,6 +9,11 @@ use crate::store::{
 };
 use fjall::OwnedWriteBatch;
 use std::collections::{HashMap, HashSet};
+
+/// The batch's own maps of ids and users, consulted for every event:
+/// foldhash (seeded per map) instead of SipHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::atomic::Ordering;
 
 /// Rejects a batch whose groups are not what `AppendGroup` promises (event
@@ -75,7 +80,7 @@ impl Inner {
     fn id_conflict(
         &self,
         g: &AppendGroup,
-        taken: &HashMap<&str, &str>,
+        taken: &Map<&str, &str>,
     ) -> Result<Option<AppendConflict>, StoreError> {
         let conflict = |id: &str, owner: &str| {
             Ok(Some(AppendConflict::InteractionIdTaken {
@@ -83,7 +88,7 @@ impl Inner {
                 owner: owner.to_owned(),
             }))
         };
-        let mut own = HashSet::new();
+        let mut own = Set::default();
         for ev in &g.events {
             let id = ev.interaction_id.as_str();
             if let Some(owner) = taken.get(id) {
@@ -124,8 +129,8 @@ impl Inner {
             rejections: Vec::with_capacity(batch.rejections.len()),
         };
         // Users and ids appended earlier in this batch (not yet readable).
-        let mut seqs: HashMap<&str, u64> = HashMap::new();
-        let mut taken: HashMap<&str, &str> = HashMap::with_capacity(events);
+        let mut seqs: Map<&str, u64> = Map::default();
+        let mut taken: Map<&str, &str> = Map::with_capacity_and_hasher(events, Default::default());
 
         for g in &batch.groups {
             let actual = match seqs.get(g.user_id.as_str()) {
@@ -157,7 +162,7 @@ impl Inner {
             out.groups.push(GroupOutcome::Appended { first_pos });
         }
 
-        let mut commands: HashSet<&str> = HashSet::new();
+        let mut commands: Set<&str> = Set::default();
         for r in &batch.rejections {
             let id = r.command_id.as_str();
             if commands.contains(id) || self.rejections.contains_key(id).map_err(db_err)? {
