@@ -26,12 +26,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 /// Partitions of a new embedded command log. Each partition's writer
-/// fsyncs its own groups, so every partition more makes smaller groups and
-/// more fsyncs per command; the parallelism is elsewhere (aggregates are
-/// actors of their own on every core, the store's writer is one). On the
-/// two cores a worker is sized for, one partition costs less CPU per
-/// command over HTTP than two and halves the syncs, which the reads' tail
-/// under ingest follows (BENCHMARKS.md, "The embedded default").
+/// fsyncs its own groups, so each partition added makes the groups smaller
+/// and the fsyncs per command more, for no parallelism that counts: the
+/// aggregates are actors of their own on every core, and the store has a
+/// single writer. On the two cores a worker is sized for, one partition
+/// costs less CPU per command over HTTP than two and halves the syncs,
+/// which the reads' tail under ingest follows (BENCHMARKS.md, "The
+/// embedded default").
 pub const DEFAULT_PARTITIONS: u32 = 1;
 
 /// What `run` needs.
