@@ -85,6 +85,16 @@ use writer::WriterMsg;
 /// takes, for at most 2 ms more before a request is confirmed.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(2);
 
+/// How long an open waits for the directory's lock before it refuses
+/// (`LogError::Unavailable`), polling every `LOCK_POLL`. The lock of an
+/// instance that has just closed can outlive it for a moment: a child
+/// process spawned meanwhile (by this process, or by a test harness
+/// running tests side by side) holds a copy of the lock's descriptor until
+/// it executes its program. An instance that is really open holds it for
+/// longer than this.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
 /// Tuning of the embedded log.
 #[derive(Debug, Clone)]
 pub struct EmbeddedLogOptions {
@@ -195,15 +205,21 @@ impl EmbeddedLog {
             .truncate(false)
             .write(true)
             .open(dir.join("LOCK"))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(LogError::Unavailable(format!(
-                    "{} is in use by another command log instance",
-                    dir.display()
-                )))
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock_file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_POLL);
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(LogError::Unavailable(format!(
+                        "{} is in use by another command log instance",
+                        dir.display()
+                    )))
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e.into()),
             }
-            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
         }
         let created_now = !dir.join("meta").exists();
         let log_id = check_meta(&dir, partitions)?;
