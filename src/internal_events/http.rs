@@ -54,14 +54,11 @@ impl HttpRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics_exporter_prometheus::PrometheusBuilder;
 
     /// The handles and the lookups by name write the same series.
     #[test]
     fn accepted_commands_and_other_answers_land_in_the_named_series() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let render = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
+        let text = super::super::rendered(|| {
             let requests = HttpRequests::register("post_interaction");
             requests.answered("post_interaction", 202, 0.25);
             requests.answered("post_interaction", 202, 0.5);
@@ -73,7 +70,6 @@ mod tests {
             // A lookup by name adds to the handle's series.
             super::super::http_request("post_interaction", 204, 1.0);
         });
-        let text = render.render();
         let value = |series: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

@@ -456,3 +456,13 @@ pub fn http_connection(runtime: HttpRuntime) {
 pub fn ready(is_ready: bool) {
     gauge!(READY).set(if is_ready { 1.0 } else { 0.0 });
 }
+
+/// What a recorder of its own renders once `record` has run against it:
+/// the handles' tests compare it with the series the lookups by name write.
+#[cfg(test)]
+fn rendered(record: impl FnOnce()) -> String {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let render = recorder.handle();
+    metrics::with_local_recorder(&recorder, record);
+    render.render()
+}

@@ -98,15 +98,12 @@ impl Aggregates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics_exporter_prometheus::PrometheusBuilder;
 
     /// Each handle records into the series the old per-call macros wrote:
     /// same name, same labels, every value.
     #[test]
     fn handles_record_into_the_named_series() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let render = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
+        let text = super::super::rendered(|| {
             let persisted = EndToEnd::register("persisted");
             persisted.record(0.002);
             persisted.record(-1.0);
@@ -122,7 +119,6 @@ mod tests {
             aggregates.passivated_cap(0);
             aggregates.passivated_idle(1);
         });
-        let text = render.render();
         let line = |prefix: &str| {
             text.lines()
                 .find(|l| l.starts_with(prefix))

@@ -222,27 +222,37 @@ pub fn derived_id(identity: &str) -> String {
     Uuid::new_v5(&DERIVED_ID_NAMESPACE, identity.as_bytes()).to_string()
 }
 
-/// The media type of a `Content-Type` value, parameters dropped, lower case.
-fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+/// The media type of a content type (before its parameters), compared
+/// below in any letter case without a lowercased copy.
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
 }
 
 fn is_msgpack(content_type: &str) -> bool {
     let ct = media_type(content_type);
-    matches!(
-        ct.as_str(),
-        "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack"
-    )
+    [
+        "application/msgpack",
+        "application/x-msgpack",
+        "application/vnd.msgpack",
+    ]
+    .iter()
+    .any(|m| ct.eq_ignore_ascii_case(m))
 }
 
 fn is_json(content_type: &str) -> bool {
     let ct = media_type(content_type);
-    ct == "application/json" || ct == "text/json" || ct.ends_with("+json") || ct == "text/plain"
+    is_json_media_type(ct)
+        || ct.eq_ignore_ascii_case("text/json")
+        || ct.eq_ignore_ascii_case("text/plain")
+}
+
+/// `application/json` or any `+json` media type, in any letter case: what
+/// the HTTP endpoint accepts (messages may also say `text/json` or
+/// `text/plain`, see `is_json`).
+pub fn is_json_media_type(mime: &str) -> bool {
+    let suffix = mime.len().checked_sub(5).and_then(|at| mime.get(at..));
+    mime.eq_ignore_ascii_case("application/json")
+        || suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json"))
 }
 
 /// Decodes one message into a command.

@@ -212,3 +212,25 @@ fn only_known_fields_are_kept_and_decode_the_same() {
     }
     assert!(decode_command_known_fields(b"[1,2]", &meta(None, None)).is_err());
 }
+
+#[test]
+fn json_and_any_json_suffix_are_accepted_in_any_case() {
+    for accepted in [
+        "application/json",
+        "Application/JSON",
+        "application/vnd.alpes+json",
+        "application/problem+JSON",
+    ] {
+        assert!(is_json_media_type(accepted), "{accepted}");
+    }
+    for refused in [
+        "text/plain",
+        "application/jsonx",
+        "json",
+        "",
+        "+jso",
+        "éjson",
+    ] {
+        assert!(!is_json_media_type(refused), "{refused}");
+    }
+}
