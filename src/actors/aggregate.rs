@@ -78,9 +78,12 @@ pub enum AggregateMsg {
     /// cached state counted it, so forget it (and the writer's reference).
     Forget,
     /// Passivation at the cap: forget the current user (its state is
-    /// dropped, as if the actor had stopped) and serve this one from now
-    /// on. Sent only while the aggregate has nothing outstanding.
-    Rebind(String),
+    /// dropped, as if the actor had stopped), serve `user_id` from now on
+    /// and decide its first batch, `works` (as `Commands`; an empty one
+    /// only rebinds). One message, not a rebind followed by the batch: a
+    /// new user at the cap is most commands with many users. Sent only
+    /// while the aggregate has nothing outstanding.
+    Rebind { user_id: String, works: Vec<Work> },
 }
 
 pub struct UserAggregate;
@@ -147,10 +150,13 @@ impl Actor for UserAggregate {
                 state.writer = None;
                 return Ok(());
             }
-            AggregateMsg::Rebind(user_id) => {
+            AggregateMsg::Rebind { user_id, works } => {
                 state.user_id = user_id;
                 state.last_seq = None;
-                return Ok(());
+                if works.is_empty() {
+                    return Ok(());
+                }
+                (works, 0..MAX_CONFLICT_ROUNDS)
             }
         };
         let started = Instant::now();

@@ -185,10 +185,13 @@ async fn drive_user(
             // both must drop the cached state.
             restarts += 1;
             if restarts % 2 == 0 {
+                // An empty batch only rebinds.
                 for to in [format!("scratch-{user}"), format!("u{user}")] {
-                    aggregate
-                        .send_message(AggregateMsg::Rebind(to))
-                        .map_err(|e| e.to_string())?;
+                    let rebind = AggregateMsg::Rebind {
+                        user_id: to,
+                        works: Vec::new(),
+                    };
+                    aggregate.send_message(rebind).map_err(|e| e.to_string())?;
                 }
             } else {
                 aggregate.stop(None);
@@ -375,11 +378,6 @@ async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
     ];
     let mut delivery = 0;
     for (rebind, commands, want) in steps {
-        if let Some(u) = rebind {
-            aggregate
-                .send_message(AggregateMsg::Rebind(format!("u{u}")))
-                .expect("rebind");
-        }
         let user = commands[0].0;
         let works = commands
             .iter()
@@ -389,9 +387,15 @@ async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
             })
             .collect::<Vec<_>>();
         let ids: Vec<u64> = works.iter().map(|w| w.delivery_id).collect();
-        aggregate
-            .send_message(AggregateMsg::Commands(works))
-            .expect("send");
+        // A rebind carries the new user's first batch, as at the cap.
+        let msg = match rebind {
+            Some(u) => AggregateMsg::Rebind {
+                user_id: format!("u{u}"),
+                works,
+            },
+            None => AggregateMsg::Commands(works),
+        };
+        aggregate.send_message(msg).expect("send");
         let (who, got) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
             .expect("outcomes in time")

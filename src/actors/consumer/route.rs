@@ -9,7 +9,7 @@ use crate::domain::codec::Command;
 use crate::domain::RejectReason;
 use crate::internal_events as ev;
 use crate::log::Delivery;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 
 /// Decodes new deliveries and queues them per user (undecodable ones go
 /// to the writer as rejections).
@@ -165,33 +165,44 @@ pub(super) async fn send_next(
             })
         })
         .collect();
-    let actor = get_or_spawn(myself, state, user_id).await?;
-    actor.send_message(AggregateMsg::Commands(works))?;
+    match state.aggregates.get(user_id) {
+        Some(actor) => actor.send_message(AggregateMsg::Commands(works))?,
+        None => to_new_aggregate(myself, state, user_id, works).await?,
+    }
     state.aggregates.dispatched(user_id, 1);
     Ok(())
 }
 
-async fn get_or_spawn(
+/// Sends a user without a live aggregate its first batch: to the actor
+/// passivated to make room, rebound to this user in the same message
+/// (`AggregateMsg::Rebind`), or else to a new actor.
+async fn to_new_aggregate(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
     user_id: &str,
-) -> Result<ActorRef<AggregateMsg>, ActorProcessingErr> {
-    if let Some(a) = state.aggregates.get(user_id) {
-        return Ok(a);
-    }
+    works: Vec<Work>,
+) -> Result<(), ActorProcessingErr> {
     // Counts what it passivates (`tracking_aggregates_passivated_total`).
     let (_, spare) = state.aggregates.make_room();
-    if let Some(actor) = spare {
-        // Mailbox order: the rebind lands before this user's commands.
-        if actor
-            .send_message(AggregateMsg::Rebind(user_id.to_string()))
-            .is_ok()
-        {
-            state.aggregates.insert(user_id.to_string(), actor.clone());
-            return Ok(actor);
+    let works = match spare {
+        None => works,
+        Some(actor) => {
+            let rebind = AggregateMsg::Rebind {
+                user_id: user_id.to_string(),
+                works,
+            };
+            match actor.send_message(rebind) {
+                Ok(()) => {
+                    state.aggregates.insert(user_id.to_string(), actor);
+                    return Ok(());
+                }
+                // It stopped meanwhile (its supervision event is on its
+                // way): the batch comes back, for a new actor.
+                Err(MessagingErr::SendErr(AggregateMsg::Rebind { works, .. })) => works,
+                Err(e) => return Err(e.into()),
+            }
         }
-        // It stopped meanwhile (its supervision event is on its way): spawn.
-    }
+    };
     let args = AggregateArgs {
         user_id: user_id.to_string(),
         store: state.store.clone(),
@@ -202,5 +213,6 @@ async fn get_or_spawn(
     let (actor, _handle) =
         Actor::spawn_linked(None, UserAggregate, args, myself.get_cell()).await?;
     state.aggregates.insert(user_id.to_string(), actor.clone());
-    Ok(actor)
+    actor.send_message(AggregateMsg::Commands(works))?;
+    Ok(())
 }
