@@ -26,8 +26,12 @@ import sys
 GENERATOR = "load generator (in-process feed)"
 # (part, where to look, pattern); order matters, see the docstring.
 PARTS = [
-    ("store: write (checks, encoding, memtable inserts)", "frame", r"embedded::write::.*Inner>::write|embedded::Inner>::write"),
-    ("store: projections' applies (row reads, commits)", "frame", r"embedded::project::.*Inner>::apply"),
+    # The store's call runs in a blocking task; where the compiler inlines
+    # `Inner::write`/`apply` into it, only the task's closure names it.
+    ("store: write (checks, encoding, memtable inserts)", "frame",
+     r"embedded::write::.*Inner>::write|embedded::Inner>::write|embedded::\{impl#\d+\}::write::\{async_block#\d+\}::\{closure"),
+    ("store: projections' applies (row reads, commits)", "frame",
+     r"embedded::project::.*Inner>::apply|embedded::\{impl#\d+\}::apply::\{async_block#\d+\}::\{closure"),
     ("store: flushes and compactions (fjall's threads)", "thread", r"^fjall"),
     ("store: index checkpoints (sort, ingest)", "thread", r"^store-index"),
     ("store: other fjall calls (aggregates' lookups, reads)", "frame", r"fjall::|lsm_tree::"),
