@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// Each top-level module's layer (ARCHITECTURE.md, "Layers").
 const LAYERS: &[(&str, u8)] = &[
     ("domain", 0),
+    ("hash", 0),
     ("health", 0),
     ("internal_events", 0),
     ("process", 0),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod domain;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hash;
 pub mod health;
 pub mod http;
 pub mod internal_events;

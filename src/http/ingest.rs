@@ -5,7 +5,8 @@
 
 use super::{error, json, AppState, Body, BODY_TIMEOUT};
 use crate::domain::codec::{
-    decode_command_known_fields, is_json_media_type, Command, MessageMeta, MAX_PAYLOAD_BYTES,
+    decode_command_known_fields, is_json_media_type, media_type, Command, MessageMeta,
+    MAX_PAYLOAD_BYTES,
 };
 use crate::domain::reuse::{check_reuse, IdReuse};
 use crate::domain::{validate, InteractionTracked};
@@ -37,7 +38,7 @@ pub async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Respo
         .get(hyper::header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("invalid"));
     if let Some(ct) = content_type {
-        let mime = ct.split(';').next().unwrap_or("").trim();
+        let mime = media_type(ct);
         if !is_json_media_type(mime) {
             return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

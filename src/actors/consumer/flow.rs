@@ -11,13 +11,9 @@
 //! trusted again once its queue has drained.
 
 use crate::domain::{RejectReason, TrackInteraction};
+use crate::hash::Map;
 use crate::log::Delivery;
-use std::collections::{HashMap, VecDeque};
-
-/// A map keyed by delivery ids and user ids, consulted several times per
-/// delivery: foldhash (seeded per map) instead of SipHash, as in the
-/// embedded store's maps of user ids.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use std::collections::VecDeque;
 
 /// One delivery taken from the log and not yet acknowledged.
 pub struct InFlight {

@@ -13,14 +13,11 @@
 //! back at the end when its work is answered.
 
 use super::super::aggregate::AggregateMsg;
+use crate::hash::Map;
 use crate::health::Health;
 use crate::internal_events as ev;
 use ractor::{ActorId, ActorRef};
-use std::collections::{HashMap, VecDeque};
-
-/// Looked up for every batch sent and answered: foldhash (seeded per map)
-/// instead of SipHash, as in the consumer's flow.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

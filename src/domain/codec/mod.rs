@@ -222,9 +222,9 @@ pub fn derived_id(identity: &str) -> String {
     Uuid::new_v5(&DERIVED_ID_NAMESPACE, identity.as_bytes()).to_string()
 }
 
-/// The media type of a content type (before its parameters), compared
-/// below in any letter case without a lowercased copy.
-fn media_type(content_type: &str) -> &str {
+/// The media type of a content type (before its parameters), to be
+/// compared in any letter case (no lowercased copy is made).
+pub fn media_type(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or("").trim()
 }
 

@@ -11,18 +11,14 @@
 use super::mirror::Counters;
 use super::recent::Recent;
 use super::{db_err, keys, Inner};
+use crate::hash::{Map, Set};
 use crate::store::projections::{daily_key, status_day, DailyKey};
 use crate::store::{
     DailyStat, JournalRecord, ProjectionKind, StatsQuery, StatusStat, StoreError, UserStats,
 };
 use chrono::NaiveDate;
 use fjall::{Keyspace, PersistMode};
-use std::collections::{BTreeMap, HashMap, HashSet};
-
-/// A call's deltas by bucket and by user, and the users of a bucket,
-/// touched for every record: foldhash (seeded per map) instead of SipHash.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::OwnedMutexGuard;
 

@@ -10,11 +10,9 @@
 //! previous one and the previous one is dropped: the entries written most
 //! recently stay, and memory is at most 2 × `capacity` entries.
 
+use crate::hash::Map;
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
-
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 pub struct Recent<K, V> {
     capacity: usize,

@@ -4,16 +4,11 @@
 use super::pending::{Ix, Staged};
 use super::seqs::SeqCache;
 use super::{db_err, journal, keys, Inner};
+use crate::hash::{Map, Set};
 use crate::store::{
     AppendConflict, AppendGroup, GroupOutcome, StoreError, WriteBatch, WriteOutcome,
 };
 use fjall::OwnedWriteBatch;
-use std::collections::{HashMap, HashSet};
-
-/// The batch's own maps of ids and users, consulted for every event:
-/// foldhash (seeded per map) instead of SipHash.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::atomic::Ordering;
 
 /// Rejects a batch whose groups are not what `AppendGroup` promises (event

@@ -2,9 +2,8 @@
 //! checkpoint ingests them, chosen by the reads each index serves.
 
 use super::Ix;
+use crate::hash::Map;
 use fjall::Slice;
-use foldhash::fast::RandomState;
-use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
 
 /// One index's entries, in the shape its reads need.
@@ -13,11 +12,11 @@ pub(super) enum Entries {
     /// answers points and ranges by binary search.
     Ordered(Vec<(Slice, Slice)>),
     /// `ids`: point lookups only.
-    Points(HashMap<Slice, Slice, RandomState>),
+    Points(Map<Slice, Slice>),
     /// `journal` and `target`: keys start with a length-prefixed string
     /// (the user, the target id) and every range read stays within one,
     /// so entries are grouped by it and sorted only when read or ingested.
-    Grouped(HashMap<Box<[u8]>, Vec<(Slice, Slice)>, RandomState>),
+    Grouped(Map<Box<[u8]>, Vec<(Slice, Slice)>>),
 }
 
 /// The length-prefixed string a `journal` or `target` key starts with.
@@ -44,8 +43,8 @@ impl Entries {
     pub(super) fn new(ix: Ix) -> Entries {
         match ix {
             Ix::Pos => Entries::Ordered(Vec::new()),
-            Ix::Ids => Entries::Points(HashMap::default()),
-            Ix::Journal | Ix::Target => Entries::Grouped(HashMap::default()),
+            Ix::Ids => Entries::Points(Map::default()),
+            Ix::Journal | Ix::Target => Entries::Grouped(Map::default()),
         }
     }
 
