@@ -1,9 +1,9 @@
 //! The indexes' durability.
 //!
 //! A write makes only the journal durable (one `fdatasync` of its frames);
-//! its index entries stay unsynced: those of `pos`, `journal`, `ids` and
-//! `target` in memory ([`super::pending`]), those of `rejections` and
-//! `last_seq` in the LSM's memtables and fjall's own log. Every
+//! its index entries stay unsynced: those of `pos`, `journal`, `ids`,
+//! `target` and `last_seq` in memory ([`super::pending`]), those of
+//! `rejections` in the LSM's memtables and fjall's own log. Every
 //! [`CHECKPOINT_EVERY`], a checkpoint ingests the entries held in memory
 //! into the LSM (sorted tables, synced as they are written), makes the
 //! rest durable (`persist(SyncAll)`) and then records in `meta/indexed`
@@ -183,7 +183,7 @@ impl Inner {
             }
         }
         for (user, seq) in seqs {
-            fb.insert(&self.last_seq, user, seq.to_be_bytes());
+            staged.put(Ix::LastSeq, user.as_bytes(), &seq.to_be_bytes());
         }
         fb.commit().map_err(db_err)?;
         let unsealed = self.pending.commit(staged);
@@ -306,6 +306,43 @@ mod tests {
         assert!(store.all_user_stats().await.unwrap().is_empty());
         let out = store.write(batch(3..4, 0, 1).into()).await.unwrap();
         assert_eq!(out.groups, [GroupOutcome::Appended { first_pos: 1 }]);
+    }
+
+    /// A user's last seq is replaced by each write: held in memory, then
+    /// ingested, the newest value wins over every older one, in memory,
+    /// in an ingested table, or in the memtable (where an earlier format
+    /// wrote it) and after a reopen.
+    #[tokio::test]
+    async fn the_newest_last_seq_wins_across_checkpoints_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(batch(0..3, 0, 2).into()).await.unwrap();
+        store.inner.checkpoint_indexes().unwrap();
+        // An older value in the memtable, as a store of format 3 left it.
+        let s = &store.inner;
+        s.last_seq.insert("user-1", 1u64.to_be_bytes()).unwrap();
+        store.write(batch(1..2, 2, 3).into()).await.unwrap();
+        let seq = |store: &EmbeddedStore, user: &str| store.inner.stored_last_seq(user).unwrap();
+        s.seqs.lock().unwrap().clear();
+        assert_eq!(seq(&store, "user-1"), 5, "held in memory");
+        store.inner.checkpoint_indexes().unwrap();
+        s.seqs.lock().unwrap().clear();
+        assert_eq!(seq(&store, "user-1"), 5, "ingested over the memtable's 1");
+        assert_eq!(seq(&store, "user-2"), 2);
+        store.write(batch(1..2, 5, 1).into()).await.unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(seq(&store, "user-1"), 6, "derived again at open");
+        let stale = store.write(batch(1..2, 5, 1).into()).await.unwrap();
+        assert_eq!(
+            stale.groups,
+            [GroupOutcome::Conflict(
+                crate::store::AppendConflict::SeqMismatch {
+                    expected: 5,
+                    actual: 6
+                }
+            )]
+        );
     }
 
     #[tokio::test]

@@ -46,8 +46,8 @@
 //!   is durable. A crash before that leaves at most a torn last commit,
 //!   which the next open cuts off (it was never acknowledged).
 //! - Then, still under the lock, the records' index entries are put in
-//!   place, not synced (the write-once ones in memory until the next
-//!   checkpoint ingests them, [`pending`]; the last seqs and rejections
+//!   place, not synced (those of events and the last seqs in memory
+//!   until the next checkpoint ingests them, [`pending`]; the rejections
 //!   in one LSM batch), and only then does the head move. Reads see
 //!   only positions up to the head (see [`read`]), so they never meet a
 //!   record without its entries. If that batch fails, the records are
@@ -80,8 +80,9 @@
 //! `manual_journal_persist(true)`: the store chooses each batch's
 //! durability itself (none for indexes, `Buffer` for applies) instead of
 //! an extra flush on every commit. The block cache is 16 MiB and each
-//! keyspace's memtable 4 MiB (the write-once indexes bypass theirs: their
-//! entries are ingested as sorted tables, see [`pending`]); one
+//! keyspace's memtable 4 MiB (the events' indexes and the last seqs
+//! bypass theirs: their entries are ingested as sorted tables, see
+//! [`pending`]); one
 //! background thread flushes and
 //! compacts, merging 16 level-0 tables at a time (the constants below
 //! say why). Filters and

@@ -60,7 +60,7 @@ impl Inner {
         if let Some(&seq) = self.seq_cache().get(user) {
             return Ok(seq);
         }
-        let seq = match self.last_seq.get(user).map_err(db_err)? {
+        let seq = match self.index_get(Ix::LastSeq, user.as_bytes())? {
             Some(v) => keys::u64_at(&v, 0, "last seq")?,
             None => 0,
         };
@@ -109,15 +109,12 @@ impl Inner {
         let events: usize = batch.groups.iter().map(|g| g.events.len()).sum();
         let records = events + batch.rejections.len();
         // The indexes; durable through the journal, not by themselves
-        // (see the module docs of the parent: "Crash safety"). The
-        // write-once ones are staged for [`super::pending`], the others
-        // (last seqs, rejections) go to the LSM in one batch.
-        let mut fb = OwnedWriteBatch::with_capacity(
-            self.db.clone(),
-            batch.rejections.len() + batch.groups.len(),
-        )
-        .durability(None);
-        let mut staged = Staged::with_capacity(4 * events);
+        // (see the module docs of the parent: "Crash safety"). Those of
+        // events (and the last seqs) are staged for [`super::pending`],
+        // the rejections' go to the LSM in one batch.
+        let mut fb = OwnedWriteBatch::with_capacity(self.db.clone(), batch.rejections.len())
+            .durability(None);
+        let mut staged = Staged::with_capacity(4 * events + batch.groups.len());
         let mut frames = journal::Pending::with_capacity(320 * records, records);
         let mut out = WriteOutcome {
             groups: Vec::with_capacity(batch.groups.len()),
@@ -177,7 +174,7 @@ impl Inner {
             return Ok(out);
         }
         for (user, seq) in &seqs {
-            fb.insert(&self.last_seq, *user, seq.to_be_bytes());
+            staged.put(Ix::LastSeq, user.as_bytes(), &seq.to_be_bytes());
         }
         // The durability point: the journal's frames, fdatasynced.
         let first = self.head.load(Ordering::Acquire) + 1;
@@ -192,7 +189,9 @@ impl Inner {
         // else derived again from the journal at open). A failure here
         // leaves durable events unindexed: only a reopen, which derives
         // them, may write again.
-        fb.commit().map_err(|e| self.index_failed(e))?;
+        if !batch.rejections.is_empty() {
+            fb.commit().map_err(|e| self.index_failed(e))?;
+        }
         let unsealed = self.pending.commit(staged);
         self.head.store(head, Ordering::Release);
         // Past the bound, ingest now (the write is durable and readable

@@ -11,7 +11,7 @@ pub(super) enum Entries {
     /// `pos`: keys come in ascending order (positions), so a sorted vector
     /// answers points and ranges by binary search.
     Ordered(Vec<(Slice, Slice)>),
-    /// `ids`: point lookups only.
+    /// `ids` and `last_seq`: point lookups only.
     Points(Map<Slice, Slice>),
     /// `journal` and `target`: keys start with a length-prefixed string
     /// (the user, the target id) and every range read stays within one,
@@ -43,7 +43,7 @@ impl Entries {
     pub(super) fn new(ix: Ix) -> Entries {
         match ix {
             Ix::Pos => Entries::Ordered(Vec::new()),
-            Ix::Ids => Entries::Points(Map::default()),
+            Ix::Ids | Ix::LastSeq => Entries::Points(Map::default()),
             Ix::Journal | Ix::Target => Entries::Grouped(Map::default()),
         }
     }

@@ -1,10 +1,11 @@
 //! Index entries not yet in the LSM.
 //!
 //! The write-once indexes (`pos`, `journal`, `ids`, `target`: every key
-//! is written once, with a value that never changes) do not go through
-//! the LSM's memtables. A write puts their entries here, in memory (a
-//! sorted vector for positions, which come in order; hash maps for the
-//! others); each index checkpoint ([`super::index`]) seals them, sorts
+//! is written once, with a value that never changes) and the users' last
+//! seqs (`last_seq`: a user's value replaced by each write) do not go
+//! through the LSM's memtables. A write puts their entries here, in
+//! memory (a sorted vector for positions, which come in order; hash maps
+//! for the others); each index checkpoint ([`super::index`]) seals them, sorts
 //! them and ingests them into the LSM as tables (fjall's bulk ingestion:
 //! no skip list, no LSM journal), then drops them. A memtable insert is a
 //! walk down a skip list of a few MiB with random keys, a cache miss per
@@ -37,15 +38,20 @@ pub(super) enum Ix {
     Journal = 1,
     Ids = 2,
     Target = 3,
+    /// Not write-once: a user's entry is replaced by each of its writes.
+    /// Held here all the same (a later put of a key replaces the earlier
+    /// one, and an ingestion makes its table the newest version of every
+    /// key it holds, see [`Inner::ingest_pending`]).
+    LastSeq = 4,
 }
 
 impl Ix {
-    pub(super) const ALL: [Ix; 4] = [Ix::Pos, Ix::Journal, Ix::Ids, Ix::Target];
+    pub(super) const ALL: [Ix; 5] = [Ix::Pos, Ix::Journal, Ix::Ids, Ix::Target, Ix::LastSeq];
 }
 
 /// One set of entries per index, and the memory they hold (estimated).
 pub(super) struct Maps {
-    maps: [Entries; 4],
+    maps: [Entries; 5],
     bytes: usize,
 }
 
@@ -189,12 +195,16 @@ impl Inner {
             Ix::Journal => &self.journal,
             Ix::Ids => &self.ids,
             Ix::Target => &self.target,
+            Ix::LastSeq => &self.last_seq,
         }
     }
 
     /// Ingests every entry written before this call into the LSM (the
     /// caller holds the `indexing` lock): first what a failed ingestion
-    /// left sealed, then everything else.
+    /// left sealed, then everything else. An ingestion flushes the
+    /// keyspace's memtable first and registers its table as newer than
+    /// every version before it (lsm-tree's `Ingestion::finish`), so an
+    /// ingested value also replaces an older one of the same key.
     pub(super) fn ingest_pending(&self) -> Result<(), StoreError> {
         let rounds = if self.pending.has_sealed() { 2 } else { 1 };
         for _ in 0..rounds {
