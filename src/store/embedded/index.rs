@@ -68,14 +68,16 @@ impl Inner {
         }
     }
 
-    /// Makes every committed index entry durable and records the head
-    /// they cover. Idle (no fsync) when nothing was written since.
+    /// Makes every committed index entry and every apply durable, and
+    /// records the head the indexes cover. Idle (no fsync) when nothing
+    /// was written or applied since.
     pub(super) fn checkpoint_indexes(&self) -> Result<(), StoreError> {
         self.checkpoint(false)
     }
 
-    /// As [`Self::checkpoint_indexes`], and persists the projections'
-    /// applies too even when no record was written since (at shutdown).
+    /// As [`Self::checkpoint_indexes`], and syncs the LSM's own log (the
+    /// cursors in `meta`) even when no record was written since (at
+    /// shutdown).
     pub(super) fn persist_all(&self) -> Result<(), StoreError> {
         self.checkpoint(true)
     }
@@ -87,7 +89,9 @@ impl Inner {
         // checkpoint must not claim them (the reopen derives them).
         let record = self.broken.get().is_none() && self.indexed()? < head;
         if !record && !always {
-            return Ok(());
+            // Applies since the last checkpoint (the projections catching
+            // up while nothing is written) become durable all the same.
+            return self.ingest_pending();
         }
         // Every entry of a position up to `head` is in the LSM or held
         // unsealed (staged before the head moved): ingested now.

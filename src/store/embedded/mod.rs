@@ -64,25 +64,25 @@
 //! - Positions come from the journal's last record, so a restart never
 //!   hands out a position twice.
 //! - Each projection keeps its checkpoint in its *own* keyspace, and
-//!   [`EventStore::apply`] writes the rows and the new checkpoint in one
-//!   batch. A keyspace's memtable is sealed only under fjall's journal lock
-//!   (never in the middle of a batch) and flushed as a whole, so after any
-//!   crash a projection holds either the rows and the checkpoint of an
-//!   apply or neither: records at or below the checkpoint are skipped on
-//!   replay (no double counting), records above it are read again from the
-//!   journal, which is durable before any projection sees it (nothing lost).
-//!   Applies are only flushed to the OS, not fsynced: a lost apply is
-//!   simply redone from the journal.
+//!   [`EventStore::apply`] puts the rows and the new checkpoint in place
+//!   in one commit, in memory ([`pending`]). A checkpoint seals what is
+//!   held (whole applies) and ingests each keyspace's part as tables
+//!   registered at once, so after any crash a projection holds either the
+//!   rows and the checkpoint of an apply or neither: records at or below
+//!   the checkpoint are skipped on replay (no double counting), records
+//!   above it are read again from the journal, which is durable before
+//!   any projection sees it (nothing lost). A lost apply is simply redone
+//!   from the journal.
 //! - `reset` clears the keyspace (rows and checkpoint at once) and fsyncs.
 //!
 //! # Tuning
 //!
 //! `manual_journal_persist(true)`: the store chooses each batch's
-//! durability itself (none for indexes, `Buffer` for applies) instead of
-//! an extra flush on every commit. The block cache is 16 MiB and each
-//! keyspace's memtable 4 MiB (the events' indexes and the last seqs
-//! bypass theirs: their entries are ingested as sorted tables, see
-//! [`pending`]); one
+//! durability itself (none for the rejections' index, `SyncAll` for
+//! metadata) instead of an extra flush on every commit. The block cache is 16 MiB and each
+//! keyspace's memtable 4 MiB (the events' indexes, the last seqs and
+//! the projections bypass theirs: their entries are ingested as sorted
+//! tables, see [`pending`]); one
 //! background thread flushes and
 //! compacts, merging 16 level-0 tables at a time (the constants below
 //! say why). Filters and
@@ -201,20 +201,6 @@ impl Inner {
              store refuses every write until it is opened again (which indexes it): restart \
              the service"
         ));
-        db_err(e)
-    }
-
-    /// The error of a failed LSM commit; notes a poisoned database (its
-    /// log failed to write, e.g. on a full disk), which refuses every
-    /// write until it is opened again.
-    fn commit_failed(&self, e: fjall::Error) -> StoreError {
-        if matches!(e, fjall::Error::Poisoned) {
-            self.break_with(
-                "the event store's indexes failed to write (a full disk?) and refuse every \
-                 write until the store is opened again: restart the service"
-                    .into(),
-            );
-        }
         db_err(e)
     }
 
@@ -440,8 +426,14 @@ impl EmbeddedStore {
         }
         let today = chrono::Utc::now().date_naive();
         let from = mirror::window_start(today);
-        let daily_mirror = mirror::Mirror::new(today, project::daily_rows(&daily, from, None)?);
-        let status_mirror = mirror::Mirror::new(today, project::status_rows(&status, from, None)?);
+        let daily_mirror = mirror::Mirror::new(
+            today,
+            project::daily_rows(project::Source::Keyspace(&daily), from, None)?,
+        );
+        let status_mirror = mirror::Mirror::new(
+            today,
+            project::status_rows(project::Source::Keyspace(&status), from, None)?,
+        );
         let inner = Inner {
             daily_mirror,
             status_mirror,

@@ -1,6 +1,12 @@
 //! Projections: folding records with the shared math (`crate::store::projections`)
 //! and reading the projection tables.
 //!
+//! An apply's rows and checkpoint are held in memory with the index
+//! entries ([`super::pending`]) and ingested by the next index checkpoint,
+//! not written through the LSM's memtables and log: the rows of a user or
+//! bucket applied many times a second are ingested once, and an apply
+//! does no I/O but its reads.
+//!
 //! An apply reads back rows it wrote before: a user's stats row, to add
 //! the new events to it, and a daily bucket's member key, to know whether
 //! the user is new to the bucket (a unique user). Those reads were LSM
@@ -9,6 +15,7 @@
 //! memory, so a user seen again is a hash lookup.
 
 use super::mirror::Counters;
+use super::pending::{Ix, Staged};
 use super::recent::Recent;
 use super::{db_err, keys, Inner};
 use crate::hash::{Map, Set};
@@ -17,8 +24,9 @@ use crate::store::{
     DailyStat, JournalRecord, ProjectionKind, StatsQuery, StatusStat, StoreError, UserStats,
 };
 use chrono::NaiveDate;
-use fjall::{Keyspace, PersistMode};
+use fjall::{Keyspace, PersistMode, Slice};
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Included};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::OwnedMutexGuard;
 
@@ -29,16 +37,17 @@ const WARM_USERS: usize = 65_536;
 /// 18 MiB at most for two, an estimate).
 const WARM_MEMBERS: usize = 131_072;
 
-/// Projection rows written recently, as the keyspaces hold them.
+/// Projection rows written recently, as the projections hold them (in
+/// memory until a checkpoint, then in the keyspaces).
 ///
 /// Only [`Inner::apply`] writes the `users` rows and the daily members,
 /// one apply per projection at a time (it holds the projection's
-/// checkpoint lock), and it puts what it wrote here only after its batch
-/// committed; [`Inner::reset`] clears them with the keyspace. So an entry
-/// is never older than the keyspace, and an apply may trust it. A member
-/// is only ever added, so a member found here is in the keyspace (and is
-/// not put again: it ages out with its generation, then one lookup in the
-/// keyspace brings it back).
+/// checkpoint lock), and it puts what it wrote here only after its rows
+/// were put in place; [`Inner::reset`] clears them with the keyspace. So
+/// an entry is never older than the projection, and an apply may trust
+/// it. A member is only ever added, so a member found here is in the
+/// projection (and is not put again: it ages out with its generation,
+/// then one lookup brings it back).
 pub(super) struct Warm {
     /// User id to its encoded stats row.
     users: Mutex<Recent<Box<str>, Box<[u8]>>>,
@@ -153,8 +162,9 @@ fn merge(into: &mut UserStats, more: &UserStats) {
     into.last_occurred_at = into.last_occurred_at.max(more.last_occurred_at);
 }
 
-fn counters(ks: &Keyspace, key: &[u8], what: &str) -> Result<(u64, u64), StoreError> {
-    match ks.get(key).map_err(db_err)? {
+/// A counter row's two counters: held in memory, else in the keyspace.
+fn counters(s: &Inner, ix: Ix, key: &[u8], what: &str) -> Result<(u64, u64), StoreError> {
+    match s.index_get(ix, key)? {
         Some(v) => keys::take_pair(&v, what),
         None => Ok((0, 0)),
     }
@@ -176,27 +186,28 @@ impl Inner {
         }
     }
 
-    /// Writes a delta and its checkpoint in one batch, then moves the cached
-    /// checkpoint (held locked by the caller since it was read).
+    /// Puts a delta's rows and its checkpoint in place in one commit (in
+    /// memory until the next index checkpoint ingests them, see
+    /// [`super::pending`]), then moves the cached checkpoint (held locked
+    /// by the caller since it was read).
     pub(super) fn apply(
         &self,
         delta: Delta,
         mut checkpoint: OwnedMutexGuard<u64>,
     ) -> Result<u64, StoreError> {
-        let mut fb = self.db.batch().durability(Some(PersistMode::Buffer));
+        let mut staged = Staged::default();
         // The rows' new values, for the mirrors once committed.
         let mut daily_rows = Vec::new();
         let mut status_rows = Vec::new();
-        // What this batch leaves in the keyspace, for `warm` once committed.
+        // What this commit leaves in the projection, for `warm` after it.
         let mut members_written: Vec<Vec<u8>> = Vec::new();
         let mut users_written: Vec<(String, Vec<u8>)> = Vec::new();
-        let ks = match delta.body {
+        let ix = match delta.body {
             Body::Daily(buckets) => {
-                let ks = &self.daily;
                 let known = self.warm.members();
                 for ((day, ty, campaign), (count, users)) in buckets {
                     let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
-                    let (mut n, mut unique) = counters(ks, &row, "daily stats row")?;
+                    let (mut n, mut unique) = counters(self, Ix::Daily, &row, "daily stats row")?;
                     n += count;
                     let mut member = keys::bucket(day, ty, campaign.as_deref(), keys::MEMBER)?;
                     let base = member.len();
@@ -206,35 +217,33 @@ impl Inner {
                         if known.get(member.as_slice()).is_some() {
                             continue;
                         }
-                        if !ks.contains_key(&member).map_err(db_err)? {
+                        if self.index_get(Ix::Daily, &member)?.is_none() {
                             unique += 1;
-                            fb.insert(ks, member.as_slice(), &[][..]);
+                            staged.put(Ix::Daily, &member, &[]);
                         }
                         members_written.push(member.clone());
                     }
-                    fb.insert(ks, row, keys::pair(n, unique));
+                    staged.put(Ix::Daily, &row, &keys::pair(n, unique));
                     daily_rows.push(((day, ty, campaign), (n, unique)));
                 }
-                ks
+                Ix::Daily
             }
             Body::Status(days) => {
-                let ks = &self.status;
                 for (day, (accepted, rejected)) in days {
                     let row = keys::day_row(day);
-                    let (a, r) = counters(ks, &row, "status row")?;
-                    fb.insert(ks, row, keys::pair(a + accepted, r + rejected));
+                    let (a, r) = counters(self, Ix::Status, &row, "status row")?;
+                    staged.put(Ix::Status, &row, &keys::pair(a + accepted, r + rejected));
                     status_rows.push((day, (a + accepted, r + rejected)));
                 }
-                ks
+                Ix::Status
             }
             Body::Users(users) => {
-                let ks = &self.users;
                 let known = self.warm.users();
                 for (user, more) in users {
                     let key = user_key(&user);
                     let stored = match known.get(user.as_str()) {
                         Some(v) => Some(keys::decode_user_stats(&user, v)?),
-                        None => match ks.get(&key).map_err(db_err)? {
+                        None => match self.index_get(Ix::Users, &key)? {
                             Some(v) => Some(keys::decode_user_stats(&user, &v)?),
                             None => None,
                         },
@@ -247,14 +256,14 @@ impl Inner {
                         None => more,
                     };
                     let row = keys::encode_user_stats(&stats);
-                    fb.insert(ks, key, row.as_slice());
+                    staged.put(Ix::Users, &key, &row);
                     users_written.push((user, row));
                 }
-                ks
+                Ix::Users
             }
         };
-        fb.insert(ks, keys::CHECKPOINT, delta.to.to_be_bytes());
-        fb.commit().map_err(|e| self.commit_failed(e))?;
+        staged.put(ix, keys::CHECKPOINT, &delta.to.to_be_bytes());
+        let unsealed = self.pending.commit(staged);
         if !members_written.is_empty() {
             let mut known = self.warm.members();
             for m in members_written {
@@ -275,6 +284,11 @@ impl Inner {
             self.status_mirror.update(today, status_rows);
         }
         *checkpoint = delta.to;
+        // Past the bound, ingest now (the apply is in place and readable
+        // already: a failure only leaves its rows in memory longer).
+        if let Err(e) = self.ingest_if_over(unsealed) {
+            crate::internal_events::store_error("index_ingest", &e);
+        }
         Ok(delta.to)
     }
 
@@ -283,7 +297,12 @@ impl Inner {
         projection: ProjectionKind,
         mut checkpoint: OwnedMutexGuard<u64>,
     ) -> Result<(), StoreError> {
-        // Rows and checkpoint live in the same keyspace: one clear empties both.
+        // What applies put in memory goes into the keyspace first (no
+        // apply runs: the caller holds the checkpoint lock, and no
+        // checkpoint's ingestion either: this holds the indexing lock), so
+        // that one clear empties the rows and the checkpoint.
+        let _one = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
+        self.ingest_pending()?;
         self.projection(projection).clear().map_err(db_err)?;
         match projection {
             ProjectionKind::DailyStats => {
@@ -322,10 +341,11 @@ impl Inner {
         if q.from > q.to {
             return Ok(Vec::new());
         }
-        let mut out: Vec<DailyStat> = daily_rows(&self.daily, q.from, Some(q.to))?
-            .iter()
-            .filter_map(|(key, counters)| daily_stat(q, key, *counters))
-            .collect();
+        let mut out: Vec<DailyStat> =
+            daily_rows(Source::Store(self, Ix::Daily), q.from, Some(q.to))?
+                .iter()
+                .filter_map(|(key, counters)| daily_stat(q, key, *counters))
+                .collect();
         // Campaigns are length-prefixed in keys: key order is not name order.
         out.sort_unstable_by(|a, b| {
             (a.day, a.interaction_type, &a.campaign_id).cmp(&(
@@ -346,29 +366,36 @@ impl Inner {
         if from > to {
             return Ok(Vec::new());
         }
-        Ok(status_rows(&self.status, from, Some(to))?
-            .into_iter()
-            .map(|(day, counters)| status_stat(day, counters))
-            .collect())
+        Ok(
+            status_rows(Source::Store(self, Ix::Status), from, Some(to))?
+                .into_iter()
+                .map(|(day, counters)| status_stat(day, counters))
+                .collect(),
+        )
     }
 
     pub(super) fn user_stats(&self, user: &str) -> Result<Option<UserStats>, StoreError> {
-        match self.users.get(user_key(user)).map_err(db_err)? {
+        match self.index_get(Ix::Users, &user_key(user))? {
             Some(v) => keys::decode_user_stats(user, &v).map(Some),
             None => Ok(None),
         }
     }
 
     pub(super) fn all_user_stats(&self) -> Result<Vec<UserStats>, StoreError> {
-        self.users
-            .prefix([keys::ROW])
-            .map(|g| {
-                let (k, v) = g.into_inner().map_err(db_err)?;
-                let user = std::str::from_utf8(k.get(1..).unwrap_or_default())
-                    .map_err(|_| keys::corrupt("user stats key"))?;
-                keys::decode_user_stats(user, &v)
-            })
-            .collect()
+        let (from, to) = ([keys::ROW], [keys::ROW + 1]);
+        self.index_range(
+            Ix::Users,
+            (Included(&from), Excluded(&to)),
+            false,
+            usize::MAX,
+        )
+        .map(|entry| {
+            let (k, v) = entry?;
+            let user = std::str::from_utf8(k.get(1..).unwrap_or_default())
+                .map_err(|_| keys::corrupt("user stats key"))?;
+            keys::decode_user_stats(user, &v)
+        })
+        .collect()
     }
 }
 
@@ -411,39 +438,54 @@ fn row_range(from: NaiveDate, to: Option<NaiveDate>) -> std::ops::Range<Vec<u8>>
     keys::day_row(from).to_vec()..end
 }
 
+/// Where counter rows are read from: a keyspace alone (at open, when
+/// memory holds nothing yet), or the store (memory and keyspace merged).
+pub(super) enum Source<'a> {
+    Keyspace(&'a Keyspace),
+    Store(&'a Inner, Ix),
+}
+
 /// The daily-stats rows of `from..=to` (`None`: and every later day), in
 /// key order: read by `daily_stats` and to fill the mirror.
 pub(super) fn daily_rows(
-    ks: &Keyspace,
+    src: Source<'_>,
     from: NaiveDate,
     to: Option<NaiveDate>,
 ) -> Result<Vec<(DailyKey, Counters)>, StoreError> {
-    counter_rows(ks, from, to, keys::decode_bucket, "daily stats row")
+    counter_rows(src, from, to, keys::decode_bucket, "daily stats row")
 }
 
 /// The status rows of `from..=to` (`None`: and every later day): read by
 /// `status_stats` and to fill the mirror.
 pub(super) fn status_rows(
-    ks: &Keyspace,
+    src: Source<'_>,
     from: NaiveDate,
     to: Option<NaiveDate>,
 ) -> Result<Vec<(NaiveDate, Counters)>, StoreError> {
     let day = |k: &[u8]| Ok(keys::take_day(k.get(1..).unwrap_or_default(), "status key")?.0);
-    counter_rows(ks, from, to, day, "status row")
+    counter_rows(src, from, to, day, "status row")
 }
 
-/// Counter rows of a projection keyspace in a day range, keys decoded by `key`.
+/// Counter rows of a projection in a day range, keys decoded by `key`.
 fn counter_rows<K>(
-    ks: &Keyspace,
+    src: Source<'_>,
     from: NaiveDate,
     to: Option<NaiveDate>,
     key: impl Fn(&[u8]) -> Result<K, StoreError>,
     what: &str,
 ) -> Result<Vec<(K, Counters)>, StoreError> {
-    ks.range(row_range(from, to))
-        .map(|g| {
-            let (k, v) = g.into_inner().map_err(db_err)?;
-            Ok((key(&k)?, keys::take_pair(&v, what)?))
-        })
-        .collect()
+    let range = row_range(from, to);
+    let decode = |(k, v): (Slice, Slice)| Ok((key(&k)?, keys::take_pair(&v, what)?));
+    match src {
+        Source::Keyspace(ks) => ks
+            .range(range)
+            .map(|g| decode(g.into_inner().map_err(db_err)?))
+            .collect(),
+        Source::Store(s, ix) => {
+            let bounds = (Included(&range.start[..]), Excluded(&range.end[..]));
+            s.index_range(ix, bounds, false, usize::MAX)
+                .map(|entry| decode(entry?))
+                .collect()
+        }
+    }
 }

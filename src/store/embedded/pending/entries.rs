@@ -11,7 +11,8 @@ pub(super) enum Entries {
     /// `pos`: keys come in ascending order (positions), so a sorted vector
     /// answers points and ranges by binary search.
     Ordered(Vec<(Slice, Slice)>),
-    /// `ids` and `last_seq`: point lookups only.
+    /// `ids`, `last_seq` and the projections: point lookups (the
+    /// projections' rare range reads scan them).
     Points(Map<Slice, Slice>),
     /// `journal` and `target`: keys start with a length-prefixed string
     /// (the user, the target id) and every range read stays within one,
@@ -43,7 +44,9 @@ impl Entries {
     pub(super) fn new(ix: Ix) -> Entries {
         match ix {
             Ix::Pos => Entries::Ordered(Vec::new()),
-            Ix::Ids | Ix::LastSeq => Entries::Points(Map::default()),
+            Ix::Ids | Ix::LastSeq | Ix::Daily | Ix::Status | Ix::Users => {
+                Entries::Points(Map::default())
+            }
             Ix::Journal | Ix::Target => Entries::Grouped(Map::default()),
         }
     }

@@ -1,8 +1,9 @@
 //! Index entries not yet in the LSM.
 //!
 //! The write-once indexes (`pos`, `journal`, `ids`, `target`: every key
-//! is written once, with a value that never changes) and the users' last
-//! seqs (`last_seq`: a user's value replaced by each write) do not go
+//! is written once, with a value that never changes), the users' last
+//! seqs (`last_seq`: a user's value replaced by each write) and the
+//! projections' rows and checkpoints (replaced by each apply) do not go
 //! through the LSM's memtables. A write puts their entries here, in
 //! memory (a sorted vector for positions, which come in order; hash maps
 //! for the others); each index checkpoint ([`super::index`]) seals them, sorts
@@ -43,15 +44,32 @@ pub(super) enum Ix {
     /// one, and an ingestion makes its table the newest version of every
     /// key it holds, see [`Inner::ingest_pending`]).
     LastSeq = 4,
+    /// The projections' rows and checkpoints (`p_daily`, `p_status`,
+    /// `p_users`): replaced by each apply, like the last seqs. An apply
+    /// puts its rows and its checkpoint in one commit, so a seal holds
+    /// whole applies, and a keyspace's ingestion registers its tables at
+    /// once: the durable rows and checkpoint always go together.
+    Daily = 5,
+    Status = 6,
+    Users = 7,
 }
 
 impl Ix {
-    pub(super) const ALL: [Ix; 5] = [Ix::Pos, Ix::Journal, Ix::Ids, Ix::Target, Ix::LastSeq];
+    pub(super) const ALL: [Ix; 8] = [
+        Ix::Pos,
+        Ix::Journal,
+        Ix::Ids,
+        Ix::Target,
+        Ix::LastSeq,
+        Ix::Daily,
+        Ix::Status,
+        Ix::Users,
+    ];
 }
 
 /// One set of entries per index, and the memory they hold (estimated).
 pub(super) struct Maps {
-    maps: [Entries; 5],
+    maps: [Entries; 8],
     bytes: usize,
 }
 
@@ -196,6 +214,9 @@ impl Inner {
             Ix::Ids => &self.ids,
             Ix::Target => &self.target,
             Ix::LastSeq => &self.last_seq,
+            Ix::Daily => &self.daily,
+            Ix::Status => &self.status,
+            Ix::Users => &self.users,
         }
     }
 
@@ -258,7 +279,7 @@ impl Inner {
         limit: usize,
     ) -> impl Iterator<Item = Result<(Slice, Slice), StoreError>> + 'a {
         // Here first: an entry ingested meanwhile is then found twice (and
-        // kept once), never missed.
+        // kept once, memory's), never missed.
         let mut mem: VecDeque<(Slice, Slice)> =
             self.pending.range(ix, (from, to), (rev, limit)).into();
         let bounds = (from.map(Slice::from), to.map(Slice::from));
@@ -281,13 +302,15 @@ impl Inner {
                 (Some(Err(_)), _) | (Some(Ok(_)), None) => next_lsm.take(),
                 (None, Some(_)) => pop(&mut mem, rev).map(Ok),
                 (Some(Ok((lk, _))), Some((mk, _))) => {
-                    let mem_first = if rev { mk > lk } else { mk < lk };
+                    let mem_first = if rev { mk >= lk } else { mk <= lk };
                     if mem_first {
+                        // Of a key in both, memory's value is the newer
+                        // one (a row replaced since the LSM got it).
+                        if mk == lk {
+                            next_lsm = None;
+                        }
                         pop(&mut mem, rev).map(Ok)
                     } else {
-                        if mk == lk {
-                            pop(&mut mem, rev);
-                        }
                         next_lsm.take()
                     }
                 }
