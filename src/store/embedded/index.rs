@@ -322,7 +322,8 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         store.write(batch(0..3, 0, 2).into()).await.unwrap();
         store.inner.checkpoint_indexes().unwrap();
-        // An older value in the memtable, as a store of format 3 left it.
+        // An older value in the memtable, where builds before the memory
+        // layer held last seqs wrote them (the same store format).
         let s = &store.inner;
         s.last_seq.insert("user-1", 1u64.to_be_bytes()).unwrap();
         store.write(batch(1..2, 2, 3).into()).await.unwrap();

@@ -1,4 +1,4 @@
-//! Index entries not yet in the LSM.
+//! Index entries and projection rows not yet in the LSM.
 //!
 //! The write-once indexes (`pos`, `journal`, `ids`, `target`: every key
 //! is written once, with a value that never changes), the users' last
