@@ -410,6 +410,40 @@ async fn a_rebound_aggregate_serves_each_user_with_its_own_state() {
     writer.stop(None);
 }
 
+/// At the cap the consumer rebinds a passivated actor to the new user,
+/// with that user's first batch. If the actor stopped meanwhile, the
+/// batch comes back whole (for a new actor); sent to a live one, it is
+/// decided for the new user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebind_to_a_stopped_actor_gives_the_batch_back() {
+    let (_dir, store, names, collector, mut rx) = fixture().await;
+    let writer = start_writer(&store, &names).await.expect("writer");
+    let stopped = spawn_aggregate(0, &store, &names, &collector).await;
+    stopped
+        .stop_and_wait(None, Some(Duration::from_secs(20)))
+        .await
+        .expect("stopped");
+    let works = vec![work_of(1, 1, 1), work_of(2, 1, 2)];
+    let back = super::consumer::route::rebind(&stopped, "u1", works)
+        .expect("a stopped actor is not an error")
+        .expect("the batch back");
+    let ids: Vec<u64> = back.iter().map(|w| w.delivery_id).collect();
+    assert_eq!(ids, [1, 2]);
+    let live = spawn_aggregate(0, &store, &names, &collector).await;
+    let sent = super::consumer::route::rebind(&live, "u1", back).expect("sent");
+    assert!(sent.is_none());
+    let (who, got) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("outcomes in time")
+        .expect("collector alive");
+    assert_eq!(who, "u1");
+    assert_eq!(got, [(1, Outcome::Persisted), (2, Outcome::Persisted)]);
+    assert_eq!(store.last_seq("u1").await.expect("u1"), 2);
+    live.stop(None);
+    collector.stop(None);
+    writer.stop(None);
+}
+
 /// Sends one batch to `aggregate` and waits for its report.
 async fn one_batch(
     aggregate: &ActorRef<AggregateMsg>,

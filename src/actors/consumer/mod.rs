@@ -27,7 +27,7 @@ mod flow;
 mod outcomes;
 mod passivation;
 mod reroute;
-mod route;
+pub(in crate::actors) mod route;
 mod saga;
 #[cfg(test)]
 mod tests;

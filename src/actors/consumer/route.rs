@@ -186,22 +186,13 @@ async fn to_new_aggregate(
     let (_, spare) = state.aggregates.make_room();
     let works = match spare {
         None => works,
-        Some(actor) => {
-            let rebind = AggregateMsg::Rebind {
-                user_id: user_id.to_string(),
-                works,
-            };
-            match actor.send_message(rebind) {
-                Ok(()) => {
-                    state.aggregates.insert(user_id.to_string(), actor);
-                    return Ok(());
-                }
-                // It stopped meanwhile (its supervision event is on its
-                // way): the batch comes back, for a new actor.
-                Err(MessagingErr::SendErr(AggregateMsg::Rebind { works, .. })) => works,
-                Err(e) => return Err(e.into()),
+        Some(actor) => match rebind(&actor, user_id, works)? {
+            None => {
+                state.aggregates.insert(user_id.to_string(), actor);
+                return Ok(());
             }
-        }
+            Some(works) => works,
+        },
     };
     let args = AggregateArgs {
         user_id: user_id.to_string(),
@@ -215,4 +206,23 @@ async fn to_new_aggregate(
     state.aggregates.insert(user_id.to_string(), actor.clone());
     actor.send_message(AggregateMsg::Commands(works))?;
     Ok(())
+}
+
+/// Sends `actor` to serve `user_id` from now on, with the user's first
+/// batch. `None` once sent; the batch back if the actor stopped meanwhile
+/// (its supervision event is on its way), for a new actor.
+pub(in crate::actors) fn rebind(
+    actor: &ActorRef<AggregateMsg>,
+    user_id: &str,
+    works: Vec<Work>,
+) -> Result<Option<Vec<Work>>, MessagingErr<AggregateMsg>> {
+    let rebind = AggregateMsg::Rebind {
+        user_id: user_id.to_string(),
+        works,
+    };
+    match actor.send_message(rebind) {
+        Ok(()) => Ok(None),
+        Err(MessagingErr::SendErr(AggregateMsg::Rebind { works, .. })) => Ok(Some(works)),
+        Err(e) => Err(e),
+    }
 }
