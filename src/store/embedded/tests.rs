@@ -91,23 +91,28 @@ async fn catch_up(store: &EmbeddedStore) {
     }
 }
 
-/// The projections equal a recount of the whole journal.
-async fn assert_projections_match_journal(store: &EmbeddedStore) {
+/// A recount of the whole journal, and a query of every day.
+async fn recount_all(store: &EmbeddedStore) -> (Recount, StatsQuery) {
     let mut recount = Recount::default();
     for r in store.scan(0, usize::MAX).await.unwrap() {
         recount.add(&r);
     }
-    assert!(recount.journal_violations().is_empty());
-    let (from, to) = (NaiveDate::MIN, NaiveDate::MAX);
     let q = StatsQuery {
-        from,
-        to,
+        from: NaiveDate::MIN,
+        to: NaiveDate::MAX,
         campaign_id: None,
         interaction_type: None,
     };
+    (recount, q)
+}
+
+/// The projections equal a recount of the whole journal.
+async fn assert_projections_match_journal(store: &EmbeddedStore) {
+    let (recount, q) = recount_all(store).await;
+    assert!(recount.journal_violations().is_empty());
     assert_eq!(store.daily_stats(&q).await.unwrap(), recount.daily());
     assert_eq!(
-        store.status_stats(from, to).await.unwrap(),
+        store.status_stats(q.from, q.to).await.unwrap(),
         recount.status()
     );
     let mut users = store.all_user_stats().await.unwrap();
@@ -409,20 +414,10 @@ async fn a_projection_reset_and_rebuilt_in_the_same_process_equals_the_recount()
 /// The projections read without the mirrors (the keyspace path) equal a
 /// recount of the whole journal.
 async fn assert_keyspace_reads_match_journal(store: &EmbeddedStore) {
-    let mut recount = Recount::default();
-    for r in store.scan(0, usize::MAX).await.unwrap() {
-        recount.add(&r);
-    }
-    let (from, to) = (NaiveDate::MIN, NaiveDate::MAX);
-    let q = StatsQuery {
-        from,
-        to,
-        campaign_id: None,
-        interaction_type: None,
-    };
+    let (recount, q) = recount_all(store).await;
     assert_eq!(store.inner.daily_stats(&q).unwrap(), recount.daily());
     assert_eq!(
-        store.inner.status_stats(from, to).unwrap(),
+        store.inner.status_stats(q.from, q.to).unwrap(),
         recount.status()
     );
     for (user, stats) in recount.users() {
