@@ -31,8 +31,8 @@ use tokio::sync::{oneshot, watch};
 /// aggregates are actors of their own on every core, and the store has a
 /// single writer. On the two cores a worker is sized for, one partition
 /// costs less CPU per command over HTTP than two and halves the syncs,
-/// which the reads' tail under ingest follows (BENCHMARKS.md, "The
-/// embedded default").
+/// which the reads' tail under ingest follows (docs/performance.md,
+/// "Reads under ingest").
 pub const DEFAULT_PARTITIONS: u32 = 1;
 
 /// What `run` needs.
