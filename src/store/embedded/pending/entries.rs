@@ -6,6 +6,11 @@ use crate::hash::Map;
 use fjall::Slice;
 use std::ops::{Bound, RangeBounds};
 
+/// The most entries a map is given room for before they come: a second's
+/// worth at 65,000 events/s. Past a burst (a derivation at open ingests
+/// up to `MAX_UNSEALED` at once) the next maps stay small.
+const PRESIZE_MAX: usize = 1 << 16;
+
 /// One index's entries, in the shape its reads need.
 pub(super) enum Entries {
     /// `pos`: keys come in ascending order (positions), so a sorted vector
@@ -59,30 +64,65 @@ impl Entries {
         }
     }
 
-    pub(super) fn insert(&mut self, k: Slice, v: Slice) {
+    /// Empty, with room for as many entries (and groups) as `like` holds,
+    /// up to [`PRESIZE_MAX`]: the entries of the next second are about as
+    /// many as this one's, and a map grown from empty rehashes all of them
+    /// a dozen times on the way.
+    pub(super) fn sized_like(like: &Entries) -> Entries {
+        let room = |n: usize| n.min(PRESIZE_MAX);
+        match like {
+            Entries::Ordered(v) => Entries::Ordered(Vec::with_capacity(room(v.len()))),
+            Entries::Points(m) => Entries::Points(Map::with_capacity_and_hasher(
+                room(m.len()),
+                Default::default(),
+            )),
+            Entries::Grouped(m) => Entries::Grouped(Map::with_capacity_and_hasher(
+                room(m.len()),
+                Default::default(),
+            )),
+        }
+    }
+
+    /// Puts an entry in place of the key's; returns whether the key is new
+    /// (the count of entries grew).
+    pub(super) fn insert(&mut self, k: Slice, v: Slice) -> bool {
         match self {
             Entries::Ordered(entries) => match entries.last() {
                 Some((last, _)) if *last >= k => {
                     match entries.binary_search_by(|(e, _)| e.cmp(&k)) {
-                        Ok(i) => entries[i].1 = v,
-                        Err(i) => entries.insert(i, (k, v)),
+                        Ok(i) => {
+                            entries[i].1 = v;
+                            false
+                        }
+                        Err(i) => {
+                            entries.insert(i, (k, v));
+                            true
+                        }
                     }
                 }
-                _ => entries.push((k, v)),
+                _ => {
+                    entries.push((k, v));
+                    true
+                }
             },
-            Entries::Points(m) => {
-                m.insert(k, v);
-            }
+            Entries::Points(m) => m.insert(k, v).is_none(),
             Entries::Grouped(m) => match m.get_mut(group_of(&k)) {
                 // A group is one user's or target's entries of a second or
                 // so: a few at most.
                 Some(group) => match group.iter_mut().find(|(e, _)| *e == k) {
-                    Some(entry) => entry.1 = v,
-                    None => group.push((k, v)),
+                    Some(entry) => {
+                        entry.1 = v;
+                        false
+                    }
+                    None => {
+                        group.push((k, v));
+                        true
+                    }
                 },
                 None => {
                     let group: Box<[u8]> = group_of(&k).into();
                     m.insert(group, vec![(k, v)]);
+                    true
                 }
             },
         }

@@ -67,9 +67,14 @@ impl Ix {
     ];
 }
 
-/// One set of entries per index, and the memory they hold (estimated).
+/// One set of entries per index, how many they are, and the memory they
+/// hold (estimated).
 pub(super) struct Maps {
     maps: [Entries; 8],
+    /// Entries in all maps: counted as they are put, since a count over
+    /// the grouped maps walks every group (tens of thousands a second,
+    /// once per commit).
+    len: usize,
     bytes: usize,
 }
 
@@ -77,6 +82,7 @@ impl Default for Maps {
     fn default() -> Maps {
         Maps {
             maps: Ix::ALL.map(Entries::new),
+            len: 0,
             bytes: 0,
         }
     }
@@ -88,7 +94,16 @@ const ENTRY_OVERHEAD: usize = 64;
 
 impl Maps {
     fn len(&self) -> usize {
-        self.maps.iter().map(Entries::len).sum()
+        self.len
+    }
+
+    /// Empty maps with room for as many entries as `like`'s.
+    fn sized_like(like: &Maps) -> Maps {
+        Maps {
+            maps: std::array::from_fn(|i| Entries::sized_like(&like.maps[i])),
+            len: 0,
+            bytes: 0,
+        }
     }
 
     fn map(&self, ix: Ix) -> &Entries {
@@ -143,9 +158,11 @@ impl Pending {
         let active = &mut layers.active;
         for (ix, k, v) in staged.0 {
             active.bytes += k.len() + v.len() + ENTRY_OVERHEAD;
-            active.maps[ix as usize].insert(k, v);
+            if active.maps[ix as usize].insert(k, v) {
+                active.len += 1;
+            }
         }
-        active.len()
+        active.len
     }
 
     /// The value of `key`, if it is held here.
@@ -184,7 +201,8 @@ impl Pending {
     fn seal(&self) -> Option<Arc<Maps>> {
         let mut layers = self.write();
         if layers.sealed.is_none() && layers.active.len() > 0 {
-            let active = std::mem::take(&mut layers.active);
+            let next = Maps::sized_like(&layers.active);
+            let active = std::mem::replace(&mut layers.active, next);
             layers.sealed = Some(Arc::new(active));
         }
         layers.sealed.clone()

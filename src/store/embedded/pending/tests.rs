@@ -82,6 +82,36 @@ fn of_equal_keys_the_last_put_is_kept() {
     assert_eq!(sorted[0].1.to_vec(), b"new");
 }
 
+#[test]
+fn a_commit_counts_the_distinct_entries_held_unsealed_and_a_seal_starts_again() {
+    let pending = super::Pending::default();
+    let journal = |user: &str, seq| keys::journal_key(user, seq).unwrap();
+    let mut first = super::Staged::default();
+    first.put(Ix::Pos, &1u64.to_be_bytes(), b"a");
+    first.put(Ix::Journal, &journal("al", 1), b"");
+    first.put(Ix::LastSeq, b"al", &1u64.to_be_bytes());
+    assert_eq!(pending.commit(first), 3);
+    // Given keys put again in every shape (a replaced last seq, the same
+    // position and journal key) and one new group,
+    let mut again = super::Staged::default();
+    again.put(Ix::Pos, &1u64.to_be_bytes(), b"a");
+    again.put(Ix::Journal, &journal("al", 1), b"");
+    again.put(Ix::LastSeq, b"al", &2u64.to_be_bytes());
+    again.put(Ix::Journal, &journal("bo", 1), b"");
+    // then only the new key counts,
+    assert_eq!(pending.commit(again), 4);
+    assert_eq!(
+        pending.get(Ix::LastSeq, b"al").map(|v| v.to_vec()),
+        Some(2u64.to_be_bytes().to_vec())
+    );
+    // and a seal hands them all over: the next commit counts from zero.
+    let sealed = pending.seal().expect("entries to seal");
+    assert_eq!(sealed.len(), 4);
+    let mut after = super::Staged::default();
+    after.put(Ix::LastSeq, b"al", &3u64.to_be_bytes());
+    assert_eq!(pending.commit(after), 1);
+}
+
 fn event_positions(events: &[StoredEvent]) -> Vec<u64> {
     events.iter().map(|e| e.pos).collect()
 }
