@@ -6,11 +6,17 @@
 //! Busy aggregates hold at least one unacknowledged delivery each, and the
 //! supervisor keeps the in-flight window below the cap, so when the cap is
 //! reached there is always an idle aggregate to passivate: the cap holds.
-//! The LRU is a queue of (user, generation) entries with lazy deletion:
-//! each touch pushes a new entry, stale ones are skipped when popped, and
-//! the queue is compacted when it grows past a few times the live count.
-//! A busy aggregate met at the front leaves the queue; `completed` puts it
-//! back at the end when its work is answered.
+//!
+//! Entries live in slots (a slab, freed slots reused); the user and actor
+//! maps point at them. The LRU is a queue of (slot, generation) with lazy
+//! deletion: each touch stamps the entry with a new generation and pushes
+//! it, stale ones (an older generation, or a freed slot: generations only
+//! grow, so a reused slot never matches an older stamp) are skipped when
+//! popped, and the queue is compacted when it grows past a few times the
+//! live count. A touch and a pop are an array access, with no string
+//! copied or hashed: both happen for every command at the cap. A busy
+//! aggregate met at the front leaves the queue; `completed` puts it back
+//! at the end when its work is answered.
 
 use super::super::aggregate::AggregateMsg;
 use crate::hash::Map;
@@ -22,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Entry {
+    user_id: String,
     actor: ActorRef<AggregateMsg>,
     outstanding: usize,
     generation: u64,
@@ -35,9 +42,13 @@ pub struct Aggregates {
     metrics: ev::Aggregates,
     cap: usize,
     idle: Duration,
-    live: Map<String, Entry>,
-    by_id: Map<ActorId, String>,
-    lru: VecDeque<(String, u64)>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    /// User to slot.
+    live: Map<String, usize>,
+    /// Actor to slot.
+    by_id: Map<ActorId, usize>,
+    lru: VecDeque<(usize, u64)>,
     generation: u64,
 }
 
@@ -48,6 +59,8 @@ impl Aggregates {
             metrics: ev::Aggregates::register(),
             cap: cap.max(1),
             idle,
+            slots: Vec::new(),
+            free: Vec::new(),
             live: Map::default(),
             by_id: Map::default(),
             lru: VecDeque::new(),
@@ -55,54 +68,79 @@ impl Aggregates {
         }
     }
 
+    fn entry(&self, slot: usize) -> Option<&Entry> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
     pub fn get(&mut self, user_id: &str) -> Option<ActorRef<AggregateMsg>> {
-        let actor = self.live.get(user_id)?.actor.clone();
-        self.touch(user_id);
+        let slot = *self.live.get(user_id)?;
+        let actor = self.entry(slot)?.actor.clone();
+        self.touch(slot);
         Some(actor)
     }
 
+    /// Serves `user_id` by `actor` from now on. A user already live is
+    /// served by the new actor (its old actor is no longer tracked).
     pub fn insert(&mut self, user_id: String, actor: ActorRef<AggregateMsg>) {
-        self.by_id.insert(actor.get_id(), user_id.clone());
-        let previous = self.live.insert(
-            user_id.clone(),
-            Entry {
-                actor,
-                outstanding: 0,
-                generation: 0,
-                last_used: Instant::now(),
-            },
-        );
-        if previous.is_none() {
-            self.changed(1);
-        }
-        self.touch(&user_id);
+        let entry = Entry {
+            user_id,
+            actor,
+            outstanding: 0,
+            generation: 0,
+            last_used: Instant::now(),
+        };
+        let id = entry.actor.get_id();
+        let slot = match self.live.get(entry.user_id.as_str()).copied() {
+            Some(slot) => {
+                if let Some(old) = self.slots[slot].replace(entry) {
+                    self.by_id.remove(&old.actor.get_id());
+                }
+                slot
+            }
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        self.slots.push(None);
+                        self.slots.len() - 1
+                    }
+                };
+                self.live.insert(entry.user_id.clone(), slot);
+                self.slots[slot] = Some(entry);
+                self.changed(1);
+                slot
+            }
+        };
+        self.by_id.insert(id, slot);
+        self.touch(slot);
     }
 
     pub fn dispatched(&mut self, user_id: &str, n: usize) {
-        if let Some(e) = self.live.get_mut(user_id) {
-            e.outstanding += n;
+        if let Some(&slot) = self.live.get(user_id) {
+            if let Some(e) = self.entry_mut(slot) {
+                e.outstanding += n;
+            }
         }
     }
 
     pub fn completed(&mut self, user_id: &str, n: usize) {
-        if let Some(e) = self.live.get_mut(user_id) {
-            e.outstanding = e.outstanding.saturating_sub(n);
-            self.touch(user_id);
+        if let Some(&slot) = self.live.get(user_id) {
+            if let Some(e) = self.entry_mut(slot) {
+                e.outstanding = e.outstanding.saturating_sub(n);
+                self.touch(slot);
+            }
         }
     }
 
     /// Forgets an aggregate that stopped or failed; returns its user.
     pub fn remove_by_id(&mut self, id: ActorId) -> Option<String> {
-        let user_id = self.by_id.remove(&id)?;
-        if self
-            .live
-            .get(&user_id)
-            .is_some_and(|e| e.actor.get_id() == id)
-        {
-            self.live.remove(&user_id);
-            self.changed(-1);
-        }
-        Some(user_id)
+        let slot = self.by_id.remove(&id)?;
+        let e = self.release(slot)?;
+        Some(e.user_id)
     }
 
     /// Passivates least recently used idle aggregates until there is room
@@ -125,22 +163,21 @@ impl Aggregates {
         let mut passivated = 0;
         let mut spare = None;
         while self.live.len() >= self.cap {
-            let Some((user_id, generation)) = self.lru.pop_front() else {
+            let Some((slot, generation)) = self.lru.pop_front() else {
                 break;
             };
             if !self
-                .live
-                .get(&user_id)
+                .entry(slot)
                 .is_some_and(|e| e.generation == generation && e.outstanding == 0)
             {
                 continue;
             }
             passivated += 1;
             if self.live.len() == self.cap {
-                spare = self.take(&user_id);
+                spare = self.take(slot);
                 break;
             }
-            self.stop(&user_id);
+            self.stop(slot);
         }
         self.metrics.passivated_cap(passivated);
         (passivated, spare)
@@ -151,21 +188,18 @@ impl Aggregates {
     pub fn passivate_idle(&mut self) -> u64 {
         let cutoff = Instant::now().checked_sub(self.idle);
         let mut stopped = 0;
-        while let Some((user_id, generation)) = self.lru.front().cloned() {
-            let Some(e) = self.live.get(&user_id) else {
+        while let Some(&(slot, generation)) = self.lru.front() {
+            let Some(e) = self.entry(slot).filter(|e| e.generation == generation) else {
                 self.lru.pop_front();
                 continue;
             };
-            if e.generation != generation {
-                self.lru.pop_front();
-                continue;
-            }
             if cutoff.is_none_or(|c| e.last_used > c) {
                 break;
             }
+            let idle = e.outstanding == 0;
             self.lru.pop_front();
-            if e.outstanding == 0 {
-                self.stop(&user_id);
+            if idle {
+                self.stop(slot);
                 stopped += 1;
             }
         }
@@ -175,10 +209,12 @@ impl Aggregates {
 
     pub fn stop_all(&mut self) {
         let stopped = self.live.len();
-        for (_, e) in self.live.drain() {
+        for e in self.slots.drain(..).flatten() {
             e.actor.stop(None);
         }
         self.changed(-(stopped as isize));
+        self.free.clear();
+        self.live.clear();
         self.by_id.clear();
         self.lru.clear();
     }
@@ -190,32 +226,44 @@ impl Aggregates {
         self.metrics.live_changed(delta);
     }
 
-    fn stop(&mut self, user_id: &str) {
-        if let Some(actor) = self.take(user_id) {
+    fn stop(&mut self, slot: usize) {
+        if let Some(actor) = self.take(slot) {
             actor.stop(None);
         }
     }
 
-    /// Forgets a user's aggregate and returns its actor, still running.
-    fn take(&mut self, user_id: &str) -> Option<ActorRef<AggregateMsg>> {
-        let e = self.live.remove(user_id)?;
+    /// Forgets a slot's aggregate and returns its actor, still running.
+    fn take(&mut self, slot: usize) -> Option<ActorRef<AggregateMsg>> {
+        let e = self.release(slot)?;
         self.by_id.remove(&e.actor.get_id());
-        self.changed(-1);
         Some(e.actor)
     }
 
-    fn touch(&mut self, user_id: &str) {
+    /// Frees a slot: its entry leaves the user map and the count.
+    fn release(&mut self, slot: usize) -> Option<Entry> {
+        let e = self.slots.get_mut(slot)?.take()?;
+        self.live.remove(e.user_id.as_str());
+        self.free.push(slot);
+        self.changed(-1);
+        Some(e)
+    }
+
+    fn touch(&mut self, slot: usize) {
         self.generation += 1;
         let generation = self.generation;
-        if let Some(e) = self.live.get_mut(user_id) {
+        if let Some(e) = self.entry_mut(slot) {
             e.generation = generation;
             e.last_used = Instant::now();
-            self.lru.push_back((user_id.to_string(), generation));
+            self.lru.push_back((slot, generation));
         }
         if self.lru.len() > 4 * self.live.len() + 64 {
-            let live = &self.live;
-            self.lru
-                .retain(|(u, g)| live.get(u).is_some_and(|e| e.generation == *g));
+            let slots = &self.slots;
+            self.lru.retain(|&(slot, g)| {
+                slots
+                    .get(slot)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|e| e.generation == g)
+            });
         }
     }
 }
@@ -281,6 +329,32 @@ mod tests {
         assert_eq!(n, 0);
         assert!(spare.is_none());
         for r in [a, b] {
+            r.stop(None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_freed_slots_old_stamps_do_not_count_for_the_user_now_in_it() {
+        let health = Arc::new(Health::default());
+        let mut live = Aggregates::new(health, 2, Duration::from_secs(60));
+        let (a, b, c) = (actor().await, actor().await, actor().await);
+        // Given "a" touched twice, then gone (its slot freed),
+        live.insert("a".into(), a.clone());
+        live.get("a");
+        assert_eq!(live.remove_by_id(a.get_id()).as_deref(), Some("a"));
+        assert_eq!(live.remove_by_id(a.get_id()), None, "forgotten once");
+        // and "b" in that slot, then "c", then "b" used again,
+        live.insert("b".into(), b.clone());
+        live.insert("c".into(), c.clone());
+        live.get("b");
+        // when room is made at the cap, the least recently used is "c":
+        // "a"'s stamps and "b"'s first one are stale.
+        let (n, spare) = live.make_room();
+        assert_eq!(n, 1);
+        assert_eq!(spare.map(|s| s.get_id()), Some(c.get_id()));
+        assert!(live.get("b").is_some());
+        assert!(live.get("c").is_none());
+        for r in [a, b, c] {
             r.stop(None);
         }
     }
