@@ -39,7 +39,7 @@ const MAX_CONFLICT_ROUNDS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Work {
     pub delivery_id: u64,
-    pub command: TrackInteraction,
+    pub command: Arc<TrackInteraction>,
     pub published_at_ms: i64,
     /// Where the command is in the command log.
     pub source: Source,

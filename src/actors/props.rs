@@ -116,7 +116,7 @@ fn plan(steps: &[Step]) -> Plan {
             Step::Send(u, id, ty) => {
                 let w = Work {
                     delivery_id: sent.len() as u64,
-                    command: command(u, id, ty),
+                    command: Arc::new(command(u, id, ty)),
                     published_at_ms: chrono::Utc::now().timestamp_millis(),
                     source: source(sent.len() as u64),
                 };
@@ -463,7 +463,7 @@ async fn one_batch(
 fn work_of(delivery_id: u64, user: usize, id: usize) -> Work {
     Work {
         delivery_id,
-        command: command(user, id, 0),
+        command: Arc::new(command(user, id, 0)),
         published_at_ms: chrono::Utc::now().timestamp_millis(),
         source: source(delivery_id),
     }

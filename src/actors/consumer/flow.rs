@@ -14,13 +14,16 @@ use crate::domain::{RejectReason, TrackInteraction};
 use crate::hash::Map;
 use crate::log::Delivery;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// One delivery taken from the log and not yet acknowledged.
 pub struct InFlight {
     pub delivery: Delivery,
     /// The decoded command (`None` for deliveries that never reach an
-    /// aggregate: undecodable ones, saga steps, dead letters).
-    pub command: Option<TrackInteraction>,
+    /// aggregate: undecodable ones, saga steps, dead letters). Shared with
+    /// the `Work` sent to the aggregate: each send (and resend after a
+    /// retry) is a reference count, not a copy of its strings.
+    pub command: Option<Arc<TrackInteraction>>,
     /// Retries after transient failures (for the back-off).
     pub attempts: u32,
     /// Failures of its aggregate while processing it (counted against
@@ -85,11 +88,14 @@ impl Flow {
 
     /// Queues a delivery for its user.
     pub fn enqueue(&mut self, user: &str, id: u64) {
-        self.users
-            .entry(user.to_string())
-            .or_default()
-            .queued
-            .push_back(id);
+        match self.users.get_mut(user) {
+            Some(q) => q.queued.push_back(id),
+            None => {
+                let mut q = UserQueue::default();
+                q.queued.push_back(id);
+                self.users.insert(user.to_string(), q);
+            }
+        }
     }
 
     /// The next batch to send for `user`, if it may be sent now; it is

@@ -48,7 +48,7 @@ pub(super) async fn on_deliveries(
             }
             Ok(Command::Track(cmd)) => {
                 tally(&mut received, cmd.format.as_str());
-                Some(cmd)
+                Some(std::sync::Arc::new(cmd))
             }
             Ok(Command::BuildInteractionsInfo(b)) if state.sink.is_some() => {
                 tally(&mut received, "build_interactions_info");
