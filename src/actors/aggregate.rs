@@ -68,6 +68,13 @@ pub struct Processed {
     pub outcomes: Vec<(u64, Outcome)>,
 }
 
+/// Reports of batches to the consumer that sent them: an aggregate sends
+/// its batch's alone; the writer, settling a commit, every batch of the
+/// commit from that consumer in one message (a message per commit, not per
+/// user: with many users a batch is mostly one command).
+#[derive(Debug)]
+pub struct Reports(pub Vec<Processed>);
+
 pub enum AggregateMsg {
     /// Commands of this user, in delivery order.
     Commands(Vec<Work>),
@@ -92,7 +99,7 @@ pub struct AggregateArgs {
     pub user_id: String,
     pub store: Arc<dyn EventStore>,
     pub names: Names,
-    pub consumer: DerivedActorRef<Processed>,
+    pub consumer: DerivedActorRef<Reports>,
     pub processing: ev::Processing,
 }
 
@@ -100,7 +107,7 @@ pub struct AggregateState {
     user_id: String,
     store: Arc<dyn EventStore>,
     names: Names,
-    consumer: DerivedActorRef<Processed>,
+    consumer: DerivedActorRef<Reports>,
     processing: ev::Processing,
     /// The user's last durable sequence number; `None` until loaded or
     /// after a failure made it uncertain.
@@ -179,10 +186,10 @@ impl Actor for UserAggregate {
             }
         };
         state.processing.record(started.elapsed().as_secs_f64());
-        state.consumer.send_message(Processed {
+        state.consumer.send_message(Reports(vec![Processed {
             user_id: state.user_id.clone(),
             outcomes,
-        })?;
+        }]))?;
         Ok(())
     }
 }

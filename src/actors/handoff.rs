@@ -20,7 +20,7 @@
 //!   dropped unsettled): [`AggregateMsg::Forget`] to the aggregate, then
 //!   every delivery reported retryable to the consumer.
 
-use super::aggregate::{AggregateMsg, Outcome, Processed, Work};
+use super::aggregate::{AggregateMsg, Outcome, Processed, Reports, Work};
 use super::writer::{WriteFailed, WriteReply};
 use crate::internal_events as ev;
 use crate::store::GroupOutcome;
@@ -42,7 +42,7 @@ pub struct Parts {
     /// The batch itself, for the aggregate to decide again after a conflict.
     pub works: Vec<Work>,
     pub aggregate: ActorRef<AggregateMsg>,
-    pub consumer: DerivedActorRef<Processed>,
+    pub consumer: DerivedActorRef<Reports>,
     pub processing: ev::Processing,
     /// When the aggregate took the batch.
     pub started: Instant,
@@ -53,8 +53,11 @@ impl Handoff {
         Self(Some(parts))
     }
 
-    /// Settles the batch with the writer's answer to its request.
-    pub fn settle(mut self, answer: Result<WriteReply, WriteFailed>) {
+    /// Settles the batch with the writer's answer to its request. The
+    /// report of an appended batch joins `reports`, sent once the commit's
+    /// batches are settled; every other settlement reports at once (after
+    /// its message to the aggregate).
+    pub fn settle(mut self, answer: Result<WriteReply, WriteFailed>, reports: &mut ReportBatch) {
         let Some(p) = self.0.take() else { return };
         match answer {
             Ok(WriteReply {
@@ -62,11 +65,13 @@ impl Handoff {
             }) => {
                 ev::commands_duplicate(p.duplicates);
                 p.processing.record(p.started.elapsed().as_secs_f64());
-                // A consumer that stopped gets its deliveries again.
-                let _ = p.consumer.send_message(Processed {
-                    user_id: p.user_id,
-                    outcomes: p.outcomes,
-                });
+                reports.add(
+                    p.consumer,
+                    Processed {
+                        user_id: p.user_id,
+                        outcomes: p.outcomes,
+                    },
+                );
             }
             Ok(WriteReply {
                 group: Some(GroupOutcome::Conflict(conflict)),
@@ -117,7 +122,7 @@ fn fail(p: Parts, failed: WriteFailed) {
 fn report_failed(
     user_id: String,
     ids: impl Iterator<Item = u64>,
-    consumer: &DerivedActorRef<Processed>,
+    consumer: &DerivedActorRef<Reports>,
     failed: WriteFailed,
 ) {
     let outcome = Outcome::Retry {
@@ -125,5 +130,32 @@ fn report_failed(
         error: failed.message,
     };
     let outcomes = ids.map(|id| (id, outcome.clone())).collect();
-    let _ = consumer.send_message(Processed { user_id, outcomes });
+    let _ = consumer.send_message(Reports(vec![Processed { user_id, outcomes }]));
+}
+
+/// The reports of appended batches, gathered per consumer while a commit's
+/// requests are answered, then sent: one message per consumer and commit.
+#[derive(Default)]
+pub struct ReportBatch(Vec<(DerivedActorRef<Reports>, Vec<Processed>)>);
+
+impl ReportBatch {
+    fn add(&mut self, consumer: DerivedActorRef<Reports>, report: Processed) {
+        // A commit's batches come from a consumer per partition: a few.
+        match self
+            .0
+            .iter_mut()
+            .find(|(c, _)| c.get_id() == consumer.get_id())
+        {
+            Some((_, reports)) => reports.push(report),
+            None => self.0.push((consumer, vec![report])),
+        }
+    }
+
+    /// Sends what was gathered. A consumer that stopped gets its
+    /// deliveries again.
+    pub fn send(self) {
+        for (consumer, reports) in self.0 {
+            let _ = consumer.send_message(Reports(reports));
+        }
+    }
 }

@@ -71,8 +71,10 @@ impl Actor for Collector {
         msg: ConsumerMsg,
         tx: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let ConsumerMsg::Processed { user_id, outcomes } = msg {
-            let _ = tx.send((user_id, outcomes));
+        if let ConsumerMsg::Processed(reports) = msg {
+            for r in reports {
+                let _ = tx.send((r.user_id, r.outcomes));
+            }
         }
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! Requests whose caller stopped (an aggregate stopped with its consumer)
 //! are left out of the commit: their deliveries come again.
 
-use super::handoff::Handoff;
+use super::handoff::{Handoff, ReportBatch};
 use super::schedule_flush;
 use super::subscribers::Subscribers;
 use crate::domain::Rejection;
@@ -91,12 +91,12 @@ impl Requester {
         }
     }
 
-    fn answer(self, answer: Result<WriteReply, WriteFailed>) {
+    fn answer(self, answer: Result<WriteReply, WriteFailed>, reports: &mut ReportBatch) {
         match self {
             Requester::Waiting(port) => {
                 let _ = port.send(answer);
             }
-            Requester::HandedOff(handoff) => handoff.settle(answer),
+            Requester::HandedOff(handoff) => handoff.settle(answer, reports),
         }
     }
 }
@@ -302,28 +302,36 @@ impl Commit {
             Err(e) => {
                 ev::store_error("write", &e);
                 let failed = WriteFailed::from(&e);
+                let mut reports = ReportBatch::default();
                 for p in pending {
-                    p.reply.answer(Err(failed.clone()));
+                    p.reply.answer(Err(failed.clone()), &mut reports);
                 }
+                reports.send();
                 return;
             }
         };
+        // The store is done with the batch: its events move into the
+        // records handed to the subscribers (a copy only if another
+        // holder of the batch remains).
+        let mut batch = Arc::unwrap_or_clone(batch);
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut records: Vec<JournalRecord> = Vec::new();
         let mut persisted = 0u64;
+        let mut reports = ReportBatch::default();
         for (p, (g, rej_range)) in pending.into_iter().zip(slots) {
-            let group =
-                g.and_then(|i| Some((outcome.groups.get(i)?.clone(), batch.groups.get(i)?)));
-            if let Some((GroupOutcome::Appended { first_pos }, appended)) = &group {
+            let mut group =
+                g.and_then(|i| Some((outcome.groups.get(i)?.clone(), batch.groups.get_mut(i)?)));
+            if let Some((GroupOutcome::Appended { first_pos }, appended)) = group.as_mut() {
+                persisted += appended.events.len() as u64;
                 if self.broadcast {
-                    for (k, e) in appended.events.iter().enumerate() {
+                    let events = std::mem::take(&mut appended.events);
+                    for (k, e) in events.into_iter().enumerate() {
                         records.push(JournalRecord::Event(StoredEvent::new(
-                            first_pos + k as u64,
-                            e.clone(),
+                            *first_pos + k as u64,
+                            e,
                         )));
                     }
                 }
-                persisted += appended.events.len() as u64;
                 for published in &p.published_at_ms {
                     self.persisted.record((now_ms - published) as f64 / 1000.0);
                 }
@@ -340,10 +348,14 @@ impl Commit {
                     }
                 }
             }
-            p.reply.answer(Ok(WriteReply {
-                group: group.map(|(o, _)| o),
-            }));
+            p.reply.answer(
+                Ok(WriteReply {
+                    group: group.map(|(o, _)| o),
+                }),
+                &mut reports,
+            );
         }
+        reports.send();
         ev::events_persisted(persisted);
         if !records.is_empty() {
             records.sort_by_key(JournalRecord::pos);

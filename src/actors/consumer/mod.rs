@@ -32,7 +32,7 @@ mod saga;
 #[cfg(test)]
 mod tests;
 
-pub use super::aggregate::{Outcome, Processed, Work};
+pub use super::aggregate::{Outcome, Processed, Reports, Work};
 use super::writer::WriteFailed;
 use super::{Names, PipelineConfig};
 use crate::domain::codec::Command;
@@ -59,11 +59,9 @@ const READ_BATCH: usize = 1024;
 pub enum ConsumerMsg {
     /// Deliveries read from the partition (from the reader task).
     Deliveries(Vec<Delivery>),
-    /// Outcomes reported by a user's aggregate for its batch.
-    Processed {
-        user_id: String,
-        outcomes: Vec<(u64, Outcome)>,
-    },
+    /// Outcomes of users' batches: one from an aggregate, or those of a
+    /// commit from the writer.
+    Processed(Vec<Processed>),
     /// Rejections recorded (or not) by the writer for deliveries that never
     /// reached an aggregate (undecodable or dead-lettered).
     Settled {
@@ -91,24 +89,21 @@ pub enum ConsumerMsg {
     Drain(RpcReplyPort<()>),
 }
 
-/// An aggregate (or the writer, settling a batch the aggregate handed it)
-/// reports to its consumer through a `DerivedActorRef<Processed>` (the
+/// An aggregate (or the writer, settling batches the aggregates handed it)
+/// reports to its consumer through a `DerivedActorRef<Reports>` (the
 /// aggregate owns its protocol and never names this actor's messages).
-impl From<Processed> for ConsumerMsg {
-    fn from(p: Processed) -> Self {
-        ConsumerMsg::Processed {
-            user_id: p.user_id,
-            outcomes: p.outcomes,
-        }
+impl From<Reports> for ConsumerMsg {
+    fn from(r: Reports) -> Self {
+        ConsumerMsg::Processed(r.0)
     }
 }
 
-impl TryFrom<ConsumerMsg> for Processed {
+impl TryFrom<ConsumerMsg> for Reports {
     type Error = ConsumerMsg;
 
     fn try_from(m: ConsumerMsg) -> Result<Self, ConsumerMsg> {
         match m {
-            ConsumerMsg::Processed { user_id, outcomes } => Ok(Processed { user_id, outcomes }),
+            ConsumerMsg::Processed(reports) => Ok(Reports(reports)),
             other => Err(other),
         }
     }
@@ -222,13 +217,15 @@ impl Actor for PartitionConsumer {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConsumerMsg::Deliveries(batch) => on_deliveries(&myself, state, batch).await?,
-            ConsumerMsg::Processed { user_id, outcomes } => {
-                state.aggregates.completed(&user_id, 1);
-                let all_ok = outcomes
-                    .iter()
-                    .all(|(_, o)| !matches!(o, Outcome::Retry { .. }));
-                state.flow.answered(&user_id, all_ok);
-                on_outcomes(&myself, state, &user_id, outcomes).await?;
+            ConsumerMsg::Processed(reports) => {
+                for Processed { user_id, outcomes } in reports {
+                    state.aggregates.completed(&user_id, 1);
+                    let all_ok = outcomes
+                        .iter()
+                        .all(|(_, o)| !matches!(o, Outcome::Retry { .. }));
+                    state.flow.answered(&user_id, all_ok);
+                    on_outcomes(&myself, state, &user_id, outcomes).await?;
+                }
             }
             ConsumerMsg::Settled { items, result } => {
                 state.flow.settling(-(items.len() as isize));
