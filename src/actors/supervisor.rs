@@ -14,7 +14,7 @@ use super::folder::{Folder, FolderArgs};
 use super::projector::{Projector, ProjectorArgs};
 use super::publisher::{EventPublisher, PublisherArgs};
 use super::subscribers::Subscribers;
-use super::writer::{JournalWriter, WriterArgs};
+use super::writer::{self, JournalWriter, WriterArgs};
 use super::{Names, PipelineConfig};
 use crate::health::Health;
 use crate::internal_events as ev;
@@ -282,6 +282,10 @@ async fn spawn_child(
                 store: a.store.clone(),
                 health: a.health.clone(),
                 max_batch: a.config.max_write_batch,
+                commit_interval: match a.store.projection_mode() {
+                    ProjectionMode::Checkpointed => writer::COMMIT_INTERVAL,
+                    ProjectionMode::Folded => Duration::ZERO,
+                },
             };
             let (w, _) = Actor::spawn_linked(
                 Some(a.names.writer_name()),

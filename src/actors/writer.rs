@@ -12,6 +12,12 @@
 //! consumers' in-flight window, a commit by the store's own timeouts).
 //! Requests whose caller stopped (an aggregate stopped with its consumer)
 //! are left out of the commit: their deliveries come again.
+//!
+//! On a store whose projectors follow the commits (the embedded store),
+//! commits start at least [`COMMIT_INTERVAL`] apart: each commit costs a
+//! blocking thread's wake-up, an fsync and an apply per projector whatever
+//! its size, so fewer, larger commits cost less per event, for at most
+//! that much more before a delivery is acknowledged.
 
 use super::handoff::{Handoff, ReportBatch};
 use super::schedule_flush;
@@ -26,7 +32,11 @@ use crate::store::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The least time from one commit's start to the next one's, on a store
+/// whose projectors follow the commits (`WriterArgs::commit_interval`).
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 
 /// The answer to one write request.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +119,9 @@ pub struct WriterArgs {
     pub store: Arc<dyn EventStore>,
     pub health: Arc<Health>,
     pub max_batch: usize,
+    /// The least time between the starts of two commits (a full batch
+    /// does not wait).
+    pub commit_interval: Duration,
 }
 
 struct Pending {
@@ -134,6 +147,9 @@ pub struct WriterState {
     pending: Vec<Pending>,
     pending_events: usize,
     flush_scheduled: bool,
+    commit_interval: Duration,
+    /// When the last commit started.
+    last_commit: Option<tokio::time::Instant>,
     /// `tracking_end_to_end_latency_seconds{stage="persisted"}`, registered once.
     persisted: ev::EndToEnd,
     /// Permits of concurrent commits (deterministic stores; `None`: one
@@ -162,6 +178,8 @@ impl Actor for JournalWriter {
             pending: Vec::new(),
             pending_events: 0,
             flush_scheduled: false,
+            commit_interval: args.commit_interval,
+            last_commit: None,
             persisted: ev::EndToEnd::register("persisted"),
             concurrent,
         })
@@ -191,9 +209,19 @@ impl Actor for JournalWriter {
                 state.pending_events += p.events();
                 state.pending.push(p);
                 // A full batch, or a mailbox closed by the drain at
-                // shutdown: commit now; otherwise once what is queued is in.
+                // shutdown: commit now; otherwise once what is queued is in,
+                // and no sooner than the interval after the last commit
+                // (requests still waiting at a stop: `post_stop`).
                 let full = state.pending_events >= state.max_batch;
-                if full || !schedule_flush(&myself, &mut state.flush_scheduled, WriterMsg::Flush) {
+                let wait = state.last_commit.map_or(Duration::ZERO, |t| {
+                    state.commit_interval.saturating_sub(t.elapsed())
+                });
+                if !full && !state.flush_scheduled && !wait.is_zero() {
+                    myself.send_after(wait, || WriterMsg::Flush);
+                    state.flush_scheduled = true;
+                } else if full
+                    || !schedule_flush(&myself, &mut state.flush_scheduled, WriterMsg::Flush)
+                {
                     commit(state).await;
                 }
             }
@@ -221,6 +249,7 @@ async fn commit(state: &mut WriterState) {
     if state.pending.is_empty() {
         return;
     }
+    state.last_commit = Some(tokio::time::Instant::now());
     let mut pending = std::mem::take(&mut state.pending);
     state.pending_events = 0;
     // A requester that stopped while its request waited here (its
@@ -375,6 +404,7 @@ pub(super) async fn spawn_for_test(
         store: store.clone(),
         health: Arc::new(Health::default()),
         max_batch: 64,
+        commit_interval: COMMIT_INTERVAL,
     };
     Actor::spawn(Some(names.writer_name()), JournalWriter, args).await
 }
@@ -417,6 +447,45 @@ mod tests {
             published_at_ms: Vec::new(),
             reply: Requester::Waiting(reply),
         }
+    }
+
+    /// Requests that come within the interval after a commit started wait
+    /// for its end (the clock is paused: it moves only when a timer is
+    /// due, so an answer before it would come at the commit's instant).
+    #[tokio::test(start_paused = true)]
+    async fn requests_within_the_interval_after_a_commit_wait_for_its_end() {
+        let (_dir, store, writer, handle) = start().await;
+        let fx = Fx::new();
+        let (a, b, c) = (fx.name("a"), fx.name("b"), fx.name("c"));
+        let (tx, rx) = ractor::concurrency::oneshot();
+        writer
+            .send_message(first_event(&fx, &a, tx.into()))
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        let committed = tokio::time::Instant::now();
+        let mut replies = Vec::new();
+        for user in [&b, &c] {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            writer
+                .send_message(first_event(&fx, user, tx.into()))
+                .unwrap();
+            replies.push(rx);
+        }
+        let mut firsts = Vec::new();
+        for rx in replies {
+            match rx.await.unwrap().unwrap().group {
+                Some(GroupOutcome::Appended { first_pos }) => firsts.push(first_pos),
+                other => panic!("not appended: {other:?}"),
+            }
+            assert!(
+                committed.elapsed() >= COMMIT_INTERVAL,
+                "answered before the interval"
+            );
+        }
+        assert_eq!(firsts.len(), 2);
+        assert_eq!(store.last_seq(&c).await.unwrap(), 1);
+        writer.stop(None);
+        handle.await.unwrap();
     }
 
     #[tokio::test]
