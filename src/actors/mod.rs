@@ -43,6 +43,29 @@ pub(crate) fn schedule_flush<M: ractor::Message>(
     *scheduled
 }
 
+/// [`schedule_flush`], paced: the flush arrives no sooner than `interval`
+/// after the previous one started (`last`), by `send_after` if that is
+/// still ahead. Such a message cannot arrive once the actor stops, so an
+/// actor that paces its flushes flushes what it still holds in
+/// `post_stop`.
+pub(crate) fn schedule_paced_flush<M: ractor::Message>(
+    myself: &ractor::ActorRef<M>,
+    scheduled: &mut bool,
+    (last, interval): (Option<tokio::time::Instant>, Duration),
+    flush: fn() -> M,
+) -> bool {
+    if *scheduled {
+        return true;
+    }
+    let wait = last.map_or(Duration::ZERO, |t| interval.saturating_sub(t.elapsed()));
+    if wait.is_zero() {
+        return schedule_flush(myself, scheduled, flush());
+    }
+    myself.send_after(wait, flush);
+    *scheduled = true;
+    true
+}
+
 /// Tunables of the pipeline (from the command line).
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {

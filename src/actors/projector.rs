@@ -18,7 +18,7 @@
 //! that much more at most. At a stop the buffer is applied (`post_stop`).
 
 use super::follow::{self, handle_in_order, Follower};
-use super::schedule_flush;
+use super::schedule_paced_flush;
 use super::subscribers::{subscriber_msg, Subscribers};
 use crate::internal_events as ev;
 use crate::store::{EventStore, JournalRecord, ProjectionKind, StoreError};
@@ -107,15 +107,9 @@ impl Actor for Projector {
         match msg {
             ProjectorMsg::Committed(records) => {
                 state.buffer.push(records);
-                let wait = state.last_apply.map_or(Duration::ZERO, |t| {
-                    APPLY_INTERVAL.saturating_sub(t.elapsed())
-                });
-                if !state.flush_scheduled && !wait.is_zero() {
-                    // A stop before it fires applies the buffer in `post_stop`.
-                    myself.send_after(wait, || ProjectorMsg::Flush);
-                    state.flush_scheduled = true;
-                } else if !schedule_flush(&myself, &mut state.flush_scheduled, ProjectorMsg::Flush)
-                {
+                let pace = (state.last_apply, APPLY_INTERVAL);
+                let flush_msg = || ProjectorMsg::Flush;
+                if !schedule_paced_flush(&myself, &mut state.flush_scheduled, pace, flush_msg) {
                     flush(state).await;
                 }
             }

@@ -20,7 +20,7 @@
 //! that much more before a delivery is acknowledged.
 
 use super::handoff::{Handoff, ReportBatch};
-use super::schedule_flush;
+use super::schedule_paced_flush;
 use super::subscribers::Subscribers;
 use crate::domain::Rejection;
 use crate::health::Health;
@@ -213,14 +213,10 @@ impl Actor for JournalWriter {
                 // and no sooner than the interval after the last commit
                 // (requests still waiting at a stop: `post_stop`).
                 let full = state.pending_events >= state.max_batch;
-                let wait = state.last_commit.map_or(Duration::ZERO, |t| {
-                    state.commit_interval.saturating_sub(t.elapsed())
-                });
-                if !full && !state.flush_scheduled && !wait.is_zero() {
-                    myself.send_after(wait, || WriterMsg::Flush);
-                    state.flush_scheduled = true;
-                } else if full
-                    || !schedule_flush(&myself, &mut state.flush_scheduled, WriterMsg::Flush)
+                let pace = (state.last_commit, state.commit_interval);
+                let flush_msg = || WriterMsg::Flush;
+                if full
+                    || !schedule_paced_flush(&myself, &mut state.flush_scheduled, pace, flush_msg)
                 {
                     commit(state).await;
                 }
