@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
 const SAME_LAYER: &[(&str, &str)] = &[
     ("internal_events", "domain"),
     ("wire", "domain"),
+    ("domain", "hash"),
     ("health", "internal_events"),
     ("config", "app"),
     ("check", "loadgen"),

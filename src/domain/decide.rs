@@ -14,6 +14,7 @@
 
 use super::{day_of, TrackInteraction};
 use super::{validate, InteractionTracked, InteractionType, RejectReason, Rejection};
+use crate::hash::Set;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -125,8 +126,11 @@ impl Decision {
 /// - Anything else is the user's next event, recorded at its publish time.
 pub fn decide(user: &str, view: &UserView, inputs: &[Input<'_>]) -> Decision {
     let mut d = Decision::default();
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut keys_this_batch: HashSet<DailyKey> = HashSet::new();
+    // Most batches hold one command: these allocate only for the commands
+    // after it. Keys of a batch are few (types x days), so a list.
+    let mut seen: Set<&str> = Set::default();
+    let mut keys_this_batch: Vec<DailyKey> = Vec::new();
+    let more_after = |i: usize| i + 1 < inputs.len();
     for (i, input) in inputs.iter().enumerate() {
         let now = input.published_at;
         let mut event = match validate(input.command, now) {
@@ -146,9 +150,12 @@ pub fn decide(user: &str, view: &UserView, inputs: &[Input<'_>]) -> Decision {
             }
         };
         let id = input.command.interaction_id.as_str();
-        if !seen.insert(id) || view.own_ids.contains(id) {
+        if seen.contains(id) || view.own_ids.contains(id) {
             d.verdicts.push(Verdict::Duplicate);
             continue;
+        }
+        if more_after(i) {
+            seen.insert(id);
         }
         if view.foreign_ids.contains(id) {
             let reason = RejectReason::ConflictingInteractionId;
@@ -166,7 +173,10 @@ pub fn decide(user: &str, view: &UserView, inputs: &[Input<'_>]) -> Decision {
         }
         event.seq = view.last_seq + d.events.len() as u64 + 1;
         let key = DailyKey::of(&event);
-        let first_of_key = !view.known_keys.contains(&key) && keys_this_batch.insert(key);
+        let first_of_key = !view.known_keys.contains(&key) && !keys_this_batch.contains(&key);
+        if first_of_key && more_after(i) {
+            keys_this_batch.push(key);
+        }
         d.verdicts.push(Verdict::Event(d.events.len()));
         d.events.push(NewEvent {
             event,

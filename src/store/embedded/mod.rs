@@ -103,6 +103,7 @@ mod project;
 mod read;
 mod recent;
 mod seqs;
+mod warm;
 mod write;
 
 #[cfg(test)]
@@ -152,7 +153,7 @@ struct Inner {
     status_mirror: mirror::Mirror<NaiveDate>,
     /// Projection rows written recently, read back by the applies (see
     /// [`project`]).
-    warm: project::Warm,
+    warm: warm::Warm,
     /// Serializes writes: the conflict checks, the journal's append and
     /// the indexes' commit are one step.
     writer: std::sync::Mutex<()>,
@@ -437,7 +438,7 @@ impl EmbeddedStore {
         let inner = Inner {
             daily_mirror,
             status_mirror,
-            warm: project::Warm::default(),
+            warm: warm::Warm::default(),
             journal,
             last_seq,
             ids,

@@ -5,18 +5,11 @@
 //! entries ([`super::pending`]) and ingested by the next index checkpoint,
 //! not written through the LSM's memtables and log: the rows of a user or
 //! bucket applied many times a second are ingested once, and an apply
-//! does no I/O but its reads.
-//!
-//! An apply reads back rows it wrote before: a user's stats row, to add
-//! the new events to it, and a daily bucket's member key, to know whether
-//! the user is new to the bucket (a unique user). Those reads were LSM
-//! point lookups (a memtable skip-list search, then the tables), most of
-//! an apply's cost. [`Warm`] keeps the rows written most recently in
-//! memory, so a user seen again is a hash lookup.
+//! does no I/O but its reads, most of them answered by [`super::warm`].
 
 use super::mirror::Counters;
 use super::pending::{Ix, Staged};
-use super::recent::Recent;
+use super::warm::Bucket;
 use super::{db_err, keys, Inner};
 use crate::hash::{Map, Set};
 use crate::store::projections::{daily_key, status_day, DailyKey};
@@ -27,55 +20,8 @@ use chrono::NaiveDate;
 use fjall::{Keyspace, PersistMode, Slice};
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Included};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::sync::OwnedMutexGuard;
-
-/// Users whose stats rows are kept in memory, per generation (two at most:
-/// 65,536 to 131,072 users, about 15 MiB at most, an estimate).
-const WARM_USERS: usize = 65_536;
-/// Daily members (bucket + user) kept in memory, per generation (about
-/// 18 MiB at most for two, an estimate).
-const WARM_MEMBERS: usize = 131_072;
-
-/// Projection rows written recently, as the projections hold them (in
-/// memory until a checkpoint, then in the keyspaces).
-///
-/// Only [`Inner::apply`] writes the `users` rows and the daily members,
-/// one apply per projection at a time (it holds the projection's
-/// checkpoint lock), and it puts what it wrote here only after its rows
-/// were put in place; [`Inner::reset`] clears them with the keyspace. So
-/// an entry is never older than the projection, and an apply may trust
-/// it. A member is only ever added, so a member found here is in the
-/// projection (and is not put again: it ages out with its generation,
-/// then one lookup brings it back).
-pub(super) struct Warm {
-    /// User id to its encoded stats row.
-    users: Mutex<Recent<Box<str>, Box<[u8]>>>,
-    /// Member keys (bucket + user) known to be in the keyspace.
-    members: Mutex<Recent<Box<[u8]>, ()>>,
-}
-
-impl Default for Warm {
-    fn default() -> Self {
-        Self {
-            users: Mutex::new(Recent::new(WARM_USERS)),
-            members: Mutex::new(Recent::new(WARM_MEMBERS)),
-        }
-    }
-}
-
-impl Warm {
-    /// A panic while a map was held cannot have left a wrong entry (each
-    /// update is one insert of a committed value), so a poisoned lock is
-    /// taken over.
-    fn users(&self) -> MutexGuard<'_, Recent<Box<str>, Box<[u8]>>> {
-        self.users.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn members(&self) -> MutexGuard<'_, Recent<Box<[u8]>, ()>> {
-        self.members.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// What one `apply` call adds to a projection, aggregated in memory so
 /// each row is read and written once per call.
@@ -200,28 +146,29 @@ impl Inner {
         let mut daily_rows = Vec::new();
         let mut status_rows = Vec::new();
         // What this commit leaves in the projection, for `warm` after it.
-        let mut members_written: Vec<Vec<u8>> = Vec::new();
+        let mut members_written: Vec<(String, Bucket)> = Vec::new();
         let mut users_written: Vec<(String, Vec<u8>)> = Vec::new();
         let ix = match delta.body {
             Body::Daily(buckets) => {
-                let known = self.warm.members();
+                let mut known = self.warm.members();
                 for ((day, ty, campaign), (count, users)) in buckets {
                     let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
                     let (mut n, mut unique) = counters(self, Ix::Daily, &row, "daily stats row")?;
                     n += count;
+                    let bucket = known.bucket(&row);
                     let mut member = keys::bucket(day, ty, campaign.as_deref(), keys::MEMBER)?;
                     let base = member.len();
                     for user in users {
-                        member.truncate(base);
-                        member.extend_from_slice(user.as_bytes());
-                        if known.get(member.as_slice()).is_some() {
+                        if known.contains(&user, &bucket) {
                             continue;
                         }
+                        member.truncate(base);
+                        member.extend_from_slice(user.as_bytes());
                         if self.index_get(Ix::Daily, &member)?.is_none() {
                             unique += 1;
                             staged.put(Ix::Daily, &member, &[]);
                         }
-                        members_written.push(member.clone());
+                        members_written.push((user, Arc::clone(&bucket)));
                     }
                     staged.put(Ix::Daily, &row, &keys::pair(n, unique));
                     daily_rows.push(((day, ty, campaign), (n, unique)));
@@ -238,10 +185,10 @@ impl Inner {
                 Ix::Status
             }
             Body::Users(users) => {
-                let known = self.warm.users();
+                let mut known = self.warm.users();
                 for (user, more) in users {
                     let key = user_key(&user);
-                    let stored = match known.get(user.as_str()) {
+                    let stored = match known.touch(user.as_str()) {
                         Some(v) => Some(keys::decode_user_stats(&user, v)?),
                         None => match self.index_get(Ix::Users, &key)? {
                             Some(v) => Some(keys::decode_user_stats(&user, &v)?),
@@ -266,8 +213,8 @@ impl Inner {
         let unsealed = self.pending.commit(staged);
         if !members_written.is_empty() {
             let mut known = self.warm.members();
-            for m in members_written {
-                known.put(m.as_slice(), ());
+            for (user, bucket) in members_written {
+                known.add(&user, bucket);
             }
         }
         if !users_written.is_empty() {
