@@ -31,6 +31,9 @@ const WARM_USERS: usize = 131_072;
 /// Users whose daily memberships are kept, per generation (about 30 MiB
 /// at most for two with a few memberships each, an estimate).
 const WARM_MEMBER_USERS: usize = 131_072;
+/// Memberships kept per user, the latest (a user active for days would
+/// otherwise hold every day's; an older one is looked up again if needed).
+const BUCKETS_PER_USER: usize = 8;
 /// Distinct bucket keys shared at most; past it the table starts again
 /// (entries keep their keys, later ones get new copies).
 const SHARED_BUCKETS: usize = 4_096;
@@ -107,6 +110,9 @@ impl Memberships {
     pub(super) fn add(&mut self, user: &str, bucket: Bucket) {
         self.users.update(user, Vec::new, |held| {
             if !held.iter().any(|b| same(b, &bucket)) {
+                if held.len() >= BUCKETS_PER_USER {
+                    held.remove(0);
+                }
                 held.push(bucket);
             }
         });
@@ -144,6 +150,21 @@ mod tests {
         m.add("u1", a.clone());
         assert!(m.contains("u1", &a) && m.contains("u1", &b));
         assert_eq!(m.users.get("u1").map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn a_user_keeps_only_the_latest_memberships() {
+        // Given a user added to one bucket more than it keeps
+        let mut m = Memberships::new(4);
+        let buckets: Vec<Bucket> = (0..=BUCKETS_PER_USER)
+            .map(|i| m.bucket(format!("day {i}").as_bytes()))
+            .collect();
+        for b in &buckets {
+            m.add("u1", b.clone());
+        }
+        // Then the first is forgotten (looked up again), the others known
+        assert!(!m.contains("u1", &buckets[0]));
+        assert!(buckets[1..].iter().all(|b| m.contains("u1", b)));
     }
 
     #[test]
