@@ -4,8 +4,9 @@
 //! projections) is derived from it and can be derived again.
 //!
 //! A frame is `[u32 len LE][u32 crc32 LE of body][body]`, the body
-//! `[u64 pos BE][u8 tag][payload]` (tag `0x01`: an event, rmp-serde named;
-//! `0x02`: a rejection). The position in the body makes misplaced data
+//! `[u64 pos BE][u8 tag][payload]` (tag `0x03`: an event, compact; `0x01`:
+//! an event, rmp-serde named, as older journals hold them; `0x02`: a
+//! rejection). The position in the body makes misplaced data
 //! detectable. A segment is named by the first position it holds
 //! (`<20 digits>.seg`) and closed at [`SEGMENT_BYTES`]; a commit's frames
 //! are one `write` and one `fdatasync`, so after a crash only the last

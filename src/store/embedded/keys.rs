@@ -18,6 +18,9 @@ pub const MEMBER: u8 = 0x02;
 /// index values that held them).
 pub const POS_EVENT: u8 = 0x01;
 pub const POS_REJECTION: u8 = 0x02;
+/// An event in the compact encoding (the one written; `POS_EVENT`, named
+/// fields, is read from older journals).
+pub const POS_EVENT_COMPACT: u8 = 0x03;
 
 pub fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("malformed {what}"))

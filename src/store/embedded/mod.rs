@@ -34,7 +34,9 @@
 //! Strings inside keys are length-prefixed, so no id can run into the next
 //! component whatever bytes it holds; rows come back in key order and the
 //! readers sort where string order matters (daily stats by campaign).
-//! The journal's records are `0x01 event` (rmp-serde, named) or `0x02
+//! The journal's records are `0x03 event` (the event's compact encoding:
+//! fields by position, timestamps as integers), `0x01 event` (rmp-serde,
+//! named: written before the compact one, still read) or `0x02
 //! rejection`; formats 1 and 2 kept them in the LSM and are upgraded at
 //! open ([`migrate`]).
 //!

@@ -187,6 +187,10 @@ impl Inner {
 /// A journal record as the store's readers see it.
 pub(super) fn decode_record(f: Frame) -> Result<JournalRecord, StoreError> {
     match f.tag {
+        keys::POS_EVENT_COMPACT => Ok(JournalRecord::Event(StoredEvent::new(
+            f.pos,
+            InteractionTracked::decode_compact(&f.payload)?,
+        ))),
         keys::POS_EVENT => Ok(JournalRecord::Event(StoredEvent::new(
             f.pos,
             InteractionTracked::decode(&f.payload)?,

@@ -144,7 +144,9 @@ impl Inner {
             let first_pos = head + 1;
             for ev in &g.events {
                 head += 1;
-                frames.push(head, keys::POS_EVENT, |b| Ok(ev.encode_into(b)?))?;
+                frames.push(head, keys::POS_EVENT_COMPACT, |b| {
+                    Ok(ev.encode_compact_into(b)?)
+                })?;
                 index_event(&mut staged, ev, head)?;
                 taken.insert(&ev.interaction_id, &g.user_id);
             }

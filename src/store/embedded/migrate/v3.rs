@@ -139,8 +139,14 @@ pub(in super::super) mod tests {
             }
             let loc = super::Location::decode(&v).unwrap();
             let f = s.records.read(p, loc).unwrap();
-            let mut old = vec![f.tag];
-            old.extend_from_slice(&f.payload);
+            // Format 2 knew only the named encoding of events.
+            let old = match f.tag {
+                keys::POS_EVENT_COMPACT => {
+                    let ev = crate::domain::InteractionTracked::decode_compact(&f.payload).unwrap();
+                    [vec![keys::POS_EVENT], ev.encode().unwrap()].concat()
+                }
+                tag => [vec![tag], f.payload].concat(),
+            };
             b.insert(&s.pos, k, old);
         }
         b.insert(&s.meta, "format", 2u32.to_be_bytes());
