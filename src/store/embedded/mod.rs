@@ -38,7 +38,8 @@
 //! fields by position, timestamps as integers), `0x01 event` (rmp-serde,
 //! named: written before the compact one, still read) or `0x02
 //! rejection`; formats 1 and 2 kept them in the LSM and are upgraded at
-//! open ([`migrate`]).
+//! open ([`migrate`]); format 3's journal holds named events only and is
+//! recorded as format 4 at open (see [`FORMAT_VERSION`]).
 //!
 //! # Crash safety
 //!
@@ -124,9 +125,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// On-disk format of this module; bumped on incompatible layout changes.
-/// Format 1 is upgraded at open
-/// ([`migrate`]).
-const FORMAT_VERSION: u32 = 3;
+/// Formats 1 and 2 are upgraded at open ([`migrate`]). Format 4 is
+/// format 3 whose journal may hold events in the compact encoding
+/// (`keys::POS_EVENT_COMPACT`): a format-3 store is recorded as format 4
+/// at open, nothing to convert, and a build that knows only format 3
+/// refuses a format-4 store by its version, not by a record it cannot
+/// read.
+const FORMAT_VERSION: u32 = 4;
 /// The journal's directory inside the store's.
 const JOURNAL_DIR: &str = "events";
 
@@ -351,6 +356,7 @@ impl EmbeddedStore {
         // Whether this open records the current format (a new or upgraded store).
         let record_format = match meta.get("format").map_err(db_err)? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => false,
+            Some(v) if v.as_ref() == 3u32.to_be_bytes() => true,
             Some(v) if v.as_ref() == 1u32.to_be_bytes() || v.as_ref() == 2u32.to_be_bytes() => {
                 if v.as_ref() == 1u32.to_be_bytes() {
                     migrate::v1_to_v2(&db, &journal, &pos)?;
@@ -366,7 +372,7 @@ impl EmbeddedStore {
                     .map(|b| u32::from_be_bytes(b).to_string())
                     .unwrap_or_else(|_| format!("{v:?}"));
                 return Err(StoreError::Corrupt(format!(
-                    "store format {found} is not one this build reads (1 and 2, upgraded at open, or {FORMAT_VERSION}); a newer build wrote it?"
+                    "store format {found} is not one this build reads (1 to 3, upgraded at open, or {FORMAT_VERSION}); a newer build wrote it?"
                 )));
             }
             None => {

@@ -217,6 +217,33 @@ async fn reopen_keeps_head_and_checkpoints() {
 }
 
 #[tokio::test]
+async fn a_format_3_store_opens_as_format_4_with_its_records() {
+    // Given a store recorded as format 3 (no compact events yet)
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.write(batch(0..5, 0, 2).into()).await.unwrap();
+        store.flush().await.unwrap();
+        store
+            .inner
+            .meta
+            .insert("format", 3u32.to_be_bytes())
+            .unwrap();
+        store.inner.db.persist(fjall::PersistMode::SyncAll).unwrap();
+        store.scan(0, usize::MAX).await.unwrap()
+    };
+    // When opened by this build
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    // Then it is recorded as format 4, reads the same records and appends
+    let format = store.inner.meta.get("format").unwrap().unwrap();
+    assert_eq!(*format, super::FORMAT_VERSION.to_be_bytes());
+    assert_eq!(super::FORMAT_VERSION, 4);
+    assert_eq!(store.scan(0, usize::MAX).await.unwrap(), before);
+    let out = store.write(batch(0..1, 2, 1).into()).await.unwrap();
+    assert_eq!(out.groups, vec![GroupOutcome::Appended { first_pos: 11 }]);
+}
+
+#[tokio::test]
 async fn a_store_without_its_version_file_is_refused_clearly() {
     // Given a store that was written to
     let dir = tempfile::tempdir().unwrap();

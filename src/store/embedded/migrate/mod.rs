@@ -1,5 +1,6 @@
 //! Upgrades of the embedded store's on-disk format, at open, in order
-//! (1 to 2, then 2 to 3). Each is resumable: a crash midway loses
+//! (1 to 2, then 2 to 3; 3 to 4 converts nothing, see the parent's
+//! `FORMAT_VERSION`). Each is resumable: a crash midway loses
 //! nothing, and the next open goes on from what the last one recorded.
 
 mod v2;
