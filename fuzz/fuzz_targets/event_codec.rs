@@ -1,5 +1,6 @@
-//! Fuzz target: `InteractionTracked::decode` on arbitrary bytes never
-//! panics, and whatever it accepts survives encode → decode unchanged.
+//! Fuzz target: `InteractionTracked::decode` and `decode_compact` on
+//! arbitrary bytes never panic, and whatever either accepts survives its
+//! own encode → decode unchanged.
 #![no_main]
 
 use alpes_tracking::domain::InteractionTracked;
@@ -9,6 +10,14 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ev) = InteractionTracked::decode(data) {
         let bytes = ev.encode().expect("a decoded event encodes");
         let back = InteractionTracked::decode(&bytes).expect("a re-encoded event decodes");
+        assert_eq!(back, ev);
+    }
+    if let Ok(ev) = InteractionTracked::decode_compact(data) {
+        let mut bytes = Vec::new();
+        ev.encode_compact_into(&mut bytes)
+            .expect("a decoded event encodes");
+        let back =
+            InteractionTracked::decode_compact(&bytes).expect("a re-encoded event decodes");
         assert_eq!(back, ev);
     }
 });
