@@ -22,7 +22,6 @@
 //! found here is in the projection.
 
 use super::recent::Recent;
-use super::user_key::UserKey;
 use crate::hash::Map;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -48,7 +47,7 @@ pub(super) struct Warm {
 }
 
 /// User id to its encoded stats row.
-pub(super) type Users = Recent<UserKey, Box<[u8]>>;
+pub(super) type Users = Recent<Box<str>, Box<[u8]>>;
 
 impl Default for Warm {
     fn default() -> Self {
@@ -74,7 +73,7 @@ impl Warm {
 
 /// The daily buckets users are known to be members of.
 pub(super) struct Memberships {
-    users: Recent<UserKey, Vec<Bucket>>,
+    users: Recent<Box<str>, Vec<Bucket>>,
     buckets: Map<Box<[u8]>, Bucket>,
 }
 
