@@ -63,14 +63,7 @@ impl InteractionTracked {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, EventCodecError> {
-        let mut buf = Vec::new();
-        self.encode_into(&mut buf)?;
-        Ok(buf)
-    }
-
-    /// [`Self::encode`], appended to `buf` (no copy when a prefix comes first).
-    pub fn encode_into(&self, buf: &mut Vec<u8>) -> Result<(), EventCodecError> {
-        Ok(rmp_serde::encode::write_named(buf, self)?)
+        Ok(rmp_serde::to_vec_named(self)?)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, EventCodecError> {
