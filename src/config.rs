@@ -130,6 +130,10 @@ pub struct RunArgs {
     /// they answer quickly while ingest and the pipeline are busy.
     #[arg(long, env = "TRACKING_HTTP_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub http_threads: u16,
+    /// Worker threads of the pipeline's runtime, which runs every actor
+    /// (default: half the CPUs the process may use, at least one).
+    #[arg(long, env = "TRACKING_PIPELINE_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub pipeline_threads: Option<u16>,
     /// Nice value (0 to 19) of the pipeline's threads (runtime workers, the
     /// blocking pool, the embedded log's writers; the embedded store's
     /// flush and compaction workers always run at 19, the lowest). The
@@ -340,6 +344,19 @@ impl RunArgs {
 /// A secret given directly (flag or variable), else read from a file (its
 /// trailing line break dropped); `what` names it in the error, never the
 /// value.
+/// Worker threads of the pipeline's runtime when none are asked for: half
+/// the CPUs this process may use (`available_parallelism` counts a
+/// cgroup's CPU quota), at least one. The actors are about half of an
+/// event's CPU; the rest runs on threads of its own (the store's writes
+/// and applies on the blocking pool, the log's writers, the index
+/// checkpoint, HTTP). A worker more than the actors need is one more
+/// thread parked and woken at each hand-off: on two CPUs, one worker cost
+/// less CPU per event than two and drained the same peak rate
+/// (docs/performance.md).
+pub fn default_pipeline_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 fn secret(
     direct: Option<String>,
     file: Option<&std::path::Path>,
@@ -400,6 +417,22 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         run: RunArgs,
+    }
+
+    #[test]
+    fn pipeline_threads_default_to_half_the_cpus_and_zero_is_refused() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!((1..=cpus).contains(&default_pipeline_threads()));
+        let cli = Cli::try_parse_from(["tracking", "--pipeline-threads", "3"]).unwrap();
+        assert_eq!(cli.run.pipeline_threads, Some(3));
+        assert!(Cli::try_parse_from(["tracking", "--pipeline-threads", "0"]).is_err());
+        assert_eq!(
+            Cli::try_parse_from(["tracking"])
+                .unwrap()
+                .run
+                .pipeline_threads,
+            None
+        );
     }
 
     #[test]

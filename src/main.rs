@@ -1,7 +1,7 @@
 //! The `tracking` binary: parses the configuration and calls the library.
 
 use alpes_tracking::cli::{Cli, Command};
-use alpes_tracking::{app, process, verify};
+use alpes_tracking::{app, config, process, verify};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -38,8 +38,11 @@ fn main() -> ExitCode {
     // Only a worker lowers its pipeline's priority (the load generator's
     // in-process pipeline competes with nothing of its own).
     let pipeline_nice = worker.map_or(0, |r| r.pipeline_nice);
+    let pipeline_threads = worker
+        .and_then(|r| r.pipeline_threads)
+        .map_or_else(config::default_pipeline_threads, usize::from);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
+    builder.enable_all().worker_threads(pipeline_threads);
     if pipeline_nice > 0 {
         builder.on_thread_start(move || process::lower_thread_priority(pipeline_nice));
     }

@@ -10,6 +10,7 @@
 # over the runs last. Needs `perf` (linux-tools).
 #
 #   loadtest/scenarios/pipeline-profile.sh   RATE=30000 USERS=100000 DURATION=30s WAIT=8 PERF_SECONDS=10 RUNS=1
+#   LOADGEN_FLAGS="--max-live-aggregates 500"   (more `tracking loadgen` flags, e.g. to compare settings)
 source "$(dirname "$0")/../lib.sh"
 build
 command -v perf >/dev/null 2>&1 || { echo "perf not found (install linux-tools for this kernel)" >&2; exit 1; }
@@ -24,7 +25,7 @@ for run in $(seq 1 "$RUNS"); do
   data=$OUT/data-$run; rm -rf "$data"
   report=$OUT/run-$run.json
   "$BIN" loadgen --rate "$RATE" --duration "$DURATION" --users "$USERS" --seed "$run" --data-dir "$data" \
-    --drain-timeout 120s --report "$report" >"$OUT/run-$run.log" 2>&1 &
+    --drain-timeout 120s --report "$report" ${LOADGEN_FLAGS:-} >"$OUT/run-$run.log" 2>&1 &
   gen=$!
   sleep "$WAIT"
   if ! perf record -F 99 --call-graph dwarf -p "$gen" -o "$OUT/perf-$run.data" -- sleep "$SECONDS_REC" \
