@@ -340,10 +340,6 @@ impl RunArgs {
     }
 }
 
-/// Parses `250ms`, `25s`, `2m`, `1h`, or plain seconds.
-/// A secret given directly (flag or variable), else read from a file (its
-/// trailing line break dropped); `what` names it in the error, never the
-/// value.
 /// Worker threads of the pipeline's runtime when none are asked for: half
 /// the CPUs this process may use (`available_parallelism` counts a
 /// cgroup's CPU quota), at least one. The actors are about half of an
@@ -357,6 +353,9 @@ pub fn default_pipeline_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
+/// A secret given directly (flag or variable), else read from a file (its
+/// trailing line break dropped); `what` names it in the error, never the
+/// value.
 fn secret(
     direct: Option<String>,
     file: Option<&std::path::Path>,
@@ -385,6 +384,7 @@ fn parse_sync_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses `250ms`, `25s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s

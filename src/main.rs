@@ -38,6 +38,8 @@ fn main() -> ExitCode {
     // Only a worker lowers its pipeline's priority (the load generator's
     // in-process pipeline competes with nothing of its own).
     let pipeline_nice = worker.map_or(0, |r| r.pipeline_nice);
+    // Every command's runtime has the pipeline's worker count, so the load
+    // generator's in-process pipeline runs as a worker's would.
     let pipeline_threads = worker
         .and_then(|r| r.pipeline_threads)
         .map_or_else(config::default_pipeline_threads, usize::from);
