@@ -353,12 +353,25 @@ impl EmbeddedStore {
         let pos = ks("pos")?;
         let journal = ks("journal")?;
         let (records, mut head) = journal::Journal::open(&dir.join(JOURNAL_DIR))?;
+        let unreadable = |found: String| {
+            StoreError::Corrupt(format!(
+                "store format {found} is not one this build reads (1 to 3, upgraded at open, or {FORMAT_VERSION}); a newer build wrote it?"
+            ))
+        };
+        let format = match meta.get("format").map_err(db_err)? {
+            Some(v) => Some(
+                <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| unreadable(format!("{v:?}")))?,
+            ),
+            None => None,
+        };
         // Whether this open records the current format (a new or upgraded store).
-        let record_format = match meta.get("format").map_err(db_err)? {
-            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => false,
-            Some(v) if v.as_ref() == 3u32.to_be_bytes() => true,
-            Some(v) if v.as_ref() == 1u32.to_be_bytes() || v.as_ref() == 2u32.to_be_bytes() => {
-                if v.as_ref() == 1u32.to_be_bytes() {
+        let record_format = match format {
+            Some(FORMAT_VERSION) => false,
+            Some(3) => true,
+            Some(found @ (1 | 2)) => {
+                if found == 1 {
                     migrate::v1_to_v2(&db, &journal, &pos)?;
                     let mut b = db.batch().durability(Some(PersistMode::SyncAll));
                     b.insert(&meta, "format", 2u32.to_be_bytes());
@@ -367,14 +380,7 @@ impl EmbeddedStore {
                 head = migrate::v2_to_v3(&db, &pos, &meta, &records)?;
                 true
             }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(|b| u32::from_be_bytes(b).to_string())
-                    .unwrap_or_else(|_| format!("{v:?}"));
-                return Err(StoreError::Corrupt(format!(
-                    "store format {found} is not one this build reads (1 to 3, upgraded at open, or {FORMAT_VERSION}); a newer build wrote it?"
-                )));
-            }
+            Some(found) => return Err(unreadable(found.to_string())),
             None => {
                 if pos.first_key_value().is_some() {
                     return Err(StoreError::Corrupt("store without format version".into()));
