@@ -243,6 +243,26 @@ async fn a_format_3_store_opens_as_format_4_with_its_records() {
     assert_eq!(out.groups, vec![GroupOutcome::Appended { first_pos: 11 }]);
 }
 
+#[test]
+fn a_store_of_an_unknown_format_is_refused_by_its_version() {
+    for (value, named) in [
+        (99u32.to_be_bytes().to_vec(), "store format 99 "),
+        (vec![0, 4], "[0, 4]"),
+    ] {
+        // Given a store whose recorded format this build does not know
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.inner.meta.insert("format", value).unwrap();
+            store.inner.db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        // When opened, then it is refused, naming the format found
+        let err = EmbeddedStore::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains(named), "{err}");
+    }
+}
+
 #[tokio::test]
 async fn a_store_without_its_version_file_is_refused_clearly() {
     // Given a store that was written to
