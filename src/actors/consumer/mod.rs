@@ -18,8 +18,9 @@
 //!   retried one delivery at a time and a delivery that failed
 //!   `max_deliveries` times is dead-lettered. Other users are unaffected.
 //! - Aggregates are passivated when idle for `aggregate_idle` or when the
-//!   partition's share of `max_live_aggregates` is reached (least recently
-//!   used first), only when they have nothing outstanding: passivation and
+//!   partition's share of `max_live_aggregates` is reached (the one idle
+//!   most recently is rebound to the new user), only when they have
+//!   nothing outstanding: passivation and
 //!   routing happen in this one actor, so no message can reach an aggregate
 //!   that is stopping.
 
