@@ -29,7 +29,6 @@ use super::{db_err, keys, read::decode_record, Inner};
 use crate::internal_events as ev;
 use crate::store::{JournalRecord, StoreError};
 use fjall::{OwnedWriteBatch, PersistMode};
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
@@ -168,14 +167,12 @@ impl Inner {
         let mut fb =
             OwnedWriteBatch::with_capacity(self.db.clone(), records.len()).durability(None);
         let mut staged = Staged::with_capacity(4 * records.len());
-        let mut seqs: HashMap<&str, u64> = HashMap::new();
         for (record, loc) in records {
             let pos = record.pos();
             staged.put(Ix::Pos, &pos.to_be_bytes(), &loc.encode());
             match record {
                 JournalRecord::Event(e) => {
                     index_event(&mut staged, &e.event, pos)?;
-                    seqs.insert(&e.event.user_id, e.event.seq);
                 }
                 JournalRecord::Rejection(r) => {
                     fb.insert(
@@ -185,9 +182,6 @@ impl Inner {
                     );
                 }
             }
-        }
-        for (user, seq) in seqs {
-            staged.put(Ix::LastSeq, user.as_bytes(), &seq.to_be_bytes());
         }
         fb.commit().map_err(db_err)?;
         let unsealed = self.pending.commit(staged);

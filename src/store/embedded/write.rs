@@ -110,11 +110,11 @@ impl Inner {
         let records = events + batch.rejections.len();
         // The indexes; durable through the journal, not by themselves
         // (see the module docs of the parent: "Crash safety"). Those of
-        // events (and the last seqs) are staged for [`super::pending`],
-        // the rejections' go to the LSM in one batch.
+        // events are staged for [`super::pending`] (which derives the last
+        // seqs from them), the rejections' go to the LSM in one batch.
         let mut fb = OwnedWriteBatch::with_capacity(self.db.clone(), batch.rejections.len())
             .durability(None);
-        let mut staged = Staged::with_capacity(4 * events + batch.groups.len());
+        let mut staged = Staged::with_capacity(4 * events);
         let mut frames = journal::Pending::with_capacity(320 * records, records);
         let mut out = WriteOutcome {
             groups: Vec::with_capacity(batch.groups.len()),
@@ -174,9 +174,6 @@ impl Inner {
 
         if frames.is_empty() {
             return Ok(out);
-        }
-        for (user, seq) in &seqs {
-            staged.put(Ix::LastSeq, user.as_bytes(), &seq.to_be_bytes());
         }
         // The durability point: the journal's frames, fdatasynced.
         let first = self.head.load(Ordering::Acquire) + 1;

@@ -142,6 +142,26 @@ impl Entries {
         }
     }
 
+    /// The largest key of the group `prefix` names (a `journal` group's
+    /// is its user's last seq); `None` for the other shapes.
+    pub(super) fn last_in_group(&self, prefix: &[u8]) -> Option<&Slice> {
+        match self {
+            Entries::Grouped(m) => m.get(prefix)?.iter().map(|(k, _)| k).max(),
+            Entries::Ordered(_) | Entries::Points(_) => None,
+        }
+    }
+
+    /// The largest key of every group, in no particular order.
+    pub(super) fn group_lasts(&self) -> Vec<&Slice> {
+        match self {
+            Entries::Grouped(m) => m
+                .values()
+                .filter_map(|g| g.iter().map(|(k, _)| k).max())
+                .collect(),
+            Entries::Ordered(_) | Entries::Points(_) => Vec::new(),
+        }
+    }
+
     /// Appends the entries in the range to `out`, in no particular order:
     /// of `pos`, only the first `limit` (the last, with `rev`).
     pub(super) fn range_into(

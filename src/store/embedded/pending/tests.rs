@@ -89,27 +89,56 @@ fn a_commit_counts_the_distinct_entries_held_unsealed_and_a_seal_starts_again() 
     let mut first = super::Staged::default();
     first.put(Ix::Pos, &1u64.to_be_bytes(), b"a");
     first.put(Ix::Journal, &journal("al", 1), b"");
-    first.put(Ix::LastSeq, b"al", &1u64.to_be_bytes());
-    assert_eq!(pending.commit(first), 3);
-    // Given keys put again in every shape (a replaced last seq, the same
-    // position and journal key) and one new group,
+    assert_eq!(pending.commit(first), 2);
+    // Given keys put again (the same position and journal key), a new
+    // key in a group held and one new group,
     let mut again = super::Staged::default();
     again.put(Ix::Pos, &1u64.to_be_bytes(), b"a");
     again.put(Ix::Journal, &journal("al", 1), b"");
-    again.put(Ix::LastSeq, b"al", &2u64.to_be_bytes());
+    again.put(Ix::Journal, &journal("al", 2), b"");
     again.put(Ix::Journal, &journal("bo", 1), b"");
-    // then only the new key counts,
+    // then only the new keys count,
     assert_eq!(pending.commit(again), 4);
-    assert_eq!(
-        pending.get(Ix::LastSeq, b"al").map(|v| v.to_vec()),
-        Some(2u64.to_be_bytes().to_vec())
-    );
     // and a seal hands them all over: the next commit counts from zero.
     let sealed = pending.seal().expect("entries to seal");
     assert_eq!(sealed.len(), 4);
     let mut after = super::Staged::default();
-    after.put(Ix::LastSeq, b"al", &3u64.to_be_bytes());
+    after.put(Ix::Journal, &journal("al", 3), b"");
     assert_eq!(pending.commit(after), 1);
+}
+
+#[test]
+fn a_users_last_seq_is_its_largest_journal_seq_held_the_newest_layer_first() {
+    let pending = super::Pending::default();
+    let journal = |user: &str, seq| keys::journal_key(user, seq).unwrap();
+    let seq = |v: Option<Slice>| v.map(|v| keys::u64_at(&v, 0, "seq").unwrap());
+    // Given "ab" at seqs 2 and 1 and "b" at 7, sealed, then "ab" at 3,
+    let mut first = super::Staged::default();
+    for (user, s) in [("ab", 2), ("ab", 1), ("b", 7)] {
+        first.put(Ix::Journal, &journal(user, s), b"");
+    }
+    pending.commit(first);
+    let sealed = pending.seal().expect("entries to seal");
+    let mut after = super::Staged::default();
+    after.put(Ix::Journal, &journal("ab", 3), b"");
+    pending.commit(after);
+    // a user's entry is the largest seq of the newest layer holding it,
+    assert_eq!(seq(pending.get(Ix::LastSeq, b"ab")), Some(3));
+    assert_eq!(seq(pending.get(Ix::LastSeq, b"b")), Some(7));
+    assert_eq!(pending.get(Ix::LastSeq, b"a"), None, "a prefix of a user");
+    assert_eq!(pending.get(Ix::LastSeq, b"c"), None);
+    // the sealed layer's entries go to the keyspace in its key order (the
+    // raw user: "ab" before "b", unlike the journal's length-prefixed keys),
+    let ingested = sealed.last_seqs();
+    assert_eq!(keys_of(&ingested), [b"ab".to_vec(), b"b".to_vec()]);
+    assert_eq!(seq(Some(ingested[0].1.clone())), Some(2));
+    // and a range read keeps the newest of each.
+    let all = pending.range(Ix::LastSeq, (Unbounded, Unbounded), (false, usize::MAX));
+    let got: Vec<_> = all
+        .iter()
+        .map(|(k, v)| (k.to_vec(), seq(Some(v.clone()))))
+        .collect();
+    assert_eq!(got, [(b"ab".to_vec(), Some(3)), (b"b".to_vec(), Some(7))]);
 }
 
 fn event_positions(events: &[StoredEvent]) -> Vec<u64> {
