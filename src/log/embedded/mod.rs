@@ -29,7 +29,9 @@
 //!
 //! # Reading and acking
 //! A [`PartitionSource`] waits on the watch channel and reads only below
-//! the durable mark (never buffering bytes past it), on a blocking thread.
+//! the durable mark (never buffering bytes past it): the tail just
+//! written on the runtime's thread, anything else on a blocking thread
+//! (`partition::INLINE_TAIL` says why).
 //! Acks may come out of order: the committed offset is the first un-acked
 //! one, acked offsets above it sit in a `BTreeSet` (O(log n) per ack).
 //! `commit` persists both (the set is capped) with tmp + fsync + rename +

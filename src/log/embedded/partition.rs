@@ -268,10 +268,10 @@ impl Acker for PartitionAcker {
 }
 
 #[derive(Clone, Copy)]
-struct ReadPos {
-    next_offset: u64,
+pub(super) struct ReadPos {
+    pub(super) next_offset: u64,
     /// Segment and byte position of `next_offset`, once known.
-    seg: Option<(u64, u64)>,
+    pub(super) seg: Option<(u64, u64)>,
 }
 
 pub(super) struct Source {
@@ -331,8 +331,11 @@ impl PartitionSource for Source {
                 self.rx.changed().await.map_err(|_| LogError::Closed)?;
             };
             let (shared, reader, pos) = (self.shared.clone(), self.reader.take(), self.pos);
-            let (reader, pos, mut out) =
-                blocking(move || read_batch(&shared, reader, pos, mark, max.max(1))).await?;
+            let (reader, pos, mut out) = if reads_tail(reader.as_ref().map(|r| r.base), pos, mark) {
+                read_batch(&shared, reader, pos, mark, max.max(1))?
+            } else {
+                blocking(move || read_batch(&shared, reader, pos, mark, max.max(1))).await?
+            };
             self.reader = Some(reader);
             self.pos = pos;
             {
@@ -354,6 +357,20 @@ impl PartitionSource for Source {
             }
         }
     }
+}
+
+/// Records behind the durable mark up to which a reader already open on
+/// the active segment reads them on the runtime's thread: a hand-off to
+/// the blocking pool (a thread woken, then the reader's task) costs more
+/// than copying a few hundred KiB the log's writer has just put in the
+/// page cache. A reader that must find its place, or a longer backlog
+/// (after a restart, possibly on disk), reads on the blocking pool.
+pub(super) const INLINE_TAIL: u64 = 2_048;
+
+/// Whether the next read, by a reader open on the segment starting at
+/// `reader` (if any), is of the tail just written (see [`INLINE_TAIL`]).
+pub(super) fn reads_tail(reader: Option<u64>, pos: ReadPos, mark: Durable) -> bool {
+    reader == Some(mark.seg_base) && mark.next_offset.saturating_sub(pos.next_offset) <= INLINE_TAIL
 }
 
 /// Reads up to `max` durable records from `pos` (blocking).

@@ -12,6 +12,7 @@ use tokio::time::timeout;
 
 mod damage;
 mod recovery;
+mod tail;
 
 /// The command-log contract suite on an embedded log in a temporary directory.
 mod contract {
