@@ -151,6 +151,7 @@ impl Staged {
     }
 
     pub(super) fn put(&mut self, ix: Ix, key: &[u8], value: &[u8]) {
+        debug_assert_ne!(ix, Ix::LastSeq, "last seqs are derived, never put");
         self.0.push((ix, Slice::from(key), Slice::from(value)));
     }
 }
