@@ -34,6 +34,11 @@ fn group_of(key: &[u8]) -> &[u8] {
     &key[..n.min(key.len())]
 }
 
+/// The largest key of a group's entries.
+fn last_key(group: &[(Slice, Slice)]) -> Option<&Slice> {
+    group.iter().map(|(k, _)| k).max()
+}
+
 fn bound_key<'a>(b: &Bound<&'a [u8]>) -> Option<&'a [u8]> {
     match b {
         Bound::Included(k) | Bound::Excluded(k) => Some(k),
@@ -146,7 +151,7 @@ impl Entries {
     /// is its user's last seq); `None` for the other shapes.
     pub(super) fn last_in_group(&self, prefix: &[u8]) -> Option<&Slice> {
         match self {
-            Entries::Grouped(m) => m.get(prefix)?.iter().map(|(k, _)| k).max(),
+            Entries::Grouped(m) => last_key(m.get(prefix)?),
             Entries::Ordered(_) | Entries::Points(_) => None,
         }
     }
@@ -154,10 +159,7 @@ impl Entries {
     /// The largest key of every group, in no particular order.
     pub(super) fn group_lasts(&self) -> Vec<&Slice> {
         match self {
-            Entries::Grouped(m) => m
-                .values()
-                .filter_map(|g| g.iter().map(|(k, _)| k).max())
-                .collect(),
+            Entries::Grouped(m) => m.values().filter_map(|g| last_key(g)).collect(),
             Entries::Ordered(_) | Entries::Points(_) => Vec::new(),
         }
     }

@@ -25,7 +25,7 @@
 
 mod entries;
 
-use super::{db_err, Inner};
+use super::{db_err, keys, Inner};
 use crate::store::StoreError;
 use entries::{sort_dedup, Entries};
 use fjall::{Keyspace, Slice};
@@ -112,13 +112,46 @@ impl Maps {
         &self.maps[ix as usize]
     }
 
+    /// The value of `key` in index `ix`, if held here.
+    fn get(&self, ix: Ix, key: &[u8]) -> Option<Slice> {
+        match ix {
+            Ix::LastSeq => self.last_seq(key),
+            _ => self.map(ix).get(key).cloned(),
+        }
+    }
+
+    /// Appends the entries of index `ix` in the range to `out` (see
+    /// [`Entries::range_into`]).
+    fn range_into(
+        &self,
+        ix: Ix,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        read: (bool, usize),
+        out: &mut Vec<(Slice, Slice)>,
+    ) {
+        match ix {
+            Ix::LastSeq => out.extend(
+                self.last_seqs()
+                    .into_iter()
+                    .filter(|(k, _)| std::ops::RangeBounds::<[u8]>::contains(&range, k.as_ref())),
+            ),
+            _ => self.map(ix).range_into(range, read, out),
+        }
+    }
+
+    /// Every entry of index `ix`, in key order.
+    fn sorted(&self, ix: Ix) -> Vec<(Slice, Slice)> {
+        match ix {
+            Ix::LastSeq => self.last_seqs(),
+            _ => self.map(ix).sorted(),
+        }
+    }
+
     /// A user's entry of the `last_seq` index, derived: the seq of its
     /// largest `journal` key held here (a user's seqs only grow).
     fn last_seq(&self, user: &[u8]) -> Option<Slice> {
-        let len = u16::try_from(user.len()).ok()?;
         let mut group = Vec::with_capacity(2 + user.len());
-        group.extend_from_slice(&len.to_be_bytes());
-        group.extend_from_slice(user);
+        keys::put_str(&mut group, std::str::from_utf8(user).ok()?).ok()?;
         let key = self.map(Ix::Journal).last_in_group(&group)?;
         key.get(group.len()..).map(Slice::from)
     }
@@ -131,9 +164,8 @@ impl Maps {
             .group_lasts()
             .into_iter()
             .filter_map(|k| {
-                let (len, rest) = k.split_first_chunk::<2>()?;
-                let (user, seq) = rest.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
-                Some((Slice::from(user), Slice::from(seq)))
+                let (user, seq) = keys::take_str(k, "journal key").ok()?;
+                Some((Slice::from(user.as_bytes()), Slice::from(seq)))
             })
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -199,11 +231,10 @@ impl Pending {
     /// The value of `key`, if it is held here.
     pub(super) fn get(&self, ix: Ix, key: &[u8]) -> Option<Slice> {
         let layers = self.read();
-        let held = |m: &Maps| match ix {
-            Ix::LastSeq => m.last_seq(key),
-            _ => m.map(ix).get(key).cloned(),
-        };
-        held(&layers.active).or_else(|| layers.sealed.as_deref().and_then(held))
+        layers
+            .active
+            .get(ix, key)
+            .or_else(|| layers.sealed.as_ref().and_then(|s| s.get(ix, key)))
     }
 
     /// The entries held here in a key range, in key order; of `pos`, at
@@ -216,19 +247,11 @@ impl Pending {
     ) -> Vec<(Slice, Slice)> {
         let layers = self.read();
         let mut out = Vec::new();
-        let mut add = |m: &Maps| match ix {
-            Ix::LastSeq => out.extend(
-                m.last_seqs()
-                    .into_iter()
-                    .filter(|(k, _)| std::ops::RangeBounds::<[u8]>::contains(&range, k.as_ref())),
-            ),
-            _ => m.map(ix).range_into(range, read, &mut out),
-        };
         // Sealed first: an entry put again since (same key) comes after it.
         if let Some(s) = &layers.sealed {
-            add(s);
+            s.range_into(ix, range, read, &mut out);
         }
-        add(&layers.active);
+        layers.active.range_into(ix, range, read, &mut out);
         sort_dedup(&mut out);
         out
     }
@@ -288,10 +311,7 @@ impl Inner {
                 return Ok(());
             };
             for ix in Ix::ALL {
-                let entries = match ix {
-                    Ix::LastSeq => maps.last_seqs(),
-                    _ => maps.map(ix).sorted(),
-                };
+                let entries = maps.sorted(ix);
                 if entries.is_empty() {
                     continue;
                 }
