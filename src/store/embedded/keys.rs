@@ -83,18 +83,35 @@ fn type_of(b: u8) -> Option<InteractionType> {
 /// Journal key: `len user | user | seq`.
 pub fn journal_key(user: &str, seq: u64) -> Result<Vec<u8>, StoreError> {
     let mut k = Vec::with_capacity(user.len() + 10);
-    put_str(&mut k, user)?;
-    k.extend_from_slice(&seq.to_be_bytes());
+    journal_key_into(&mut k, user, seq)?;
     Ok(k)
+}
+
+/// [`journal_key`], appended to `buf`.
+pub fn journal_key_into(buf: &mut Vec<u8>, user: &str, seq: u64) -> Result<(), StoreError> {
+    put_str(buf, user)?;
+    buf.extend_from_slice(&seq.to_be_bytes());
+    Ok(())
 }
 
 /// By-target key: `len target | target | day | pos`.
 pub fn target_key(target: &str, d: NaiveDate, pos: u64) -> Result<Vec<u8>, StoreError> {
     let mut k = Vec::with_capacity(target.len() + 14);
-    put_str(&mut k, target)?;
-    k.extend_from_slice(&day(d));
-    k.extend_from_slice(&pos.to_be_bytes());
+    target_key_into(&mut k, target, d, pos)?;
     Ok(k)
+}
+
+/// [`target_key`], appended to `buf`.
+pub fn target_key_into(
+    buf: &mut Vec<u8>,
+    target: &str,
+    d: NaiveDate,
+    pos: u64,
+) -> Result<(), StoreError> {
+    put_str(buf, target)?;
+    buf.extend_from_slice(&day(d));
+    buf.extend_from_slice(&pos.to_be_bytes());
+    Ok(())
 }
 
 /// The position at the end of a by-target key.

@@ -210,19 +210,22 @@ impl Inner {
 
 /// The write-once index entries of one event at `pos` (the position
 /// entry, which needs the event's journal location, and the user's last
-/// seq, one per user and batch, are the caller's).
+/// seq, one per user and batch, are the caller's). The keys are built in
+/// one buffer, reused: [`Staged::put`] copies them.
 pub(super) fn index_event(
     staged: &mut Staged,
     ev: &crate::domain::InteractionTracked,
     pos: u64,
 ) -> Result<(), StoreError> {
-    let jk = keys::journal_key(&ev.user_id, ev.seq)?;
-    let mut id_value = Vec::with_capacity(jk.len() + 8);
-    id_value.extend_from_slice(&jk);
-    id_value.extend_from_slice(&pos.to_be_bytes());
-    let day = ev.occurred_at.date_naive();
-    staged.put(Ix::Target, &keys::target_key(&ev.target.id, day, pos)?, &[]);
-    staged.put(Ix::Ids, ev.interaction_id.as_bytes(), &id_value);
-    staged.put(Ix::Journal, &jk, &pos.to_be_bytes());
+    let pos_bytes = pos.to_be_bytes();
+    let mut buf = Vec::with_capacity(ev.user_id.len().max(ev.target.id.len()) + 24);
+    keys::journal_key_into(&mut buf, &ev.user_id, ev.seq)?;
+    staged.put(Ix::Journal, &buf, &pos_bytes);
+    // The id's value: the journal key, then the position.
+    buf.extend_from_slice(&pos_bytes);
+    staged.put(Ix::Ids, ev.interaction_id.as_bytes(), &buf);
+    buf.clear();
+    keys::target_key_into(&mut buf, &ev.target.id, ev.occurred_at.date_naive(), pos)?;
+    staged.put(Ix::Target, &buf, &[]);
     Ok(())
 }

@@ -1,9 +1,20 @@
 //! The shapes the entries of each write-once index are held in until a
 //! checkpoint ingests them, chosen by the reads each index serves.
+//!
+//! An index's keys and values are copied into one buffer of its own
+//! ([`Entries::insert`]) and its maps hold spans of it, not a heap slice
+//! per key and value: a second's entries (four or more per event) are
+//! then no allocation each when written, no reference count touched when
+//! sorted and no free (on another thread than the allocation's) when
+//! dropped, only one buffer. A key put again leaves its old bytes in the
+//! buffer until the layer is dropped; [`super::Maps`] counts the bytes of
+//! every put, so the bound on the memory layer holds them too.
 
 use super::Ix;
-use crate::hash::Map;
 use fjall::Slice;
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::ops::{Bound, RangeBounds};
 
 /// The most entries a map is given room for before they come: a second's
@@ -11,18 +22,46 @@ use std::ops::{Bound, RangeBounds};
 /// up to `MAX_UNSEALED` at once) the next maps stay small.
 const PRESIZE_MAX: usize = 1 << 16;
 
-/// One index's entries, in the shape its reads need.
-pub(super) enum Entries {
+/// The most bytes a buffer is given room for before they come (a
+/// second's keys and values of one index at about 65,000 events/s).
+const PRESIZE_BYTES_MAX: usize = 4 << 20;
+
+/// Where one entry's key and value are in the buffer: the key at `at`,
+/// the value right after it.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    at: usize,
+    key: usize,
+    value: usize,
+}
+
+/// A group of the grouped shape: the group's string is the first
+/// `prefix` bytes of its first entry's key.
+struct Group {
+    prefix: usize,
+    entries: Vec<Span>,
+}
+
+/// The maps of one index, over spans of its buffer.
+enum Shape {
     /// `pos`: keys come in ascending order (positions), so a sorted vector
     /// answers points and ranges by binary search.
-    Ordered(Vec<(Slice, Slice)>),
+    Ordered(Vec<Span>),
     /// `ids`, `last_seq` and the projections: point lookups (the
     /// projections' rare range reads scan them).
-    Points(Map<Slice, Slice>),
+    Points(HashTable<Span>),
     /// `journal` and `target`: keys start with a length-prefixed string
     /// (the user, the target id) and every range read stays within one,
     /// so entries are grouped by it and sorted only when read or ingested.
-    Grouped(Map<Box<[u8]>, Vec<(Slice, Slice)>>),
+    Grouped(HashTable<Group>),
+}
+
+/// One index's entries, in the shape its reads need.
+pub(super) struct Entries {
+    bytes: Vec<u8>,
+    shape: Shape,
+    /// Seeded per map, as [`crate::hash::Map`]'s.
+    hasher: RandomState,
 }
 
 /// The length-prefixed string a `journal` or `target` key starts with.
@@ -32,11 +71,6 @@ fn group_of(key: &[u8]) -> &[u8] {
         _ => key.len(),
     };
     &key[..n.min(key.len())]
-}
-
-/// The largest key of a group's entries.
-fn last_key(group: &[(Slice, Slice)]) -> Option<&Slice> {
-    group.iter().map(|(k, _)| k).max()
 }
 
 fn bound_key<'a>(b: &Bound<&'a [u8]>) -> Option<&'a [u8]> {
@@ -50,117 +84,193 @@ fn in_range(key: &[u8], from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
     RangeBounds::<[u8]>::contains(&(from, to), key)
 }
 
+/// A key's first 16 bytes as a big-endian number, zero-padded: keys in
+/// this order are in byte order, except that keys with equal prefixes
+/// (one possibly a prefix of the other) must be compared whole.
+fn key_prefix(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
+}
+
+/// An owned copy of an entry, as readers and the LSM take it.
+fn owned((k, v): (&[u8], &[u8])) -> (Slice, Slice) {
+    (Slice::from(k), Slice::from(v))
+}
+
 impl Entries {
     pub(super) fn new(ix: Ix) -> Entries {
-        match ix {
-            Ix::Pos => Entries::Ordered(Vec::new()),
+        let shape = match ix {
+            Ix::Pos => Shape::Ordered(Vec::new()),
             Ix::Ids | Ix::LastSeq | Ix::Daily | Ix::Status | Ix::Users => {
-                Entries::Points(Map::default())
+                Shape::Points(HashTable::new())
             }
-            Ix::Journal | Ix::Target => Entries::Grouped(Map::default()),
+            Ix::Journal | Ix::Target => Shape::Grouped(HashTable::new()),
+        };
+        Entries {
+            bytes: Vec::new(),
+            shape,
+            hasher: RandomState::default(),
         }
     }
 
-    pub(super) fn len(&self) -> usize {
-        match self {
-            Entries::Ordered(v) => v.len(),
-            Entries::Points(m) => m.len(),
-            Entries::Grouped(m) => m.values().map(Vec::len).sum(),
-        }
-    }
-
-    /// Empty, with room for as many entries (and groups) as `like` holds,
-    /// up to [`PRESIZE_MAX`]: the entries of the next second are about as
-    /// many as this one's, and a map grown from empty rehashes all of them
-    /// a dozen times on the way.
+    /// Empty, with room for as many entries (and groups) and bytes as
+    /// `like` holds, up to [`PRESIZE_MAX`] and [`PRESIZE_BYTES_MAX`]: the
+    /// entries of the next second are about as many as this one's, and a
+    /// map grown from empty rehashes all of them a dozen times on the way.
     pub(super) fn sized_like(like: &Entries) -> Entries {
         let room = |n: usize| n.min(PRESIZE_MAX);
-        match like {
-            Entries::Ordered(v) => Entries::Ordered(Vec::with_capacity(room(v.len()))),
-            Entries::Points(m) => Entries::Points(Map::with_capacity_and_hasher(
-                room(m.len()),
-                Default::default(),
-            )),
-            Entries::Grouped(m) => Entries::Grouped(Map::with_capacity_and_hasher(
-                room(m.len()),
-                Default::default(),
-            )),
+        let shape = match &like.shape {
+            Shape::Ordered(v) => Shape::Ordered(Vec::with_capacity(room(v.len()))),
+            Shape::Points(m) => Shape::Points(HashTable::with_capacity(room(m.len()))),
+            Shape::Grouped(m) => Shape::Grouped(HashTable::with_capacity(room(m.len()))),
+        };
+        Entries {
+            bytes: Vec::with_capacity(like.bytes.len().min(PRESIZE_BYTES_MAX)),
+            shape,
+            hasher: RandomState::default(),
         }
+    }
+
+    fn key(&self, s: &Span) -> &[u8] {
+        &self.bytes[s.at..s.at + s.key]
+    }
+
+    fn value(&self, s: &Span) -> &[u8] {
+        let at = s.at + s.key;
+        &self.bytes[at..at + s.value]
+    }
+
+    fn entry(&self, s: &Span) -> (&[u8], &[u8]) {
+        (self.key(s), self.value(s))
+    }
+
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        self.hasher.hash_one(bytes)
     }
 
     /// Puts an entry in place of the key's; returns whether the key is new
     /// (the count of entries grew).
-    pub(super) fn insert(&mut self, k: Slice, v: Slice) -> bool {
-        match self {
-            Entries::Ordered(entries) => match entries.last() {
-                Some((last, _)) if *last >= k => {
-                    match entries.binary_search_by(|(e, _)| e.cmp(&k)) {
+    pub(super) fn insert(&mut self, k: &[u8], v: &[u8]) -> bool {
+        let span = Span {
+            at: self.bytes.len(),
+            key: k.len(),
+            value: v.len(),
+        };
+        let hash = match self.shape {
+            Shape::Ordered(_) => 0,
+            Shape::Points(_) => self.hash(k),
+            Shape::Grouped(_) => self.hash(group_of(k)),
+        };
+        self.bytes.extend_from_slice(k);
+        self.bytes.extend_from_slice(v);
+        let Entries {
+            bytes,
+            shape,
+            hasher,
+        } = self;
+        let key_of = |s: &Span| &bytes[s.at..s.at + s.key];
+        match shape {
+            Shape::Ordered(spans) => match spans.last() {
+                Some(last) if key_of(last) >= k => {
+                    match spans.binary_search_by(|e| key_of(e).cmp(k)) {
                         Ok(i) => {
-                            entries[i].1 = v;
+                            spans[i] = span;
                             false
                         }
                         Err(i) => {
-                            entries.insert(i, (k, v));
+                            spans.insert(i, span);
                             true
                         }
                     }
                 }
                 _ => {
-                    entries.push((k, v));
+                    spans.push(span);
                     true
                 }
             },
-            Entries::Points(m) => m.insert(k, v).is_none(),
-            Entries::Grouped(m) => match m.get_mut(group_of(&k)) {
-                // A group is one user's or target's entries of a second or
-                // so: a few at most.
-                Some(group) => match group.iter_mut().find(|(e, _)| *e == k) {
-                    Some(entry) => {
-                        entry.1 = v;
+            Shape::Points(table) => {
+                let rehash = |s: &Span| hasher.hash_one(key_of(s));
+                match table.find_mut(hash, |e| key_of(e) == k) {
+                    Some(e) => {
+                        *e = span;
                         false
                     }
                     None => {
-                        group.push((k, v));
+                        table.insert_unique(hash, span, rehash);
                         true
                     }
-                },
-                None => {
-                    let group: Box<[u8]> = group_of(&k).into();
-                    m.insert(group, vec![(k, v)]);
-                    true
                 }
-            },
+            }
+            Shape::Grouped(table) => {
+                let group = group_of(k);
+                let prefix_of = |g: &Group| &key_of(&g.entries[0])[..g.prefix];
+                let rehash = |g: &Group| hasher.hash_one(prefix_of(g));
+                match table.find_mut(hash, |g| prefix_of(g) == group) {
+                    // A group is one user's or target's entries of a
+                    // second or so: a few at most.
+                    Some(g) => match g.entries.iter_mut().find(|e| key_of(e) == k) {
+                        Some(e) => {
+                            *e = span;
+                            false
+                        }
+                        None => {
+                            g.entries.push(span);
+                            true
+                        }
+                    },
+                    None => {
+                        let g = Group {
+                            prefix: group.len(),
+                            entries: vec![span],
+                        };
+                        table.insert_unique(hash, g, rehash);
+                        true
+                    }
+                }
+            }
         }
     }
 
-    pub(super) fn get(&self, key: &[u8]) -> Option<&Slice> {
-        match self {
-            Entries::Ordered(entries) => entries
-                .binary_search_by(|(e, _)| e.as_ref().cmp(key))
-                .ok()
-                .map(|i| &entries[i].1),
-            Entries::Points(m) => m.get(key),
-            Entries::Grouped(m) => m
-                .get(group_of(key))
-                .and_then(|g| g.iter().rev().find(|(k, _)| k.as_ref() == key))
-                .map(|(_, v)| v),
+    fn group(&self, prefix: &[u8]) -> Option<&Group> {
+        match &self.shape {
+            Shape::Grouped(table) => table.find(self.hash(prefix), |g| {
+                &self.key(&g.entries[0])[..g.prefix] == prefix
+            }),
+            Shape::Ordered(_) | Shape::Points(_) => None,
         }
+    }
+
+    pub(super) fn get(&self, key: &[u8]) -> Option<Slice> {
+        let span = match &self.shape {
+            Shape::Ordered(spans) => spans
+                .binary_search_by(|e| self.key(e).cmp(key))
+                .ok()
+                .map(|i| &spans[i]),
+            Shape::Points(table) => table.find(self.hash(key), |e| self.key(e) == key),
+            Shape::Grouped(_) => self
+                .group(group_of(key))
+                .and_then(|g| g.entries.iter().find(|e| self.key(e) == key)),
+        };
+        span.map(|s| Slice::from(self.value(s)))
     }
 
     /// The largest key of the group `prefix` names (a `journal` group's
     /// is its user's last seq); `None` for the other shapes.
-    pub(super) fn last_in_group(&self, prefix: &[u8]) -> Option<&Slice> {
-        match self {
-            Entries::Grouped(m) => last_key(m.get(prefix)?),
-            Entries::Ordered(_) | Entries::Points(_) => None,
-        }
+    pub(super) fn last_in_group(&self, prefix: &[u8]) -> Option<&[u8]> {
+        let g = self.group(prefix)?;
+        g.entries.iter().map(|e| self.key(e)).max()
     }
 
     /// The largest key of every group, in no particular order.
-    pub(super) fn group_lasts(&self) -> Vec<&Slice> {
-        match self {
-            Entries::Grouped(m) => m.values().filter_map(|g| last_key(g)).collect(),
-            Entries::Ordered(_) | Entries::Points(_) => Vec::new(),
+    pub(super) fn group_lasts(&self) -> Vec<&[u8]> {
+        match &self.shape {
+            Shape::Grouped(table) => table
+                .iter()
+                .filter_map(|g| g.entries.iter().map(|e| self.key(e)).max())
+                .collect(),
+            Shape::Ordered(_) | Shape::Points(_) => Vec::new(),
         }
     }
 
@@ -172,16 +282,22 @@ impl Entries {
         (rev, limit): (bool, usize),
         out: &mut Vec<(Slice, Slice)>,
     ) {
-        let pick = |(k, v): (&Slice, &Slice)| in_range(k, from, to).then(|| (k.clone(), v.clone()));
-        match self {
-            Entries::Ordered(entries) => {
-                let first = entries.partition_point(|(k, _)| match from {
-                    Bound::Included(f) => k.as_ref() < f,
-                    Bound::Excluded(f) => k.as_ref() <= f,
-                    Bound::Unbounded => false,
+        let pick = |s: &Span| {
+            let (k, v) = self.entry(s);
+            in_range(k, from, to).then(|| owned((k, v)))
+        };
+        match &self.shape {
+            Shape::Ordered(spans) => {
+                let first = spans.partition_point(|s| {
+                    let k = self.key(s);
+                    match from {
+                        Bound::Included(f) => k < f,
+                        Bound::Excluded(f) => k <= f,
+                        Bound::Unbounded => false,
+                    }
                 });
-                let rest = &entries[first..];
-                let end = rest.partition_point(|(k, _)| in_range(k, Bound::Unbounded, to));
+                let rest = &spans[first..];
+                let end = rest.partition_point(|s| in_range(self.key(s), Bound::Unbounded, to));
                 let found = &rest[..end];
                 let n = found.len().min(limit);
                 let picked = if rev {
@@ -189,35 +305,50 @@ impl Entries {
                 } else {
                     &found[..n]
                 };
-                out.extend(picked.iter().cloned());
+                out.extend(picked.iter().map(|s| owned(self.entry(s))));
             }
-            Entries::Points(m) => out.extend(m.iter().filter_map(pick)),
-            Entries::Grouped(m) => {
+            Shape::Points(table) => out.extend(table.iter().filter_map(pick)),
+            Shape::Grouped(table) => {
                 let one = bound_key(&from)
                     .zip(bound_key(&to))
                     .filter(|(f, t)| group_of(f) == group_of(t))
                     .map(|(f, _)| group_of(f));
                 match one {
                     Some(g) => {
-                        let group = m.get(g).map(Vec::as_slice).unwrap_or_default();
-                        out.extend(group.iter().filter_map(|(k, v)| pick((k, v))));
+                        let group = self.group(g).map(|g| &g.entries[..]).unwrap_or_default();
+                        out.extend(group.iter().filter_map(pick));
                     }
-                    None => out.extend(m.values().flatten().filter_map(|(k, v)| pick((k, v)))),
+                    None => out.extend(table.iter().flat_map(|g| &g.entries).filter_map(pick)),
                 }
             }
         }
     }
 
     /// Every entry, in ascending key order (one per key: a key put again
-    /// replaces its entry).
+    /// replaces its entry), as owned slices for the LSM.
+    ///
+    /// The hashed shapes are sorted on each key's first 16 bytes, read
+    /// once ([`key_prefix`]), and the whole keys only where those are
+    /// equal: a checkpoint sorts a second's entries, and comparing whole
+    /// keys at every step reads each key's bytes again (a cache miss).
     pub(super) fn sorted(&self) -> Vec<(Slice, Slice)> {
-        let mut out = Vec::with_capacity(self.len());
-        let all = (Bound::Unbounded, Bound::Unbounded);
-        self.range_into(all, (false, usize::MAX), &mut out);
-        if !matches!(self, Entries::Ordered(_)) {
-            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        }
-        out
+        let mut spans: Vec<(u128, Span)> = match &self.shape {
+            Shape::Ordered(spans) => return spans.iter().map(|s| owned(self.entry(s))).collect(),
+            Shape::Points(table) => table
+                .iter()
+                .map(|s| (key_prefix(self.key(s)), *s))
+                .collect(),
+            Shape::Grouped(table) => table
+                .iter()
+                .flat_map(|g| &g.entries)
+                .map(|s| (key_prefix(self.key(s)), *s))
+                .collect(),
+        };
+        spans.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| self.key(&a.1).cmp(self.key(&b.1)))
+        });
+        spans.iter().map(|(_, s)| owned(self.entry(s))).collect()
     }
 }
 

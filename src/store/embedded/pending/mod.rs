@@ -5,15 +5,19 @@
 //! seqs (`last_seq`: a user's value replaced by each write) and the
 //! projections' rows and checkpoints (replaced by each apply) do not go
 //! through the LSM's memtables. A write puts their entries here, in
-//! memory (a sorted vector for positions, which come in order; hash maps
-//! for the others; the last seqs are derived from the `journal` entries,
-//! see [`Ix::LastSeq`]); each index checkpoint ([`super::index`]) seals them, sorts
+//! memory (each index's keys and values in one buffer of its own, with a
+//! sorted vector over it for positions, which come in order, and hash
+//! tables for the others, see [`entries`]; the last seqs are derived from
+//! the `journal` entries, see [`Ix::LastSeq`]); each index checkpoint
+//! ([`super::index`]) seals them, sorts
 //! them and ingests them into the LSM as tables (fjall's bulk ingestion:
 //! no skip list, no LSM journal), then drops them. A memtable insert is a
 //! walk down a skip list of a few MiB with random keys, a cache miss per
 //! level; a hash map insert is one or two, and the sort runs once per
 //! checkpoint over a second's entries. Memory stays bounded: past
-//! [`MAX_UNSEALED`] entries a write ingests them itself.
+//! [`MAX_UNSEALED`] entries, or [`MAX_UNSEALED_BYTES`] (a row put again
+//! leaves its old bytes in its index's buffer), a write ingests them
+//! itself.
 //!
 //! Readers look here first, then in the LSM: an entry leaves this layer
 //! only after the LSM holds it, so a reader that misses it here finds it
@@ -91,7 +95,7 @@ impl Default for Maps {
 }
 
 /// An entry's memory besides its key and value: its share of the map or
-/// vector and the two slices' headers.
+/// vector (a span of the index's buffer).
 const ENTRY_OVERHEAD: usize = 64;
 
 impl Maps {
@@ -116,7 +120,7 @@ impl Maps {
     fn get(&self, ix: Ix, key: &[u8]) -> Option<Slice> {
         match ix {
             Ix::LastSeq => self.last_seq(key),
-            _ => self.map(ix).get(key).cloned(),
+            _ => self.map(ix).get(key),
         }
     }
 
@@ -173,18 +177,41 @@ impl Maps {
     }
 }
 
-/// Entries of one write, put in place under one lock.
+/// Entries of one write, put in place under one lock: their keys and
+/// values in one buffer, copied into the indexes' own at the commit.
 #[derive(Default)]
-pub(super) struct Staged(Vec<(Ix, Slice, Slice)>);
+pub(super) struct Staged {
+    bytes: Vec<u8>,
+    /// Index, key length, value length, in the buffer's order.
+    puts: Vec<(Ix, usize, usize)>,
+}
+
+/// The bytes an entry is expected to take, for [`Staged::with_capacity`].
+const STAGED_ENTRY_BYTES: usize = 40;
 
 impl Staged {
     pub(super) fn with_capacity(n: usize) -> Staged {
-        Staged(Vec::with_capacity(n))
+        Staged {
+            bytes: Vec::with_capacity(n * STAGED_ENTRY_BYTES),
+            puts: Vec::with_capacity(n),
+        }
     }
 
     pub(super) fn put(&mut self, ix: Ix, key: &[u8], value: &[u8]) {
         debug_assert_ne!(ix, Ix::LastSeq, "last seqs are derived, never put");
-        self.0.push((ix, Slice::from(key), Slice::from(value)));
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        self.puts.push((ix, key.len(), value.len()));
+    }
+
+    /// Each entry: its index, key and value.
+    fn entries(&self) -> impl Iterator<Item = (Ix, &[u8], &[u8])> {
+        let mut at = 0;
+        self.puts.iter().map(move |&(ix, k, v)| {
+            let (key, value) = self.bytes[at..at + k + v].split_at(k);
+            at += k + v;
+            (ix, key, value)
+        })
     }
 }
 
@@ -214,18 +241,21 @@ impl Pending {
         self.layers.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Puts a write's entries in place; returns the entries now held
+    /// Puts a write's entries in place; returns what is now held
     /// unsealed.
-    pub(super) fn commit(&self, staged: Staged) -> usize {
+    pub(super) fn commit(&self, staged: Staged) -> Unsealed {
         let mut layers = self.write();
         let active = &mut layers.active;
-        for (ix, k, v) in staged.0 {
+        for (ix, k, v) in staged.entries() {
             active.bytes += k.len() + v.len() + ENTRY_OVERHEAD;
             if active.maps[ix as usize].insert(k, v) {
                 active.len += 1;
             }
         }
-        active.len
+        Unsealed {
+            entries: active.len,
+            bytes: active.bytes,
+        }
     }
 
     /// The value of `key`, if it is held here.
@@ -327,10 +357,11 @@ impl Inner {
     }
 
     /// Ingests the entries held unsealed if there are more than
-    /// [`MAX_UNSEALED`] (checkpoints failing or behind, or a long
-    /// derivation at open): memory stays bounded whatever the rate.
-    pub(super) fn ingest_if_over(&self, unsealed: usize) -> Result<(), StoreError> {
-        if unsealed <= MAX_UNSEALED {
+    /// [`MAX_UNSEALED`], or they take more than [`MAX_UNSEALED_BYTES`]
+    /// (checkpoints failing or behind, or a long derivation at open):
+    /// memory stays bounded whatever the rate.
+    pub(super) fn ingest_if_over(&self, unsealed: Unsealed) -> Result<(), StoreError> {
+        if !unsealed.over() {
             return Ok(());
         }
         let _one = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
@@ -410,6 +441,28 @@ fn pop(mem: &mut VecDeque<(Slice, Slice)>, rev: bool) -> Option<(Slice, Slice)> 
 /// index entries, the user's stats row and a daily member), some 60 MiB
 /// at most.
 const MAX_UNSEALED: usize = 1 << 19;
+
+/// The bytes held unsealed (estimated, every put counted: see
+/// [`entries`]) past which they are ingested at once: above what
+/// [`MAX_UNSEALED`] entries take, reached first only when rows put again
+/// and again leave their old bytes behind.
+const MAX_UNSEALED_BYTES: usize = 64 << 20;
+
+/// What the memory layer holds unsealed after a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Unsealed {
+    /// Distinct keys.
+    pub(super) entries: usize,
+    /// Every put's key, value and overhead.
+    pub(super) bytes: usize,
+}
+
+impl Unsealed {
+    /// Past either bound: to be ingested now.
+    fn over(self) -> bool {
+        self.entries > MAX_UNSEALED || self.bytes > MAX_UNSEALED_BYTES
+    }
+}
 
 #[cfg(test)]
 mod tests;

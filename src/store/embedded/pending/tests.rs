@@ -18,7 +18,7 @@ fn keys_of(entries: &[(fjall::Slice, fjall::Slice)]) -> Vec<Vec<u8>> {
 fn positions_put_out_of_order_are_kept_sorted_and_a_key_put_again_holds_its_last_value() {
     let mut pos = Entries::new(Ix::Pos);
     for (k, v) in [(1u64, "a"), (3, "c"), (2, "b"), (3, "c2")] {
-        pos.insert(k.to_be_bytes()[..].into(), v.as_bytes().into());
+        pos.insert(&k.to_be_bytes(), v.as_bytes());
     }
     let sorted = pos.sorted();
     assert_eq!(
@@ -43,10 +43,7 @@ fn positions_put_out_of_order_are_kept_sorted_and_a_key_put_again_holds_its_last
 fn a_range_within_one_user_reads_that_users_group_in_key_order() {
     let mut journal = Entries::new(Ix::Journal);
     for (user, seq) in [("bo", 2), ("al", 9), ("bo", 1), ("b", 5)] {
-        journal.insert(
-            keys::journal_key(user, seq).unwrap()[..].into(),
-            Slice::from(&[][..]),
-        );
+        journal.insert(&keys::journal_key(user, seq).unwrap(), b"");
     }
     let (from, to) = (
         keys::journal_key("bo", 0).unwrap(),
@@ -75,8 +72,8 @@ fn a_range_within_one_user_reads_that_users_group_in_key_order() {
 fn of_equal_keys_the_last_put_is_kept() {
     let mut target = Entries::new(Ix::Target);
     let key = keys::target_key("post-1", NaiveDate::from_ymd_opt(2026, 12, 4).unwrap(), 7).unwrap();
-    target.insert(key[..].into(), Slice::from(&b"old"[..]));
-    target.insert(key[..].into(), Slice::from(&b"new"[..]));
+    target.insert(&key, b"old");
+    target.insert(&key, b"new");
     let sorted = target.sorted();
     assert_eq!(sorted.len(), 1);
     assert_eq!(sorted[0].1.to_vec(), b"new");
@@ -89,7 +86,7 @@ fn a_commit_counts_the_distinct_entries_held_unsealed_and_a_seal_starts_again() 
     let mut first = super::Staged::default();
     first.put(Ix::Pos, &1u64.to_be_bytes(), b"a");
     first.put(Ix::Journal, &journal("al", 1), b"");
-    assert_eq!(pending.commit(first), 2);
+    assert_eq!(pending.commit(first).entries, 2);
     // Given keys put again (the same position and journal key), a new
     // key in a group held and one new group,
     let mut again = super::Staged::default();
@@ -98,13 +95,13 @@ fn a_commit_counts_the_distinct_entries_held_unsealed_and_a_seal_starts_again() 
     again.put(Ix::Journal, &journal("al", 2), b"");
     again.put(Ix::Journal, &journal("bo", 1), b"");
     // then only the new keys count,
-    assert_eq!(pending.commit(again), 4);
+    assert_eq!(pending.commit(again).entries, 4);
     // and a seal hands them all over: the next commit counts from zero.
     let sealed = pending.seal().expect("entries to seal");
     assert_eq!(sealed.len(), 4);
     let mut after = super::Staged::default();
     after.put(Ix::Journal, &journal("al", 3), b"");
-    assert_eq!(pending.commit(after), 1);
+    assert_eq!(pending.commit(after).entries, 1);
 }
 
 #[test]
@@ -281,4 +278,69 @@ async fn entries_lost_from_memory_are_derived_again_at_open() {
         again.groups[0],
         crate::store::GroupOutcome::Appended { .. }
     ));
+}
+
+#[test]
+fn a_checkpoints_order_is_byte_order_for_keys_alike_in_their_first_16_bytes() {
+    // Given keys that differ only past byte 16, keys that are prefixes of
+    // others, and keys whose padding is indistinguishable from zero bytes.
+    let long = b"0123456789abcdef".to_vec();
+    let mut raw: Vec<Vec<u8>> = vec![
+        long.clone(),
+        [&long[..], b"\x00"].concat(),
+        [&long[..], b"z"].concat(),
+        [&long[..], b"a", b"\xff"].concat(),
+        b"0123".to_vec(),
+        b"0123\x00".to_vec(),
+        b"".to_vec(),
+        b"\xff".to_vec(),
+        b"0123456789abcdeE".to_vec(),
+    ];
+    for ix in [Ix::Ids, Ix::Users] {
+        let mut entries = Entries::new(ix);
+        for k in raw.iter().rev() {
+            entries.insert(k, k);
+        }
+        // When they are sorted for a checkpoint.
+        let sorted = entries.sorted();
+        // Then they come in byte order, each with its own value.
+        raw.sort();
+        assert_eq!(keys_of(&sorted), raw, "{ix:?}");
+        assert!(sorted.iter().all(|(k, v)| k == v));
+    }
+    // The grouped shape: one target's keys differ past byte 16.
+    let mut target = Entries::new(Ix::Target);
+    let day = NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
+    let mut want = Vec::new();
+    for pos in [300u64, 2, 1 << 40, 7] {
+        let key = keys::target_key("a-target-id-longer-than-16", day, pos).unwrap();
+        target.insert(&key, b"");
+        want.push(key);
+    }
+    want.sort();
+    assert_eq!(keys_of(&target.sorted()), want);
+}
+
+#[test]
+fn a_row_put_again_and_again_counts_once_as_an_entry_and_each_time_as_bytes() {
+    // Given one user's stats row replaced by each of many applies,
+    let pending = super::Pending::default();
+    let mut last = None;
+    for n in 0u64..100 {
+        let mut apply = super::Staged::default();
+        apply.put(Ix::Users, b"\x01al", &n.to_be_bytes());
+        last = Some(pending.commit(apply));
+    }
+    let held = last.unwrap();
+    // then it is one entry, holding its newest value,
+    assert_eq!(held.entries, 1);
+    let value = pending.get(Ix::Users, b"\x01al").unwrap();
+    assert_eq!(keys::u64_at(&value, 0, "row").unwrap(), 99);
+    // but every put's bytes stay until the layer is dropped and count
+    // against the bound, which is passed on bytes alone as on entries.
+    assert!(held.bytes >= 100 * (3 + 8));
+    let over = |entries, bytes| super::Unsealed { entries, bytes }.over();
+    assert!(!over(1, held.bytes));
+    assert!(over(1, super::MAX_UNSEALED_BYTES + 1));
+    assert!(over(super::MAX_UNSEALED + 1, 0));
 }
