@@ -325,32 +325,101 @@ impl Entries {
     }
 
     /// Every entry, in ascending key order (one per key: a key put again
-    /// replaces its entry), as owned slices for the LSM.
+    /// replaces its entry), as owned slices.
+    #[cfg(test)]
+    pub(super) fn sorted(&self) -> Vec<(Slice, Slice)> {
+        let mut out = Vec::new();
+        let collect = |k: &[u8], v: &[u8]| {
+            out.push(owned((k, v)));
+            Ok::<(), std::convert::Infallible>(())
+        };
+        self.for_each_sorted(&mut SortScratch::default(), collect)
+            .unwrap_or_else(|never| match never {});
+        out
+    }
+
+    /// Calls `f` with every entry, in ascending key order (one per key),
+    /// until it fails: what a checkpoint writes into the LSM, one entry at
+    /// a time (no second copy of a second's entries).
     ///
     /// The hashed shapes are sorted on each key's first 16 bytes, read
     /// once ([`key_prefix`]), and the whole keys only where those are
     /// equal: a checkpoint sorts a second's entries, and comparing whole
     /// keys at every step reads each key's bytes again (a cache miss).
-    pub(super) fn sorted(&self) -> Vec<(Slice, Slice)> {
-        let mut spans: Vec<(u128, Span)> = match &self.shape {
-            Shape::Ordered(spans) => return spans.iter().map(|s| owned(self.entry(s))).collect(),
-            Shape::Points(table) => table
-                .iter()
-                .map(|s| (key_prefix(self.key(s)), *s))
-                .collect(),
-            Shape::Grouped(table) => table
-                .iter()
-                .flat_map(|g| &g.entries)
-                .map(|s| (key_prefix(self.key(s)), *s))
-                .collect(),
-        };
+    pub(super) fn for_each_sorted<E>(
+        &self,
+        scratch: &mut SortScratch,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let spans = &mut scratch.0;
+        spans.clear();
+        match &self.shape {
+            Shape::Ordered(ordered) => {
+                return ordered
+                    .iter()
+                    .try_for_each(|s| f(self.key(s), self.value(s)));
+            }
+            Shape::Points(table) => {
+                spans.extend(table.iter().map(|s| (key_prefix(self.key(s)), *s)));
+            }
+            Shape::Grouped(table) => spans.extend(
+                table
+                    .iter()
+                    .flat_map(|g| &g.entries)
+                    .map(|s| (key_prefix(self.key(s)), *s)),
+            ),
+        }
         spans.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0)
                 .then_with(|| self.key(&a.1).cmp(self.key(&b.1)))
         });
-        spans.iter().map(|(_, s)| owned(self.entry(s))).collect()
+        let done = spans
+            .iter()
+            .try_for_each(|(_, s)| f(self.key(s), self.value(s)));
+        // Past a burst (a derivation at open), not kept at its size.
+        if spans.capacity() > 2 * PRESIZE_MAX {
+            *spans = Vec::new();
+        }
+        done
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        match &self.shape {
+            Shape::Ordered(spans) => spans.is_empty(),
+            Shape::Points(table) => table.is_empty(),
+            Shape::Grouped(table) => table.is_empty(),
+        }
+    }
+
+    /// Empties the maps and the buffer, keeping the memory they have:
+    /// the next second's entries go into it without the allocator
+    /// handing back fresh pages (a page fault each, zeroed).
+    pub(super) fn clear(&mut self) {
+        self.bytes.clear();
+        match &mut self.shape {
+            Shape::Ordered(spans) => spans.clear(),
+            Shape::Points(table) => table.clear(),
+            Shape::Grouped(table) => table.clear(),
+        }
+    }
+
+    /// Whether the memory kept is more than a second's worth at the rate
+    /// [`Entries::sized_like`] presizes for (after a burst: a derivation
+    /// at open): then it is not worth keeping.
+    pub(super) fn oversized(&self) -> bool {
+        let entries = match &self.shape {
+            Shape::Ordered(spans) => spans.capacity(),
+            Shape::Points(table) => table.capacity(),
+            Shape::Grouped(table) => table.capacity(),
+        };
+        entries > 2 * PRESIZE_MAX || self.bytes.capacity() > 2 * PRESIZE_BYTES_MAX
     }
 }
+
+/// The vector a checkpoint sorts an index's entries in, kept from one
+/// checkpoint to the next (see [`Entries::clear`]).
+#[derive(Default)]
+pub(super) struct SortScratch(Vec<(u128, Span)>);
 
 /// Sorts entries by key and keeps one per key: of equal ones, the last in
 /// `out` (the stable sort keeps their order; reversed first, the last put

@@ -11,7 +11,8 @@
 //! the `journal` entries, see [`Ix::LastSeq`]); each index checkpoint
 //! ([`super::index`]) seals them, sorts
 //! them and ingests them into the LSM as tables (fjall's bulk ingestion:
-//! no skip list, no LSM journal), then drops them. A memtable insert is a
+//! no skip list, no LSM journal, one entry at a time from the layer),
+//! then empties them and keeps their memory for the next second's. A memtable insert is a
 //! walk down a skip list of a few MiB with random keys, a cache miss per
 //! level; a hash map insert is one or two, and the sort runs once per
 //! checkpoint over a second's entries. Memory stays bounded: past
@@ -31,11 +32,11 @@ mod entries;
 
 use super::{db_err, keys, Inner};
 use crate::store::StoreError;
-use entries::{sort_dedup, Entries};
+use entries::{sort_dedup, Entries, SortScratch};
 use fjall::{Keyspace, Slice};
 use std::collections::VecDeque;
 use std::ops::Bound;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The indexes kept here until a checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,12 +144,40 @@ impl Maps {
         }
     }
 
-    /// Every entry of index `ix`, in key order.
-    fn sorted(&self, ix: Ix) -> Vec<(Slice, Slice)> {
+    fn is_empty(&self, ix: Ix) -> bool {
         match ix {
-            Ix::LastSeq => self.last_seqs(),
-            _ => self.map(ix).sorted(),
+            Ix::LastSeq => self.map(Ix::Journal).is_empty(),
+            _ => self.map(ix).is_empty(),
         }
+    }
+
+    /// Calls `f` with every entry of index `ix`, in key order, until it
+    /// fails (see [`Entries::for_each_sorted`]).
+    fn for_each_sorted<E>(
+        &self,
+        ix: Ix,
+        scratch: &mut SortScratch,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match ix {
+            Ix::LastSeq => self
+                .last_seqs()
+                .iter()
+                .try_for_each(|(k, v)| f(k.as_ref(), v.as_ref())),
+            _ => self.map(ix).for_each_sorted(scratch, f),
+        }
+    }
+
+    /// Empties every map, keeping its memory (see [`Entries::clear`]),
+    /// unless a burst made some larger than worth keeping: `None` then.
+    fn recycled(mut self) -> Option<Maps> {
+        if self.maps.iter().any(Entries::oversized) {
+            return None;
+        }
+        self.maps.iter_mut().for_each(Entries::clear);
+        self.len = 0;
+        self.bytes = 0;
+        Some(self)
     }
 
     /// A user's entry of the `last_seq` index, derived: the seq of its
@@ -222,12 +251,18 @@ struct Layers {
     /// Sealed by a checkpoint, read until the LSM holds it (kept after a
     /// failed ingestion, and ingested again by the next checkpoint).
     sealed: Option<Arc<Maps>>,
+    /// The maps of the last layer ingested, emptied with their memory
+    /// kept: the next seal's new active layer (see [`Entries::clear`]).
+    spare: Option<Maps>,
 }
 
 /// The entries written since the last checkpoint's ingestion.
 #[derive(Default)]
 pub(super) struct Pending {
     layers: RwLock<Layers>,
+    /// The vector a checkpoint sorts in, kept with its memory (one
+    /// checkpoint at a time: the caller holds the `indexing` lock).
+    scratch: Mutex<SortScratch>,
 }
 
 impl Pending {
@@ -291,16 +326,27 @@ impl Pending {
     fn seal(&self) -> Option<Arc<Maps>> {
         let mut layers = self.write();
         if layers.sealed.is_none() && layers.active.len() > 0 {
-            let next = Maps::sized_like(&layers.active);
+            let next = match layers.spare.take() {
+                Some(spare) => spare,
+                None => Maps::sized_like(&layers.active),
+            };
             let active = std::mem::replace(&mut layers.active, next);
             layers.sealed = Some(Arc::new(active));
         }
         layers.sealed.clone()
     }
 
-    /// Drops the sealed maps once the LSM holds them.
+    /// Drops the sealed maps once the LSM holds them, and keeps them
+    /// emptied as the next seal's (the caller dropped its own reference:
+    /// a reader still holding one leaves them to be freed).
     fn release(&self) {
-        self.write().sealed = None;
+        let sealed = self.write().sealed.take();
+        if let Some(spare) = sealed
+            .and_then(|s| Arc::try_unwrap(s).ok())
+            .and_then(Maps::recycled)
+        {
+            self.write().spare = Some(spare);
+        }
     }
 
     fn has_sealed(&self) -> bool {
@@ -341,16 +387,23 @@ impl Inner {
                 return Ok(());
             };
             for ix in Ix::ALL {
-                let entries = maps.sorted(ix);
-                if entries.is_empty() {
+                if maps.is_empty(ix) {
                     continue;
                 }
                 let mut ingestion = self.index_keyspace(ix).start_ingestion().map_err(db_err)?;
-                for (k, v) in entries {
-                    ingestion.write(k, v).map_err(db_err)?;
-                }
+                let mut scratch = self
+                    .pending
+                    .scratch
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                maps.for_each_sorted(ix, &mut scratch, |k, v| {
+                    ingestion
+                        .write(Slice::from(k), Slice::from(v))
+                        .map_err(db_err)
+                })?;
                 ingestion.finish().map_err(db_err)?;
             }
+            drop(maps);
             self.pending.release();
         }
         Ok(())

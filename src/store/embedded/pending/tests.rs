@@ -344,3 +344,34 @@ fn a_row_put_again_and_again_counts_once_as_an_entry_and_each_time_as_bytes() {
     assert!(over(1, super::MAX_UNSEALED_BYTES + 1));
     assert!(over(super::MAX_UNSEALED + 1, 0));
 }
+
+#[test]
+fn a_layer_ingested_and_released_is_reused_empty_by_the_next_seal() {
+    let pending = super::Pending::default();
+    let journal = |user: &str, seq| keys::journal_key(user, seq).unwrap();
+    // Given a layer sealed, ingested (its reference dropped) and released,
+    let mut first = super::Staged::default();
+    first.put(Ix::Journal, &journal("al", 1), b"");
+    first.put(Ix::Ids, b"id-1", b"v");
+    pending.commit(first);
+    drop(pending.seal().expect("entries to seal"));
+    pending.release();
+    assert!(pending.read().spare.is_some(), "kept for the next seal");
+    // when the next entries are written and sealed,
+    let mut second = super::Staged::default();
+    second.put(Ix::Ids, b"id-2", b"w");
+    assert_eq!(pending.commit(second).entries, 1);
+    // then nothing of the released layer is read or sealed again.
+    assert_eq!(pending.get(Ix::Ids, b"id-1"), None);
+    assert_eq!(pending.get(Ix::LastSeq, b"al"), None);
+    assert_eq!(
+        pending.get(Ix::Ids, b"id-2").map(|v| v.to_vec()),
+        Some(b"w".to_vec())
+    );
+    let sealed = pending.seal().expect("entries to seal");
+    assert_eq!(sealed.len(), 1);
+    // A layer a reader still holds when it is released is not reused.
+    pending.release();
+    assert!(pending.read().spare.is_none());
+    drop(sealed);
+}
