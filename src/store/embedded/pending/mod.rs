@@ -9,13 +9,13 @@
 //! sorted vector over it for positions, which come in order, and hash
 //! tables for the others, see [`entries`]; the last seqs are derived from
 //! the `journal` entries, see [`Ix::LastSeq`]); each index checkpoint
-//! ([`super::index`]) seals them, sorts
-//! them and ingests them into the LSM as tables (fjall's bulk ingestion:
-//! no skip list, no LSM journal, one entry at a time from the layer),
-//! then empties them and keeps their memory for the next second's. A memtable insert is a
-//! walk down a skip list of a few MiB with random keys, a cache miss per
-//! level; a hash map insert is one or two, and the sort runs once per
-//! checkpoint over a second's entries. Memory stays bounded: past
+//! ([`super::index`]) seals them, sorts them and ingests them into the
+//! LSM as tables (fjall's bulk ingestion: no skip list, no LSM journal,
+//! one entry at a time from the layer), then empties them and keeps their
+//! memory for the next second's. A memtable insert is a walk down a skip
+//! list of a few MiB with random keys, a cache miss per level; a hash
+//! table insert is one or two, and the sort runs once per checkpoint over
+//! a second's entries. Memory stays bounded: past
 //! [`MAX_UNSEALED`] entries, or [`MAX_UNSEALED_BYTES`] (a row put again
 //! leaves its old bytes in its index's buffer), a write ingests them
 //! itself.
