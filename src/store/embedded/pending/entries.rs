@@ -94,6 +94,13 @@ fn key_prefix(key: &[u8]) -> u128 {
     u128::from_be_bytes(b)
 }
 
+/// A group's string: the first `prefix` bytes of its first entry's key
+/// (a group is never empty).
+fn group_prefix<'a>(bytes: &'a [u8], g: &Group) -> &'a [u8] {
+    let first = &g.entries[0];
+    &bytes[first.at..first.at + g.prefix]
+}
+
 /// An owned copy of an entry, as readers and the LSM take it.
 fn owned((k, v): (&[u8], &[u8])) -> (Slice, Slice) {
     (Slice::from(k), Slice::from(v))
@@ -205,9 +212,8 @@ impl Entries {
             }
             Shape::Grouped(table) => {
                 let group = group_of(k);
-                let prefix_of = |g: &Group| &key_of(&g.entries[0])[..g.prefix];
-                let rehash = |g: &Group| hasher.hash_one(prefix_of(g));
-                match table.find_mut(hash, |g| prefix_of(g) == group) {
+                let rehash = |g: &Group| hasher.hash_one(group_prefix(bytes, g));
+                match table.find_mut(hash, |g| group_prefix(bytes, g) == group) {
                     // A group is one user's or target's entries of a
                     // second or so: a few at most.
                     Some(g) => match g.entries.iter_mut().find(|e| key_of(e) == k) {
@@ -236,10 +242,15 @@ impl Entries {
     fn group(&self, prefix: &[u8]) -> Option<&Group> {
         match &self.shape {
             Shape::Grouped(table) => table.find(self.hash(prefix), |g| {
-                &self.key(&g.entries[0])[..g.prefix] == prefix
+                group_prefix(&self.bytes, g) == prefix
             }),
             Shape::Ordered(_) | Shape::Points(_) => None,
         }
+    }
+
+    /// The largest key of a group's entries.
+    fn largest_key(&self, g: &Group) -> Option<&[u8]> {
+        g.entries.iter().map(|e| self.key(e)).max()
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Option<Slice> {
@@ -259,17 +270,13 @@ impl Entries {
     /// The largest key of the group `prefix` names (a `journal` group's
     /// is its user's last seq); `None` for the other shapes.
     pub(super) fn last_in_group(&self, prefix: &[u8]) -> Option<&[u8]> {
-        let g = self.group(prefix)?;
-        g.entries.iter().map(|e| self.key(e)).max()
+        self.largest_key(self.group(prefix)?)
     }
 
     /// The largest key of every group, in no particular order.
     pub(super) fn group_lasts(&self) -> Vec<&[u8]> {
         match &self.shape {
-            Shape::Grouped(table) => table
-                .iter()
-                .filter_map(|g| g.entries.iter().map(|e| self.key(e)).max())
-                .collect(),
+            Shape::Grouped(table) => table.iter().filter_map(|g| self.largest_key(g)).collect(),
             Shape::Ordered(_) | Shape::Points(_) => Vec::new(),
         }
     }

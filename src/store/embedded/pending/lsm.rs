@@ -31,6 +31,11 @@ impl Inner {
     /// ingested value also replaces an older one of the same key.
     pub(in crate::store::embedded) fn ingest_pending(&self) -> Result<(), StoreError> {
         let rounds = if self.pending.has_sealed() { 2 } else { 1 };
+        let mut scratch = self
+            .pending
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for _ in 0..rounds {
             let Some(maps) = self.pending.seal() else {
                 return Ok(());
@@ -40,11 +45,6 @@ impl Inner {
                     continue;
                 }
                 let mut ingestion = self.index_keyspace(ix).start_ingestion().map_err(db_err)?;
-                let mut scratch = self
-                    .pending
-                    .scratch
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
                 maps.for_each_sorted(ix, &mut scratch, |k, v| {
                     ingestion
                         .write(Slice::from(k), Slice::from(v))
