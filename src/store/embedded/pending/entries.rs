@@ -35,8 +35,8 @@ struct Span {
     value: usize,
 }
 
-/// A group of the grouped shape: the group's string is the first
-/// `prefix` bytes of its first entry's key.
+/// A group of the grouped shape: its entries in ascending key order, and
+/// its string the first `prefix` bytes of its first entry's key.
 struct Group {
     prefix: usize,
     entries: Vec<Span>,
@@ -52,7 +52,8 @@ enum Shape {
     Points(HashTable<Span>),
     /// `journal` and `target`: keys start with a length-prefixed string
     /// (the user, the target id) and every range read stays within one,
-    /// so entries are grouped by it and sorted only when read or ingested.
+    /// so entries are grouped by it, each group's in key order
+    /// ([`put_sorted`]), and the groups sorted together only when ingested.
     Grouped(HashTable<Group>),
 }
 
@@ -104,6 +105,34 @@ fn group_prefix<'a>(bytes: &'a [u8], g: &Group) -> &'a [u8] {
 /// An owned copy of an entry, as readers and the LSM take it.
 fn owned((k, v): (&[u8], &[u8])) -> (Slice, Slice) {
     (Slice::from(k), Slice::from(v))
+}
+
+/// Puts `span`, whose key is `k`, in `spans`, which are in ascending key
+/// order and stay so; returns whether the key is new. Keys mostly come in
+/// order (positions; within a group, a user's seqs and a target's
+/// positions), so an insert is mostly a push after one comparison, and
+/// otherwise a binary search: a group that grows large (a hot user or
+/// target) costs no walk over its entries per insert.
+fn put_sorted<'a>(
+    spans: &mut Vec<Span>,
+    key_of: impl Fn(&Span) -> &'a [u8],
+    k: &[u8],
+    span: Span,
+) -> bool {
+    if spans.last().is_none_or(|last| key_of(last) < k) {
+        spans.push(span);
+        return true;
+    }
+    match spans.binary_search_by(|e| key_of(e).cmp(k)) {
+        Ok(i) => {
+            spans[i] = span;
+            false
+        }
+        Err(i) => {
+            spans.insert(i, span);
+            true
+        }
+    }
 }
 
 impl Entries {
@@ -179,24 +208,7 @@ impl Entries {
         } = self;
         let key_of = |s: &Span| &bytes[s.at..s.at + s.key];
         match shape {
-            Shape::Ordered(spans) => match spans.last() {
-                Some(last) if key_of(last) >= k => {
-                    match spans.binary_search_by(|e| key_of(e).cmp(k)) {
-                        Ok(i) => {
-                            spans[i] = span;
-                            false
-                        }
-                        Err(i) => {
-                            spans.insert(i, span);
-                            true
-                        }
-                    }
-                }
-                _ => {
-                    spans.push(span);
-                    true
-                }
-            },
+            Shape::Ordered(spans) => put_sorted(spans, key_of, k, span),
             Shape::Points(table) => {
                 let rehash = |s: &Span| hasher.hash_one(key_of(s));
                 match table.find_mut(hash, |e| key_of(e) == k) {
@@ -214,18 +226,7 @@ impl Entries {
                 let group = group_of(k);
                 let rehash = |g: &Group| hasher.hash_one(group_prefix(bytes, g));
                 match table.find_mut(hash, |g| group_prefix(bytes, g) == group) {
-                    // A group is one user's or target's entries of a
-                    // second or so: a few at most.
-                    Some(g) => match g.entries.iter_mut().find(|e| key_of(e) == k) {
-                        Some(e) => {
-                            *e = span;
-                            false
-                        }
-                        None => {
-                            g.entries.push(span);
-                            true
-                        }
-                    },
+                    Some(g) => put_sorted(&mut g.entries, key_of, k, span),
                     None => {
                         let g = Group {
                             prefix: group.len(),
@@ -248,9 +249,9 @@ impl Entries {
         }
     }
 
-    /// The largest key of a group's entries.
+    /// The largest key of a group's entries (they are in key order).
     fn largest_key(&self, g: &Group) -> Option<&[u8]> {
-        g.entries.iter().map(|e| self.key(e)).max()
+        g.entries.last().map(|e| self.key(e))
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Option<Slice> {
@@ -260,9 +261,12 @@ impl Entries {
                 .ok()
                 .map(|i| &spans[i]),
             Shape::Points(table) => table.find(self.hash(key), |e| self.key(e) == key),
-            Shape::Grouped(_) => self
-                .group(group_of(key))
-                .and_then(|g| g.entries.iter().find(|e| self.key(e) == key)),
+            Shape::Grouped(_) => self.group(group_of(key)).and_then(|g| {
+                g.entries
+                    .binary_search_by(|e| self.key(e).cmp(key))
+                    .ok()
+                    .map(|i| &g.entries[i])
+            }),
         };
         span.map(|s| Slice::from(self.value(s)))
     }

@@ -69,6 +69,59 @@ fn a_range_within_one_user_reads_that_users_group_in_key_order() {
 }
 
 #[test]
+fn a_large_group_put_out_of_order_and_again_is_read_by_key_and_in_order() {
+    // Given one hot user's journal keys and one hot target's keys, 500
+    // each, put in a scrambled order (7 is coprime with 500), every tenth
+    // put again with a new value, with another user's and target's between
+    let day = NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+    let mut journal = Entries::new(Ix::Journal);
+    let mut target = Entries::new(Ix::Target);
+    let mut new_keys = 0;
+    for i in 0..500u64 {
+        let n = (i * 7) % 500 + 1;
+        for (user, post) in [("hot", "post-hot"), ("cold", "post-cold")] {
+            let value = n.to_be_bytes();
+            new_keys += usize::from(journal.insert(&keys::journal_key(user, n).unwrap(), &value));
+            target.insert(&keys::target_key(post, day, n).unwrap(), &value);
+        }
+    }
+    for n in (10..=500u64).step_by(10) {
+        assert!(!journal.insert(&keys::journal_key("hot", n).unwrap(), b"again"));
+    }
+    // Then each key is new once, and found with its last value
+    assert_eq!(new_keys, 1000);
+    for n in 1..=500u64 {
+        let want: &[u8] = if n % 10 == 0 {
+            b"again"
+        } else {
+            &n.to_be_bytes()
+        };
+        let got = journal.get(&keys::journal_key("hot", n).unwrap());
+        assert_eq!(got.map(|v| v.to_vec()), Some(want.to_vec()), "seq {n}");
+        let got = target.get(&keys::target_key("post-hot", day, n).unwrap());
+        assert_eq!(got.map(|v| v.to_vec()), Some(n.to_be_bytes().to_vec()));
+    }
+    assert!(journal
+        .get(&keys::journal_key("hot", 501).unwrap())
+        .is_none());
+    // And the group's last is its largest key, and a read is in key order
+    let hot = keys::journal_key("hot", 0).unwrap();
+    let prefix = &hot[..hot.len() - 8];
+    assert_eq!(
+        journal.last_in_group(prefix),
+        Some(&keys::journal_key("hot", 500).unwrap()[..])
+    );
+    for entries in [&journal, &target] {
+        let sorted = keys_of(&entries.sorted());
+        assert_eq!(sorted.len(), 1000);
+        assert!(
+            sorted.windows(2).all(|w| w[0] < w[1]),
+            "ascending, one per key"
+        );
+    }
+}
+
+#[test]
 fn of_equal_keys_the_last_put_is_kept() {
     let mut target = Entries::new(Ix::Target);
     let key = keys::target_key("post-1", NaiveDate::from_ymd_opt(2026, 12, 4).unwrap(), 7).unwrap();
