@@ -9,7 +9,7 @@
 
 use super::mirror::Counters;
 use super::pending::{Ix, Staged};
-use super::warm::Bucket;
+use super::warm::{Bucket, Membership};
 use super::{db_err, keys, Inner};
 use crate::hash::{Map, Set};
 use crate::store::projections::{daily_key, status_day, DailyKey};
@@ -148,23 +148,36 @@ impl Inner {
         // What this commit leaves in the projection, for `warm` after it.
         let mut members_written: Vec<(String, Bucket)> = Vec::new();
         let mut users_written: Vec<(String, Vec<u8>)> = Vec::new();
+        // Held through the commit until what it added is known here (see
+        // `warm::Warm::members`).
+        let mut members = None;
         let ix = match delta.body {
             Body::Daily(buckets) => {
-                let mut known = self.warm.members();
+                let known = members.insert(self.warm.members());
                 for ((day, ty, campaign), (count, users)) in buckets {
                     let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
-                    let (mut n, mut unique) = counters(self, Ix::Daily, &row, "daily stats row")?;
+                    let held = self.index_get(Ix::Daily, &row)?;
+                    let (mut n, mut unique) = match &held {
+                        Some(v) => keys::take_pair(v, "daily stats row")?,
+                        None => (0, 0),
+                    };
                     n += count;
                     let bucket = known.bucket(&row);
+                    if held.is_none() {
+                        known.empty_in_projection(&bucket);
+                    }
                     let mut member = keys::bucket(day, ty, campaign.as_deref(), keys::MEMBER)?;
                     let base = member.len();
                     for user in users {
-                        if known.contains(&user, &bucket) {
+                        let membership = known.membership(&user, &bucket);
+                        if membership == Membership::Member {
                             continue;
                         }
                         member.truncate(base);
                         member.extend_from_slice(user.as_bytes());
-                        if self.index_get(Ix::Daily, &member)?.is_none() {
+                        if membership == Membership::NotMember
+                            || self.index_get(Ix::Daily, &member)?.is_none()
+                        {
                             unique += 1;
                             staged.put(Ix::Daily, &member, &[]);
                         }
@@ -211,8 +224,7 @@ impl Inner {
         };
         staged.put(ix, keys::CHECKPOINT, &delta.to.to_be_bytes());
         let unsealed = self.pending.commit(staged);
-        if !members_written.is_empty() {
-            let mut known = self.warm.members();
+        if let Some(mut known) = members {
             for (user, bucket) in members_written {
                 known.add(&user, bucket);
             }

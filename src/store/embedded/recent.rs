@@ -19,6 +19,10 @@ pub struct Recent<K, V> {
     capacity: usize,
     current: Map<K, V>,
     previous: Map<K, V>,
+    /// Times the current generation became the previous one (and the
+    /// previous one was dropped): a caller that must know whether an
+    /// entry could have been dropped compares it before and after.
+    flips: u64,
 }
 
 impl<K: Hash + Eq, V> Recent<K, V> {
@@ -27,7 +31,13 @@ impl<K: Hash + Eq, V> Recent<K, V> {
             capacity: capacity.max(1),
             current: Map::default(),
             previous: Map::default(),
+            flips: 0,
         }
+    }
+
+    /// How many times entries were dropped to make room (see the field).
+    pub fn flips(&self) -> u64 {
+        self.flips
     }
 
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
@@ -96,6 +106,7 @@ impl<K: Hash + Eq, V> Recent<K, V> {
     fn insert_new(&mut self, key: K, value: V) -> &mut V {
         if self.current.len() >= self.capacity {
             self.previous = std::mem::take(&mut self.current);
+            self.flips += 1;
         }
         self.current.entry(key).or_insert(value)
     }
