@@ -183,15 +183,22 @@ pub fn take_pair(v: &[u8], what: &str) -> Result<(u64, u64), StoreError> {
     Ok((u64_at(v, 0, what)?, u64_at(v, 8, what)?))
 }
 
+/// The length of a user stats value.
+pub const USER_ROW_LEN: usize = 64;
+
+/// A user stats value, held inline (no heap slice) where it is cached.
+pub type UserRow = [u8; USER_ROW_LEN];
+
 /// User stats value: 5 counters, then first and last instants (secs, nanos).
-pub fn encode_user_stats(s: &UserStats) -> Vec<u8> {
-    let mut v = Vec::with_capacity(64);
-    for n in [s.total, s.clicks, s.views, s.likes, s.last_seq] {
-        v.extend_from_slice(&n.to_be_bytes());
+pub fn encode_user_stats(s: &UserStats) -> UserRow {
+    let mut v = [0u8; USER_ROW_LEN];
+    let counters = [s.total, s.clicks, s.views, s.likes, s.last_seq];
+    for (at, n) in (0..).step_by(8).zip(counters) {
+        v[at..at + 8].copy_from_slice(&n.to_be_bytes());
     }
-    for t in [s.first_occurred_at, s.last_occurred_at] {
-        v.extend_from_slice(&t.timestamp().to_be_bytes());
-        v.extend_from_slice(&t.timestamp_subsec_nanos().to_be_bytes());
+    for (at, t) in [(40, s.first_occurred_at), (52, s.last_occurred_at)] {
+        v[at..at + 8].copy_from_slice(&t.timestamp().to_be_bytes());
+        v[at + 8..at + 12].copy_from_slice(&t.timestamp_subsec_nanos().to_be_bytes());
     }
     v
 }

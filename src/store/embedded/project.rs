@@ -147,7 +147,7 @@ impl Inner {
         let mut status_rows = Vec::new();
         // What this commit leaves in the projection, for `warm` after it.
         let mut members_written: Vec<(String, Bucket)> = Vec::new();
-        let mut users_written: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut users_written: Vec<(String, keys::UserRow)> = Vec::new();
         // Held through the commit until what it added is known here (see
         // `warm::Warm::members`).
         let mut members = None;
@@ -232,7 +232,7 @@ impl Inner {
         if !users_written.is_empty() {
             let mut known = self.warm.users();
             for (user, row) in users_written {
-                known.put(user.as_str(), row.into_boxed_slice());
+                known.put(user.as_str(), row);
             }
         }
         let today = chrono::Utc::now().date_naive();

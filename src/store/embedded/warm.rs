@@ -53,8 +53,9 @@ pub(super) struct Warm {
     members: Mutex<Memberships>,
 }
 
-/// User id to its encoded stats row.
-pub(super) type Users = Recent<Box<str>, Box<[u8]>>;
+/// User id to its encoded stats row (inline: no second cache miss, no
+/// allocation per row written).
+pub(super) type Users = Recent<Box<str>, super::keys::UserRow>;
 
 impl Default for Warm {
     fn default() -> Self {
