@@ -106,6 +106,7 @@ mod project;
 mod read;
 mod recent;
 mod seqs;
+mod user_key;
 mod warm;
 mod write;
 
