@@ -106,7 +106,6 @@ mod project;
 mod read;
 mod recent;
 mod seqs;
-mod user_key;
 mod warm;
 mod write;
 

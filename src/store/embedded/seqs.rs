@@ -21,7 +21,7 @@
 //! most recently stay, about 70 bytes each (an estimate).
 
 /// Users' last sequence numbers, by user id.
-pub type SeqCache = super::recent::Recent<super::user_key::UserKey, u64>;
+pub type SeqCache = super::recent::Recent<Box<str>, u64>;
 
 #[cfg(test)]
 mod tests {

@@ -29,7 +29,6 @@
 //! the first event of each user in each of them costs no lookup.
 
 use super::recent::Recent;
-use super::user_key::UserKey;
 use crate::hash::Map;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -56,7 +55,7 @@ pub(super) struct Warm {
 
 /// User id to its encoded stats row (inline: no second cache miss, no
 /// allocation per row written).
-pub(super) type Users = Recent<UserKey, super::keys::UserRow>;
+pub(super) type Users = Recent<Box<str>, super::keys::UserRow>;
 
 impl Default for Warm {
     fn default() -> Self {
@@ -93,7 +92,7 @@ impl Warm {
 /// The daily buckets users are known to be members of, and the buckets
 /// of which every member is known (see [`Memberships::membership`]).
 pub(super) struct Memberships {
-    users: Recent<UserKey, Vec<Bucket>>,
+    users: Recent<Box<str>, Vec<Bucket>>,
     buckets: Map<Box<[u8]>, Shared>,
 }
 
