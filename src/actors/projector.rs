@@ -31,8 +31,10 @@ use tokio::time::Instant;
 const CATCH_UP_CHUNK: usize = 4096;
 /// How often a projector checks it is not behind the journal.
 const TICK: Duration = Duration::from_secs(1);
-/// The least time from one apply's start to the next one's.
-const APPLY_INTERVAL: Duration = Duration::from_millis(5);
+/// The least time from one apply's start to the next one's: the stats lag
+/// the journal by at most this much more (see `writer::COMMIT_INTERVAL`
+/// for what it saves).
+const APPLY_INTERVAL: Duration = Duration::from_millis(10);
 
 pub enum ProjectorMsg {
     /// Records just committed, in position order.
