@@ -74,11 +74,10 @@ impl Warm {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    ///
     /// The memberships are held from an apply's reads through its commit
     /// to its additions here: a panic on the way may leave a member in the
-    /// projection and not here, so a poisoned lock makes every bucket
-    /// incomplete (see [`Memberships::membership`]).
+    /// projection and not here, so a poisoned lock is taken over with
+    /// every bucket made incomplete (see [`Memberships::membership`]).
     pub(super) fn members(&self) -> MutexGuard<'_, Memberships> {
         self.members.lock().unwrap_or_else(|poisoned| {
             let mut held = poisoned.into_inner();
