@@ -108,12 +108,12 @@ fn merge(into: &mut UserStats, more: &UserStats) {
     into.last_occurred_at = into.last_occurred_at.max(more.last_occurred_at);
 }
 
-/// A counter row's two counters: held in memory, else in the keyspace.
-fn counters(s: &Inner, ix: Ix, key: &[u8], what: &str) -> Result<(u64, u64), StoreError> {
-    match s.index_get(ix, key)? {
-        Some(v) => keys::take_pair(&v, what),
-        None => Ok((0, 0)),
-    }
+/// A counter row's two counters, held in memory, else in the keyspace;
+/// `None` if the projection has no such row.
+fn counters(s: &Inner, ix: Ix, key: &[u8], what: &str) -> Result<Option<(u64, u64)>, StoreError> {
+    s.index_get(ix, key)?
+        .map(|v| keys::take_pair(&v, what))
+        .transpose()
 }
 
 fn user_key(user: &str) -> Vec<u8> {
@@ -156,11 +156,8 @@ impl Inner {
                 let known = members.insert(self.warm.members());
                 for ((day, ty, campaign), (count, users)) in buckets {
                     let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
-                    let held = self.index_get(Ix::Daily, &row)?;
-                    let (mut n, mut unique) = match &held {
-                        Some(v) => keys::take_pair(v, "daily stats row")?,
-                        None => (0, 0),
-                    };
+                    let held = counters(self, Ix::Daily, &row, "daily stats row")?;
+                    let (mut n, mut unique) = held.unwrap_or_default();
                     n += count;
                     let bucket = known.bucket(&row);
                     if held.is_none() {
@@ -191,7 +188,8 @@ impl Inner {
             Body::Status(days) => {
                 for (day, (accepted, rejected)) in days {
                     let row = keys::day_row(day);
-                    let (a, r) = counters(self, Ix::Status, &row, "status row")?;
+                    let (a, r) =
+                        counters(self, Ix::Status, &row, "status row")?.unwrap_or_default();
                     staged.put(Ix::Status, &row, &keys::pair(a + accepted, r + rejected));
                     status_rows.push((day, (a + accepted, r + rejected)));
                 }

@@ -240,13 +240,18 @@ mod tests {
         assert_eq!(m.users.get("u1").map(Vec::len), Some(2));
     }
 
+    /// One bucket more than a user's memberships kept.
+    fn more_buckets_than_kept(m: &mut Memberships) -> Vec<Bucket> {
+        (0..=BUCKETS_PER_USER)
+            .map(|i| m.bucket(format!("day {i}").as_bytes()))
+            .collect()
+    }
+
     #[test]
     fn a_user_keeps_only_the_latest_memberships() {
         // Given a user added to one bucket more than it keeps
         let mut m = Memberships::new(4);
-        let buckets: Vec<Bucket> = (0..=BUCKETS_PER_USER)
-            .map(|i| m.bucket(format!("day {i}").as_bytes()))
-            .collect();
+        let buckets = more_buckets_than_kept(&mut m);
         for b in &buckets {
             m.add("u1", b.clone());
         }
@@ -310,9 +315,7 @@ mod tests {
     fn a_users_oldest_membership_dropped_makes_that_bucket_incomplete() {
         // Given a user added to one complete bucket more than it keeps
         let mut m = Memberships::new(4);
-        let buckets: Vec<Bucket> = (0..=BUCKETS_PER_USER)
-            .map(|i| m.bucket(format!("day {i}").as_bytes()))
-            .collect();
+        let buckets = more_buckets_than_kept(&mut m);
         for b in &buckets {
             m.empty_in_projection(b);
             m.add("u1", b.clone());
