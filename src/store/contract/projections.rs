@@ -221,3 +221,41 @@ pub async fn reset_then_reapply(store: &dyn EventStore) {
         assert!(store.checkpoint(p).await.unwrap() >= head);
     }
 }
+
+/// `apply_all` moves each projection from its own checkpoint: given one
+/// projection ahead of the others, when the same records are applied to
+/// all, then the one ahead counts none of them twice, the others catch up,
+/// and applying them all again changes nothing.
+pub async fn apply_all_moves_each_projection_from_its_own_checkpoint(store: &dyn EventStore) {
+    let _shared = PROJECTIONS.read().await;
+    let fx = Fx::new();
+    let h0 = head0(store).await;
+    let users = write_mix(store, &fx).await;
+    catch_up_all(store, &fx).await;
+
+    let a = &users[0];
+    let batch = fx.batch(
+        vec![fx.group(a, 3, vec![fx.ev(a, 4, View), fx.ev(a, 5, Like)])],
+        vec![fx.rejection("r3", fx.at(0, 12))],
+    );
+    let pos = write(store, batch).await.rejections[0].unwrap();
+    let records = store.scan(h0, usize::MAX).await.unwrap();
+    let ahead = store
+        .apply(ProjectionKind::DailyStats, &records)
+        .await
+        .unwrap();
+    assert!(ahead >= pos);
+
+    let moved = store.apply_all(&records).await.unwrap();
+    for (p, cp) in ProjectionKind::ALL.into_iter().zip(moved) {
+        assert!(cp >= pos, "{p:?} at {cp}, below {pos}");
+    }
+    let expected = recount(&own_records(store, &fx, h0).await, &users);
+    assert_eq!(snapshot(store, &fx, &users).await, expected);
+
+    let again = store.apply_all(&records).await.unwrap();
+    for (before, after) in moved.into_iter().zip(again) {
+        assert!(after >= before);
+    }
+    assert_eq!(snapshot(store, &fx, &users).await, expected);
+}
