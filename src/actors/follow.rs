@@ -1,4 +1,4 @@
-//! Following the journal in position order: what the projector and the
+//! Following the journal in position order: what the projectors and the
 //! event publisher share.
 //!
 //! A follower remembers the last journal position it handled (its

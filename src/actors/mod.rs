@@ -3,7 +3,7 @@
 //! ```text
 //! RootSupervisor
 //! ├── JournalWriter          group commit of events and rejections
-//! ├── Projector              daily stats, status, user stats (one apply)
+//! ├── Projector × 3          daily stats, status, user stats
 //! ├── EventPublisher         events topic (Pulsar mode only)
 //! └── PartitionConsumer × N  one per partition of the command log
 //!     └── UserAggregate × *  one per live user, spawned on demand, passivated
@@ -161,8 +161,8 @@ impl Names {
         format!("{}/journal-writer", self.prefix)
     }
 
-    pub fn projector_name(&self) -> String {
-        format!("{}/projector", self.prefix)
+    pub fn projector_name(&self, kind: crate::store::ProjectionKind) -> String {
+        format!("{}/projector/{}", self.prefix, kind.as_str())
     }
 
     pub fn publisher_name(&self) -> String {
@@ -177,8 +177,11 @@ impl Names {
         ractor::ActorRef::where_is(self.writer_name())
     }
 
-    pub fn projector(&self) -> Option<ractor::ActorRef<projector::ProjectorMsg>> {
-        ractor::ActorRef::where_is(self.projector_name())
+    pub fn projector(
+        &self,
+        kind: crate::store::ProjectionKind,
+    ) -> Option<ractor::ActorRef<projector::ProjectorMsg>> {
+        ractor::ActorRef::where_is(self.projector_name(kind))
     }
 }
 

@@ -1,26 +1,21 @@
-//! `Projector`: the actor that keeps the projections (daily stats, status,
-//! user stats) behind the journal, on a store whose projections follow the
-//! commits (the embedded store).
+//! `Projector`: one actor per projection (daily stats, status, user stats).
 //!
 //! The writer hands it committed journal records in position order. The
-//! projector applies them to every projection with
-//! [`EventStore::apply_all`]: each projection skips records at or below its
-//! own checkpoint and moves the checkpoint in the same atomic write as its
-//! rows, so applying twice changes nothing, and a crash between the journal
-//! commit and the projections' write only leaves them behind. Behind is
-//! repaired from the journal: at start (`pre_start` catches up before the
-//! consumers are spawned), when a batch arrives with a gap (a message lost
-//! while the actor was restarting), and on a periodic tick that compares
-//! the checkpoints with the journal head. The three projections are one
-//! actor and one apply, not three: an apply runs on the store's blocking
-//! threads (a thread woken and put to sleep again) and commits once, so one
-//! apply for the three costs one wake-up and one commit instead of three.
+//! projector applies them with [`EventStore::apply`], which skips records at
+//! or below the projection's checkpoint and moves the checkpoint in the same
+//! atomic write as the rows: applying twice changes nothing, and a crash
+//! between the journal commit and the projection write only leaves the
+//! projection behind. Behind is repaired from the journal: at start
+//! (`pre_start` catches up before the consumers are spawned), when a batch
+//! arrives with a gap (a message lost while the actor was restarting), and
+//! on a periodic tick that compares the checkpoint with the journal head.
 //!
 //! Applies are at least [`APPLY_INTERVAL`] apart: records that arrive
-//! sooner wait in the buffer and go with the next apply. An apply reads
-//! and puts its rows once whatever the records it folds, so fewer, larger
-//! applies cost less per event; the stats lag the journal by that much
-//! more at most. At a stop the buffer is applied (`post_stop`).
+//! sooner wait in the buffer and go with the next apply. An apply runs on
+//! the store's blocking threads (a thread woken and put to sleep again),
+//! and reads and puts its rows once whatever the records it folds, so
+//! fewer, larger applies cost less per event; the stats lag the journal by
+//! that much more at most. At a stop the buffer is applied (`post_stop`).
 
 use super::follow::{self, handle_in_order, Follower};
 use super::schedule_paced_flush;
@@ -55,18 +50,21 @@ subscriber_msg!(ProjectorMsg::Committed);
 pub struct Projector;
 
 /// The projector's key among the writer's subscribers.
-pub const SUBSCRIBER_KEY: &str = "projector";
+pub fn subscriber_key(kind: ProjectionKind) -> String {
+    format!("projector/{}", kind.as_str())
+}
 
 pub struct ProjectorArgs {
+    pub kind: ProjectionKind,
     pub store: Arc<dyn EventStore>,
     /// The writer's subscribers: the projector adds itself once caught up.
     pub subscribers: Subscribers,
 }
 
 pub struct ProjectorState {
+    kind: ProjectionKind,
     store: Arc<dyn EventStore>,
-    /// Each projection's checkpoint, in `ProjectionKind::ALL` order.
-    checkpoints: [u64; ProjectionKind::COUNT],
+    checkpoint: u64,
     buffer: Vec<Arc<Vec<JournalRecord>>>,
     flush_scheduled: bool,
     /// When the last apply of buffered records started.
@@ -85,13 +83,11 @@ impl Actor for Projector {
         myself: ActorRef<Self::Msg>,
         args: ProjectorArgs,
     ) -> Result<ProjectorState, ActorProcessingErr> {
-        let mut checkpoints = [0; ProjectionKind::COUNT];
-        for (cp, kind) in checkpoints.iter_mut().zip(ProjectionKind::ALL) {
-            *cp = args.store.checkpoint(kind).await?;
-        }
+        let checkpoint = args.store.checkpoint(args.kind).await?;
         let mut state = ProjectorState {
+            kind: args.kind,
             store: args.store,
-            checkpoints,
+            checkpoint,
             buffer: Vec::new(),
             flush_scheduled: false,
             last_apply: None,
@@ -99,7 +95,7 @@ impl Actor for Projector {
         };
         catch_up(&mut state, u64::MAX).await?;
         args.subscribers
-            .subscribe(SUBSCRIBER_KEY.to_owned(), myself.get_derived());
+            .subscribe(subscriber_key(args.kind), myself.get_derived());
         myself.send_interval(TICK, || ProjectorMsg::Tick);
         Ok(state)
     }
@@ -154,14 +150,12 @@ impl Follower for ProjectorState {
         &self.store
     }
 
-    /// The lowest checkpoint: records above it are applied to every
-    /// projection, which skips those it has already.
     fn position(&self) -> u64 {
-        self.checkpoints.iter().copied().min().unwrap_or(0)
+        self.checkpoint
     }
 
     async fn handle(&mut self, records: &[JournalRecord]) -> Result<(), StoreError> {
-        self.checkpoints = self.store.apply_all(records).await?;
+        self.checkpoint = self.store.apply(self.kind, records).await?;
         Ok(())
     }
 }
@@ -197,9 +191,7 @@ async fn apply_buffered(
 async fn catch_up(state: &mut ProjectorState, until: u64) -> Result<(), StoreError> {
     follow::catch_up(state, until).await?;
     let head = state.store.head().await?;
-    for (kind, cp) in ProjectionKind::ALL.into_iter().zip(state.checkpoints) {
-        ev::projection_lag(kind.as_str(), head.saturating_sub(cp));
-    }
+    ev::projection_lag(state.kind.as_str(), head.saturating_sub(state.checkpoint));
     Ok(())
 }
 
@@ -223,6 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let args = ProjectorArgs {
+            kind: ProjectionKind::Status,
             store: store.clone(),
             subscribers: Default::default(),
         };
@@ -252,9 +245,7 @@ mod tests {
             .await
             .unwrap();
         handle.await.unwrap();
-        for kind in ProjectionKind::ALL {
-            let checkpoint = store.checkpoint(kind).await.unwrap();
-            assert_eq!(checkpoint, head, "{kind:?}");
-        }
+        let checkpoint = store.checkpoint(ProjectionKind::Status).await.unwrap();
+        assert_eq!(checkpoint, head);
     }
 }

@@ -1,5 +1,5 @@
 //! The fan-out of committed records. The writer hands each commit's
-//! records, in position order, to every subscriber: the projector, the
+//! records, in position order, to every subscriber: the projectors, the
 //! event publisher, and any observer the embedding code adds (the load
 //! generator's end-to-end latency probe, tests). A subscriber registers
 //! itself in its `pre_start` under a key, so a restarted one replaces its

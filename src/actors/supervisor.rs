@@ -1,4 +1,4 @@
-//! `RootSupervisor`: spawns and supervises the writer, the projector and
+//! `RootSupervisor`: spawns and supervises the writer, the projectors and
 //! one consumer per partition.
 //!
 //! Policy (one-for-one): a failed child is restarted after a back-off
@@ -6,7 +6,7 @@
 //! failures within `restart_window` escalate: the supervisor stops with an
 //! error, `run` returns it and the process exits non-zero, so Kubernetes
 //! restarts the pod with a clean slate. The order of spawning matters:
-//! the projector catches up from the journal before any consumer starts, and
+//! projectors catch up from the journal before any consumer starts, and
 //! the writer exists before anything can write.
 
 use super::consumer::{ConsumerArgs, ConsumerMsg, PartitionConsumer};
@@ -19,7 +19,7 @@ use super::{Names, PipelineConfig};
 use crate::health::Health;
 use crate::internal_events as ev;
 use crate::log::{CommandLog, EventSink};
-use crate::store::{EventStore, ProjectionMode};
+use crate::store::{EventStore, ProjectionKind, ProjectionMode};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Child {
     Writer,
-    Projector,
+    Projector(ProjectionKind),
     Publisher,
     Consumer(u32),
     Folder(u32),
@@ -40,7 +40,7 @@ impl Child {
     fn kind(self) -> &'static str {
         match self {
             Child::Writer => "writer",
-            Child::Projector => "projector",
+            Child::Projector(_) => "projector",
             Child::Publisher => "publisher",
             Child::Consumer(_) => "consumer",
             Child::Folder(_) => "folder",
@@ -52,7 +52,7 @@ pub enum SupervisorMsg {
     /// Restart a child (sent to itself after the back-off).
     Restart(Child),
     /// Graceful stop: drain the consumers, then let the writer and the
-    /// projector finish what is queued, then answer.
+    /// projectors finish what is queued, then answer.
     Drain(RpcReplyPort<()>),
 }
 
@@ -64,7 +64,7 @@ pub struct SupervisorArgs {
     pub health: Arc<Health>,
     pub config: PipelineConfig,
     pub names: Names,
-    /// The writer's subscribers (the projector and the publisher add
+    /// The writer's subscribers (the projectors and the publisher add
     /// themselves; the embedding code may add observers).
     pub subscribers: Subscribers,
     /// The events topic (Pulsar mode): the event publisher and the answers
@@ -106,13 +106,15 @@ impl Actor for RootSupervisor {
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         };
         spawn_child(&myself, &mut state, Child::Writer).await?;
-        // The projector and the publisher follow the journal by store-wide
+        // Projectors and the publisher follow the journal by store-wide
         // position (the embedded store); a store that folds its
         // projections behind the journal (ScyllaDB) has a follower per
         // partition of the log instead, which also publishes the events.
         let folded = state.args.store.projection_mode() == ProjectionMode::Folded;
         if !folded {
-            spawn_child(&myself, &mut state, Child::Projector).await?;
+            for kind in ProjectionKind::ALL {
+                spawn_child(&myself, &mut state, Child::Projector(kind)).await?;
+            }
             if state.args.sink.is_some() {
                 spawn_child(&myself, &mut state, Child::Publisher).await?;
             }
@@ -161,15 +163,17 @@ impl Actor for RootSupervisor {
                 for c in state.consumers.values() {
                     c.stop(None);
                 }
-                // The writer answers every request it holds; the projector applies
-                // what it received. Stop them in that order, by message,
+                // The writer answers every request it holds; projectors apply
+                // what they received. Stop them in that order, by message,
                 // so their queues are processed first.
                 let grace = Some(Duration::from_secs(60));
                 if let Some(w) = state.args.names.writer() {
                     w.get_cell().drain_and_wait(grace).await?;
                 }
-                if let Some(p) = state.args.names.projector() {
-                    p.get_cell().drain_and_wait(grace).await?;
+                for kind in ProjectionKind::ALL {
+                    if let Some(p) = state.args.names.projector(kind) {
+                        p.get_cell().drain_and_wait(grace).await?;
+                    }
                 }
                 if let Some(p) = state.args.names.publisher() {
                     p.get_cell().drain_and_wait(grace).await?;
@@ -220,7 +224,7 @@ fn forget(state: &mut SupervisorState, cell: &ActorCell) -> Option<Child> {
             // Its aggregates go with it; their deliveries come back from the log.
             cell.stop_children(None);
         }
-        Child::Writer | Child::Projector | Child::Publisher | Child::Folder(_) => {}
+        Child::Writer | Child::Projector(_) | Child::Publisher | Child::Folder(_) => {}
     }
     Some(child)
 }
@@ -292,13 +296,14 @@ async fn spawn_child(
             .await?;
             w.get_cell()
         }
-        Child::Projector => {
+        Child::Projector(kind) => {
             let args = ProjectorArgs {
+                kind,
                 store: a.store.clone(),
                 subscribers: a.subscribers.clone(),
             };
             let (p, _) = Actor::spawn_linked(
-                Some(a.names.projector_name()),
+                Some(a.names.projector_name(kind)),
                 Projector,
                 args,
                 myself.get_cell(),

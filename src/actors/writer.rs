@@ -5,7 +5,7 @@
 //! its mailbox, commits them with one [`EventStore::write`] (one fsync), and
 //! only then answers each request (or settles an aggregate's handed-off
 //! batch, reporting it to the consumer: [`super::handoff`]) and hands the
-//! committed records, in position order, to the projector. Batching needs no timer: while a
+//! committed records, in position order, to the projectors. Batching needs no timer: while a
 //! commit is in progress new requests queue up in the mailbox, and the
 //! `Flush` the writer sends itself lands behind them. Callers wait for the
 //! answer without a timer (the wait behind a backlog is bounded by the
@@ -13,9 +13,9 @@
 //! Requests whose caller stopped (an aggregate stopped with its consumer)
 //! are left out of the commit: their deliveries come again.
 //!
-//! On a store whose projections follow the commits (the embedded store),
+//! On a store whose projectors follow the commits (the embedded store),
 //! commits start at least [`COMMIT_INTERVAL`] apart: each commit costs a
-//! blocking thread's wake-up, an fsync and the projector's work whatever
+//! blocking thread's wake-up, an fsync and an apply per projector whatever
 //! its size, so fewer, larger commits cost less per event, for at most
 //! that much more before a delivery is acknowledged.
 
@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The least time from one commit's start to the next one's, on a store
-/// whose projections follow the commits (`WriterArgs::commit_interval`).
-/// 4 ms rather than 2 (with the projector's 10 ms rather than 5): 30.2
+/// whose projectors follow the commits (`WriterArgs::commit_interval`).
+/// 4 ms rather than 2 (with the projectors' 10 ms rather than 5): 30.2
 /// against 32.8 µs of CPU per event in `pipeline-profile.sh`, lower in
 /// each of three interleaved pairs, for 2 ms more before a delivery is
 /// acknowledged (far below the end-to-end p99 bar of 50 ms).
@@ -118,7 +118,7 @@ impl Requester {
 pub struct JournalWriter;
 
 pub struct WriterArgs {
-    /// Who receives each commit's records (the projector, publisher, observers).
+    /// Who receives each commit's records (projectors, publisher, observers).
     pub subscribers: Subscribers,
     pub store: Arc<dyn EventStore>,
     pub health: Arc<Health>,
@@ -244,7 +244,7 @@ impl Actor for JournalWriter {
     }
 }
 
-/// Commits everything pending, answers the requesters, feeds the projector.
+/// Commits everything pending, answers the requesters, feeds the projectors.
 async fn commit(state: &mut WriterState) {
     if state.pending.is_empty() {
         return;
@@ -313,14 +313,14 @@ struct Commit {
     health: Arc<Health>,
     subscribers: Subscribers,
     persisted: ev::EndToEnd,
-    /// Hand the committed records to the projector (stores it follows).
+    /// Hand the committed records to the projectors (stores they follow).
     broadcast: bool,
 }
 
 type Slots = Vec<(Option<usize>, std::ops::Range<usize>)>;
 
 impl Commit {
-    /// Writes the batch, answers the requesters, feeds the projector.
+    /// Writes the batch, answers the requesters, feeds the projectors.
     async fn run(self, batch: Arc<WriteBatch>, pending: Vec<Pending>, slots: Slots, events: usize) {
         let started = Instant::now();
         let result = self.store.write(batch.clone()).await;

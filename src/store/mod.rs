@@ -202,9 +202,7 @@ pub enum ProjectionKind {
 }
 
 impl ProjectionKind {
-    pub const COUNT: usize = 3;
-    pub const ALL: [ProjectionKind; Self::COUNT] =
-        [Self::DailyStats, Self::Status, Self::UserStats];
+    pub const ALL: [ProjectionKind; 3] = [Self::DailyStats, Self::Status, Self::UserStats];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -415,22 +413,6 @@ pub trait EventStore: Send + Sync + 'static {
         projection: ProjectionKind,
         records: &[JournalRecord],
     ) -> Result<u64, StoreError>;
-
-    /// Applies records (ascending positions) to every projection, each
-    /// skipping those at or below its own checkpoint, as [`Self::apply`]
-    /// does for one. Returns the new checkpoints, in
-    /// [`ProjectionKind::ALL`] order. A store may do it in one commit; each
-    /// projection's rows and checkpoint still move together.
-    async fn apply_all(
-        &self,
-        records: &[JournalRecord],
-    ) -> Result<[u64; ProjectionKind::COUNT], StoreError> {
-        let mut out = [0; ProjectionKind::COUNT];
-        for (cp, projection) in out.iter_mut().zip(ProjectionKind::ALL) {
-            *cp = self.apply(projection, records).await?;
-        }
-        Ok(out)
-    }
 
     /// Empties a projection and sets its checkpoint to 0 (for rebuilds).
     async fn reset(&self, projection: ProjectionKind) -> Result<(), StoreError>;

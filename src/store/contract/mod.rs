@@ -414,7 +414,6 @@ macro_rules! store_contract_tests {
         $crate::store::contract::store_contract_tests!(@each [cfg(all())] $make;
             positions_increase_and_scan_returns_all,
             reset_then_reapply,
-            apply_all_moves_each_projection_from_its_own_checkpoint,
             cursors_start_at_zero_and_move,
         );
     };

@@ -605,41 +605,7 @@ impl EventStore for EmbeddedStore {
         let Some(delta) = delta else {
             return Ok(*cp);
         };
-        let to = self.blocking(move |s| s.apply(vec![(delta, cp)])).await?;
-        to.first()
-            .copied()
-            .ok_or_else(|| StoreError::Corrupt("an apply returned no checkpoint".into()))
-    }
-
-    /// The three projections in one commit on one blocking thread: the
-    /// checkpoints are locked in `ProjectionKind::ALL` order (the only
-    /// place that holds more than one), each projection folds the records
-    /// above its own checkpoint.
-    async fn apply_all(
-        &self,
-        records: &[JournalRecord],
-    ) -> Result<[u64; ProjectionKind::COUNT], StoreError> {
-        let mut out = [0; ProjectionKind::COUNT];
-        let mut deltas = Vec::with_capacity(ProjectionKind::COUNT);
-        let mut changed = Vec::with_capacity(ProjectionKind::COUNT);
-        for (i, projection) in ProjectionKind::ALL.into_iter().enumerate() {
-            let cp = Arc::clone(&self.inner.checkpoints[proj_index(projection)])
-                .lock_owned()
-                .await;
-            out[i] = *cp;
-            if let Some(delta) = project::Delta::fold(projection, *cp, records)? {
-                deltas.push((delta, cp));
-                changed.push(i);
-            }
-        }
-        if deltas.is_empty() {
-            return Ok(out);
-        }
-        let to = self.blocking(move |s| s.apply(deltas)).await?;
-        for (i, to) in changed.into_iter().zip(to) {
-            out[i] = to;
-        }
-        Ok(out)
+        self.blocking(move |s| s.apply(delta, cp)).await
     }
 
     async fn reset(&self, projection: ProjectionKind) -> Result<(), StoreError> {

@@ -132,15 +132,15 @@ impl Inner {
         }
     }
 
-    /// Puts deltas' rows and their checkpoints in place in one commit (in
+    /// Puts a delta's rows and its checkpoint in place in one commit (in
     /// memory until the next index checkpoint ingests them, see
-    /// [`super::pending`]), then moves the cached checkpoints (each held
-    /// locked by the caller since it was read). One delta per projection
-    /// at most. Returns each delta's new checkpoint, in order.
+    /// [`super::pending`]), then moves the cached checkpoint (held locked
+    /// by the caller since it was read).
     pub(super) fn apply(
         &self,
-        deltas: Vec<(Delta, OwnedMutexGuard<u64>)>,
-    ) -> Result<Vec<u64>, StoreError> {
+        delta: Delta,
+        mut checkpoint: OwnedMutexGuard<u64>,
+    ) -> Result<u64, StoreError> {
         let mut staged = Staged::default();
         // The rows' new values, for the mirrors once committed.
         let mut daily_rows = Vec::new();
@@ -151,80 +151,76 @@ impl Inner {
         // Held through the commit until what it added is known here (see
         // `warm::Warm::members`).
         let mut members = None;
-        let mut moved = Vec::with_capacity(deltas.len());
-        for (delta, checkpoint) in deltas {
-            let ix = match delta.body {
-                Body::Daily(buckets) => {
-                    let known = members.insert(self.warm.members());
-                    for ((day, ty, campaign), (count, users)) in buckets {
-                        let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
-                        let held = counters(self, Ix::Daily, &row, "daily stats row")?;
-                        let (mut n, mut unique) = held.unwrap_or_default();
-                        n += count;
-                        let bucket = known.bucket(&row);
-                        if held.is_none() {
-                            known.empty_in_projection(&bucket);
+        let ix = match delta.body {
+            Body::Daily(buckets) => {
+                let known = members.insert(self.warm.members());
+                for ((day, ty, campaign), (count, users)) in buckets {
+                    let row = keys::bucket(day, ty, campaign.as_deref(), keys::ROW)?;
+                    let held = counters(self, Ix::Daily, &row, "daily stats row")?;
+                    let (mut n, mut unique) = held.unwrap_or_default();
+                    n += count;
+                    let bucket = known.bucket(&row);
+                    if held.is_none() {
+                        known.empty_in_projection(&bucket);
+                    }
+                    let mut member = keys::bucket(day, ty, campaign.as_deref(), keys::MEMBER)?;
+                    let base = member.len();
+                    for user in users {
+                        let membership = known.membership(&user, &bucket);
+                        if membership == Membership::Member {
+                            continue;
                         }
-                        let mut member = keys::bucket(day, ty, campaign.as_deref(), keys::MEMBER)?;
-                        let base = member.len();
-                        for user in users {
-                            let membership = known.membership(&user, &bucket);
-                            if membership == Membership::Member {
-                                continue;
-                            }
-                            member.truncate(base);
-                            member.extend_from_slice(user.as_bytes());
-                            if membership == Membership::NotMember
-                                || self.index_get(Ix::Daily, &member)?.is_none()
-                            {
-                                unique += 1;
-                                staged.put(Ix::Daily, &member, &[]);
-                            }
-                            members_written.push((user, Arc::clone(&bucket)));
+                        member.truncate(base);
+                        member.extend_from_slice(user.as_bytes());
+                        if membership == Membership::NotMember
+                            || self.index_get(Ix::Daily, &member)?.is_none()
+                        {
+                            unique += 1;
+                            staged.put(Ix::Daily, &member, &[]);
                         }
-                        staged.put(Ix::Daily, &row, &keys::pair(n, unique));
-                        daily_rows.push(((day, ty, campaign), (n, unique)));
+                        members_written.push((user, Arc::clone(&bucket)));
                     }
-                    Ix::Daily
+                    staged.put(Ix::Daily, &row, &keys::pair(n, unique));
+                    daily_rows.push(((day, ty, campaign), (n, unique)));
                 }
-                Body::Status(days) => {
-                    for (day, (accepted, rejected)) in days {
-                        let row = keys::day_row(day);
-                        let (a, r) =
-                            counters(self, Ix::Status, &row, "status row")?.unwrap_or_default();
-                        staged.put(Ix::Status, &row, &keys::pair(a + accepted, r + rejected));
-                        status_rows.push((day, (a + accepted, r + rejected)));
-                    }
-                    Ix::Status
+                Ix::Daily
+            }
+            Body::Status(days) => {
+                for (day, (accepted, rejected)) in days {
+                    let row = keys::day_row(day);
+                    let (a, r) =
+                        counters(self, Ix::Status, &row, "status row")?.unwrap_or_default();
+                    staged.put(Ix::Status, &row, &keys::pair(a + accepted, r + rejected));
+                    status_rows.push((day, (a + accepted, r + rejected)));
                 }
-                Body::Users(users) => {
-                    let mut known = self.warm.users();
-                    for (user, more) in users {
-                        let key = user_key(&user);
-                        let stored = match known.touch(user.as_str()) {
-                            Some(v) => Some(keys::decode_user_stats(&user, v)?),
-                            None => match self.index_get(Ix::Users, &key)? {
-                                Some(v) => Some(keys::decode_user_stats(&user, &v)?),
-                                None => None,
-                            },
-                        };
-                        let stats = match stored {
-                            Some(mut s) => {
-                                merge(&mut s, &more);
-                                s
-                            }
-                            None => more,
-                        };
-                        let row = keys::encode_user_stats(&stats);
-                        staged.put(Ix::Users, &key, &row);
-                        users_written.push((user, row));
-                    }
-                    Ix::Users
+                Ix::Status
+            }
+            Body::Users(users) => {
+                let mut known = self.warm.users();
+                for (user, more) in users {
+                    let key = user_key(&user);
+                    let stored = match known.touch(user.as_str()) {
+                        Some(v) => Some(keys::decode_user_stats(&user, v)?),
+                        None => match self.index_get(Ix::Users, &key)? {
+                            Some(v) => Some(keys::decode_user_stats(&user, &v)?),
+                            None => None,
+                        },
+                    };
+                    let stats = match stored {
+                        Some(mut s) => {
+                            merge(&mut s, &more);
+                            s
+                        }
+                        None => more,
+                    };
+                    let row = keys::encode_user_stats(&stats);
+                    staged.put(Ix::Users, &key, &row);
+                    users_written.push((user, row));
                 }
-            };
-            staged.put(ix, keys::CHECKPOINT, &delta.to.to_be_bytes());
-            moved.push((delta.to, checkpoint));
-        }
+                Ix::Users
+            }
+        };
+        staged.put(ix, keys::CHECKPOINT, &delta.to.to_be_bytes());
         let unsealed = self.pending.commit(staged);
         if let Some(mut known) = members {
             for (user, bucket) in members_written {
@@ -244,19 +240,13 @@ impl Inner {
         if !status_rows.is_empty() {
             self.status_mirror.update(today, status_rows);
         }
-        let to = moved
-            .into_iter()
-            .map(|(to, mut checkpoint)| {
-                *checkpoint = to;
-                to
-            })
-            .collect();
-        // Past the bound, ingest now (the applies are in place and readable
-        // already: a failure only leaves their rows in memory longer).
+        *checkpoint = delta.to;
+        // Past the bound, ingest now (the apply is in place and readable
+        // already: a failure only leaves its rows in memory longer).
         if let Err(e) = self.ingest_if_over(unsealed) {
             crate::internal_events::store_error("index_ingest", &e);
         }
-        Ok(to)
+        Ok(delta.to)
     }
 
     pub(super) fn reset(
