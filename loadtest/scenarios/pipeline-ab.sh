@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# A/B of two builds of the embedded pipeline: ROUNDS rounds of
+# pipeline-profile.sh (RUNS=1 each), the builds alternating (A, B, A, B,
+# ...) so that both see the same stretch of a noisy machine. Prints each
+# run's CPU per event without the generator, then each build's medians
+# (perf-summary.py --median: the total and every part). A setting can be
+# compared on one build: ENV_A / ENV_B are passed to each side's run
+# (e.g. ENV_B="MIMALLOC_PURGE_DELAY=50").
+#
+#   BIN_A=old/tracking BIN_B=new/tracking loadtest/scenarios/pipeline-ab.sh
+#                                      ROUNDS=3, and pipeline-profile.sh's RATE, USERS, ...
+source "$(dirname "$0")/../lib.sh"
+: "${BIN_A:?BIN_A: the first build's tracking binary}" "${BIN_B:?BIN_B: the second build's}"
+ROUNDS=${ROUNDS:-3}
+OUT=$RESULTS/pipeline-ab; mkdir -p "$OUT"
+one() { # one SIDE ROUND BINARY ENV
+  local dir=$OUT/$1-$2
+  rm -rf "$dir"
+  env $4 RESULTS="$dir" TRACKING_BIN="$3" RUNS=1 "$ROOT/loadtest/scenarios/pipeline-profile.sh" >"$dir.txt" 2>&1 ||
+    { echo "run $1-$2 failed; see $dir.txt" >&2; exit 1; }
+  cp "$dir/pipeline-profile/summary-1.json" "$OUT/$1-$2.json"
+  echo "round $2 $1: $(grep -m1 'without the generator' "$dir.txt")"
+}
+for r in $(seq 1 "$ROUNDS"); do
+  one a "$r" "$BIN_A" "${ENV_A:-}"
+  one b "$r" "$BIN_B" "${ENV_B:-}"
+done
+for side in a b; do
+  echo "== $side: medians of $ROUNDS runs"
+  python3 "$ROOT/loadtest/perf-summary.py" --median $(seq -f "$OUT/$side-%g.json" 1 "$ROUNDS")
+done
+echo "reports: $OUT"
