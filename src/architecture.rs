@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("health", 0),
     ("internal_events", 0),
     ("process", 0),
+    ("segfile", 0),
     ("tls", 0),
     ("wire", 0),
     ("log", 1),

@@ -23,6 +23,7 @@ pub mod loadgen;
 pub mod log;
 pub mod probe;
 pub mod process;
+pub mod segfile;
 pub mod store;
 pub mod tls;
 pub mod verify;

@@ -161,6 +161,8 @@ pub(super) fn open_partition(
         file,
         seg_base: base,
         seg_len: recovered.valid_len,
+        // Recovery cut the file to its data.
+        zeroed_to: recovered.valid_len,
         next_offset: end,
         segment_bytes: opts.segment_bytes,
         max_batch_bytes: opts.max_batch_bytes,

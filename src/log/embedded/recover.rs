@@ -21,6 +21,7 @@ use super::segment::{
 use super::{corrupt, sync_dir};
 use crate::domain::codec::DAMAGED_RECORD_PROPERTY;
 use crate::log::{LogError, NewRecord};
+use crate::segfile;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -67,7 +68,8 @@ pub(super) fn recover_last(
         .filter(|f| f.record.group.is_some_and(|g| g > expected))
         .count();
     if later == 0 {
-        cut(&path, len, bad_pos)?;
+        let written_ahead = segfile::is_zeros(&data[bad_pos as usize..]);
+        cut(&path, len, bad_pos, written_ahead)?;
         return Ok(Recovered {
             records,
             valid_len: bad_pos,
@@ -91,7 +93,7 @@ pub(super) fn recover_last(
     rewrite_skipping(dir, base, &data, bad_pos as usize, expected, &after)?;
     let (records, valid_len) = sound_prefix(dir, base)?;
     let len = fs::metadata(&path)?.len();
-    cut(&path, len, valid_len)?;
+    cut(&path, len, valid_len, false)?;
     Ok(Recovered { records, valid_len })
 }
 
@@ -115,17 +117,27 @@ fn sound_prefix(dir: &Path, base: u64) -> Result<(u64, u64), LogError> {
     }
 }
 
-/// Truncates `path` (of length `len`) to `valid_len`, durably.
-fn cut(path: &Path, len: u64, valid_len: u64) -> Result<(), LogError> {
+/// Truncates `path` (of length `len`) to `valid_len`, durably. A tail of
+/// zeros only (`written_ahead`, see [`crate::segfile`]) is no loss and is
+/// not reported as one.
+fn cut(path: &Path, len: u64, valid_len: u64, written_ahead: bool) -> Result<(), LogError> {
     if len <= valid_len {
         return Ok(());
     }
-    tracing::warn!(
-        segment = %path.display(),
-        kept = valid_len,
-        dropped = len - valid_len,
-        "truncating the torn tail of the command log"
-    );
+    if written_ahead {
+        tracing::debug!(
+            segment = %path.display(),
+            kept = valid_len,
+            "cutting the zeros written ahead of the command log's data"
+        );
+    } else {
+        tracing::warn!(
+            segment = %path.display(),
+            kept = valid_len,
+            dropped = len - valid_len,
+            "truncating the torn tail of the command log"
+        );
+    }
     let file = OpenOptions::new().write(true).open(path)?;
     file.set_len(valid_len)?;
     file.sync_all()?;

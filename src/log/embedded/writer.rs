@@ -12,11 +12,15 @@
 //! previous one started ([`pause_before_group`]): under load the requests
 //! that arrive meanwhile join it, a request that finds the writer idle is
 //! written at once.
+//!
+//! The segment is kept zeroed ahead of its data ([`crate::segfile`]), so
+//! that a group's `fdatasync` writes the data alone, not the file's growth.
 
 use super::partition::Shared;
 use super::segment::{create_segment, encode_frame};
 use super::{lock, now_ms};
 use crate::log::{LogError, NewRecord};
+use crate::segfile;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -47,6 +51,8 @@ pub(super) struct Writer {
     pub seg_base: u64,
     /// Durable length of the active segment.
     pub seg_len: u64,
+    /// End of the zeros written ahead of `seg_len` (the file's length).
+    pub zeroed_to: u64,
     /// Offset of the next record.
     pub next_offset: u64,
     pub segment_bytes: u64,
@@ -109,6 +115,7 @@ impl Writer {
                 self.write_group(&mut group);
             }
             if let Some(done) = shutdown {
+                self.trim();
                 let _ = done.send(());
                 return;
             }
@@ -174,13 +181,19 @@ impl Writer {
         if self.seg_len > 0 && self.seg_len + self.buf.len() as u64 > self.segment_bytes {
             self.roll(start)?;
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
-            // Cut the partial write so the next group lands where it should.
+        let end = self.seg_len + self.buf.len() as u64;
+        let written = segfile::zero_ahead(&self.file, self.seg_len, self.zeroed_to, end)
+            .map(|zeroed_to| self.zeroed_to = zeroed_to)
+            .and_then(|()| self.file.write_all(&self.buf));
+        if let Err(e) = written {
+            // Cut the partial write (and the zeros) so the next group lands
+            // where it should.
             let undo = self
                 .file
                 .set_len(self.seg_len)
                 .and_then(|()| self.file.seek(SeekFrom::Start(self.seg_len)))
                 .and_then(|_| self.file.sync_all());
+            self.zeroed_to = self.seg_len;
             if let Err(u) = undo {
                 self.fail(format!("write failed ({e}) and could not be undone ({u})"));
             }
@@ -196,17 +209,44 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the active segment and starts a new one at `base`.
+    /// Seals the active segment (cut back to its data: readers read a
+    /// sealed segment to its end) and starts a new one at `base`.
     fn roll(&mut self, base: u64) -> io::Result<()> {
-        if let Err(e) = self.file.sync_all() {
-            self.fail(format!("fsync failed: {e}"));
+        if let Err(e) = self
+            .file
+            .set_len(self.seg_len)
+            .and_then(|()| self.file.sync_all())
+        {
+            self.fail(format!("sealing a segment failed: {e}"));
             return Err(e);
         }
         self.file = create_segment(&self.shared.dir, base)?;
         self.seg_base = base;
         self.seg_len = 0;
+        self.zeroed_to = 0;
         lock(&self.shared.segments).push(base);
         Ok(())
+    }
+
+    /// Cuts the zeros written ahead off at a clean stop, so that the next
+    /// open finds the segment ending at its data (recovery would cut them
+    /// too, after reading them).
+    fn trim(&mut self) {
+        if self.failed.is_some() || self.zeroed_to == self.seg_len {
+            return;
+        }
+        match self
+            .file
+            .set_len(self.seg_len)
+            .and_then(|()| self.file.sync_all())
+        {
+            Ok(()) => self.zeroed_to = self.seg_len,
+            Err(e) => tracing::warn!(
+                partition = self.shared.id,
+                error = %e,
+                "could not cut the command log's zeros written ahead at shutdown (the next open does)"
+            ),
+        }
     }
 
     fn fail(&mut self, why: String) {

@@ -12,11 +12,14 @@
 //! are one `write` and one `fdatasync`, so after a crash only the last
 //! commit can be in part, at the end of the last segment. [`Journal::open`]
 //! cuts such a tail off (it was never acknowledged) and refuses any other
-//! damage.
+//! damage. The last segment is kept zeroed ahead of its data
+//! ([`crate::segfile`]: a commit's sync then writes the data alone); the
+//! zeros are cut off at open and when the segment is closed.
 
+use crate::segfile;
 use crate::store::StoreError;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -142,7 +145,10 @@ pub struct Journal {
 struct Active {
     file: File,
     base: u64,
+    /// End of the frames written.
     len: u64,
+    /// End of the zeros written ahead of `len` (the file's length).
+    zeroed_to: u64,
 }
 
 fn io_err(what: &str, e: io::Error) -> StoreError {
@@ -173,6 +179,24 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// The end of the last byte in `from..len` of `file` that is not zero
+/// (`from` if there is none): what a torn commit wrote, without the zeros
+/// written ahead of it.
+fn data_end(file: &File, from: u64, len: u64) -> io::Result<u64> {
+    let mut end = from;
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < len {
+        let n = (len - at).min(CHUNK as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = at + i as u64 + 1;
+        }
+        at += n as u64;
+    }
+    Ok(end)
 }
 
 /// Decodes the frame at the start of `buf`: `None` if `buf` holds no
@@ -308,17 +332,21 @@ impl Journal {
                         "journal segment {base} is damaged at byte {valid} of {len}"
                     )));
                 }
-                if len - valid > MAX_FRAME as u64 * 4 {
+                // The zeros written ahead are no damage: only what ends
+                // with the last byte that is not zero is.
+                let torn = data_end(&r.file, valid, len).map_err(|e| io_err("reading", e))? - valid;
+                if torn > MAX_FRAME as u64 * 4 {
                     return Err(StoreError::Corrupt(format!(
-                        "journal segment {base}: {} bytes of damage after byte {valid}, more than one commit",
-                        len - valid
+                        "journal segment {base}: {torn} bytes of damage after byte {valid}, more than one commit"
                     )));
                 }
-                tracing::warn!(
-                    segment = base,
-                    bytes = len - valid,
-                    "journal: an unfinished last commit is cut off (it was never acknowledged)"
-                );
+                if torn > 0 {
+                    tracing::warn!(
+                        segment = base,
+                        bytes = torn,
+                        "journal: an unfinished last commit is cut off (it was never acknowledged)"
+                    );
+                }
                 let f = OpenOptions::new()
                     .write(true)
                     .open(segment_path(dir, *base))
@@ -332,14 +360,19 @@ impl Journal {
         }
         let base = *bases.last().unwrap_or(&1);
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(segment_path(dir, base))
             .map_err(|e| io_err("opening", e))?;
         let len = file.metadata().map_err(|e| io_err("opening", e))?.len();
         Ok((
             Journal {
                 dir: dir.to_path_buf(),
-                active: Mutex::new(Active { file, base, len }),
+                active: Mutex::new(Active {
+                    file,
+                    base,
+                    len,
+                    zeroed_to: len,
+                }),
                 readers: RwLock::new(Vec::new()),
             },
             head,
@@ -353,7 +386,7 @@ impl Journal {
     fn create(dir: &Path, base: u64) -> Result<File, StoreError> {
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
             .open(segment_path(dir, base))
             .map_err(|e| io_err("creating a segment", e))?;
         sync_dir(dir).map_err(|e| io_err("creating a segment", e))?;
@@ -370,16 +403,23 @@ impl Journal {
         };
         let mut a = self.active();
         if a.len >= SEGMENT_BYTES {
+            // Closed at its last frame: a closed segment is read to its end.
+            let len = a.len;
             a.file
-                .sync_all()
+                .set_len(len)
+                .and_then(|()| a.file.sync_all())
                 .map_err(|e| io_err("closing a segment", e))?;
             a.file = Self::create(&self.dir, first_pos)?;
             a.base = first_pos;
             a.len = 0;
+            a.zeroed_to = 0;
         }
         let start = a.len;
+        let end = start + pending.buf.len() as u64;
+        a.zeroed_to = segfile::zero_ahead(&a.file, start, a.zeroed_to, end)
+            .map_err(|e| io_err("write", e))?;
         a.file
-            .write_all(&pending.buf)
+            .write_all_at(&pending.buf, start)
             .and_then(|()| a.file.sync_data())
             .map_err(|e| io_err("write", e))?;
         a.len += pending.buf.len() as u64;
@@ -415,13 +455,14 @@ impl Journal {
         f.sync_all().map_err(|e| io_err("truncating", e))?;
         sync_dir(&self.dir).map_err(|e| io_err("truncating", e))?;
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| io_err("opening", e))?;
         *self.active() = Active {
             file,
             base: keep_base,
             len: keep_len,
+            zeroed_to: keep_len,
         };
         self.readers
             .write()
@@ -542,16 +583,55 @@ mod tests {
         let locs = j.append(&pending(1..3)).unwrap();
         drop(j);
         // Half of a third frame: a commit the crash interrupted.
+        // Written where the commit would have gone: after the last frame,
+        // over the zeros written ahead.
         let path = segment_path(dir.path(), 1);
+        assert!(fs::metadata(&path).unwrap().len() > locs[1].end() + segfile::ZERO_AHEAD / 2);
         let torn = pending(3..4).buf;
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&torn[..torn.len() / 2]).unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&torn[..torn.len() / 2], locs[1].end())
+            .unwrap();
         drop(f);
         let (j, head) = Journal::open(dir.path()).unwrap();
         assert_eq!(head, 2);
         assert_eq!(fs::metadata(&path).unwrap().len(), locs[1].end());
         let next = j.append(&pending(3..4)).unwrap();
         assert_eq!(j.read(3, next[0]).unwrap().pos, 3);
+    }
+
+    #[test]
+    fn the_zeros_written_ahead_are_cut_at_open_and_appends_go_on_after_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        let locs = j.append(&pending(1..3)).unwrap();
+        drop(j);
+        let path = segment_path(dir.path(), 1);
+        let (j, head) = Journal::open(dir.path()).unwrap();
+        assert_eq!(head, 2);
+        assert_eq!(fs::metadata(&path).unwrap().len(), locs[1].end());
+        let next = j.append(&pending(3..4)).unwrap();
+        assert_eq!(next[0].offset as u64, locs[1].end());
+        assert_eq!(j.read(3, next[0]).unwrap().pos, 3);
+    }
+
+    #[test]
+    fn garbage_beyond_the_zeros_written_ahead_is_damage_past_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        let locs = j.append(&pending(1..3)).unwrap();
+        drop(j);
+        // Not what a crash leaves: a commit is written right after the last frame.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir.path(), 1))
+            .unwrap();
+        let far = locs[1].end() + 4 * MAX_FRAME as u64 + 1;
+        f.write_all_at(b"garbage", far).unwrap();
+        drop(f);
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! corruption in a sealed segment is reported, and consumed segments go.
 
 use super::*;
+use std::os::unix::fs::FileExt;
 
 /// A one-partition log whose segments roll after every record.
 async fn one_record_segments(dir: &std::path::Path) -> Arc<EmbeddedLog> {
@@ -57,17 +58,25 @@ async fn a_torn_tail_is_truncated_and_confirmed_records_kept() {
         ("bad crc", bad_crc),
         ("zeros", vec![0; 4096]),
     ];
-    for (what, tail) in tails {
+    // A crash tears the last group where the writer had put it: right
+    // after the data, and before the zeros written ahead of it, if any.
+    let cases = tails.into_iter().flat_map(|(what, tail)| {
+        let ahead = [tail.clone(), vec![0; crate::segfile::ZERO_AHEAD as usize]].concat();
+        [(what, tail), (what, ahead)]
+    });
+    for (what, tail) in cases {
         let dir = tempfile::tempdir().unwrap();
         let log = EmbeddedLog::open(dir.path(), 1).await.unwrap();
         within(log.append((0..5).map(|i| rec("k", &format!("p{i}"))).collect()))
             .await
             .unwrap();
+        // A clean stop cuts the zeros written ahead: the file ends at its data.
+        within(log.close()).await.unwrap();
         drop(log);
         let seg = segment_path(&dir.path().join("partition-0"), 0);
         let good_len = fs::metadata(&seg).unwrap().len();
-        let mut file = OpenOptions::new().append(true).open(&seg).unwrap();
-        file.write_all(&tail).unwrap();
+        let file = OpenOptions::new().write(true).open(&seg).unwrap();
+        file.write_all_at(&tail, good_len).unwrap();
         drop(file);
 
         let log = EmbeddedLog::open(dir.path(), 1).await.unwrap();
@@ -85,6 +94,36 @@ async fn a_torn_tail_is_truncated_and_confirmed_records_kept() {
         assert_eq!(text(&read_n(&mut source, 1).await[0]), "p5", "{what}");
         within(log.close()).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn the_zeros_written_ahead_end_at_a_seal_and_are_cut_at_open_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = one_record_segments(dir.path()).await;
+    for i in 0..3 {
+        within(log.append(vec![rec("k", &format!("p{i}"))]))
+            .await
+            .unwrap();
+    }
+    let part = dir.path().join("partition-0");
+    let bases = list_segments(&part).unwrap();
+    assert_eq!(bases, [0, 1, 2]);
+    // Sealed segments end at their one frame; the active one has zeros ahead.
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, 0, 0, &rec("k", "p0"), 0).unwrap();
+    let len = |base| fs::metadata(segment_path(&part, base)).unwrap().len();
+    let active = len(2);
+    assert!(len(0) < 2 * frame.len() as u64 && len(1) < 2 * frame.len() as u64);
+    assert!(active > crate::segfile::ZERO_AHEAD, "{active}");
+    // A crash: no clean stop cuts them.
+    drop(log);
+    let log = one_record_segments(dir.path()).await;
+    assert_eq!(log.high_water_mark(0), Some(3));
+    assert!(len(2) < active);
+    let (mut source, _) = log.open(0).await.unwrap();
+    let got = read_n(&mut source, 3).await;
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), ["p0", "p1", "p2"]);
+    within(log.close()).await.unwrap();
 }
 
 #[tokio::test]
