@@ -389,10 +389,16 @@ fn witness_the_store(
              and not yet processed are lost"
         );
     }
-    let store = Arc::downgrade(store);
-    log.witness_store(Arc::new(move || {
-        store.upgrade().and_then(|s| s.durable_head()).unwrap_or(0)
+    let weak = Arc::downgrade(store);
+    let witnessed = log.witness_store(Arc::new(move || match weak.upgrade() {
+        Some(s) => Ok(s.make_durable().map_err(|e| e.to_string())?.unwrap_or(0)),
+        None => Err("the store was closed".to_string()),
     }));
+    // Every acknowledgement is made final only after `make_durable`:
+    // the store's commits need not wait for their own sync.
+    if witnessed {
+        store.defer_syncs();
+    }
     Ok(())
 }
 

@@ -15,7 +15,8 @@
 //! end (or at the first frame that is not whole and valid, which a zero
 //! header never is), recovery cuts a zero tail off at open like a torn
 //! one ([`is_zeros`] tells the two apart, so that only a torn tail is
-//! reported), and a segment is cut back to its data when it is sealed.
+//! reported), and a segment is cut back to its data when it is sealed
+//! and at a clean stop.
 
 use std::fs::File;
 use std::io;
@@ -62,6 +63,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(dir.path().join("seg"))

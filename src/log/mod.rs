@@ -115,8 +115,10 @@ impl Delivery {
     }
 }
 
-/// Reads the store's durable head (see [`CommandLog::witness_store`]).
-pub type StoreHead = Arc<dyn Fn() -> u64 + Send + Sync>;
+/// Makes the store's records durable and reads its durable head (see
+/// [`CommandLog::witness_store`]); blocking, called off the runtime. The
+/// error says why the store could not be made durable.
+pub type StoreHead = Arc<dyn Fn() -> Result<u64, String> + Send + Sync>;
 
 /// The write side and the partition directory of a command log.
 #[async_trait]
@@ -147,11 +149,16 @@ pub trait CommandLog: Send + Sync + 'static {
     /// routing, which every producer of the log is expected to use).
     fn partition_of(&self, key: &str) -> u32;
 
-    /// Has every later commit of consumed offsets record `head()`, the
-    /// store's durable head, beside them: a witness, kept outside the
-    /// store, of how far the store had got when records were acknowledged
-    /// for good. Logs that keep no such witness ignore it.
-    fn witness_store(&self, _head: StoreHead) {}
+    /// Has every later commit of consumed offsets call `head()` first,
+    /// which makes the store durable, and record the store's durable head
+    /// it returns beside them: a witness, kept outside the store, of how
+    /// far the store had got when records were acknowledged for good. A
+    /// commit whose `head()` fails is not made. Returns whether this log
+    /// does so (then the store may defer its syncs to `head()`); logs
+    /// that keep no such witness ignore it and return `false`.
+    fn witness_store(&self, _head: StoreHead) -> bool {
+        false
+    }
 
     /// The highest store head witnessed by the commits found at open
     /// (`None`: this log keeps no witness, or none was recorded yet).

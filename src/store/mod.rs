@@ -402,6 +402,24 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// Makes every record written so far durable and returns
+    /// [`Self::durable_head`] after it. Blocking (an `fdatasync` at most):
+    /// called off the runtime, by a command log before it commits consumed
+    /// offsets (see [`Self::defer_syncs`]). Stores whose commits are
+    /// durable when they return have nothing to do.
+    fn make_durable(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.durable_head())
+    }
+
+    /// From now on, a commit may return before its records are durable:
+    /// they become durable at [`Self::make_durable`], before any state
+    /// derived from them is, and at shutdown. The wiring calls it only when
+    /// the command log makes every acknowledgement final through
+    /// `make_durable` first (the embedded log's offsets commit), so that
+    /// nothing acknowledged depends on a record not yet durable. Stores
+    /// without such a choice ignore it.
+    fn defer_syncs(&self) {}
+
     /// The last position applied to a projection.
     async fn checkpoint(&self, projection: ProjectionKind) -> Result<u64, StoreError>;
 

@@ -366,10 +366,11 @@ impl CommandLog for EmbeddedLog {
         partition_for(key, self.partitions)
     }
 
-    fn witness_store(&self, head: crate::log::StoreHead) {
+    fn witness_store(&self, head: crate::log::StoreHead) -> bool {
         for part in &self.parts {
             let _ = part.shared.witness.set(head.clone());
         }
+        true
     }
 
     fn witnessed_store_head(&self) -> Option<u64> {

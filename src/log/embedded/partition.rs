@@ -187,13 +187,20 @@ pub(super) async fn commit(shared: &Arc<Shared>) -> Result<(), LogError> {
     };
     if let Some((prefix, delivered, acked)) = snapshot {
         let dir = shared.dir.clone();
-        // Read after the acks were taken: every acked record's effects are
-        // at or below the store's head by now. Never below what was there.
-        let witness = shared
-            .witness
-            .get()
-            .map_or(shared.witnessed, |head| head().max(shared.witnessed));
-        let write = move || Ok(write_offsets(&dir, prefix, delivered, witness, &acked)?);
+        let (store, witnessed) = (shared.witness.get().cloned(), shared.witnessed);
+        let write = move || {
+            // After the acks were taken: every acked record's effects are
+            // written to the store by now, and made durable here before
+            // the offsets that stop their redelivery. Never below what
+            // was witnessed before.
+            let witness = match store {
+                Some(make_durable) => make_durable()
+                    .map_err(|e| LogError::Unavailable(format!("the store is not durable: {e}")))?
+                    .max(witnessed),
+                None => witnessed,
+            };
+            Ok(write_offsets(&dir, prefix, delivered, witness, &acked)?)
+        };
         if let Err(e) = blocking(write).await {
             lock(&shared.acks).dirty = true;
             return Err(e);

@@ -84,6 +84,8 @@ impl Inner {
     fn checkpoint(&self, always: bool) -> Result<(), StoreError> {
         let _one = self.indexing.lock().unwrap_or_else(|e| e.into_inner());
         let head = self.head.load(Ordering::Acquire);
+        // `meta/indexed` never claims a record that is not durable.
+        self.sync_journal()?;
         // A broken store may hold records it could not index: its
         // checkpoint must not claim them (the reopen derives them).
         let record = self.broken.get().is_none() && self.indexed()? < head;

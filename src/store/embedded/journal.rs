@@ -1,20 +1,22 @@
 //! The embedded store's journal: every event and rejection, written once,
 //! in position order, to append-only segment files. It is the store's
-//! only durable write per commit; everything in the LSM (indexes,
-//! projections) is derived from it and can be derived again.
+//! only durable write; everything in the LSM (indexes, projections) is
+//! derived from it and can be derived again. A commit's frames are made
+//! durable with it, or, when the store defers syncs, at the next
+//! [`Journal::sync`] (see the parent's "Crash safety").
 //!
 //! A frame is `[u32 len LE][u32 crc32 LE of body][body]`, the body
 //! `[u64 pos BE][u8 tag][payload]` (tag `0x03`: an event, compact; `0x01`:
 //! an event, rmp-serde named, as older journals hold them; `0x02`: a
 //! rejection). The position in the body makes misplaced data
 //! detectable. A segment is named by the first position it holds
-//! (`<20 digits>.seg`) and closed at [`SEGMENT_BYTES`]; a commit's frames
-//! are one `write` and one `fdatasync`, so after a crash only the last
-//! commit can be in part, at the end of the last segment. [`Journal::open`]
-//! cuts such a tail off (it was never acknowledged) and refuses any other
-//! damage. The last segment is kept zeroed ahead of its data
+//! (`<20 digits>.seg`) and closed at [`SEGMENT_BYTES`] (synced whole);
+//! a commit's frames are one `write`, so after a crash only what was
+//! written since the last `fdatasync` can be in part, at the end of the
+//! last segment. [`Journal::open`] cuts such a tail off (it was never
+//! acknowledged) and refuses any other damage. The last segment is kept zeroed ahead of its data
 //! ([`crate::segfile`]: a commit's sync then writes the data alone); the
-//! zeros are cut off at open and when the segment is closed.
+//! zeros are cut off at open, at shutdown and when the segment is closed.
 
 use crate::segfile;
 use crate::store::StoreError;
@@ -22,6 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Bytes of the frame header.
@@ -139,6 +142,8 @@ pub struct Journal {
     active: Mutex<Active>,
     /// Read handles, by segment base.
     readers: RwLock<Vec<(u64, Arc<File>)>>,
+    /// The last position whose frame is durable (fdatasynced).
+    synced: AtomicU64,
 }
 
 /// The segment being written.
@@ -149,6 +154,8 @@ struct Active {
     len: u64,
     /// End of the zeros written ahead of `len` (the file's length).
     zeroed_to: u64,
+    /// The last position written (0: none).
+    last_pos: u64,
 }
 
 fn io_err(what: &str, e: io::Error) -> StoreError {
@@ -364,6 +371,9 @@ impl Journal {
             .open(segment_path(dir, base))
             .map_err(|e| io_err("opening", e))?;
         let len = file.metadata().map_err(|e| io_err("opening", e))?.len();
+        // What a crashed process wrote without syncing was found above
+        // (the page cache outlives a process): durable from here on.
+        file.sync_data().map_err(|e| io_err("opening", e))?;
         Ok((
             Journal {
                 dir: dir.to_path_buf(),
@@ -372,8 +382,10 @@ impl Journal {
                     base,
                     len,
                     zeroed_to: len,
+                    last_pos: head,
                 }),
                 readers: RwLock::new(Vec::new()),
+                synced: AtomicU64::new(head),
             },
             head,
         ))
@@ -386,6 +398,7 @@ impl Journal {
     fn create(dir: &Path, base: u64) -> Result<File, StoreError> {
         let file = OpenOptions::new()
             .create(true)
+            .truncate(true)
             .write(true)
             .open(segment_path(dir, base))
             .map_err(|e| io_err("creating a segment", e))?;
@@ -393,22 +406,28 @@ impl Journal {
         Ok(file)
     }
 
-    /// Appends a commit's frames and makes them durable (`fdatasync`).
-    /// Returns each frame's location, in order. On an error nothing of
-    /// the commit may be trusted: the caller must not use the journal
+    /// Appends a commit's frames, and with `sync` makes them durable
+    /// (`fdatasync`) before it returns; else the next [`Journal::sync`]
+    /// does. Returns each frame's location, in order. On an error nothing
+    /// of the commit may be trusted: the caller must not use the journal
     /// again before a reopen (which cuts a partial commit off).
-    pub fn append(&self, pending: &Pending) -> Result<Vec<Location>, StoreError> {
-        let Some(&(first_pos, _, _)) = pending.frames.first() else {
+    pub fn append(&self, pending: &Pending, sync: bool) -> Result<Vec<Location>, StoreError> {
+        let (Some(&(first_pos, _, _)), Some(&(last_pos, _, _))) =
+            (pending.frames.first(), pending.frames.last())
+        else {
             return Ok(Vec::new());
         };
         let mut a = self.active();
         if a.len >= SEGMENT_BYTES {
-            // Closed at its last frame: a closed segment is read to its end.
+            // Closed at its last frame (a closed segment is read to its
+            // end) and synced whole: every position before the next
+            // segment is durable.
             let len = a.len;
             a.file
                 .set_len(len)
                 .and_then(|()| a.file.sync_all())
                 .map_err(|e| io_err("closing a segment", e))?;
+            self.synced.fetch_max(a.last_pos, Ordering::AcqRel);
             a.file = Self::create(&self.dir, first_pos)?;
             a.base = first_pos;
             a.len = 0;
@@ -420,9 +439,13 @@ impl Journal {
             .map_err(|e| io_err("write", e))?;
         a.file
             .write_all_at(&pending.buf, start)
-            .and_then(|()| a.file.sync_data())
+            .and_then(|()| if sync { a.file.sync_data() } else { Ok(()) })
             .map_err(|e| io_err("write", e))?;
         a.len += pending.buf.len() as u64;
+        a.last_pos = last_pos;
+        if sync {
+            self.synced.fetch_max(last_pos, Ordering::AcqRel);
+        }
         Ok(pending
             .frames
             .iter()
@@ -432,6 +455,39 @@ impl Journal {
                 len,
             })
             .collect())
+    }
+
+    /// Makes every frame appended so far durable (one `fdatasync` of the
+    /// segment being written, none if nothing was appended since the last)
+    /// and returns the last durable position. On an error the caller must
+    /// not trust the journal before a reopen, as after a failed append.
+    pub fn sync(&self) -> Result<u64, StoreError> {
+        let a = self.active();
+        if self.synced.load(Ordering::Acquire) < a.last_pos {
+            a.file.sync_data().map_err(|e| io_err("sync", e))?;
+            self.synced.fetch_max(a.last_pos, Ordering::AcqRel);
+        }
+        Ok(self.synced.load(Ordering::Acquire))
+    }
+
+    /// Cuts the zeros kept ahead of the data off, durably (the segment
+    /// then ends at its last frame); the next append writes them again.
+    pub fn trim(&self) -> Result<(), StoreError> {
+        let mut a = self.active();
+        if a.zeroed_to > a.len {
+            let len = a.len;
+            a.file
+                .set_len(len)
+                .and_then(|()| a.file.sync_all())
+                .map_err(|e| io_err("trimming", e))?;
+            a.zeroed_to = len;
+        }
+        Ok(())
+    }
+
+    /// The last position whose frame is durable.
+    pub fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
     }
 
     /// Cuts everything after `end` off (`None`: everything), fsynced: an
@@ -447,10 +503,25 @@ impl Journal {
         let path = segment_path(&self.dir, keep_base);
         let f = OpenOptions::new()
             .create(true)
+            .read(true)
             .write(true)
             .truncate(false)
             .open(&path)
             .map_err(|e| io_err("truncating", e))?;
+        // The position of the last frame kept.
+        let last_pos = match end {
+            None => 0,
+            Some(loc) => {
+                let mut buf = vec![0u8; loc.len as usize];
+                f.read_exact_at(&mut buf, u64::from(loc.offset))
+                    .map_err(|e| io_err("truncating", e))?;
+                decode_frame(&buf)
+                    .map(|(frame, _)| frame.pos)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("journal: no record to keep at {loc:?}"))
+                    })?
+            }
+        };
         f.set_len(keep_len).map_err(|e| io_err("truncating", e))?;
         f.sync_all().map_err(|e| io_err("truncating", e))?;
         sync_dir(&self.dir).map_err(|e| io_err("truncating", e))?;
@@ -463,7 +534,9 @@ impl Journal {
             base: keep_base,
             len: keep_len,
             zeroed_to: keep_len,
+            last_pos,
         };
+        self.synced.store(last_pos, Ordering::Release);
         self.readers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -559,8 +632,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (j, head) = Journal::open(dir.path()).unwrap();
         assert_eq!(head, 0);
-        let locs = j.append(&pending(1..4)).unwrap();
-        let more = j.append(&pending(4..6)).unwrap();
+        let locs = j.append(&pending(1..4), true).unwrap();
+        let more = j.append(&pending(4..6), true).unwrap();
         let f = j.read(5, more[1]).unwrap();
         assert_eq!((f.pos, f.tag, f.payload), (5, 1, b"event 5".to_vec()));
         assert!(matches!(j.read(4, locs[2]), Err(StoreError::Corrupt(_))));
@@ -580,7 +653,7 @@ mod tests {
     fn a_torn_last_commit_is_cut_off_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path()).unwrap();
-        let locs = j.append(&pending(1..3)).unwrap();
+        let locs = j.append(&pending(1..3), true).unwrap();
         drop(j);
         // Half of a third frame: a commit the crash interrupted.
         // Written where the commit would have gone: after the last frame,
@@ -595,7 +668,7 @@ mod tests {
         let (j, head) = Journal::open(dir.path()).unwrap();
         assert_eq!(head, 2);
         assert_eq!(fs::metadata(&path).unwrap().len(), locs[1].end());
-        let next = j.append(&pending(3..4)).unwrap();
+        let next = j.append(&pending(3..4), true).unwrap();
         assert_eq!(j.read(3, next[0]).unwrap().pos, 3);
     }
 
@@ -603,22 +676,24 @@ mod tests {
     fn the_zeros_written_ahead_are_cut_at_open_and_appends_go_on_after_the_data() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path()).unwrap();
-        let locs = j.append(&pending(1..3)).unwrap();
+        let locs = j.append(&pending(1..3), true).unwrap();
         drop(j);
         let path = segment_path(dir.path(), 1);
         let (j, head) = Journal::open(dir.path()).unwrap();
         assert_eq!(head, 2);
         assert_eq!(fs::metadata(&path).unwrap().len(), locs[1].end());
-        let next = j.append(&pending(3..4)).unwrap();
+        let next = j.append(&pending(3..4), true).unwrap();
         assert_eq!(next[0].offset as u64, locs[1].end());
         assert_eq!(j.read(3, next[0]).unwrap().pos, 3);
+        j.trim().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), next[0].end());
     }
 
     #[test]
     fn garbage_beyond_the_zeros_written_ahead_is_damage_past_one_commit() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path()).unwrap();
-        let locs = j.append(&pending(1..3)).unwrap();
+        let locs = j.append(&pending(1..3), true).unwrap();
         drop(j);
         // Not what a crash leaves: a commit is written right after the last frame.
         let f = OpenOptions::new()
@@ -635,11 +710,41 @@ mod tests {
     }
 
     #[test]
+    fn given_unsynced_appends_when_synced_then_the_synced_position_moves_to_the_last_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, head) = Journal::open(dir.path()).unwrap();
+        assert_eq!((head, j.synced()), (0, 0));
+        j.append(&pending(1..3), true).unwrap();
+        assert_eq!(j.synced(), 2);
+        j.append(&pending(3..5), false).unwrap();
+        j.append(&pending(5..6), false).unwrap();
+        assert_eq!(j.synced(), 2, "not synced yet");
+        assert_eq!(j.sync().unwrap(), 5);
+        assert_eq!(j.sync().unwrap(), 5, "nothing more to sync");
+        drop(j);
+        let (j, head) = Journal::open(dir.path()).unwrap();
+        assert_eq!((head, j.synced()), (5, 5), "durable once opened again");
+    }
+
+    #[test]
+    fn given_a_truncation_then_the_synced_position_is_the_last_frame_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        let locs = j.append(&pending(1..4), false).unwrap();
+        j.truncate_after(Some(locs[1])).unwrap();
+        assert_eq!(j.synced(), 2);
+        j.truncate_after(None).unwrap();
+        assert_eq!(j.synced(), 0);
+        j.append(&pending(1..2), false).unwrap();
+        assert_eq!(j.sync().unwrap(), 1);
+    }
+
+    #[test]
     fn a_record_out_of_place_is_refused_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path()).unwrap();
-        j.append(&pending(1..3)).unwrap();
-        j.append(&pending(7..8)).unwrap();
+        j.append(&pending(1..3), true).unwrap();
+        j.append(&pending(7..8), true).unwrap();
         drop(j);
         assert!(matches!(
             Journal::open(dir.path()),
@@ -651,7 +756,7 @@ mod tests {
     fn truncating_after_a_location_drops_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path()).unwrap();
-        let locs = j.append(&pending(1..5)).unwrap();
+        let locs = j.append(&pending(1..5), true).unwrap();
         j.truncate_after(Some(locs[1])).unwrap();
         drop(j);
         let (j, head) = Journal::open(dir.path()).unwrap();

@@ -48,6 +48,16 @@
 //!   journal and fdatasyncs them: when `write` returns, every record of it
 //!   is durable. A crash before that leaves at most a torn last commit,
 //!   which the next open cuts off (it was never acknowledged).
+//! - Once [`EventStore::defer_syncs`] was called (the embedded log makes
+//!   every acknowledgement final through [`EventStore::make_durable`]
+//!   first), a commit without a rejection returns unsynced; the journal is
+//!   fdatasynced at `make_durable`, before any ingestion ([`pending`]) and
+//!   index checkpoint ([`index`]), with any commit holding a rejection
+//!   (whose command id the LSM may flush at any time) and when a segment
+//!   is closed. So nothing derived is ever durable ahead of the journal:
+//!   a power loss drops a journal tail that nothing acknowledged or
+//!   derived durably, which the next open cuts off like a torn commit.
+//!   [`EventStore::durable_head`] is the last synced position.
 //! - Then, still under the lock, the records' index entries are put in
 //!   place, not synced (those of events and the last seqs in memory
 //!   until the next checkpoint ingests them, [`pending`]; the rejections
@@ -109,6 +119,8 @@ mod seqs;
 mod warm;
 mod write;
 
+#[cfg(test)]
+mod power_loss_tests;
 #[cfg(test)]
 mod tests;
 
@@ -180,6 +192,9 @@ struct Inner {
     /// failed, e.g. on a full disk): it refuses every write until it is
     /// opened again, which only a restart does.
     broken: std::sync::OnceLock<String>,
+    /// Whether commits leave the journal's `fdatasync` to the next sync
+    /// point ([`EventStore::defer_syncs`]; see "Crash safety").
+    defer_syncs: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -193,6 +208,12 @@ impl Inner {
     /// The error of a failed journal append: what reached the file is
     /// unknown (a torn commit), so nothing more may be appended behind it
     /// until a reopen cuts it off.
+    /// Makes every record written so far durable (see [`journal::Journal::sync`]);
+    /// a failure breaks the store as a failed append does.
+    fn sync_journal(&self) -> Result<u64, StoreError> {
+        self.records.sync().map_err(|e| self.journal_failed(e))
+    }
+
     fn journal_failed(&self, e: StoreError) -> StoreError {
         self.break_with(format!(
             "the event store's journal failed to write ({e}; a full disk?) and refuses every \
@@ -472,6 +493,7 @@ impl EmbeddedStore {
             head: AtomicU64::new(head),
             checkpoints: checkpoints.map(|cp| Arc::new(tokio::sync::Mutex::new(cp))),
             broken: std::sync::OnceLock::new(),
+            defer_syncs: std::sync::atomic::AtomicBool::new(false),
         };
         inner.derive_unindexed()?;
         Ok(inner)
@@ -582,8 +604,19 @@ impl EventStore for EmbeddedStore {
     }
 
     fn durable_head(&self) -> Option<u64> {
-        // Moved only after the batch's fsync (see `write`).
-        Some(self.inner.head.load(Ordering::Acquire))
+        // The head moves once a commit's entries are in place, the synced
+        // position once its frames are durable: both are needed.
+        let head = self.inner.head.load(Ordering::Acquire);
+        Some(head.min(self.inner.records.synced()))
+    }
+
+    fn make_durable(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.sync_journal()?;
+        Ok(self.durable_head())
+    }
+
+    fn defer_syncs(&self) {
+        self.inner.defer_syncs.store(true, Ordering::Release);
     }
 
     async fn checkpoint(&self, projection: ProjectionKind) -> Result<u64, StoreError> {
@@ -646,7 +679,13 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.blocking(|s| s.persist_all()).await
+        // At shutdown: the zeros kept ahead of the journal go too (the
+        // next open would cut them).
+        self.blocking(|s| {
+            s.persist_all()?;
+            s.records.trim().map_err(|e| s.journal_failed(e))
+        })
+        .await
     }
 
     fn memory(&self) -> Option<crate::store::StoreMemory> {

@@ -76,7 +76,7 @@ pub(super) fn rejection(id: &str) -> Rejection {
     }
 }
 
-async fn catch_up(store: &EmbeddedStore) {
+pub(super) async fn catch_up(store: &EmbeddedStore) {
     for p in ProjectionKind::ALL {
         loop {
             let records = store
@@ -107,7 +107,7 @@ async fn recount_all(store: &EmbeddedStore) -> (Recount, StatsQuery) {
 }
 
 /// The projections equal a recount of the whole journal.
-async fn assert_projections_match_journal(store: &EmbeddedStore) {
+pub(super) async fn assert_projections_match_journal(store: &EmbeddedStore) {
     let (recount, q) = recount_all(store).await;
     assert!(recount.journal_violations().is_empty());
     assert_eq!(store.daily_stats(&q).await.unwrap(), recount.daily());

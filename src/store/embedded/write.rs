@@ -175,11 +175,16 @@ impl Inner {
         if frames.is_empty() {
             return Ok(out);
         }
-        // The durability point: the journal's frames, fdatasynced.
+        // The journal's frames: durable now, or, when syncs are deferred,
+        // at the next sync point, before anything derived from them is
+        // (see the parent's "Crash safety"). A rejection's command id goes
+        // to the LSM, which may flush it at any time: a commit holding one
+        // is synced now.
+        let sync = !batch.rejections.is_empty() || !self.defer_syncs.load(Ordering::Acquire);
         let first = self.head.load(Ordering::Acquire) + 1;
         let locations = self
             .records
-            .append(&frames)
+            .append(&frames, sync)
             .map_err(|e| self.journal_failed(e))?;
         for (pos, loc) in (first..).zip(&locations) {
             staged.put(Ix::Pos, &pos.to_be_bytes(), &loc.encode());

@@ -142,6 +142,12 @@ impl EventStore for GatedStore {
     fn durable_head(&self) -> Option<u64> {
         self.inner.durable_head()
     }
+    fn make_durable(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.make_durable()
+    }
+    fn defer_syncs(&self) {
+        self.inner.defer_syncs()
+    }
     async fn checkpoint(&self, p: ProjectionKind) -> Result<u64, StoreError> {
         self.inner.checkpoint(p).await
     }

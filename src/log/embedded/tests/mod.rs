@@ -13,6 +13,7 @@ use tokio::time::timeout;
 mod damage;
 mod recovery;
 mod tail;
+mod witness;
 
 /// The command-log contract suite on an embedded log in a temporary directory.
 mod contract {

@@ -71,7 +71,7 @@ pub(in super::super) fn v2_to_v3(
                 Ok(())
             })?;
         }
-        let locations = journal.append(&frames)?;
+        let locations = journal.append(&frames, true)?;
         let mut b = db.batch().durability(Some(PersistMode::SyncAll));
         for ((p, _), loc) in chunk.iter().zip(&locations) {
             b.insert(pos, p.to_be_bytes(), loc.encode());

@@ -24,8 +24,8 @@ impl Inner {
     }
 
     /// Ingests every entry written before this call into the LSM (the
-    /// caller holds the `indexing` lock): first what a failed ingestion
-    /// left sealed, then everything else. An ingestion flushes the
+    /// caller holds the `indexing` lock), the journal synced first: first
+    /// what a failed ingestion left sealed, then everything else. An ingestion flushes the
     /// keyspace's memtable first and registers its table as newer than
     /// every version before it (lsm-tree's `Ingestion::finish`), so an
     /// ingested value also replaces an older one of the same key.
@@ -40,6 +40,10 @@ impl Inner {
             let Some(maps) = self.pending.seal() else {
                 return Ok(());
             };
+            // Every record these entries derive from was written before
+            // they were staged: durable now, before any entry of theirs
+            // (ingested tables are synced as they are written).
+            self.sync_journal()?;
             for ix in Ix::ALL {
                 if maps.is_empty(ix) {
                     continue;
