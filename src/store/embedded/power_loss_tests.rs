@@ -4,7 +4,7 @@
 //! without rebuilding anything and takes the lost commands again.
 
 use super::pending::Ix;
-use super::tests::{assert_projections_match_journal, batch, catch_up, rejection};
+use super::tests::{assert_projections_match_journal, batch, catch_up, crash_in_child, rejection};
 use super::{journal::Location, EmbeddedStore};
 use crate::store::{EventStore, GroupOutcome, ProjectionKind};
 use std::path::Path;
@@ -93,19 +93,11 @@ async fn power_loss_child() {
 #[tokio::test]
 async fn a_power_loss_drops_only_what_was_never_synced() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let status = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "store::embedded::power_loss_tests::power_loss_child",
-            "--ignored",
-        ])
-        .env(POWER_LOSS_DIR, dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the child must abort");
+    crash_in_child(
+        "store::embedded::power_loss_tests::power_loss_child",
+        POWER_LOSS_DIR,
+        dir.path(),
+    );
 
     // The power loss: the unsynced part of the journal is gone but for a
     // torn page of it (the rest of the store held nothing unsynced: the

@@ -147,22 +147,25 @@ async fn crash_child() {
     std::process::abort();
 }
 
-#[tokio::test]
-async fn crash_loses_nothing_committed() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs the ignored test `child` of this binary in a child process with
+/// `var` set to `dir`, which must end by aborting (a crash: no destructor
+/// runs, the page cache keeps what was written).
+pub(super) fn crash_in_child(child: &str, var: &str, dir: &Path) {
     let exe = std::env::current_exe().unwrap();
     let status = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "store::embedded::tests::crash_child",
-            "--ignored",
-        ])
-        .env(CRASH_DIR, dir.path())
+        .args(["--exact", child, "--ignored"])
+        .env(var, dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(!status.success(), "the child must abort");
+}
+
+#[tokio::test]
+async fn crash_loses_nothing_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    crash_in_child("store::embedded::tests::crash_child", CRASH_DIR, dir.path());
 
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let total = 5 * (20 * 3 + 1);

@@ -96,15 +96,21 @@ async fn a_torn_tail_is_truncated_and_confirmed_records_kept() {
     }
 }
 
-#[tokio::test]
-async fn the_zeros_written_ahead_end_at_a_seal_and_are_cut_at_open_after_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = one_record_segments(dir.path()).await;
+/// A log of one-record segments holding `p0`, `p1` and `p2`.
+async fn three_one_record_segments(dir: &std::path::Path) -> Arc<EmbeddedLog> {
+    let log = one_record_segments(dir).await;
     for i in 0..3 {
         within(log.append(vec![rec("k", &format!("p{i}"))]))
             .await
             .unwrap();
     }
+    log
+}
+
+#[tokio::test]
+async fn the_zeros_written_ahead_end_at_a_seal_and_are_cut_at_open_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = three_one_record_segments(dir.path()).await;
     let part = dir.path().join("partition-0");
     let bases = list_segments(&part).unwrap();
     assert_eq!(bases, [0, 1, 2]);
@@ -129,12 +135,7 @@ async fn the_zeros_written_ahead_end_at_a_seal_and_are_cut_at_open_after_a_crash
 #[tokio::test]
 async fn corruption_inside_a_sealed_segment_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let log = one_record_segments(dir.path()).await;
-    for i in 0..3 {
-        within(log.append(vec![rec("k", &format!("p{i}"))]))
-            .await
-            .unwrap();
-    }
+    let log = three_one_record_segments(dir.path()).await;
     drop(log);
     let seg = segment_path(&dir.path().join("partition-0"), 0);
     let mut data = fs::read(&seg).unwrap();
