@@ -589,10 +589,16 @@ impl EventStore for EmbeddedStore {
         .await
     }
 
+    /// The journal is synced first (nothing to do unless syncs are
+    /// deferred): the LSM may flush the cursor at any time, and a cursor
+    /// must never claim a position a power loss could take back.
     async fn set_cursor(&self, name: &str, pos: u64) -> Result<(), StoreError> {
         let key = format!("cursor/{name}");
-        self.blocking(move |s| s.meta.insert(key, pos.to_be_bytes()).map_err(db_err))
-            .await
+        self.blocking(move |s| {
+            s.sync_journal()?;
+            s.meta.insert(key, pos.to_be_bytes()).map_err(db_err)
+        })
+        .await
     }
 
     async fn head(&self) -> Result<u64, StoreError> {

@@ -35,6 +35,12 @@ async fn given_deferred_syncs_when_commits_return_then_they_are_durable_only_at_
     assert_eq!(store.durable_head(), Some(122));
     store.inner.checkpoint_indexes().unwrap();
     assert_eq!(store.durable_head(), Some(142));
+
+    // A named cursor never claims a position that is not durable.
+    store.write(batch(40..50, 0, 1).into()).await.unwrap();
+    assert_eq!(store.durable_head(), Some(142));
+    store.set_cursor("events-out", 152).await.unwrap();
+    assert_eq!(store.durable_head(), Some(152));
 }
 
 const POWER_LOSS_DIR: &str = "ALPES_STORE_POWER_LOSS_TEST_DIR";
