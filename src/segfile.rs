@@ -14,9 +14,9 @@
 //! The zeros are not records: each reader stops at its writer's durable
 //! end (or at the first frame that is not whole and valid, which a zero
 //! header never is), recovery cuts a zero tail off at open like a torn
-//! one ([`is_zeros`] tells the two apart, so that only a torn tail is
-//! reported), and a segment is cut back to its data when it is sealed
-//! and at a clean stop.
+//! one ([`is_zeros`] and [`data_end`] tell the two apart, so that only a
+//! torn tail is reported or refused), and a segment is cut back to its
+//! data ([`cut_to`]) when it is sealed and at a clean stop.
 
 use std::fs::File;
 use std::io;
@@ -52,6 +52,31 @@ pub fn zero_ahead(file: &File, data_end: u64, zeroed_to: u64, end: u64) -> io::R
 /// or damaged write.
 pub fn is_zeros(tail: &[u8]) -> bool {
     tail.iter().all(|&b| b == 0)
+}
+
+/// The end of the last byte in `from..len` of `file` that is not zero
+/// (`from` if there is none): what a torn write left there, without the
+/// zeros written ahead of it. Reads the range in chunks, for a tail too
+/// large to hold.
+pub fn data_end(file: &File, from: u64, len: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; ZEROS.len()];
+    let (mut end, mut at) = (from, from);
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = at + i as u64 + 1;
+        }
+        at += n as u64;
+    }
+    Ok(end)
+}
+
+/// Cuts `file` to `len` (its data: the zeros ahead, a torn tail) and
+/// makes the new length durable.
+pub fn cut_to(file: &File, len: u64) -> io::Result<()> {
+    file.set_len(len)?;
+    file.sync_all()
 }
 
 #[cfg(test)]
@@ -93,6 +118,17 @@ mod tests {
         let zeroed = zero_ahead(&file, 0, 0, 1).unwrap();
         assert_eq!(zero_ahead(&file, 0, zeroed, zeroed).unwrap(), zeroed);
         assert_eq!(file.metadata().unwrap().len(), zeroed);
+    }
+
+    #[test]
+    fn given_a_torn_write_before_zeros_when_its_end_is_found_then_the_zeros_do_not_count() {
+        let (_dir, file) = temp_file();
+        let zeroed = zero_ahead(&file, 0, 0, 3).unwrap();
+        file.write_all_at(b"torn", 100_000).unwrap();
+        assert_eq!(data_end(&file, 0, zeroed).unwrap(), 100_004);
+        assert_eq!(data_end(&file, 100_004, zeroed).unwrap(), 100_004);
+        cut_to(&file, 100_004).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 100_004);
     }
 
     #[test]

@@ -139,9 +139,7 @@ fn cut(path: &Path, len: u64, valid_len: u64, written_ahead: bool) -> Result<(),
         );
     }
     let file = OpenOptions::new().write(true).open(path)?;
-    file.set_len(valid_len)?;
-    file.sync_all()?;
-    Ok(())
+    Ok(segfile::cut_to(&file, valid_len)?)
 }
 
 /// The sound frame whose header starts at `pos`, and where it ends.

@@ -212,11 +212,7 @@ impl Writer {
     /// Seals the active segment (cut back to its data: readers read a
     /// sealed segment to its end) and starts a new one at `base`.
     fn roll(&mut self, base: u64) -> io::Result<()> {
-        if let Err(e) = self
-            .file
-            .set_len(self.seg_len)
-            .and_then(|()| self.file.sync_all())
-        {
+        if let Err(e) = segfile::cut_to(&self.file, self.seg_len) {
             self.fail(format!("sealing a segment failed: {e}"));
             return Err(e);
         }
@@ -235,11 +231,7 @@ impl Writer {
         if self.failed.is_some() || self.zeroed_to == self.seg_len {
             return;
         }
-        match self
-            .file
-            .set_len(self.seg_len)
-            .and_then(|()| self.file.sync_all())
-        {
+        match segfile::cut_to(&self.file, self.seg_len) {
             Ok(()) => self.zeroed_to = self.seg_len,
             Err(e) => tracing::warn!(
                 partition = self.shared.id,

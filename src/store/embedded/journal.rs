@@ -188,24 +188,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The end of the last byte in `from..len` of `file` that is not zero
-/// (`from` if there is none): what a torn commit wrote, without the zeros
-/// written ahead of it.
-fn data_end(file: &File, from: u64, len: u64) -> io::Result<u64> {
-    let mut end = from;
-    let mut buf = vec![0u8; CHUNK];
-    let mut at = from;
-    while at < len {
-        let n = (len - at).min(CHUNK as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at)?;
-        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
-            end = at + i as u64 + 1;
-        }
-        at += n as u64;
-    }
-    Ok(end)
-}
-
 /// Decodes the frame at the start of `buf`: `None` if `buf` holds no
 /// whole, valid frame (a torn or damaged one).
 fn decode_frame(buf: &[u8]) -> Option<(Frame, usize)> {
@@ -341,7 +323,9 @@ impl Journal {
                 }
                 // The zeros written ahead are no damage: only what ends
                 // with the last byte that is not zero is.
-                let torn = data_end(&r.file, valid, len).map_err(|e| io_err("reading", e))? - valid;
+                let torn = segfile::data_end(&r.file, valid, len)
+                    .map_err(|e| io_err("reading", e))?
+                    - valid;
                 if torn > MAX_FRAME as u64 * 4 {
                     return Err(StoreError::Corrupt(format!(
                         "journal segment {base}: {torn} bytes of damage after byte {valid}, more than one commit"
@@ -358,8 +342,7 @@ impl Journal {
                     .write(true)
                     .open(segment_path(dir, *base))
                     .map_err(|e| io_err("truncating", e))?;
-                f.set_len(valid).map_err(|e| io_err("truncating", e))?;
-                f.sync_all().map_err(|e| io_err("truncating", e))?;
+                segfile::cut_to(&f, valid).map_err(|e| io_err("truncating", e))?;
             }
             if last && expect == *base {
                 head = base - 1; // an empty last segment: the one before ends at base - 1
@@ -422,11 +405,7 @@ impl Journal {
             // Closed at its last frame (a closed segment is read to its
             // end) and synced whole: every position before the next
             // segment is durable.
-            let len = a.len;
-            a.file
-                .set_len(len)
-                .and_then(|()| a.file.sync_all())
-                .map_err(|e| io_err("closing a segment", e))?;
+            segfile::cut_to(&a.file, a.len).map_err(|e| io_err("closing a segment", e))?;
             self.synced.fetch_max(a.last_pos, Ordering::AcqRel);
             a.file = Self::create(&self.dir, first_pos)?;
             a.base = first_pos;
@@ -475,12 +454,8 @@ impl Journal {
     pub fn trim(&self) -> Result<(), StoreError> {
         let mut a = self.active();
         if a.zeroed_to > a.len {
-            let len = a.len;
-            a.file
-                .set_len(len)
-                .and_then(|()| a.file.sync_all())
-                .map_err(|e| io_err("trimming", e))?;
-            a.zeroed_to = len;
+            segfile::cut_to(&a.file, a.len).map_err(|e| io_err("trimming", e))?;
+            a.zeroed_to = a.len;
         }
         Ok(())
     }
@@ -522,8 +497,7 @@ impl Journal {
                     })?
             }
         };
-        f.set_len(keep_len).map_err(|e| io_err("truncating", e))?;
-        f.sync_all().map_err(|e| io_err("truncating", e))?;
+        segfile::cut_to(&f, keep_len).map_err(|e| io_err("truncating", e))?;
         sync_dir(&self.dir).map_err(|e| io_err("truncating", e))?;
         let file = OpenOptions::new()
             .write(true)
