@@ -130,7 +130,7 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use fjall::config::PartitioningPolicy;
+use fjall::config::{PartitioningPolicy, PinningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -325,6 +325,21 @@ fn keyspace_options() -> KeyspaceCreateOptions {
         .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
 }
 
+/// The options of the `ids` keyspace: those of [`keyspace_options`],
+/// except that the first level's filters are whole and pinned. Every
+/// append looks each of its ids up there, and nearly always for an id
+/// that is absent: a pinned whole filter answers that with a probe or
+/// two, where a partitioned one first searches its top-level index for
+/// the partition. Pinned, level 1's filters cost about 1.3 bytes per id
+/// it holds (it holds at most `L0_TABLES` checkpoints' worth before it
+/// spills, ~256 MiB of entries), so memory stays bounded; the deeper
+/// levels stay partitioned.
+fn ids_keyspace_options() -> KeyspaceCreateOptions {
+    keyspace_options()
+        .filter_block_partitioning_policy(PartitioningPolicy::new([false, false, true]))
+        .filter_block_pinning_policy(PinningPolicy::new([true, true, false]))
+}
+
 /// The database marks a directory as its own with a `version` file. A
 /// directory that holds files but not that one is a damaged or partly
 /// copied store: opening it would fail with a misleading I/O error, and
@@ -425,7 +440,7 @@ impl EmbeddedStore {
         let users = ks("p_users")?;
         let (last_seq, ids, target, rejections) = (
             ks("last_seq")?,
-            ks("ids")?,
+            db.keyspace("ids", ids_keyspace_options).map_err(db_err)?,
             ks("target")?,
             ks("rejections")?,
         );
