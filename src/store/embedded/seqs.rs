@@ -18,10 +18,11 @@
 //! refused (`SeqMismatch`) and it reloads.
 //!
 //! Bounded by two generations (see [`super::recent`]): the users written
-//! most recently stay, about 70 bytes each (an estimate).
+//! most recently stay, about 60 bytes each (the key in place, see
+//! [`crate::hash::InlineStr`], the seq and the table's own overhead).
 
 /// Users' last sequence numbers, by user id.
-pub type SeqCache = super::recent::Recent<Box<str>, u64>;
+pub type SeqCache = super::recent::Recent<crate::hash::InlineStr, u64>;
 
 #[cfg(test)]
 mod tests {

@@ -29,7 +29,7 @@
 //! the first event of each user in each of them costs no lookup.
 
 use super::recent::Recent;
-use crate::hash::Map;
+use crate::hash::{InlineStr, Map};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Users whose stats rows are kept, per generation (two at most: 131,072
@@ -55,7 +55,7 @@ pub(super) struct Warm {
 
 /// User id to its encoded stats row (inline: no second cache miss, no
 /// allocation per row written).
-pub(super) type Users = Recent<Box<str>, super::keys::UserRow>;
+pub(super) type Users = Recent<InlineStr, super::keys::UserRow>;
 
 impl Default for Warm {
     fn default() -> Self {
@@ -91,7 +91,7 @@ impl Warm {
 /// The daily buckets users are known to be members of, and the buckets
 /// of which every member is known (see [`Memberships::membership`]).
 pub(super) struct Memberships {
-    users: Recent<Box<str>, Vec<Bucket>>,
+    users: Recent<InlineStr, Vec<Bucket>>,
     buckets: Map<Box<[u8]>, Shared>,
 }
 
