@@ -374,7 +374,7 @@ fn secret(
 
 /// A sync interval: a duration of at most 1 s (every command under load
 /// may wait that long before it is accepted).
-fn parse_sync_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_sync_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d > Duration::from_secs(1) {
         return Err(format!(

@@ -164,6 +164,10 @@ pub struct LoadgenArgs {
     /// Live aggregates of the in-process service.
     #[arg(long, default_value_t = 5_000)]
     pub max_live_aggregates: usize,
+    /// Least time between two syncs of a partition of the in-process
+    /// service's log (its `--log-sync-interval`).
+    #[arg(long, default_value = "2ms", value_parser = crate::config::parse_sync_interval)]
+    pub log_sync_interval: std::time::Duration,
     /// Constant rate (commands/s, or `400/m`), after `--ramp`.
     #[arg(long, default_value = "1000", value_parser = parse_rate)]
     pub rate: f64,

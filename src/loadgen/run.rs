@@ -68,6 +68,10 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                     max_live_aggregates: args.max_live_aggregates,
                     ..PipelineConfig::default()
                 },
+                log_settings: app::LogSettings {
+                    sync_interval: args.log_sync_interval,
+                    ..app::LogSettings::default()
+                },
                 ..ServiceConfig::local(dir)
             };
             Target::InProcess {
