@@ -325,16 +325,17 @@ fn keyspace_options() -> KeyspaceCreateOptions {
         .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
 }
 
-/// The options of the `ids` keyspace: those of [`keyspace_options`],
-/// except that the first level's filters are whole and pinned. Every
-/// append looks each of its ids up there, and nearly always for an id
-/// that is absent: a pinned whole filter answers that with a probe or
-/// two, where a partitioned one first searches its top-level index for
-/// the partition. Pinned, level 1's filters cost about 1.3 bytes per id
-/// it holds (it holds at most `L0_TABLES` checkpoints' worth before it
-/// spills, ~256 MiB of entries), so memory stays bounded; the deeper
-/// levels stay partitioned.
-fn ids_keyspace_options() -> KeyspaceCreateOptions {
+/// The options of the keyspaces looked up mostly for keys they do not
+/// hold, `ids` (every append checks each of its ids) and `last_seq` (a
+/// user new to the store, or gone from the seq cache): those of
+/// [`keyspace_options`], except that the first level's filters are whole
+/// and pinned. A pinned whole filter refuses an absent key with a probe
+/// or two, where a partitioned one first searches its top-level index for
+/// the partition to load. Level 1 holds at most 16 tables of
+/// `TABLE_BYTES` (256 MiB of entries) before it spills into level 2, so
+/// its pinned filters stay bounded (about 1.3 bytes per key, a few MiB);
+/// the deeper levels stay partitioned.
+fn absent_key_options() -> KeyspaceCreateOptions {
     keyspace_options()
         .filter_block_partitioning_policy(PartitioningPolicy::new([false, false, true]))
         .filter_block_pinning_policy(PinningPolicy::new([true, true, false]))
@@ -439,8 +440,9 @@ impl EmbeddedStore {
         let status = ks("p_status")?;
         let users = ks("p_users")?;
         let (last_seq, ids, target, rejections) = (
-            ks("last_seq")?,
-            db.keyspace("ids", ids_keyspace_options).map_err(db_err)?,
+            db.keyspace("last_seq", absent_key_options)
+                .map_err(db_err)?,
+            db.keyspace("ids", absent_key_options).map_err(db_err)?,
             ks("target")?,
             ks("rejections")?,
         );
