@@ -15,13 +15,16 @@ use std::hash::{Hash, Hasher};
 pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
-/// The longest string an [`InlineStr`] holds in place (a UUID's 36
-/// characters fit); a longer one is boxed.
-const INLINE: usize = 38;
+/// The longest string an [`InlineStr`] holds in place (24 bytes in all,
+/// a `String`'s size: numeric ids and short names fit, a UUID is boxed).
+/// Every slot of a map pays for the key's size, empty ones too, so a
+/// longer inline key would grow the maps' memory more than the strings
+/// it saves.
+const INLINE: usize = 22;
 
-/// A string key held in place when it is short (40 bytes in all), else
-/// boxed. Hashes and compares as the `str` it holds, so a map keyed by it
-/// is looked up with a `&str`.
+/// A string key held in place when it is short, else boxed. Hashes and
+/// compares as the `str` it holds, so a map keyed by it is looked up
+/// with a `&str`.
 ///
 /// A map of a hundred thousand users is far bigger than the CPU's caches:
 /// with `Box<str>` keys a lookup misses the cache on the slot and again on
@@ -101,8 +104,8 @@ mod tests {
             "lg-u12345".to_string(),
             "x".repeat(INLINE),
             "x".repeat(INLINE + 1),
-            format!("{}é", "x".repeat(INLINE - 1)), // 39 bytes: boxed
-            "6f1c2a4e-8b7d-4e41-8d2a-5f3c71e0a9b4".to_string(),
+            format!("{}é", "x".repeat(INLINE - 1)), // 23 bytes: boxed
+            "6f1c2a4e-8b7d-4e41-8d2a-5f3c71e0a9b4".to_string(), // boxed
         ];
         let mut map: Map<InlineStr, usize> = Map::default();
         for (i, k) in keys.iter().enumerate() {

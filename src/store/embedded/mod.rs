@@ -100,7 +100,9 @@
 //! compacts, merging 16 level-0 tables at a time (the constants below
 //! say why). Filters and
 //! indexes are partitioned below level 0, so a point lookup's cost does
-//! not grow with the tables ([`keyspace_options`]). The recent
+//! not grow with the tables ([`keyspace_options`]), except the level-1
+//! filters of the keyspaces asked mostly for absent keys (`ids`,
+//! `last_seq`), whole and pinned ([`absent_key_options`]). The recent
 //! rows of the daily-stats and status projections are also held in memory
 //! for reads ([`mirror`]), and the last sequence numbers of recently
 //! written users for the aggregates' loads and the append check

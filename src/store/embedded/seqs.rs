@@ -18,7 +18,7 @@
 //! refused (`SeqMismatch`) and it reloads.
 //!
 //! Bounded by two generations (see [`super::recent`]): the users written
-//! most recently stay, about 60 bytes each (the key in place, see
+//! most recently stay, about 50 bytes each (a short key in place, see
 //! [`crate::hash::InlineStr`], the seq and the table's own overhead).
 
 /// Users' last sequence numbers, by user id.
