@@ -387,7 +387,10 @@ impl EmbeddedStore {
             .worker_threads(WORKER_THREADS)
             .open()
             .map_err(db_err)?;
-        let ks = |name: &str| db.keyspace(name, keyspace_options).map_err(db_err);
+        let ks_with = |name: &str, options: fn() -> KeyspaceCreateOptions| {
+            db.keyspace(name, options).map_err(db_err)
+        };
+        let ks = |name: &str| ks_with(name, keyspace_options);
         let meta = ks("meta")?;
         let pos = ks("pos")?;
         let journal = ks("journal")?;
@@ -442,9 +445,8 @@ impl EmbeddedStore {
         let status = ks("p_status")?;
         let users = ks("p_users")?;
         let (last_seq, ids, target, rejections) = (
-            db.keyspace("last_seq", absent_key_options)
-                .map_err(db_err)?,
-            db.keyspace("ids", absent_key_options).map_err(db_err)?,
+            ks_with("last_seq", absent_key_options)?,
+            ks_with("ids", absent_key_options)?,
             ks("target")?,
             ks("rejections")?,
         );
