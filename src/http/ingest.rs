@@ -5,8 +5,8 @@
 
 use super::{error, json, AppState, Body, BODY_TIMEOUT};
 use crate::domain::codec::{
-    decode_command_known_fields, is_json_media_type, media_type, Command, MessageMeta,
-    MAX_PAYLOAD_BYTES,
+    decode_command, decode_command_known_fields, is_json_media_type, media_type, Command,
+    MessageMeta, MAX_PAYLOAD_BYTES,
 };
 use crate::domain::reuse::{check_reuse, IdReuse};
 use crate::domain::{validate, InteractionTracked};
@@ -97,7 +97,16 @@ pub async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Respo
         identity: &generated,
         published_at: arrived,
     };
-    let (cmd, known) = match decode_command_known_fields(&body, &meta) {
+    // A log only this service reads takes the command as decoded
+    // (`NewRecord::decided`); another's topic the JSON, without the
+    // fields no format reads.
+    let decided = state.log.holds_decided_commands();
+    let decoded = if decided {
+        decode_command(&body, &meta).map(|c| (c, None))
+    } else {
+        decode_command_known_fields(&body, &meta)
+    };
+    let (cmd, known) = match decoded {
         Ok((Command::Track(cmd), known)) => (cmd, known),
         Ok((Command::BuildInteractionsInfo(_), _)) => {
             return error(
@@ -121,10 +130,21 @@ pub async fn post_interaction(state: &AppState, req: Request<Incoming>) -> Respo
             return refusal;
         }
     }
-    let record = NewRecord {
-        key: cmd.user_id.clone(),
-        payload: known.unwrap_or_else(|| body.to_vec()),
-        properties,
+    let encoded = decided.then(|| NewRecord::decided(&cmd));
+    let record = match encoded {
+        Some(Ok(record)) => record,
+        Some(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the command could not be encoded: {e}"),
+            )
+        }
+        None => NewRecord {
+            key: cmd.user_id.clone(),
+            payload: known.unwrap_or_else(|| body.to_vec()),
+            properties,
+        },
     };
     match state.log.append(vec![record]).await {
         Ok(_) => {

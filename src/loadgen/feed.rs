@@ -8,6 +8,9 @@
 //! Each acknowledged message is written to the manifest (JSON lines, in
 //! send order) for `tracking check`, which compares it with the store and
 //! the dead-letter topic.
+//!
+//! The in-process service's log is fed what the HTTP ingest would append
+//! ([`ingest_record`]).
 
 use super::probe::Shared;
 use super::workload::Kind;
@@ -20,6 +23,39 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// The record the HTTP ingest would append for `body`: on a log that
+/// holds decoded commands (the embedded one), the command decoded once,
+/// here, as the ingest does ([`NewRecord::decided`]); otherwise, and for a
+/// payload that does not decode (poison, refused by the pipeline), the
+/// body as it is. `id` is the generator's id of the command (the message
+/// identity, as the ingest's generated id is).
+pub(super) fn ingest_record(
+    log: &dyn CommandLog,
+    id: &str,
+    user_id: String,
+    body: Vec<u8>,
+) -> NewRecord {
+    use crate::domain::codec::{decode_command, Command, MessageMeta};
+    if log.holds_decided_commands() {
+        let meta = MessageMeta {
+            key: Some(&user_id),
+            properties: None,
+            identity: id,
+            published_at: chrono::Utc::now(),
+        };
+        if let Ok(Command::Track(cmd)) = decode_command(&body, &meta) {
+            if let Ok(record) = NewRecord::decided(&cmd) {
+                return record;
+            }
+        }
+    }
+    NewRecord {
+        key: user_id,
+        payload: body,
+        properties: Default::default(),
+    }
+}
 
 /// One line of the manifest: a message the broker acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,6 @@ use crate::log::NewRecord;
 use crate::store::StatsQuery;
 use anyhow::Context;
 use chrono::{Duration as Days, Utc};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -227,12 +226,13 @@ pub async fn run(args: &LoadgenArgs) -> anyhow::Result<Report> {
                             shared.outstanding.fetch_sub(1, Relaxed);
                         }
                     }
-                    Target::InProcess { .. } => {
-                        records.push(NewRecord {
-                            key: g.user_id,
-                            payload: g.body,
-                            properties: HashMap::new(),
-                        });
+                    Target::InProcess { svc, .. } => {
+                        records.push(feed::ingest_record(
+                            &*svc.log,
+                            &g.interaction_id,
+                            g.user_id,
+                            g.body,
+                        ));
                         intended.push(at);
                     }
                     Target::Log { .. } => {

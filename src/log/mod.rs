@@ -61,6 +61,19 @@ pub struct NewRecord {
 }
 
 impl NewRecord {
+    /// A decoded command in the service's own encoding
+    /// ([`crate::domain::codec::decided`]), keyed by its user: what is
+    /// appended to a log whose [`CommandLog::holds_decided_commands`].
+    pub fn decided(
+        cmd: &crate::domain::TrackInteraction,
+    ) -> Result<Self, rmp_serde::encode::Error> {
+        Ok(Self {
+            key: cmd.user_id.clone(),
+            payload: crate::domain::codec::decided::encode(cmd)?,
+            properties: HashMap::new(),
+        })
+    }
+
     /// The bytes it counts for against a log's record size limit: key,
     /// payload and properties.
     pub fn size(&self) -> usize {
@@ -164,6 +177,14 @@ pub trait CommandLog: Send + Sync + 'static {
     /// (`None`: this log keeps no witness, or none was recorded yet).
     fn witnessed_store_head(&self) -> Option<u64> {
         None
+    }
+
+    /// Whether only this service reads the log, so that it may hold
+    /// commands already decoded, in the service's own encoding
+    /// ([`NewRecord::decided`]) rather than as they came: the embedded
+    /// log. A broker's topic other services read keeps the JSON.
+    fn holds_decided_commands(&self) -> bool {
+        false
     }
 
     /// Whether this open created the log (nothing of a previous one found).

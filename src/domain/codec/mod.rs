@@ -6,6 +6,7 @@
 //!
 //! | selector                                   | format |
 //! |--------------------------------------------|--------|
+//! | payload starting with [`decided::MAGIC`]     | a command decoded before (the embedded log's records) |
 //! | content type `application/msgpack`          | canonical command in MessagePack |
 //! | property `name=BuildInteractionsInfo`       | the original saga step |
 //! | JSON `"type":"create_interaction"`          | the original hand-test command |
@@ -25,6 +26,8 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
+
+pub mod decided;
 
 /// Largest payload accepted (the HTTP limit too).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -296,6 +299,9 @@ fn decode(
                 payload.len()
             ),
         ));
+    }
+    if let Some(encoded) = decided::strip(payload) {
+        return decided::decode(encoded).map(|c| (Command::Track(c), None));
     }
     let name = meta.prop("name");
     let content_type = meta

@@ -382,6 +382,11 @@ impl CommandLog for EmbeddedLog {
         self.created_now
     }
 
+    /// Only this process reads its files.
+    fn holds_decided_commands(&self) -> bool {
+        true
+    }
+
     fn instance(&self) -> Option<u64> {
         Some(self.log_id)
     }
