@@ -18,7 +18,7 @@
 //! aggregate.
 
 use super::handoff::{Handoff, Parts};
-use super::writer::{Requester, WriteFailed, WriteReply, WriterMsg};
+use super::writer::{Pending, Pushed, Requester, WriteFailed, WriteReply, WriterMsg};
 use super::Names;
 use crate::domain::decide::{decide, DailyKey, Input, UserView, Verdict};
 use crate::domain::{RejectReason, Rejection, TrackInteraction};
@@ -404,6 +404,16 @@ struct Request {
 }
 
 impl Request {
+    fn into_pending(self, reply: Requester) -> Pending {
+        Pending::new(
+            self.group,
+            self.rejections,
+            self.rejection_sources,
+            self.published_at_ms,
+            reply,
+        )
+    }
+
     fn into_msg(self, reply: Requester) -> WriterMsg {
         WriterMsg::Write {
             group: self.group,
@@ -424,18 +434,27 @@ fn writer(state: &mut AggregateState) -> Option<ActorRef<WriterMsg>> {
     state.writer.clone()
 }
 
-/// Hands a decided batch to the writer, which commits it and reports it.
-/// If the writer cannot take it, the handoff is dropped unsettled and
-/// reports the batch retryable itself (see [`super::handoff`]).
+/// Hands a decided batch to the writer, which commits it and reports it:
+/// into its intake, waking it if this is the first request since its last
+/// commit. If no writer has the intake, the handoff is dropped unsettled
+/// and reports the batch retryable itself (see [`super::handoff`]).
 fn hand_off(state: &mut AggregateState, r: Request, handoff: Handoff) {
-    let Some(writer) = writer(state) else {
-        return;
-    };
-    if writer
-        .send_message(r.into_msg(Requester::HandedOff(handoff)))
-        .is_err()
-    {
-        state.writer = None;
+    let pending = r.into_pending(Requester::HandedOff(handoff));
+    match state.names.writer_intake().push(pending) {
+        // No writer: the request was dropped, its handoff reports.
+        None | Some(Pushed::Queued) => {}
+        Some(Pushed::Wake) => {
+            // A stale ref (the writer restarted) is looked up again once. A
+            // writer that is stopping commits the intake (`post_stop`) or
+            // drops it (failed), so a wake it never reads loses nothing.
+            for _ in 0..2 {
+                match writer(state) {
+                    Some(w) if w.send_message(WriterMsg::Wake).is_ok() => return,
+                    Some(_) => state.writer = None,
+                    None => return,
+                }
+            }
+        }
     }
 }
 

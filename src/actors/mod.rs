@@ -144,9 +144,13 @@ mod tests {
 /// registry. Prefixed per instance so several services can live in one
 /// process (the tests do that); looked up on use so a restarted writer or
 /// projector is found under the same name.
-#[derive(Debug, Clone)]
+///
+/// It also holds the journal writer's [`writer::Intake`], which outlives
+/// any one writer (each opens it when it starts).
+#[derive(Clone)]
 pub struct Names {
     prefix: String,
+    intake: std::sync::Arc<writer::Intake>,
 }
 
 impl Names {
@@ -154,6 +158,7 @@ impl Names {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             prefix: format!("svc{}", NEXT.fetch_add(1, Ordering::SeqCst)),
+            intake: Default::default(),
         }
     }
 
@@ -175,6 +180,11 @@ impl Names {
 
     pub fn writer(&self) -> Option<ractor::ActorRef<writer::WriterMsg>> {
         ractor::ActorRef::where_is(self.writer_name())
+    }
+
+    /// Where aggregates hand their batches to the writer.
+    pub fn writer_intake(&self) -> &std::sync::Arc<writer::Intake> {
+        &self.intake
     }
 
     pub fn projector(

@@ -286,6 +286,7 @@ async fn spawn_child(
                     ProjectionMode::Checkpointed => writer::COMMIT_INTERVAL,
                     ProjectionMode::Folded => Duration::ZERO,
                 },
+                intake: a.names.writer_intake().clone(),
             };
             let (w, _) = Actor::spawn_linked(
                 Some(a.names.writer_name()),

@@ -1,12 +1,15 @@
 //! `JournalWriter`: the single writer of the journal, doing group commit.
 //!
-//! Aggregates (and consumers, for commands that never reach an aggregate)
-//! send [`WriterMsg::Write`]; the writer collects every request that is in
-//! its mailbox, commits them with one [`EventStore::write`] (one fsync), and
+//! Aggregates hand their decided batches over through the writer's
+//! [`intake`] (and wake it with [`WriterMsg::Wake`] when it has nothing
+//! yet); callers that wait for the answer (an aggregate after a conflict,
+//! consumers for commands that never reach an aggregate) send
+//! [`WriterMsg::Write`]. The writer collects every request in its intake
+//! and its mailbox, commits them with one [`EventStore::write`] (one fsync), and
 //! only then answers each request (or settles an aggregate's handed-off
 //! batch, reporting it to the consumer: [`super::handoff`]) and hands the
-//! committed records, in position order, to the projectors. Batching needs no timer: while a
-//! commit is in progress new requests queue up in the mailbox, and the
+//! committed records, in position order, to the projectors. Batching needs
+//! no timer: while a commit is in progress new requests queue up, and the
 //! `Flush` the writer sends itself lands behind them. Callers wait for the
 //! answer without a timer (the wait behind a backlog is bounded by the
 //! consumers' in-flight window, a commit by the store's own timeouts).
@@ -18,6 +21,10 @@
 //! blocking thread's wake-up, an fsync and an apply per projector whatever
 //! its size, so fewer, larger commits cost less per event, for at most
 //! that much more before a delivery is acknowledged.
+
+mod intake;
+
+pub use intake::{Intake, Pushed};
 
 use super::handoff::{Handoff, ReportBatch};
 use super::schedule_paced_flush;
@@ -83,6 +90,9 @@ pub enum WriterMsg {
         published_at_ms: Vec<i64>,
         reply: Requester,
     },
+    /// Requests wait in the intake (sent by the first request since the
+    /// last commit, and for a full batch).
+    Wake,
     /// Commit what is pending (sent by the writer to itself).
     Flush,
 }
@@ -126,9 +136,12 @@ pub struct WriterArgs {
     /// The least time between the starts of two commits (a full batch
     /// does not wait).
     pub commit_interval: Duration,
+    /// The intake it opens (the service's, in `Names`).
+    pub intake: Arc<Intake>,
 }
 
-struct Pending {
+/// A request to commit, from the mailbox or the intake.
+pub struct Pending {
     group: Option<AppendGroup>,
     rejections: Vec<Rejection>,
     rejection_sources: Vec<Source>,
@@ -137,6 +150,22 @@ struct Pending {
 }
 
 impl Pending {
+    pub fn new(
+        group: Option<AppendGroup>,
+        rejections: Vec<Rejection>,
+        rejection_sources: Vec<Source>,
+        published_at_ms: Vec<i64>,
+        reply: Requester,
+    ) -> Self {
+        Self {
+            group,
+            rejections,
+            rejection_sources,
+            published_at_ms,
+            reply,
+        }
+    }
+
     /// Events and rejections the request adds to a commit.
     fn events(&self) -> usize {
         self.group.as_ref().map_or(0, |g| g.events.len()) + self.rejections.len()
@@ -159,6 +188,18 @@ pub struct WriterState {
     /// Permits of concurrent commits (deterministic stores; `None`: one
     /// commit at a time, in order).
     concurrent: Option<Arc<tokio::sync::Semaphore>>,
+    intake: Arc<Intake>,
+    /// This writer's epoch of the intake.
+    epoch: u64,
+}
+
+impl Drop for WriterState {
+    /// A writer that failed drops what waits in its intake: each handoff
+    /// reports its batch retryable (after a graceful stop, `post_stop`
+    /// closed it already).
+    fn drop(&mut self) {
+        drop(self.intake.close(self.epoch));
+    }
 }
 
 impl Actor for JournalWriter {
@@ -168,12 +209,16 @@ impl Actor for JournalWriter {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: WriterArgs,
     ) -> Result<WriterState, ActorProcessingErr> {
         let max_batch = args.max_batch.min(args.store.max_commit_events()).max(1);
         let concurrent = (args.store.journal_guard() == JournalGuard::Deterministic)
             .then(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMMITS)));
+        let epoch = args.intake.open(max_batch);
+        // What a failed writer's intake still held before this one opened
+        // it (no sender will wake this writer for it).
+        myself.send_message(WriterMsg::Wake)?;
         Ok(WriterState {
             subscribers: args.subscribers,
             store: args.store,
@@ -186,6 +231,8 @@ impl Actor for JournalWriter {
             last_commit: None,
             persisted: ev::EndToEnd::register("persisted"),
             concurrent,
+            intake: args.intake,
+            epoch,
         })
     }
 
@@ -212,22 +259,14 @@ impl Actor for JournalWriter {
                 };
                 state.pending_events += p.events();
                 state.pending.push(p);
-                // A full batch, or a mailbox closed by the drain at
-                // shutdown: commit now; otherwise once what is queued is in,
-                // and no sooner than the interval after the last commit
-                // (requests still waiting at a stop: `post_stop`).
-                let full = state.pending_events >= state.max_batch;
-                let pace = (state.last_commit, state.commit_interval);
-                let flush_msg = || WriterMsg::Flush;
-                if full
-                    || !schedule_paced_flush(&myself, &mut state.flush_scheduled, pace, flush_msg)
-                {
-                    commit(state).await;
-                }
+                requests_waiting(&myself, state).await;
             }
+            WriterMsg::Wake => requests_waiting(&myself, state).await,
             WriterMsg::Flush => {
                 state.flush_scheduled = false;
                 commit(state).await;
+                // What did not fit in the commit.
+                requests_waiting(&myself, state).await;
             }
         }
         Ok(())
@@ -238,20 +277,46 @@ impl Actor for JournalWriter {
         _myself: ActorRef<Self::Msg>,
         state: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
-        // Requests still pending get an answer (retryable) instead of a timeout.
-        commit(state).await;
+        // Requests still pending are committed and answered; nothing
+        // enters the intake any more.
+        let left = state.intake.close(state.epoch);
+        state.pending_events += left.iter().map(Pending::events).sum::<usize>();
+        state.pending.extend(left);
+        while !state.pending.is_empty() {
+            commit(state).await;
+        }
         Ok(())
     }
 }
 
-/// Commits everything pending, answers the requesters, feeds the projectors.
+/// Requests wait (in the mailbox's `Write`s or the intake): a full batch,
+/// or a mailbox closed by the drain at shutdown, is committed now;
+/// otherwise once what is queued is in, and no sooner than the interval
+/// after the last commit (requests still waiting at a stop: `post_stop`).
+async fn requests_waiting(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
+    while !(state.pending.is_empty() && state.intake.is_empty()) {
+        let full = state.pending_events + state.intake.events() >= state.max_batch;
+        let pace = (state.last_commit, state.commit_interval);
+        let flush_msg = || WriterMsg::Flush;
+        if !full && schedule_paced_flush(myself, &mut state.flush_scheduled, pace, flush_msg) {
+            return;
+        }
+        commit(state).await;
+    }
+}
+
+/// Commits the oldest requests (the mailbox's, then the intake's) up to
+/// `max_batch` events, answers the requesters, feeds the projectors.
 async fn commit(state: &mut WriterState) {
-    if state.pending.is_empty() {
+    let mut pending = intake::take_fitting(&mut state.pending, state.max_batch);
+    let taken: usize = pending.iter().map(Pending::events).sum();
+    state.pending_events = state.pending_events.saturating_sub(taken);
+    let room = state.max_batch.saturating_sub(taken);
+    pending.append(&mut state.intake.take(room));
+    if pending.is_empty() {
         return;
     }
     state.last_commit = Some(tokio::time::Instant::now());
-    let mut pending = std::mem::take(&mut state.pending);
-    state.pending_events = 0;
     // A requester that stopped while its request waited here (its
     // consumer restarted or drained) will never see the answer, and its
     // deliveries come again: writing it now would be work for nothing.
@@ -405,130 +470,10 @@ pub(super) async fn spawn_for_test(
         health: Arc::new(Health::default()),
         max_batch: 64,
         commit_interval: COMMIT_INTERVAL,
+        intake: names.writer_intake().clone(),
     };
     Actor::spawn(Some(names.writer_name()), JournalWriter, args).await
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::InteractionType::Click;
-    use crate::store::contract::{group, Fx};
-    use crate::store::embedded::EmbeddedStore;
-    use ractor::concurrency::JoinHandle;
-    use tempfile::TempDir;
-
-    /// A writer on a fresh embedded store (the directory lives as long as
-    /// the returned guard).
-    async fn start() -> (
-        TempDir,
-        Arc<dyn EventStore>,
-        ActorRef<WriterMsg>,
-        JoinHandle<()>,
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let (writer, handle) = spawn_for_test(&store, &crate::actors::Names::new())
-            .await
-            .unwrap();
-        (dir, store, writer, handle)
-    }
-
-    /// One event of `user` (its first), answered on `reply`.
-    fn first_event(
-        fx: &Fx,
-        user: &str,
-        reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
-    ) -> WriterMsg {
-        WriterMsg::Write {
-            group: Some(group(user, 0, vec![fx.ev(user, 1, Click)])),
-            rejections: Vec::new(),
-            rejection_sources: Vec::new(),
-            published_at_ms: Vec::new(),
-            reply: Requester::Waiting(reply),
-        }
-    }
-
-    /// Requests that come within the interval after a commit started wait
-    /// for its end (the clock is paused: it moves only when a timer is
-    /// due, so an answer before it would come at the commit's instant).
-    #[tokio::test(start_paused = true)]
-    async fn requests_within_the_interval_after_a_commit_wait_for_its_end() {
-        let (_dir, store, writer, handle) = start().await;
-        let fx = Fx::new();
-        let (a, b, c) = (fx.name("a"), fx.name("b"), fx.name("c"));
-        let (tx, rx) = ractor::concurrency::oneshot();
-        writer
-            .send_message(first_event(&fx, &a, tx.into()))
-            .unwrap();
-        rx.await.unwrap().unwrap();
-        let committed = tokio::time::Instant::now();
-        let mut replies = Vec::new();
-        for user in [&b, &c] {
-            let (tx, rx) = ractor::concurrency::oneshot();
-            writer
-                .send_message(first_event(&fx, user, tx.into()))
-                .unwrap();
-            replies.push(rx);
-        }
-        let mut firsts = Vec::new();
-        for rx in replies {
-            match rx.await.unwrap().unwrap().group {
-                Some(GroupOutcome::Appended { first_pos }) => firsts.push(first_pos),
-                other => panic!("not appended: {other:?}"),
-            }
-            assert!(
-                committed.elapsed() >= COMMIT_INTERVAL,
-                "answered before the interval"
-            );
-        }
-        assert_eq!(firsts.len(), 2);
-        assert_eq!(store.last_seq(&c).await.unwrap(), 1);
-        writer.stop(None);
-        handle.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn requests_whose_caller_stopped_are_left_out() {
-        let (_dir, store, writer, handle) = start().await;
-        let fx = Fx::new();
-        let (gone, kept) = (fx.name("gone"), fx.name("kept"));
-        let (gone_tx, gone_rx) = ractor::concurrency::oneshot();
-        drop(gone_rx); // its caller stopped
-        let (kept_tx, kept_rx) = ractor::concurrency::oneshot();
-        for (user, tx) in [(&gone, gone_tx), (&kept, kept_tx)] {
-            writer
-                .send_message(first_event(&fx, user, tx.into()))
-                .unwrap();
-        }
-        let reply = kept_rx.await.unwrap().unwrap();
-        assert!(matches!(reply.group, Some(GroupOutcome::Appended { .. })));
-        assert_eq!(store.last_seq(&kept).await.unwrap(), 1);
-        assert_eq!(store.last_seq(&gone).await.unwrap(), 0);
-        writer.stop(None);
-        handle.await.unwrap();
-    }
-
-    /// At shutdown the writer is drained: its mailbox closes with a
-    /// request still queued, so the `Flush` it would send itself is
-    /// refused. The request is committed and answered at once.
-    #[tokio::test]
-    async fn a_request_queued_when_the_drain_starts_is_committed() {
-        let (_dir, store, writer, handle) = start().await;
-        let fx = Fx::new();
-        let user = fx.name("u");
-        let (tx, rx) = ractor::concurrency::oneshot();
-        writer
-            .send_message(first_event(&fx, &user, tx.into()))
-            .unwrap();
-        writer
-            .get_cell()
-            .drain_and_wait(Some(std::time::Duration::from_secs(10)))
-            .await
-            .unwrap();
-        handle.await.unwrap();
-        let reply = rx.await.unwrap().unwrap();
-        assert!(matches!(reply.group, Some(GroupOutcome::Appended { .. })));
-        assert_eq!(store.last_seq(&user).await.unwrap(), 1);
-    }
-}
+mod tests;
