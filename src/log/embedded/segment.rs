@@ -1,7 +1,9 @@
 //! Segment files: record framing, sequential reading and tail recovery.
 //!
 //! A frame is `[u32 len LE][u32 crc32 LE of body][body]`; the body is the
-//! MessagePack (named fields) encoding of a record, which carries its own
+//! MessagePack encoding of a record, fields by position (frames of earlier
+//! builds name them: both decode, and earlier builds read these), which
+//! carries its own
 //! offset so that misplaced data is detected, and the first offset of its
 //! write group, so that recovery can tell a torn write from damage
 //! ([`super::recover`]).
@@ -129,7 +131,9 @@ pub(crate) fn encode_frame(
         properties: &record.properties,
         published_at_ms,
     };
-    if let Err(e) = rmp_serde::encode::write_named(buf, &body) {
+    // By position: no field names to write per record, nor to match when
+    // it is read (the field order is the format).
+    if let Err(e) = rmp_serde::encode::write(buf, &body) {
         buf.truncate(start);
         return Err(LogError::Corrupt(format!("cannot encode record: {e}")));
     }
@@ -284,5 +288,39 @@ impl SegReader {
         }
         self.cursor = body.end;
         Ok(Some(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames of earlier builds name their fields: they decode to the same
+    /// record as the positional frames written now.
+    #[test]
+    fn positional_and_named_bodies_decode_alike() {
+        let record = NewRecord {
+            key: "u-1".into(),
+            payload: b"\xC1\x01payload".to_vec(),
+            properties: HashMap::from([("commandId".to_string(), "c-1".to_string())]),
+        };
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, 7, 5, &record, 1_764_000_000_000).unwrap();
+        let positional = decode_body(&frame[HEADER..]).unwrap();
+        let named = rmp_serde::to_vec_named(&RecordRef {
+            offset: 7,
+            group: 5,
+            key: &record.key,
+            payload: &record.payload,
+            properties: &record.properties,
+            published_at_ms: 1_764_000_000_000,
+        })
+        .unwrap();
+        assert!(frame.len() - HEADER < named.len(), "no names: smaller");
+        assert_eq!(decode_body(&named).unwrap(), positional);
+        assert_eq!(positional.offset, 7);
+        assert_eq!(positional.group, Some(5));
+        assert_eq!(positional.payload, record.payload);
+        assert_eq!(positional.properties, record.properties);
     }
 }
