@@ -74,8 +74,8 @@ impl From<&StoreError> for WriteFailed {
     }
 }
 
-// `Write` is nearly every message and `Flush` one per commit: boxing the
-// request would allocate per batch to shrink the rare one.
+// `Write` carries its request inline: boxing it would allocate per call,
+// to shrink `Wake` and `Flush`, a message or two per commit.
 #[allow(clippy::large_enum_variant)]
 pub enum WriterMsg {
     /// Append a user's events (optional) and record rejections, durably.
@@ -218,7 +218,10 @@ impl Actor for JournalWriter {
         let epoch = args.intake.open(max_batch);
         // What a failed writer's intake still held before this one opened
         // it (no sender will wake this writer for it).
-        myself.send_message(WriterMsg::Wake)?;
+        if let Err(e) = myself.send_message(WriterMsg::Wake) {
+            drop(args.intake.close(epoch));
+            return Err(e.into());
+        }
         Ok(WriterState {
             subscribers: args.subscribers,
             store: args.store,
