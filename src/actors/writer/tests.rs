@@ -151,6 +151,23 @@ fn first_event_pending(
     Pending::new(group, rejections, rejection_sources, published_at_ms, reply)
 }
 
+/// Pushes one event of `user` (its first) into the intake of `names`:
+/// what the push said, and where its answer comes.
+fn push_first_event(
+    names: &Names,
+    fx: &Fx,
+    user: &str,
+) -> (
+    Option<Pushed>,
+    ractor::concurrency::OneshotReceiver<Result<WriteReply, WriteFailed>>,
+) {
+    let (tx, rx) = ractor::concurrency::oneshot();
+    let pushed = names
+        .writer_intake()
+        .push(first_event_pending(fx, user, tx.into()));
+    (pushed, rx)
+}
+
 /// Requests in the intake are committed once a `Wake` arrives, in one
 /// commit with what arrives meanwhile; only the first asks for a wake.
 #[tokio::test]
@@ -159,12 +176,9 @@ async fn requests_left_in_the_intake_are_committed_after_a_wake() {
     let (_dir, store, writer, handle) = start_with(&names).await;
     let fx = Fx::new();
     let (a, b) = (fx.name("a"), fx.name("b"));
-    let (tx_a, rx_a) = ractor::concurrency::oneshot();
-    let (tx_b, rx_b) = ractor::concurrency::oneshot();
-    let intake = names.writer_intake();
-    let first = intake.push(first_event_pending(&fx, &a, tx_a.into()));
+    let (first, rx_a) = push_first_event(&names, &fx, &a);
     assert_eq!(first, Some(Pushed::Wake));
-    let second = intake.push(first_event_pending(&fx, &b, tx_b.into()));
+    let (second, rx_b) = push_first_event(&names, &fx, &b);
     assert_eq!(second, Some(Pushed::Queued));
     writer.send_message(WriterMsg::Wake).unwrap();
     for rx in [rx_a, rx_b] {
@@ -177,17 +191,14 @@ async fn requests_left_in_the_intake_are_committed_after_a_wake() {
 }
 
 /// A graceful stop commits what is in the intake; a writer that is gone
-/// takes nothing more (the request comes back to the sender).
+/// takes nothing more (the push drops the request).
 #[tokio::test]
 async fn a_stopping_writer_commits_its_intake_and_then_closes_it() {
     let names = Names::new();
     let (_dir, store, writer, handle) = start_with(&names).await;
     let fx = Fx::new();
     let (user, late) = (fx.name("u"), fx.name("late"));
-    let (tx, rx) = ractor::concurrency::oneshot();
-    let pushed = names
-        .writer_intake()
-        .push(first_event_pending(&fx, &user, tx.into()));
+    let (pushed, rx) = push_first_event(&names, &fx, &user);
     assert!(pushed.is_some());
     // No wake: the drain's `post_stop` finds it.
     writer
@@ -199,11 +210,9 @@ async fn a_stopping_writer_commits_its_intake_and_then_closes_it() {
     let reply = rx.await.unwrap().unwrap();
     assert!(matches!(reply.group, Some(GroupOutcome::Appended { .. })));
     assert_eq!(store.last_seq(&user).await.unwrap(), 1);
-    let (tx, _rx) = ractor::concurrency::oneshot();
-    let refused = names
-        .writer_intake()
-        .push(first_event_pending(&fx, &late, tx.into()));
+    let (refused, rx) = push_first_event(&names, &fx, &late);
     assert!(refused.is_none(), "no writer holds the intake");
+    assert!(rx.await.is_err(), "dropped: its caller hears at once");
 }
 
 /// A writer that is killed (no `post_stop`) drops what waited in its
@@ -215,20 +224,14 @@ async fn a_killed_writer_drops_its_intake_and_the_next_one_reopens_it() {
     let (dir, store, writer, handle) = start_with(&names).await;
     let fx = Fx::new();
     let (user, next) = (fx.name("u"), fx.name("next"));
-    let (tx, rx) = ractor::concurrency::oneshot();
-    let pushed = names
-        .writer_intake()
-        .push(first_event_pending(&fx, &user, tx.into()));
+    let (pushed, rx) = push_first_event(&names, &fx, &user);
     assert!(pushed.is_some());
     writer.kill();
     handle.await.unwrap();
     assert!(rx.await.is_err(), "the reply port was dropped");
     assert_eq!(store.last_seq(&user).await.unwrap(), 0);
     let (writer, handle) = spawn_for_test(&store, &names).await.unwrap();
-    let (tx, rx) = ractor::concurrency::oneshot();
-    let pushed = names
-        .writer_intake()
-        .push(first_event_pending(&fx, &next, tx.into()));
+    let (pushed, rx) = push_first_event(&names, &fx, &next);
     assert_eq!(pushed, Some(Pushed::Wake));
     writer.send_message(WriterMsg::Wake).unwrap();
     assert!(rx.await.unwrap().is_ok());
