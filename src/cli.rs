@@ -73,5 +73,8 @@ mod tests {
         assert!(Cli::try_parse_from(["tracking", "--http-threads", "0"]).is_err());
         let cli = Cli::try_parse_from(["tracking", "probe", "--ready", "--timeout", "1s"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Probe(p)) if p.ready));
+        let cli = Cli::try_parse_from(["tracking", "loadgen", "--pipeline-threads", "2"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Loadgen(l)) if l.pipeline_threads == Some(2)));
+        assert!(Cli::try_parse_from(["tracking", "loadgen", "--pipeline-threads", "0"]).is_err());
     }
 }

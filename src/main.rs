@@ -38,11 +38,14 @@ fn main() -> ExitCode {
     // Only a worker lowers its pipeline's priority (the load generator's
     // in-process pipeline competes with nothing of its own).
     let pipeline_nice = worker.map_or(0, |r| r.pipeline_nice);
-    // Every command's runtime has the pipeline's worker count, so the load
-    // generator's in-process pipeline runs as a worker's would.
-    let pipeline_threads = worker
-        .and_then(|r| r.pipeline_threads)
-        .map_or_else(config::default_pipeline_threads, usize::from);
+    // Every command's runtime has the pipeline's worker count (the load
+    // generator's its own `--pipeline-threads`), so the load generator's
+    // in-process pipeline runs as a worker's would.
+    let pipeline_threads = match &cli.command {
+        Some(Command::Loadgen(l)) => l.pipeline_threads,
+        _ => worker.and_then(|r| r.pipeline_threads),
+    }
+    .map_or_else(config::default_pipeline_threads, usize::from);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().worker_threads(pipeline_threads);
     if pipeline_nice > 0 {

@@ -164,6 +164,10 @@ pub struct LoadgenArgs {
     /// Live aggregates of the in-process service.
     #[arg(long, default_value_t = 5_000)]
     pub max_live_aggregates: usize,
+    /// Worker threads of the in-process service's pipeline runtime (its
+    /// `--pipeline-threads`; default: half the CPUs, at least one).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub pipeline_threads: Option<u16>,
     /// Least time between two syncs of a partition of the in-process
     /// service's log (its `--log-sync-interval`).
     #[arg(long, default_value = "2ms", value_parser = crate::config::parse_sync_interval)]
