@@ -76,5 +76,14 @@ mod tests {
         let cli = Cli::try_parse_from(["tracking", "loadgen", "--pipeline-threads", "2"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Loadgen(l)) if l.pipeline_threads == Some(2)));
         assert!(Cli::try_parse_from(["tracking", "loadgen", "--pipeline-threads", "0"]).is_err());
+        let over_http = [
+            "tracking",
+            "loadgen",
+            "--pipeline-threads",
+            "2",
+            "--url",
+            "http://x",
+        ];
+        assert!(Cli::try_parse_from(over_http).is_err());
     }
 }

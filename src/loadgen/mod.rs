@@ -165,8 +165,10 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 5_000)]
     pub max_live_aggregates: usize,
     /// Worker threads of the in-process service's pipeline runtime (its
-    /// `--pipeline-threads`; default: half the CPUs, at least one).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// `--pipeline-threads`; default: half the CPUs, at least one). A
+    /// service over `--url` or Pulsar has its own setting, so refused there.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256),
+          conflicts_with_all = ["url", "pulsar_url"])]
     pub pipeline_threads: Option<u16>,
     /// Least time between two syncs of a partition of the in-process
     /// service's log (its `--log-sync-interval`).
