@@ -415,13 +415,7 @@ impl Request {
     }
 
     fn into_msg(self, reply: Requester) -> WriterMsg {
-        WriterMsg::Write {
-            group: self.group,
-            rejections: self.rejections,
-            rejection_sources: self.rejection_sources,
-            published_at_ms: self.published_at_ms,
-            reply,
-        }
+        WriterMsg::Write(self.into_pending(reply))
     }
 }
 

@@ -4,7 +4,7 @@
 //! end of a drain.
 
 use super::{send_next, ConsumerMsg, ConsumerState, Outcome};
-use crate::actors::writer::{Requester, WriteFailed, WriteReply, WriterMsg};
+use crate::actors::writer::{Pending, Requester, WriteFailed, WriteReply, WriterMsg};
 use crate::domain::codec::{decode_command, derived_id, Command, MessageMeta};
 use crate::domain::{RejectReason, Rejection};
 use crate::internal_events as ev;
@@ -54,13 +54,13 @@ pub(super) fn record_rejections(
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<WriteReply, WriteFailed>>();
     let sent = match state.names.writer() {
         Some(w) => w
-            .send_message(WriterMsg::Write {
-                group: None,
+            .send_message(WriterMsg::Write(Pending::new(
+                None,
                 rejections,
                 rejection_sources,
-                published_at_ms: Vec::new(),
-                reply: Requester::Waiting(tx.into()),
-            })
+                Vec::new(),
+                Requester::Waiting(tx.into()),
+            )))
             .is_ok(),
         None => false,
     };

@@ -78,18 +78,9 @@ impl From<&StoreError> for WriteFailed {
 // to shrink `Wake` and `Flush`, a message or two per commit.
 #[allow(clippy::large_enum_variant)]
 pub enum WriterMsg {
-    /// Append a user's events (optional) and record rejections, durably.
-    Write {
-        group: Option<AppendGroup>,
-        rejections: Vec<Rejection>,
-        /// Where each rejected command is in the command log (same order;
-        /// may be empty for stores that do not need it).
-        rejection_sources: Vec<Source>,
-        /// Milliseconds since the epoch at which the commands were published
-        /// (for the end-to-end latency of the persisted stage).
-        published_at_ms: Vec<i64>,
-        reply: Requester,
-    },
+    /// Append a user's events (optional) and record rejections, durably,
+    /// for a caller that waits for the answer.
+    Write(Pending),
     /// Requests wait in the intake (sent by the first request since the
     /// last commit, and for a full batch).
     Wake,
@@ -144,7 +135,11 @@ pub struct WriterArgs {
 pub struct Pending {
     group: Option<AppendGroup>,
     rejections: Vec<Rejection>,
+    /// Where each rejected command is in the command log (same order; may
+    /// be empty for stores that do not need it).
     rejection_sources: Vec<Source>,
+    /// Milliseconds since the epoch at which the commands were published
+    /// (for the end-to-end latency of the persisted stage).
     published_at_ms: Vec<i64>,
     reply: Requester,
 }
@@ -246,20 +241,7 @@ impl Actor for JournalWriter {
         state: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WriterMsg::Write {
-                group,
-                rejections,
-                rejection_sources,
-                published_at_ms,
-                reply,
-            } => {
-                let p = Pending {
-                    group,
-                    rejections,
-                    rejection_sources,
-                    published_at_ms,
-                    reply,
-                };
+            WriterMsg::Write(p) => {
                 state.pending_events += p.events();
                 state.pending.push(p);
                 requests_waiting(&myself, state).await;

@@ -40,13 +40,7 @@ fn first_event(
     user: &str,
     reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
 ) -> WriterMsg {
-    WriterMsg::Write {
-        group: Some(group(user, 0, vec![fx.ev(user, 1, Click)])),
-        rejections: Vec::new(),
-        rejection_sources: Vec::new(),
-        published_at_ms: Vec::new(),
-        reply: Requester::Waiting(reply),
-    }
+    WriterMsg::Write(first_event_pending(fx, user, reply))
 }
 
 /// Requests that come within the interval after a commit started wait
@@ -138,17 +132,13 @@ fn first_event_pending(
     user: &str,
     reply: RpcReplyPort<Result<WriteReply, WriteFailed>>,
 ) -> Pending {
-    let WriterMsg::Write {
-        group,
-        rejections,
-        rejection_sources,
-        published_at_ms,
-        reply,
-    } = first_event(fx, user, reply)
-    else {
-        unreachable!("first_event is a Write")
-    };
-    Pending::new(group, rejections, rejection_sources, published_at_ms, reply)
+    Pending::new(
+        Some(group(user, 0, vec![fx.ev(user, 1, Click)])),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Requester::Waiting(reply),
+    )
 }
 
 /// Pushes one event of `user` (its first) into the intake of `names`:

@@ -2,11 +2,10 @@
 //!
 //! A frame is `[u32 len LE][u32 crc32 LE of body][body]`; the body is the
 //! MessagePack encoding of a record, fields by position (frames of earlier
-//! builds name them: both decode, and earlier builds read these), which
-//! carries its own
-//! offset so that misplaced data is detected, and the first offset of its
-//! write group, so that recovery can tell a torn write from damage
-//! ([`super::recover`]).
+//! builds name them: both decode, and earlier builds read these). A record
+//! carries its own offset so that misplaced data is detected, and the
+//! first offset of its write group, so that recovery can tell a torn write
+//! from damage ([`super::recover`]).
 
 use super::{corrupt, sync_dir};
 use crate::log::{LogError, NewRecord};
