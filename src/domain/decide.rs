@@ -125,9 +125,15 @@ impl Decision {
 ///   the other user's id in the rejection records.
 /// - Anything else is the user's next event, recorded at its publish time.
 pub fn decide(user: &str, view: &UserView, inputs: &[Input<'_>]) -> Decision {
-    let mut d = Decision::default();
-    // Most batches hold one command: these allocate only for the commands
-    // after it. Keys of a batch are few (types x days), so a list.
+    // A verdict per command and mostly an event per command: allocated
+    // once, not grown. Most batches hold one command: `seen` and
+    // `keys_this_batch` allocate only for the commands after it. Keys of a
+    // batch are few (types x days), so a list.
+    let mut d = Decision {
+        verdicts: Vec::with_capacity(inputs.len()),
+        events: Vec::with_capacity(inputs.len()),
+        rejections: Vec::new(),
+    };
     let mut seen: Set<&str> = Set::default();
     let mut keys_this_batch: Vec<DailyKey> = Vec::new();
     let more_after = |i: usize| i + 1 < inputs.len();

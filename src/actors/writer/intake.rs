@@ -148,7 +148,10 @@ pub(super) fn take_fitting(requests: &mut Vec<Pending>, limit: usize) -> Vec<Pen
         n += 1;
     }
     if n == requests.len() {
-        return std::mem::take(requests);
+        // The next commit's requests are likely as many: room for them
+        // now, rather than growing from nothing push by push (each growth
+        // a copy of every request queued so far).
+        return std::mem::replace(requests, Vec::with_capacity(n));
     }
     let rest = requests.split_off(n);
     std::mem::replace(requests, rest)
