@@ -3,19 +3,22 @@
 //! It receives batches of that user's commands from its partition consumer,
 //! in delivery order, and is the I/O shell of the pure decision
 //! ([`crate::domain::decide::decide`]: rules, duplicates, next sequence
-//! numbers): it gets the user's view from the store, decides, and hands
-//! the decided batch to the journal writer ([`super::handoff`]), which
-//! appends the events as one group and, only after the commit, reports the
-//! outcomes to the consumer, which acknowledges the deliveries. On a
-//! conditional store a conflict (someone appended for this user meanwhile,
-//! or an id got taken) comes back to the aggregate, which reloads the
-//! state, decides again and reports itself; a store failure reports every
-//! command as retryable and makes the aggregate forget its cached state,
-//! so nothing is acknowledged that is not durable.
+//! numbers): it decides against the user's view and hands the decided
+//! batch to the journal writer ([`super::handoff`]), which appends the
+//! events as one group and, only after the commit, reports the outcomes to
+//! the consumer, which acknowledges the deliveries. A store failure
+//! reports every command as retryable, so nothing is acknowledged that is
+//! not durable.
 //!
-//! The state is loaded lazily on the first batch rather than in
-//! `pre_start`, so the consumer never waits on a store read to spawn an
-//! aggregate.
+//! The view depends on the store's [`JournalGuard`]:
+//! - **Conditional** (the embedded store): the first round needs no view at
+//!   all. The store numbers the group after the user's last seq under its
+//!   writer lock ([`Numbering::Store`]) and refuses it if one of its ids is
+//!   taken; only then does the aggregate look the ids up and decide again
+//!   (duplicates, ids of other users). So the aggregate holds no state of
+//!   its user but the id, and nothing it could hold can be stale.
+//! - **Deterministic** (ScyllaDB): a fresh view of every batch (last seq,
+//!   the batch's ids, the user's daily keys), numbered by the aggregate.
 
 use super::handoff::{Handoff, Parts};
 use super::writer::{Pending, Pushed, Requester, WriteFailed, WriteReply, WriterMsg};
@@ -25,7 +28,7 @@ use crate::domain::{RejectReason, Rejection, TrackInteraction};
 use crate::internal_events as ev;
 use crate::log::Source;
 use crate::store::{
-    AppendConflict, AppendGroup, EventMeta, EventStore, GroupOutcome, JournalGuard,
+    AppendConflict, AppendGroup, EventMeta, EventStore, GroupOutcome, JournalGuard, Numbering,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use std::sync::Arc;
@@ -82,14 +85,13 @@ pub enum AggregateMsg {
     /// refused its group (a conflict): decide again from a reload.
     Redo(Vec<Work>),
     /// A batch this aggregate handed to the writer was not written: the
-    /// cached state counted it, so forget it (and the writer's reference).
+    /// writer may have stopped, so look it up again before the next send.
     Forget,
-    /// Passivation at the cap: forget the current user (its state is
-    /// dropped, as if the actor had stopped), serve `user_id` from now on
-    /// and decide its first batch, `works` (as `Commands`; an empty one
-    /// only rebinds). One message, not a rebind followed by the batch: a
-    /// new user at the cap is most commands with many users. Sent only
-    /// while the aggregate has nothing outstanding.
+    /// Passivation at the cap: serve `user_id` from now on, instead of the
+    /// current user, and decide its first batch, `works` (as `Commands`;
+    /// an empty one only rebinds). One message, not a rebind followed by
+    /// the batch: a new user at the cap is most commands with many users.
+    /// Sent only while the aggregate has nothing outstanding.
     Rebind { user_id: String, works: Vec<Work> },
 }
 
@@ -109,9 +111,6 @@ pub struct AggregateState {
     names: Names,
     consumer: DerivedActorRef<Reports>,
     processing: ev::Processing,
-    /// The user's last durable sequence number; `None` until loaded or
-    /// after a failure made it uncertain.
-    last_seq: Option<u64>,
     /// The journal writer, resolved by name on first use and again after
     /// a send to it failed (the supervisor restarted it under a new ref).
     writer: Option<ActorRef<WriterMsg>>,
@@ -133,7 +132,6 @@ impl Actor for UserAggregate {
             names: a.names,
             consumer: a.consumer,
             processing: a.processing,
-            last_seq: None,
             writer: None,
         })
     }
@@ -148,18 +146,13 @@ impl Actor for UserAggregate {
         // back after a conflict is decided again and reported from here.
         let (mut works, rounds) = match msg {
             AggregateMsg::Commands(works) => (works, 0..MAX_CONFLICT_ROUNDS),
-            AggregateMsg::Redo(works) => {
-                state.last_seq = None;
-                (works, 1..MAX_CONFLICT_ROUNDS)
-            }
+            AggregateMsg::Redo(works) => (works, 1..MAX_CONFLICT_ROUNDS),
             AggregateMsg::Forget => {
-                state.last_seq = None;
                 state.writer = None;
                 return Ok(());
             }
             AggregateMsg::Rebind { user_id, works } => {
                 state.user_id = user_id;
-                state.last_seq = None;
                 if works.is_empty() {
                     return Ok(());
                 }
@@ -174,7 +167,6 @@ impl Actor for UserAggregate {
             Ok(Some(outcomes)) => outcomes,
             Ok(None) => return Ok(()),
             Err(failed) => {
-                state.last_seq = None;
                 let outcome = Outcome::Retry {
                     retryable: failed.retryable,
                     error: failed.message,
@@ -200,10 +192,10 @@ impl Actor for UserAggregate {
 ///
 /// The decision is [`decide`], a pure function of the view and the
 /// commands; this is its I/O shell. A [`JournalGuard::Conditional`] store
-/// lets the state be cached between batches (it refuses a stale group),
-/// and ids are looked up only after a refusal; a
-/// [`JournalGuard::Deterministic`] store is asked for a fresh view of
-/// every batch (the user may have been another worker's meanwhile).
+/// numbers the group itself and is asked who holds the batch's ids only
+/// after it refused one; a [`JournalGuard::Deterministic`] store is asked
+/// for a fresh view of every batch (the user may have been another
+/// worker's meanwhile) and writes the group as numbered here.
 async fn process(
     state: &mut AggregateState,
     myself: &ActorRef<AggregateMsg>,
@@ -212,6 +204,11 @@ async fn process(
     started: Instant,
 ) -> Result<Option<Vec<(u64, Outcome)>>, WriteFailed> {
     let deterministic = state.store.journal_guard() == JournalGuard::Deterministic;
+    let numbering = if deterministic {
+        Numbering::Expected
+    } else {
+        Numbering::Store
+    };
     let inputs: Vec<Input> = works
         .iter()
         .map(|w| Input {
@@ -229,7 +226,6 @@ async fn process(
                 .map(|w| w.command.interaction_id.clone())
                 .collect();
         }
-        let cached = state.last_seq.filter(|_| !deterministic);
         let view = if deterministic {
             let keys = daily_keys(&inputs);
             state
@@ -237,18 +233,12 @@ async fn process(
                 .view(&state.user_id, &ids, &keys)
                 .await
                 .map_err(|e| WriteFailed::from(&e))?
+        } else if round == 0 {
+            // The store numbers the events and refuses a taken id.
+            UserView::default()
         } else {
-            conditional_view(state, cached, round, &ids).await?
+            id_owners(state, &ids).await?
         };
-        // An id of this user already in the store, while our state is from
-        // before: another writer appended it (the user moved between
-        // workers), or a write that crashed before its acknowledgement did.
-        // Decide again from a fresh state.
-        if cached.is_some() && !view.own_ids.is_empty() {
-            state.last_seq = None;
-            continue;
-        }
-        state.last_seq = Some(view.last_seq);
         let decision = decide(&state.user_id, &view, &inputs);
         let mut outcomes: Vec<(u64, Outcome)> = Vec::with_capacity(works.len());
         for (w, v) in works.iter().zip(&decision.verdicts) {
@@ -267,7 +257,6 @@ async fn process(
             ev::commands_duplicate(duplicates);
             return Ok(Some(outcomes));
         }
-        let appended = decision.events.len() as u64;
         let published: Vec<i64> = decision
             .events
             .iter()
@@ -276,6 +265,7 @@ async fn process(
         let group = (!decision.events.is_empty()).then(|| AppendGroup {
             user_id: state.user_id.clone(),
             expected_last_seq: view.last_seq,
+            numbering,
             meta: decision
                 .events
                 .iter()
@@ -299,9 +289,6 @@ async fn process(
             published_at_ms: published,
         };
         if round == 0 {
-            // Counted as appended; a conflict or failure corrects it
-            // before the consumer can send this user's next batch.
-            state.last_seq = Some(view.last_seq + appended);
             drop(inputs);
             let handoff = Handoff::new(Parts {
                 user_id: state.user_id.clone(),
@@ -319,17 +306,16 @@ async fn process(
         let reply = write(state, request).await?;
         match reply.group {
             None | Some(GroupOutcome::Appended { .. }) => {
-                state.last_seq = Some(view.last_seq + appended);
                 ev::commands_duplicate(duplicates);
                 return Ok(Some(outcomes));
             }
             Some(GroupOutcome::Conflict(AppendConflict::SeqMismatch { actual, .. })) => {
+                // Only for a group numbered here: the next round's view
+                // is fresh.
                 tracing::debug!(user_id = %state.user_id, actual, "sequence conflict; reloading");
-                state.last_seq = None;
             }
             Some(GroupOutcome::Conflict(AppendConflict::InteractionIdTaken { .. })) => {
                 // The next round finds the id in the store and decides again.
-                state.last_seq = None;
             }
         }
     }
@@ -339,41 +325,24 @@ async fn process(
     })
 }
 
-/// The view of a conditional store: the cached last seq (or a load), and
-/// who holds the batch's ids only from the second round on (the store
-/// refuses a group holding a taken id in the write itself, so asking
-/// first would cost a round trip per batch for the rare duplicate).
-async fn conditional_view(
-    state: &AggregateState,
-    cached: Option<u64>,
-    round: usize,
-    ids: &[String],
-) -> Result<UserView, WriteFailed> {
-    let last_seq = match cached {
-        Some(s) => s,
-        None => state
-            .store
-            .last_seq(&state.user_id)
-            .await
-            .map_err(|e| WriteFailed::from(&e))?,
-    };
-    let mut view = UserView {
-        last_seq,
-        ..Default::default()
-    };
-    if round > 0 {
-        let owners = state
-            .store
-            .interaction_owners(ids)
-            .await
-            .map_err(|e| WriteFailed::from(&e))?;
-        for (id, owner) in ids.iter().zip(owners) {
-            match owner {
-                Some(o) if o == state.user_id => view.own_ids.insert(id.clone()),
-                Some(_) => view.foreign_ids.insert(id.clone()),
-                None => false,
-            };
-        }
+/// The view of a conditional store after it refused a taken id: who holds
+/// the batch's ids (the last seq is the store's to number with). Asked
+/// only then: the store refuses a group holding a taken id in the write
+/// itself, so asking first would cost a lookup per batch for the rare
+/// duplicate.
+async fn id_owners(state: &AggregateState, ids: &[String]) -> Result<UserView, WriteFailed> {
+    let mut view = UserView::default();
+    let owners = state
+        .store
+        .interaction_owners(ids)
+        .await
+        .map_err(|e| WriteFailed::from(&e))?;
+    for (id, owner) in ids.iter().zip(owners) {
+        match owner {
+            Some(o) if o == state.user_id => view.own_ids.insert(id.clone()),
+            Some(_) => view.foreign_ids.insert(id.clone()),
+            None => false,
+        };
     }
     Ok(view)
 }

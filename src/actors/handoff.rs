@@ -8,14 +8,13 @@
 //! messages per batch (consumer -> aggregate -> writer -> consumer) instead
 //! of a request, a reply and a report.
 //!
-//! The aggregate caches the user's last seq as if the group were appended.
-//! That is safe because the consumer sends a user's next batch only after
-//! the report of the previous one, and every settlement that makes the
-//! cache wrong reaches the aggregate's mailbox *before* that report leaves:
+//! The consumer sends a user's next batch only after the report of the
+//! previous one, and every settlement that gives the aggregate work
+//! reaches its mailbox *before* that report leaves:
 //! - appended (or nothing to append): the report to the consumer;
 //! - conflict (the store refused the group): the batch goes back to the
-//!   aggregate ([`AggregateMsg::Redo`]), which reloads, decides again and
-//!   reports itself; the consumer hears nothing until then;
+//!   aggregate ([`AggregateMsg::Redo`]), which looks its ids up, decides
+//!   again and reports itself; the consumer hears nothing until then;
 //! - failure, or a writer that stopped before answering (the handoff is
 //!   dropped unsettled): [`AggregateMsg::Forget`] to the aggregate, then
 //!   every delivery reported retryable to the consumer.

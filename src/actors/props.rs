@@ -184,7 +184,7 @@ async fn drive_user(
         if restart {
             // Passivation either stops the actor (idle timeout) or rebinds
             // it (at the cap; here to a user it never serves, then back):
-            // both must drop the cached state.
+            // neither may lose or double a command.
             restarts += 1;
             if restarts % 2 == 0 {
                 // An empty batch only rebinds.

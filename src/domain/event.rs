@@ -81,11 +81,17 @@ impl InteractionTracked {
     /// journal). A later version may only append optional fields: an
     /// older record, shorter, decodes with them absent.
     pub fn encode_compact_into(&self, buf: &mut Vec<u8>) -> Result<(), EventCodecError> {
+        self.encode_compact_at(self.seq, buf)
+    }
+
+    /// [`Self::encode_compact_into`] of this event numbered `seq` (a store
+    /// that numbers a group's events writes them so, without a copy).
+    pub fn encode_compact_at(&self, seq: u64, buf: &mut Vec<u8>) -> Result<(), EventCodecError> {
         let c = compact::Ref {
             schema_version: self.schema_version,
             interaction_id: &self.interaction_id,
             user_id: &self.user_id,
-            seq: self.seq,
+            seq,
             interaction_type: self.interaction_type,
             target_id: &self.target.id,
             target_kind: &self.target.kind,

@@ -8,11 +8,12 @@
 //! Contract:
 //! - [`EventStore::write`] is one durable commit (group commit): when it
 //!   returns `Ok`, every appended group and rejection in it survives a crash.
-//! - A group is appended only if the user's last stored sequence number is
-//!   `expected_last_seq` and none of its interaction ids is already stored
-//!   (otherwise the group gets a [`GroupOutcome::Conflict`] and nothing of it
-//!   is written): per user the journal is gap-free, and an interaction id
-//!   is at most one event.
+//! - A group is appended only if none of its interaction ids is already
+//!   stored and, unless the store numbers it ([`Numbering::Store`]), the
+//!   user's last stored sequence number is `expected_last_seq` (otherwise
+//!   the group gets a [`GroupOutcome::Conflict`] and nothing of it is
+//!   written): per user the journal is gap-free, and an interaction id is
+//!   at most one event.
 //! - Every appended event and rejection gets a store-wide position, strictly
 //!   increasing in commit order; projections are applied in that order and
 //!   remember the last position they applied (their checkpoint) atomically
@@ -105,17 +106,38 @@ impl JournalRecord {
     }
 }
 
-/// Events of one user to append after `expected_last_seq`; their `seq`
-/// must be `expected_last_seq + 1, + 2, ...`.
+/// Events of one user to append, numbered as [`Numbering`] says: after
+/// `expected_last_seq` (their `seq` must be `expected_last_seq + 1, + 2,
+/// ...`), or after whatever the user's last seq is when the store writes
+/// them (their `seq` must be `1, 2, ...`; `expected_last_seq` is ignored).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AppendGroup {
     pub user_id: String,
     pub expected_last_seq: u64,
+    pub numbering: Numbering,
     pub events: Vec<InteractionTracked>,
     /// Per event (same order), where its command is in the command log and
     /// what it adds to the statistics; empty when the caller has none (a
     /// [`JournalGuard::Deterministic`] store needs them).
     pub meta: Vec<EventMeta>,
+}
+
+/// Who gives a group's events their sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Numbering {
+    /// The caller, after `expected_last_seq`: a
+    /// [`JournalGuard::Conditional`] store refuses the group
+    /// ([`AppendConflict::SeqMismatch`]) unless that is still the user's
+    /// last seq; a [`JournalGuard::Deterministic`] one writes it as given.
+    #[default]
+    Expected,
+    /// The store, under its writer lock: the events follow the user's last
+    /// seq at the moment they are written (gap-free, never a
+    /// `SeqMismatch`; a taken id is still refused). The caller needs no
+    /// view of the user's seq at all. Only a [`JournalGuard::Conditional`]
+    /// store accepts it (a deterministic one needs every writer to write
+    /// the same rows, so the caller must decide the numbers).
+    Store,
 }
 
 /// What the decision knew about an event besides the event itself.
@@ -130,9 +152,11 @@ pub struct EventMeta {
 /// How a store keeps a user's journal gap-free against concurrent writers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalGuard {
-    /// A group is appended only if the user's last seq is the expected one
-    /// and its ids are free (else a [`GroupOutcome::Conflict`]): callers
-    /// may cache what they know of a user between batches.
+    /// A group is appended only if its ids are free and, numbered by the
+    /// caller, the user's last seq is the expected one (else a
+    /// [`GroupOutcome::Conflict`]); it may be numbered by the store
+    /// ([`Numbering::Store`]). The checks and the numbering run under one
+    /// writer lock: no other writer can interleave.
     Conditional,
     /// Groups are written as given, idempotently: every writer of a user
     /// decides from a fresh [`EventStore::view`] with a pure function of it
@@ -172,9 +196,12 @@ pub enum AppendConflict {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupOutcome {
-    /// Appended; the events got positions `first_pos..first_pos+len`.
+    /// Appended; the events got positions `first_pos..first_pos+len` and
+    /// seqs `first_seq..first_seq+len` (the seqs they carried, unless the
+    /// store numbered them: [`Numbering::Store`]).
     Appended {
         first_pos: u64,
+        first_seq: u64,
     },
     Conflict(AppendConflict),
 }

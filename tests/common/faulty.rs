@@ -27,8 +27,11 @@ pub struct FaultyStore {
     /// aggregate's) panics, not the ingest check before the command is
     /// accepted.
     pub conflicted: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Calls of `last_seq`: each is an aggregate loading its user.
-    pub loads: AtomicU32,
+    /// Calls of `interaction_owners`: an aggregate looks its batch's ids
+    /// up only after the store refused its group (a taken id).
+    pub lookups: AtomicU32,
+    /// Calls of `write` (commits).
+    pub writes: AtomicU32,
     /// While set, the store is broken until a restart (like a poisoned
     /// embedded store after a full disk): writes fail, `needs_restart` says so.
     pub broken: AtomicBool,
@@ -43,7 +46,8 @@ impl FaultyStore {
             write_delay_ms: AtomicU64::new(0),
             conflicted: Default::default(),
             panic_prefix: None,
-            loads: AtomicU32::new(0),
+            lookups: AtomicU32::new(0),
+            writes: AtomicU32::new(0),
             broken: AtomicBool::new(false),
         }
     }
@@ -107,6 +111,7 @@ impl EventStore for FaultyStore {
             .then(|| "injected: the store refuses every write".to_string())
     }
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<WriteOutcome, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         let delay = self.write_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -130,6 +135,7 @@ impl EventStore for FaultyStore {
         }
     }
     async fn interaction_owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
         let after_conflict = self
             .conflicted
             .lock()
@@ -140,7 +146,6 @@ impl EventStore for FaultyStore {
         self.inner.interaction_owners(ids).await
     }
     async fn last_seq(&self, u: &str) -> Result<u64, StoreError> {
-        self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.last_seq(u).await
     }
     async fn interaction(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {

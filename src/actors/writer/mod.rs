@@ -400,11 +400,20 @@ impl Commit {
         for (p, (g, rej_range)) in pending.into_iter().zip(slots) {
             let mut group =
                 g.and_then(|i| Some((outcome.groups.get(i)?.clone(), batch.groups.get_mut(i)?)));
-            if let Some((GroupOutcome::Appended { first_pos }, appended)) = group.as_mut() {
+            if let Some((
+                GroupOutcome::Appended {
+                    first_pos,
+                    first_seq,
+                },
+                appended,
+            )) = group.as_mut()
+            {
                 persisted += appended.events.len() as u64;
                 if self.broadcast {
+                    // Numbered as written (the store may have numbered them).
                     let events = std::mem::take(&mut appended.events);
-                    for (k, e) in events.into_iter().enumerate() {
+                    for (k, mut e) in events.into_iter().enumerate() {
+                        e.seq = *first_seq + k as u64;
                         records.push(JournalRecord::Event(StoredEvent::new(
                             *first_pos + k as u64,
                             e,

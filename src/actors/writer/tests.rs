@@ -68,7 +68,7 @@ async fn requests_within_the_interval_after_a_commit_wait_for_its_end() {
     let mut firsts = Vec::new();
     for rx in replies {
         match rx.await.unwrap().unwrap().group {
-            Some(GroupOutcome::Appended { first_pos }) => firsts.push(first_pos),
+            Some(GroupOutcome::Appended { first_pos, .. }) => firsts.push(first_pos),
             other => panic!("not appended: {other:?}"),
         }
         assert!(

@@ -105,6 +105,83 @@ pub async fn seq_mismatch_writes_nothing(store: &dyn EventStore) {
     assert_eq!(store.last_seq(&u).await.unwrap(), 5);
 }
 
+/// A group the store numbers ([`Numbering::Store`]) follows the user's
+/// last seq as it is when written, earlier groups of the same batch
+/// included; a taken id still refuses it whole; its events must come as
+/// `1, 2, ...`.
+pub async fn store_numbering_follows_the_last_seq(store: &dyn EventStore) {
+    let fx = Fx::new();
+    let (u, v) = (fx.name("u"), fx.name("v"));
+    let numbered = |user: &str, events| AppendGroup {
+        numbering: Numbering::Store,
+        ..fx.group(user, 0, events)
+    };
+    let first = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)];
+    write(store, fx.groups(vec![fx.group(&u, 0, first.clone())])).await;
+
+    // Given u at seq 2 and v new, when three numbered groups and one with
+    // a taken id are written in one batch,
+    let (a, b) = (fx.ev(&u, 1, Like), fx.ev(&u, 2, Click));
+    let (c, w) = (fx.ev(&u, 1, View), fx.ev(&v, 1, Like));
+    let mut taken = fx.ev(&u, 1, Click);
+    taken.interaction_id = first[0].interaction_id.clone();
+    let out = write(
+        store,
+        fx.groups(vec![
+            numbered(&u, vec![a.clone(), b.clone()]),
+            numbered(&v, vec![w.clone()]),
+            numbered(&u, vec![taken]),
+            numbered(&u, vec![c.clone()]),
+        ]),
+    )
+    .await;
+    // then each follows what is stored and appended before it,
+    let seqs: Vec<Option<u64>> = out
+        .groups
+        .iter()
+        .map(|g| match g {
+            GroupOutcome::Appended { first_seq, .. } => Some(*first_seq),
+            GroupOutcome::Conflict(_) => None,
+        })
+        .collect();
+    assert_eq!(seqs, [Some(3), Some(1), None, Some(5)]);
+    assert_eq!(
+        out.groups[2],
+        GroupOutcome::Conflict(AppendConflict::InteractionIdTaken {
+            interaction_id: first[0].interaction_id.clone(),
+            owner: u.clone(),
+        })
+    );
+    // and is stored, indexed and read back under the numbers it got.
+    let back = store.user_events(&u, 0, 100).await.unwrap();
+    let got: Vec<(u64, &str)> = back
+        .iter()
+        .map(|e| (e.event.seq, e.event.interaction_id.as_str()))
+        .collect();
+    let want: Vec<(u64, &str)> = [&first[0], &first[1], &a, &b, &c]
+        .iter()
+        .zip(1..)
+        .map(|(e, seq)| (seq, e.interaction_id.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(store.last_seq(&u).await.unwrap(), 5);
+    assert_eq!(store.user_events(&u, 4, 10).await.unwrap().len(), 1);
+    assert_eq!(store.last_seq(&v).await.unwrap(), 1);
+    fx.fold(store).await;
+    let one = store.interaction(&b.interaction_id).await.unwrap().unwrap();
+    assert_eq!(one.event.seq, 4);
+
+    // A numbered group whose events do not come as 1, 2, ... is a caller
+    // bug: refused whole, nothing written.
+    let bad = fx.groups(vec![numbered(&u, vec![fx.ev(&u, 6, Click)])]);
+    let err = store.write(bad.into()).await.unwrap_err();
+    assert!(
+        matches!(err, crate::store::StoreError::Corrupt(_)),
+        "{err:?}"
+    );
+    assert_eq!(store.last_seq(&u).await.unwrap(), 5);
+}
+
 pub async fn duplicate_interaction_id_is_a_conflict(store: &dyn EventStore) {
     let fx = Fx::new();
     let [a, b, c, d, e, f] = ["a", "b", "c", "d", "e", "f"].map(|n| fx.name(n));

@@ -24,8 +24,8 @@ use crate::domain::{
 use crate::store::projections::Recount;
 use crate::store::{
     AppendConflict, AppendGroup, DailyStat, EventMeta, EventStore, GroupOutcome, JournalGuard,
-    JournalRecord, ProjectionKind, ProjectionMode, StatsQuery, StatusStat, StoredEvent, UserStats,
-    WriteBatch, WriteOutcome,
+    JournalRecord, Numbering, ProjectionKind, ProjectionMode, StatsQuery, StatusStat, StoredEvent,
+    UserStats, WriteBatch, WriteOutcome,
 };
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,6 +105,7 @@ impl Fx {
         AppendGroup {
             user_id: user.to_owned(),
             expected_last_seq,
+            numbering: Numbering::Expected,
             events,
             meta,
         }
@@ -214,6 +215,7 @@ pub(crate) fn group(
     AppendGroup {
         user_id: user.to_owned(),
         expected_last_seq,
+        numbering: Numbering::Expected,
         events,
         meta: Vec::new(),
     }
@@ -236,7 +238,7 @@ pub(crate) async fn write(store: &dyn EventStore, batch: WriteBatch) -> WriteOut
 
 pub(crate) fn appended(o: &GroupOutcome) -> u64 {
     match o {
-        GroupOutcome::Appended { first_pos } => *first_pos,
+        GroupOutcome::Appended { first_pos, .. } => *first_pos,
         other => panic!("expected an append, got {other:?}"),
     }
 }
@@ -399,6 +401,7 @@ macro_rules! store_contract_tests {
     (conditional: $make:expr) => {
         $crate::store::contract::store_contract_tests!(@each [cfg(all())] $make;
             seq_mismatch_writes_nothing,
+            store_numbering_follows_the_last_seq,
             duplicate_interaction_id_is_a_conflict,
             rejections_are_idempotent,
         );

@@ -174,7 +174,7 @@ impl Inner {
             staged.put(Ix::Pos, &pos.to_be_bytes(), &loc.encode());
             match record {
                 JournalRecord::Event(e) => {
-                    index_event(&mut staged, &e.event, pos)?;
+                    index_event(&mut staged, &e.event, e.event.seq, pos)?;
                 }
                 JournalRecord::Rejection(r) => {
                     fb.insert(
@@ -269,7 +269,13 @@ mod tests {
         let again = store.write(batch(7..8, 2, 1).into()).await.unwrap();
         assert!(!matches!(again.groups[0], GroupOutcome::Appended { .. }));
         let next = store.write(batch(7..8, 3, 1).into()).await.unwrap();
-        assert_eq!(next.groups, [GroupOutcome::Appended { first_pos: 122 }]);
+        assert_eq!(
+            next.groups,
+            [GroupOutcome::Appended {
+                first_pos: 122,
+                first_seq: 4
+            }]
+        );
         let dup = store.write(second_rejection().into()).await.unwrap();
         assert_eq!(dup.rejections, [None]);
     }
@@ -305,7 +311,13 @@ mod tests {
         }
         assert!(store.all_user_stats().await.unwrap().is_empty());
         let out = store.write(batch(3..4, 0, 1).into()).await.unwrap();
-        assert_eq!(out.groups, [GroupOutcome::Appended { first_pos: 1 }]);
+        assert_eq!(
+            out.groups,
+            [GroupOutcome::Appended {
+                first_pos: 1,
+                first_seq: 1
+            }]
+        );
     }
 
     /// A user's last seq is replaced by each write: held in memory, then

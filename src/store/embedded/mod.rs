@@ -105,8 +105,8 @@
 //! `last_seq`), whole and pinned ([`absent_key_options`]). The recent
 //! rows of the daily-stats and status projections are also held in memory
 //! for reads ([`mirror`]), and the last sequence numbers of recently
-//! written users for the aggregates' loads and the append check
-//! ([`seqs`]).
+//! written users for the appends, which number or check each group
+//! after them ([`seqs`]).
 
 mod index;
 mod journal;

@@ -1,21 +1,20 @@
 //! The last sequence numbers of recently written users, in memory.
 //!
-//! An event of a user without a live aggregate needs the user's last
-//! sequence number twice: the aggregate loads it when it starts serving
-//! the user, and the store's conditional append checks it under the
-//! writer lock (every group of every user needs the second). Both were point lookups in the
-//! `last_seq` keyspace, together about 14 % of the pipeline's CPU at
-//! saturation, in a profile.
+//! Every group appended needs its user's last sequence number under the
+//! writer lock: the store numbers the group after it
+//! ([`crate::store::Numbering::Store`], what the aggregates ask for) or
+//! checks the caller's expectation against it. A point lookup in the
+//! `last_seq` keyspace per group would be a probe of the LSM's tables per
+//! event with many users.
 //!
 //! The cache is filled **only under the store's writer lock**: after a
 //! commit, with the sequence numbers it wrote, and when the writer itself
 //! read a user's row. Only that lock's holder writes `last_seq`, and this
 //! process is the store's only writer (the embedded store is local), so
 //! an entry is never older than the keyspace while the lock is held: the
-//! append check, which runs under it, may trust it. An aggregate reading
-//! outside the lock may see an entry a commit is about to replace, which
-//! is no worse than reading the keyspace a moment earlier: its append is
-//! refused (`SeqMismatch`) and it reloads.
+//! append, which runs under it, may trust it. A reader outside the lock
+//! (`EventStore::last_seq`) may see an entry a commit is about to
+//! replace, which is no worse than reading the keyspace a moment earlier.
 //!
 //! Bounded by two generations (see [`super::recent`]): the users written
 //! most recently stay, about 50 bytes each (a short key in place, see

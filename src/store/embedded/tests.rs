@@ -2,8 +2,8 @@ use super::EmbeddedStore;
 use crate::domain::{InteractionTracked, InteractionType, RejectReason, Rejection, Target};
 use crate::store::projections::Recount;
 use crate::store::{
-    AppendConflict, AppendGroup, EventStore, GroupOutcome, ProjectionKind, StatsQuery, StoreError,
-    WriteBatch,
+    AppendConflict, AppendGroup, EventStore, GroupOutcome, Numbering, ProjectionKind, StatsQuery,
+    StoreError, WriteBatch,
 };
 use chrono::{NaiveDate, TimeZone, Utc};
 use std::path::Path;
@@ -59,6 +59,7 @@ pub(super) fn batch(users: std::ops::Range<usize>, after: u64, per_user: u64) ->
                         .collect(),
                     user_id: user,
                     expected_last_seq: after,
+                    numbering: Numbering::Expected,
                     meta: Vec::new(),
                 }
             })
@@ -183,7 +184,8 @@ async fn crash_loses_nothing_committed() {
     assert_eq!(
         out.groups,
         vec![GroupOutcome::Appended {
-            first_pos: total + 1
+            first_pos: total + 1,
+            first_seq: 16
         }]
     );
     assert_eq!(out.rejections, vec![None]);
@@ -216,7 +218,13 @@ async fn reopen_keeps_head_and_checkpoints() {
     catch_up(&store).await;
     assert_projections_match_journal(&store).await;
     let out = store.write(batch(3..4, 5, 1).into()).await.unwrap();
-    assert_eq!(out.groups, vec![GroupOutcome::Appended { first_pos: 51 }]);
+    assert_eq!(
+        out.groups,
+        vec![GroupOutcome::Appended {
+            first_pos: 51,
+            first_seq: 6
+        }]
+    );
 }
 
 #[tokio::test]
@@ -243,7 +251,13 @@ async fn a_format_3_store_opens_as_format_4_with_its_records() {
     assert_eq!(super::FORMAT_VERSION, 4);
     assert_eq!(store.scan(0, usize::MAX).await.unwrap(), before);
     let out = store.write(batch(0..1, 2, 1).into()).await.unwrap();
-    assert_eq!(out.groups, vec![GroupOutcome::Appended { first_pos: 11 }]);
+    assert_eq!(
+        out.groups,
+        vec![GroupOutcome::Appended {
+            first_pos: 11,
+            first_seq: 3
+        }]
+    );
 }
 
 #[test]

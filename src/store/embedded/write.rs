@@ -6,20 +6,25 @@ use super::seqs::SeqCache;
 use super::{db_err, journal, keys, Inner};
 use crate::hash::{Map, Set};
 use crate::store::{
-    AppendConflict, AppendGroup, GroupOutcome, StoreError, WriteBatch, WriteOutcome,
+    AppendConflict, AppendGroup, GroupOutcome, Numbering, StoreError, WriteBatch, WriteOutcome,
 };
 use fjall::OwnedWriteBatch;
 use std::sync::atomic::Ordering;
 
 /// Rejects a batch whose groups are not what `AppendGroup` promises (event
-/// of another user, seqs not `expected_last_seq + 1, + 2, ...`). That is a
-/// caller bug, not a concurrency conflict, so it is refused as a whole with
+/// of another user, seqs not `expected_last_seq + 1, + 2, ...`, or `1, 2,
+/// ...` for a group the store numbers). That is a caller bug, not a
+/// concurrency conflict, so it is refused as a whole with
 /// `StoreError::Corrupt` and nothing is written (a `SeqMismatch` would make
 /// the aggregate reload and retry the same bad group forever).
 fn validate(batch: &WriteBatch) -> Result<(), StoreError> {
     for g in &batch.groups {
+        let after = match g.numbering {
+            Numbering::Expected => g.expected_last_seq,
+            Numbering::Store => 0,
+        };
         for (i, ev) in g.events.iter().enumerate() {
-            let want = g.expected_last_seq.checked_add(i as u64 + 1);
+            let want = after.checked_add(i as u64 + 1);
             if ev.user_id != g.user_id || Some(ev.seq) != want {
                 return Err(StoreError::Corrupt(format!(
                     "invalid append group for user {:?}: event #{} is ({:?}, seq {}), expected seq {:?}",
@@ -129,7 +134,7 @@ impl Inner {
                 Some(s) => *s,
                 None => self.locked_last_seq(&g.user_id)?,
             };
-            if actual != g.expected_last_seq {
+            if g.numbering == Numbering::Expected && actual != g.expected_last_seq {
                 out.groups
                     .push(GroupOutcome::Conflict(AppendConflict::SeqMismatch {
                         expected: g.expected_last_seq,
@@ -141,19 +146,25 @@ impl Inner {
                 out.groups.push(GroupOutcome::Conflict(c));
                 continue;
             }
+            // Either numbering follows `actual` here (validated above): as
+            // expected, or as the store numbers it, under this lock.
             let first_pos = head + 1;
-            for ev in &g.events {
+            let first_seq = actual + 1;
+            for (seq, ev) in (first_seq..).zip(&g.events) {
                 head += 1;
                 frames.push(head, keys::POS_EVENT_COMPACT, |b| {
-                    Ok(ev.encode_compact_into(b)?)
+                    Ok(ev.encode_compact_at(seq, b)?)
                 })?;
-                index_event(&mut staged, ev, head)?;
+                index_event(&mut staged, ev, seq, head)?;
                 taken.insert(&ev.interaction_id, &g.user_id);
             }
-            if let Some(last) = g.events.last() {
-                seqs.insert(&g.user_id, last.seq);
+            if !g.events.is_empty() {
+                seqs.insert(&g.user_id, actual + g.events.len() as u64);
             }
-            out.groups.push(GroupOutcome::Appended { first_pos });
+            out.groups.push(GroupOutcome::Appended {
+                first_pos,
+                first_seq,
+            });
         }
 
         let mut commands: Set<&str> = Set::default();
@@ -213,18 +224,19 @@ impl Inner {
     }
 }
 
-/// The write-once index entries of one event at `pos` (the position
-/// entry, which needs the event's journal location, and the user's last
-/// seq, one per user and batch, are the caller's). The keys are built in
-/// one buffer, reused: [`Staged::put`] copies them.
+/// The write-once index entries of one event numbered `seq` at `pos` (the
+/// position entry, which needs the event's journal location, and the
+/// user's last seq, one per user and batch, are the caller's). The keys
+/// are built in one buffer, reused: [`Staged::put`] copies them.
 pub(super) fn index_event(
     staged: &mut Staged,
     ev: &crate::domain::InteractionTracked,
+    seq: u64,
     pos: u64,
 ) -> Result<(), StoreError> {
     let pos_bytes = pos.to_be_bytes();
     let mut buf = Vec::with_capacity(ev.user_id.len().max(ev.target.id.len()) + 24);
-    keys::journal_key_into(&mut buf, &ev.user_id, ev.seq)?;
+    keys::journal_key_into(&mut buf, &ev.user_id, seq)?;
     staged.put(Ix::Journal, &buf, &pos_bytes);
     // The id's value: the journal key, then the position.
     buf.extend_from_slice(&pos_bytes);

@@ -133,6 +133,7 @@ async fn decide_and_commit(s: &ScyllaStore, fx: &Fx, user: &str, cmds: &[TrackIn
     let group = crate::store::AppendGroup {
         user_id: user.to_owned(),
         expected_last_seq: view.last_seq,
+        numbering: crate::store::Numbering::Expected,
         meta: d
             .events
             .iter()

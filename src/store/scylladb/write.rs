@@ -20,7 +20,7 @@
 use super::head::{id_row, key_row, UserHead};
 use super::{event_pos, exec_err, micros, sub_micros, ScyllaStore, CONCURRENCY};
 use crate::domain::position::{Position, Source};
-use crate::store::{AppendGroup, GroupOutcome, StoreError, WriteBatch, WriteOutcome};
+use crate::store::{AppendGroup, GroupOutcome, Numbering, StoreError, WriteBatch, WriteOutcome};
 use futures::{StreamExt, TryStreamExt};
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
@@ -113,6 +113,14 @@ pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, 
         ));
     }
     for g in &batch.groups {
+        if g.numbering != Numbering::Expected {
+            // Every writer of a user must write the same rows: the caller
+            // decides the numbers (see `JournalGuard::Deterministic`).
+            return Err(StoreError::Corrupt(format!(
+                "group of {} asks the store to number it; this store writes groups as decided",
+                g.user_id
+            )));
+        }
         for (k, e) in g.events.iter().enumerate() {
             if e.user_id != g.user_id || e.seq != g.expected_last_seq + k as u64 + 1 {
                 return Err(StoreError::Corrupt(format!(
@@ -259,7 +267,11 @@ pub async fn write(s: &ScyllaStore, batch: &WriteBatch) -> Result<WriteOutcome, 
     Ok(WriteOutcome {
         groups: first_pos
             .into_iter()
-            .map(|first_pos| GroupOutcome::Appended { first_pos })
+            .zip(&batch.groups)
+            .map(|(first_pos, g)| GroupOutcome::Appended {
+                first_pos,
+                first_seq: g.expected_last_seq + 1,
+            })
             .collect(),
         rejections: rejection_pos,
     })

@@ -186,7 +186,7 @@ pub(in super::super) mod tests {
         assert!(out
             .groups
             .iter()
-            .all(|g| matches!(g, GroupOutcome::Appended { first_pos } if *first_pos > 171)));
+            .all(|g| matches!(g, GroupOutcome::Appended { first_pos, .. } if *first_pos > 171)));
         drop(store);
         // And once more: the upgraded store opens as format 3.
         let store = EmbeddedStore::open(dir.path()).unwrap();

@@ -324,7 +324,10 @@ async fn entries_lost_from_memory_are_derived_again_at_open() {
     let next = store.write(batch(3..4, 2, 1).into()).await.unwrap();
     assert_eq!(
         next.groups,
-        [crate::store::GroupOutcome::Appended { first_pos: 21 }]
+        [crate::store::GroupOutcome::Appended {
+            first_pos: 21,
+            first_seq: 3
+        }]
     );
     let again = store.write(batch(3..4, 1, 1).into()).await.unwrap();
     assert!(!matches!(
