@@ -182,16 +182,17 @@ async fn to_new_aggregate(
     user_id: &str,
     works: Vec<Work>,
 ) -> Result<(), ActorProcessingErr> {
-    // Counts what it passivates (`tracking_aggregates_passivated_total`).
-    let (_, spare) = state.aggregates.make_room();
+    // Counts what it passivates (`tracking_aggregates_passivated_total`);
+    // a spare actor is already recorded as this user's.
+    let (_, spare) = state.aggregates.make_room_for(user_id);
     let works = match spare {
         None => works,
         Some(actor) => match rebind(&actor, user_id, works)? {
-            None => {
-                state.aggregates.insert(user_id.to_string(), actor);
-                return Ok(());
+            None => return Ok(()),
+            Some(works) => {
+                state.aggregates.remove_by_id(actor.get_id());
+                works
             }
-            Some(works) => works,
         },
     };
     let args = AggregateArgs {
