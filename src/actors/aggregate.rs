@@ -82,7 +82,7 @@ pub enum AggregateMsg {
     /// Commands of this user, in delivery order.
     Commands(Vec<Work>),
     /// A batch this aggregate handed to the writer, back because the store
-    /// refused its group (a conflict): decide again from a reload.
+    /// refused its group (a conflict): decide again from a fresh view.
     Redo(Vec<Work>),
     /// A batch this aggregate handed to the writer was not written: the
     /// writer may have stopped, so look it up again before the next send.
