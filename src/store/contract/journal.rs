@@ -182,6 +182,27 @@ pub async fn store_numbering_follows_the_last_seq(store: &dyn EventStore) {
     assert_eq!(store.last_seq(&u).await.unwrap(), 5);
 }
 
+/// A deterministic store writes groups as decided (every writer of a user
+/// must write the same rows): a group asking it to number the events is
+/// a caller bug, refused whole with nothing written.
+pub async fn a_group_to_number_is_refused(store: &dyn EventStore) {
+    let fx = Fx::new();
+    let u = fx.name("u");
+    let numbered = AppendGroup {
+        numbering: Numbering::Store,
+        ..fx.group(&u, 0, vec![fx.ev(&u, 1, Click)])
+    };
+    let err = store
+        .write(fx.groups(vec![numbered]).into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::store::StoreError::Corrupt(_)),
+        "{err:?}"
+    );
+    assert_eq!(store.last_seq(&u).await.unwrap(), 0);
+}
+
 pub async fn duplicate_interaction_id_is_a_conflict(store: &dyn EventStore) {
     let fx = Fx::new();
     let [a, b, c, d, e, f] = ["a", "b", "c", "d", "e", "f"].map(|n| fx.name(n));

@@ -411,6 +411,7 @@ macro_rules! store_contract_tests {
             @each [ignore = "needs a CQL server: SCYLLA_NODES (see .ci/run)"] $make;
             a_commit_written_again_changes_nothing,
             a_late_commit_never_moves_a_user_back,
+            a_group_to_number_is_refused,
         );
     };
     (checkpointed: $make:expr) => {
