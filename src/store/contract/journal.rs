@@ -112,10 +112,6 @@ pub async fn seq_mismatch_writes_nothing(store: &dyn EventStore) {
 pub async fn store_numbering_follows_the_last_seq(store: &dyn EventStore) {
     let fx = Fx::new();
     let (u, v) = (fx.name("u"), fx.name("v"));
-    let numbered = |user: &str, events| AppendGroup {
-        numbering: Numbering::Store,
-        ..fx.group(user, 0, events)
-    };
     let first = vec![fx.ev(&u, 1, Click), fx.ev(&u, 2, View)];
     write(store, fx.groups(vec![fx.group(&u, 0, first.clone())])).await;
 
@@ -128,10 +124,10 @@ pub async fn store_numbering_follows_the_last_seq(store: &dyn EventStore) {
     let out = write(
         store,
         fx.groups(vec![
-            numbered(&u, vec![a.clone(), b.clone()]),
-            numbered(&v, vec![w.clone()]),
-            numbered(&u, vec![taken]),
-            numbered(&u, vec![c.clone()]),
+            fx.numbered(&u, vec![a.clone(), b.clone()]),
+            fx.numbered(&v, vec![w.clone()]),
+            fx.numbered(&u, vec![taken]),
+            fx.numbered(&u, vec![c.clone()]),
         ]),
     )
     .await;
@@ -173,13 +169,28 @@ pub async fn store_numbering_follows_the_last_seq(store: &dyn EventStore) {
 
     // A numbered group whose events do not come as 1, 2, ... is a caller
     // bug: refused whole, nothing written.
-    let bad = fx.groups(vec![numbered(&u, vec![fx.ev(&u, 6, Click)])]);
-    let err = store.write(bad.into()).await.unwrap_err();
+    let bad = fx.numbered(&u, vec![fx.ev(&u, 6, Click)]);
+    refused_as_a_caller_bug(store, &fx, bad, 5).await;
+}
+
+/// Writes `group` alone and expects the whole batch refused as a caller
+/// bug (`Corrupt`), its user still at `last_seq`.
+async fn refused_as_a_caller_bug(
+    store: &dyn EventStore,
+    fx: &Fx,
+    group: AppendGroup,
+    last_seq: u64,
+) {
+    let user = group.user_id.clone();
+    let err = store
+        .write(fx.groups(vec![group]).into())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, crate::store::StoreError::Corrupt(_)),
         "{err:?}"
     );
-    assert_eq!(store.last_seq(&u).await.unwrap(), 5);
+    assert_eq!(store.last_seq(&user).await.unwrap(), last_seq);
 }
 
 /// A deterministic store writes groups as decided (every writer of a user
@@ -188,19 +199,8 @@ pub async fn store_numbering_follows_the_last_seq(store: &dyn EventStore) {
 pub async fn a_group_to_number_is_refused(store: &dyn EventStore) {
     let fx = Fx::new();
     let u = fx.name("u");
-    let numbered = AppendGroup {
-        numbering: Numbering::Store,
-        ..fx.group(&u, 0, vec![fx.ev(&u, 1, Click)])
-    };
-    let err = store
-        .write(fx.groups(vec![numbered]).into())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, crate::store::StoreError::Corrupt(_)),
-        "{err:?}"
-    );
-    assert_eq!(store.last_seq(&u).await.unwrap(), 0);
+    let numbered = fx.numbered(&u, vec![fx.ev(&u, 1, Click)]);
+    refused_as_a_caller_bug(store, &fx, numbered, 0).await;
 }
 
 pub async fn duplicate_interaction_id_is_a_conflict(store: &dyn EventStore) {

@@ -111,6 +111,15 @@ impl Fx {
         }
     }
 
+    /// [`Self::group`] for the store to number ([`Numbering::Store`]): the
+    /// events carry `1, 2, ...`.
+    pub(crate) fn numbered(&self, user: &str, events: Vec<InteractionTracked>) -> AppendGroup {
+        AppendGroup {
+            numbering: Numbering::Store,
+            ..self.group(user, 0, events)
+        }
+    }
+
     pub(crate) fn groups(&self, groups: Vec<AppendGroup>) -> WriteBatch {
         self.batch(groups, Vec::new())
     }
