@@ -7,8 +7,9 @@
 //!   memory.
 //! - Each delivery is decoded once; undecodable ones are recorded as
 //!   rejections through the writer and acknowledged once that is durable.
-//!   Commands go to their user's queue ([`flow`]): one batch per user at
-//!   its aggregate at a time, so per-user order is kept.
+//!   Commands go to their user's queue ([`flow`], in the user's slot of
+//!   [`users`] with its live aggregate): one batch per user at its
+//!   aggregate at a time, so per-user order is kept.
 //! - Each batch's outcomes come back as `Processed` (from the journal
 //!   writer once the batch's commit is durable, or from the aggregate
 //!   after a conflict or a failure); persisted, duplicate and rejected
@@ -32,6 +33,7 @@ pub(in crate::actors) mod route;
 mod saga;
 #[cfg(test)]
 mod tests;
+mod users;
 
 pub use super::aggregate::{Outcome, Processed, Reports, Work};
 use super::writer::WriteFailed;
@@ -53,6 +55,7 @@ use route::{answer_saga, on_deliveries, send_next};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use users::Users;
 
 /// Deliveries the reader takes from the log at once (at most).
 const READ_BATCH: usize = 1024;
@@ -138,6 +141,8 @@ pub struct ConsumerState {
     permits: Arc<Semaphore>,
     reader: Option<JoinHandle<()>>,
     flow: Flow,
+    /// The users served: each one's queue and live aggregate.
+    users: Users,
     aggregates: Aggregates,
     draining: Option<RpcReplyPort<()>>,
     acks_pending: bool,
@@ -189,6 +194,7 @@ impl Actor for PartitionConsumer {
             permits,
             reader: Some(reader),
             flow: Flow::default(),
+            users: Users::default(),
             draining: None,
             acks_pending: false,
             sink: a.sink,
@@ -203,7 +209,7 @@ impl Actor for PartitionConsumer {
         state: &mut ConsumerState,
     ) -> Result<(), ActorProcessingErr> {
         stop_reader(state);
-        state.aggregates.stop_all();
+        state.aggregates.stop_all(&mut state.users);
         state.health.consumer_down();
         state.in_flight.set(0);
         state.acker.flush().await?;
@@ -220,12 +226,15 @@ impl Actor for PartitionConsumer {
             ConsumerMsg::Deliveries(batch) => on_deliveries(&myself, state, batch).await?,
             ConsumerMsg::Processed(reports) => {
                 for Processed { user_id, outcomes } in reports {
-                    state.aggregates.completed(&user_id, 1);
+                    let user = state.users.find_or_add(&user_id);
+                    state.aggregates.completed(&state.users, user);
                     let all_ok = outcomes
                         .iter()
                         .all(|(_, o)| !matches!(o, Outcome::Retry { .. }));
-                    state.flow.answered(&user_id, all_ok);
-                    on_outcomes(&myself, state, &user_id, outcomes).await?;
+                    if let Some(u) = state.users.get_mut(user) {
+                        u.queue.answered(all_ok);
+                    }
+                    on_outcomes(&myself, state, user, outcomes).await?;
                 }
             }
             ConsumerMsg::Settled { items, result } => {
@@ -281,9 +290,15 @@ impl Actor for PartitionConsumer {
                 }
             }
             ConsumerMsg::Resume(user_id) => {
-                state.flow.resume(&user_id);
-                if state.draining.is_none() {
-                    send_next(&myself, state, &user_id).await?;
+                if let Some(user) = state.users.find(&user_id) {
+                    if let Some(u) = state.users.get_mut(user) {
+                        u.queue.resume();
+                    }
+                    if state.draining.is_none() {
+                        send_next(&myself, state, user).await?;
+                    } else {
+                        state.users.forget_if_unused(user);
+                    }
                 }
             }
             ConsumerMsg::Rerecord(ids) => {
@@ -312,7 +327,7 @@ impl Actor for PartitionConsumer {
             ConsumerMsg::Tick => {
                 commit_acks(state).await?;
                 // Counted by it (`tracking_aggregates_passivated_total`).
-                state.aggregates.passivate_idle();
+                state.aggregates.passivate_idle(&mut state.users);
             }
             ConsumerMsg::ReaderStopped(reason) => {
                 if state.draining.is_none() {
@@ -325,7 +340,7 @@ impl Actor for PartitionConsumer {
                 stop_reader(state);
                 // What waits in a queue or a back-off is left unacknowledged:
                 // delivered again after the restart.
-                let dropped = state.flow.drop_waiting();
+                let dropped = state.flow.drop_waiting(&mut state.users);
                 state.permits.add_permits(dropped);
                 state.draining = Some(reply);
             }
@@ -343,13 +358,20 @@ impl Actor for PartitionConsumer {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(user_id) = state.aggregates.remove_by_id(cell.get_id()) else {
+                let Some(user) = state
+                    .aggregates
+                    .remove_by_id(&mut state.users, cell.get_id())
+                else {
                     return Ok(());
                 };
                 ev::aggregate_failed(state.partition, &error.to_string());
                 // The batch it was on is retried one delivery at a time, and
                 // dead-lettered once a delivery used up its deliveries.
-                let batch = state.flow.aggregate_failed(&user_id);
+                let batch = state
+                    .users
+                    .get_mut(user)
+                    .map(|u| u.queue.aggregate_failed())
+                    .unwrap_or_default();
                 let error = format!("aggregate failed: {error}");
                 let outcomes = batch
                     .into_iter()
@@ -361,11 +383,16 @@ impl Actor for PartitionConsumer {
                         (id, o)
                     })
                     .collect();
-                on_outcomes(&myself, state, &user_id, outcomes).await?;
+                on_outcomes(&myself, state, user, outcomes).await?;
                 finish_drain_if_done(state).await?;
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.aggregates.remove_by_id(cell.get_id());
+                if let Some(user) = state
+                    .aggregates
+                    .remove_by_id(&mut state.users, cell.get_id())
+                {
+                    state.users.forget_if_unused(user);
+                }
             }
             _ => {}
         }

@@ -23,7 +23,8 @@ pub(super) async fn on_deliveries(
         state.permits.add_permits(batch.len());
         return Ok(());
     }
-    let mut users: Vec<String> = Vec::new();
+    // Their users' slots, to send each user's next batch once.
+    let mut users: Vec<usize> = Vec::new();
     let mut rejections = Vec::new();
     let mut rejected = Vec::new();
     // Counted per batch and format: one metric update per batch, not per command.
@@ -82,9 +83,12 @@ pub(super) async fn on_deliveries(
             }
         };
         if let Some(cmd) = &command {
-            state.flow.enqueue(&cmd.user_id, id);
-            if users.last() != Some(&cmd.user_id) {
-                users.push(cmd.user_id.clone());
+            let user = state.users.find_or_add(&cmd.user_id);
+            if let Some(u) = state.users.get_mut(user) {
+                u.queue.enqueue(id);
+            }
+            if users.last() != Some(&user) {
+                users.push(user);
             }
         }
         let refused = rejected
@@ -105,7 +109,7 @@ pub(super) async fn on_deliveries(
     users.sort_unstable();
     users.dedup();
     for user in users {
-        send_next(myself, state, &user).await?;
+        send_next(myself, state, user).await?;
     }
     if !rejections.is_empty() {
         record_rejections(myself, state, rejections, rejected);
@@ -143,14 +147,15 @@ pub(super) fn answer_saga(
     );
 }
 
-/// Sends the user's next batch to its aggregate, if it may go now.
+/// Sends the next batch of user `user` (its slot) to its aggregate, if
+/// it may go now; else forgets the user if nothing uses it any more.
 pub(super) async fn send_next(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
-    user_id: &str,
+    user: usize,
 ) -> Result<(), ActorProcessingErr> {
-    let Some(batch) = state.flow.next_batch(user_id) else {
-        state.flow.forget_idle(user_id);
+    let Some(batch) = state.users.get_mut(user).and_then(|u| u.queue.next_batch()) else {
+        state.users.forget_if_unused(user);
         return Ok(());
     };
     let works: Vec<Work> = batch
@@ -165,11 +170,10 @@ pub(super) async fn send_next(
             })
         })
         .collect();
-    match state.aggregates.get(user_id) {
+    match state.aggregates.dispatch(&state.users, user) {
         Some(actor) => actor.send_message(AggregateMsg::Commands(works))?,
-        None => to_new_aggregate(myself, state, user_id, works).await?,
+        None => to_new_aggregate(myself, state, user, works).await?,
     }
-    state.aggregates.dispatched(user_id, 1);
     Ok(())
 }
 
@@ -179,24 +183,29 @@ pub(super) async fn send_next(
 async fn to_new_aggregate(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
-    user_id: &str,
+    user: usize,
     works: Vec<Work>,
 ) -> Result<(), ActorProcessingErr> {
+    let Some(user_id) = state.users.get(user).map(|u| u.id().to_string()) else {
+        return Ok(());
+    };
     // Counts what it passivates (`tracking_aggregates_passivated_total`);
     // a spare actor is already recorded as this user's.
-    let (_, spare) = state.aggregates.make_room_for(user_id);
+    let (_, spare) = state.aggregates.make_room_for(&mut state.users, user);
     let works = match spare {
         None => works,
-        Some(actor) => match rebind(&actor, user_id, works)? {
+        Some(actor) => match rebind(&actor, &user_id, works)? {
             None => return Ok(()),
             Some(works) => {
-                state.aggregates.remove_by_id(actor.get_id());
+                state
+                    .aggregates
+                    .remove_by_id(&mut state.users, actor.get_id());
                 works
             }
         },
     };
     let args = AggregateArgs {
-        user_id: user_id.to_string(),
+        user_id,
         store: state.store.clone(),
         names: state.names.clone(),
         consumer: myself.get_derived(),
@@ -204,7 +213,9 @@ async fn to_new_aggregate(
     };
     let (actor, _handle) =
         Actor::spawn_linked(None, UserAggregate, args, myself.get_cell()).await?;
-    state.aggregates.insert(user_id.to_string(), actor.clone());
+    state
+        .aggregates
+        .insert(&mut state.users, user, actor.clone());
     actor.send_message(AggregateMsg::Commands(works))?;
     Ok(())
 }
