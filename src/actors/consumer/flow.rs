@@ -10,7 +10,6 @@
 //! dead-lettered alone while the others of the same user succeed; it is
 //! trusted again once its queue has drained.
 
-use super::users::Users;
 use crate::domain::{RejectReason, TrackInteraction};
 use crate::hash::Map;
 use crate::log::Delivery;
@@ -35,10 +34,8 @@ pub struct InFlight {
     pub refused: Option<RejectReason>,
 }
 
-/// One user's deliveries in flight (see the module docs); held in its
-/// slot of [`Users`].
 #[derive(Default)]
-pub struct UserQueue {
+struct UserQueue {
     /// The batch at the aggregate, if any.
     at_aggregate: Option<Vec<u64>>,
     /// Deliveries waiting their turn, oldest first.
@@ -50,68 +47,16 @@ pub struct UserQueue {
 }
 
 impl UserQueue {
-    /// Nothing queued, at the aggregate or backing off.
-    pub fn is_idle(&self) -> bool {
+    fn is_idle(&self) -> bool {
         self.at_aggregate.is_none() && self.queued.is_empty() && !self.backing_off
-    }
-
-    /// Queues a delivery.
-    pub fn enqueue(&mut self, id: u64) {
-        self.queued.push_back(id);
-    }
-
-    /// The next batch to send, if it may be sent now; it is recorded as at
-    /// the aggregate.
-    pub fn next_batch(&mut self) -> Option<Vec<u64>> {
-        if self.at_aggregate.is_some() || self.backing_off || self.queued.is_empty() {
-            return None;
-        }
-        let batch: Vec<u64> = if self.suspect {
-            self.queued.pop_front().into_iter().collect()
-        } else {
-            self.queued.drain(..).collect()
-        };
-        self.at_aggregate = Some(batch.clone());
-        Some(batch)
-    }
-
-    /// The aggregate answered the batch.
-    pub fn answered(&mut self, all_ok: bool) {
-        self.at_aggregate = None;
-        // Suspect until every delivery that was queued behind the failure
-        // went through alone.
-        if all_ok && self.queued.is_empty() {
-            self.suspect = false;
-        }
-    }
-
-    /// The aggregate failed: returns the batch it was processing.
-    pub fn aggregate_failed(&mut self) -> Vec<u64> {
-        self.suspect = true;
-        self.at_aggregate.take().unwrap_or_default()
-    }
-
-    /// Puts deliveries back at the front of the queue and holds it until
-    /// [`UserQueue::resume`]. Returns whether a back-off must be scheduled
-    /// (it was not already running).
-    pub fn back_off(&mut self, ids: &[u64]) -> bool {
-        for id in ids.iter().rev() {
-            self.queued.push_front(*id);
-        }
-        !std::mem::replace(&mut self.backing_off, true)
-    }
-
-    /// Ends the back-off.
-    pub fn resume(&mut self) {
-        self.backing_off = false;
     }
 }
 
-/// Deliveries in flight, by delivery id (their users' queues are in
-/// [`Users`]).
+/// Deliveries in flight and the per-user queues.
 #[derive(Default)]
 pub struct Flow {
     in_flight: Map<u64, InFlight>,
+    users: Map<String, UserQueue>,
     /// Deliveries sent to the writer as rejections, not yet settled.
     settling: usize,
 }
@@ -141,26 +86,102 @@ impl Flow {
         self.settling = self.settling.saturating_add_signed(delta);
     }
 
+    /// Queues a delivery for its user.
+    pub fn enqueue(&mut self, user: &str, id: u64) {
+        match self.users.get_mut(user) {
+            Some(q) => q.queued.push_back(id),
+            None => {
+                let mut q = UserQueue::default();
+                q.queued.push_back(id);
+                self.users.insert(user.to_string(), q);
+            }
+        }
+    }
+
+    /// The next batch to send for `user`, if it may be sent now; it is
+    /// recorded as at the aggregate.
+    pub fn next_batch(&mut self, user: &str) -> Option<Vec<u64>> {
+        let q = self.users.get_mut(user)?;
+        if q.at_aggregate.is_some() || q.backing_off || q.queued.is_empty() {
+            return None;
+        }
+        let batch: Vec<u64> = if q.suspect {
+            q.queued.pop_front().into_iter().collect()
+        } else {
+            q.queued.drain(..).collect()
+        };
+        q.at_aggregate = Some(batch.clone());
+        Some(batch)
+    }
+
+    /// The aggregate answered the user's batch.
+    pub fn answered(&mut self, user: &str, all_ok: bool) {
+        if let Some(q) = self.users.get_mut(user) {
+            q.at_aggregate = None;
+            // Suspect until every delivery that was queued behind the
+            // failure went through alone.
+            if all_ok && q.queued.is_empty() {
+                q.suspect = false;
+            }
+        }
+    }
+
+    /// The user's aggregate failed: returns the batch it was processing.
+    pub fn aggregate_failed(&mut self, user: &str) -> Vec<u64> {
+        match self.users.get_mut(user) {
+            Some(q) => {
+                q.suspect = true;
+                q.at_aggregate.take().unwrap_or_default()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Puts deliveries back at the front of the user's queue and holds the
+    /// queue until [`Flow::resume`]. Returns whether a back-off must be
+    /// scheduled (it was not already running).
+    pub fn back_off(&mut self, user: &str, ids: &[u64]) -> bool {
+        let q = self.users.entry(user.to_string()).or_default();
+        for id in ids.iter().rev() {
+            q.queued.push_front(*id);
+        }
+        !std::mem::replace(&mut q.backing_off, true)
+    }
+
+    /// Ends the back-off of a user.
+    pub fn resume(&mut self, user: &str) {
+        if let Some(q) = self.users.get_mut(user) {
+            q.backing_off = false;
+        }
+    }
+
+    /// Forgets users with nothing in flight (keeps the map small).
+    pub fn forget_idle(&mut self, user: &str) {
+        if self.users.get(user).is_some_and(UserQueue::is_idle) {
+            self.users.remove(user);
+        }
+    }
+
     /// Draining: drops every delivery that is not at an aggregate or at the
-    /// writer (left unacknowledged: delivered again after the restart), and
-    /// forgets the users left unused. Returns how many were dropped.
-    pub fn drop_waiting(&mut self, users: &mut Users) -> usize {
+    /// writer (left unacknowledged: delivered again after the restart).
+    /// Returns how many were dropped.
+    pub fn drop_waiting(&mut self) -> usize {
         let mut dropped = 0;
-        for (_, u) in users.iter_mut() {
-            for id in u.queue.queued.drain(..) {
+        for q in self.users.values_mut() {
+            for id in q.queued.drain(..) {
                 if self.in_flight.remove(&id).is_some() {
                     dropped += 1;
                 }
             }
-            u.queue.backing_off = false;
+            q.backing_off = false;
         }
-        users.forget_unused();
+        self.users.retain(|_, q| !q.is_idle());
         dropped
     }
 
     /// Nothing is at an aggregate or at the writer.
-    pub fn quiescent(&self, users: &Users) -> bool {
-        self.settling == 0 && users.values().all(|u| u.queue.at_aggregate.is_none())
+    pub fn quiescent(&self) -> bool {
+        self.settling == 0 && self.users.values().all(|q| q.at_aggregate.is_none())
     }
 }
 
@@ -170,52 +191,51 @@ mod tests {
 
     #[test]
     fn one_batch_per_user_and_newer_ones_wait() {
-        let mut q = UserQueue::default();
-        q.enqueue(1);
-        q.enqueue(2);
-        assert_eq!(q.next_batch(), Some(vec![1, 2]));
-        q.enqueue(3);
-        assert_eq!(q.next_batch(), None, "one batch at a time");
-        q.answered(true);
-        assert_eq!(q.next_batch(), Some(vec![3]));
+        let mut f = Flow::default();
+        f.enqueue("u", 1);
+        f.enqueue("u", 2);
+        assert_eq!(f.next_batch("u"), Some(vec![1, 2]));
+        f.enqueue("u", 3);
+        assert_eq!(f.next_batch("u"), None, "one batch at a time");
+        f.answered("u", true);
+        assert_eq!(f.next_batch("u"), Some(vec![3]));
     }
 
     #[test]
     fn retried_batch_goes_first_after_the_back_off() {
-        let mut q = UserQueue::default();
-        q.enqueue(1);
-        assert_eq!(q.next_batch(), Some(vec![1]));
-        q.enqueue(2);
-        q.answered(false);
-        assert!(q.back_off(&[1]));
-        assert!(!q.back_off(&[]), "already backing off");
-        assert_eq!(q.next_batch(), None, "held during the back-off");
-        assert!(!q.is_idle(), "a back-off keeps the user");
-        q.resume();
-        assert_eq!(q.next_batch(), Some(vec![1, 2]));
+        let mut f = Flow::default();
+        f.enqueue("u", 1);
+        assert_eq!(f.next_batch("u"), Some(vec![1]));
+        f.enqueue("u", 2);
+        f.answered("u", false);
+        assert!(f.back_off("u", &[1]));
+        assert!(!f.back_off("u", &[]), "already backing off");
+        assert_eq!(f.next_batch("u"), None, "held during the back-off");
+        f.resume("u");
+        assert_eq!(f.next_batch("u"), Some(vec![1, 2]));
     }
 
     #[test]
     fn a_suspect_user_goes_one_at_a_time_until_a_success() {
-        let mut q = UserQueue::default();
+        let mut f = Flow::default();
         for id in 1..=3 {
-            q.enqueue(id);
+            f.enqueue("u", id);
         }
-        assert_eq!(q.next_batch(), Some(vec![1, 2, 3]));
-        let failed = q.aggregate_failed();
+        assert_eq!(f.next_batch("u"), Some(vec![1, 2, 3]));
+        let failed = f.aggregate_failed("u");
         assert_eq!(failed, vec![1, 2, 3]);
-        q.back_off(&failed);
-        q.resume();
-        assert_eq!(q.next_batch(), Some(vec![1]));
-        q.answered(true);
-        assert_eq!(q.next_batch(), Some(vec![2]), "still one at a time");
-        q.answered(true);
-        assert_eq!(q.next_batch(), Some(vec![3]));
-        q.answered(true);
-        q.enqueue(4);
-        q.enqueue(5);
+        f.back_off("u", &failed);
+        f.resume("u");
+        assert_eq!(f.next_batch("u"), Some(vec![1]));
+        f.answered("u", true);
+        assert_eq!(f.next_batch("u"), Some(vec![2]), "still one at a time");
+        f.answered("u", true);
+        assert_eq!(f.next_batch("u"), Some(vec![3]));
+        f.answered("u", true);
+        f.enqueue("u", 4);
+        f.enqueue("u", 5);
         assert_eq!(
-            q.next_batch(),
+            f.next_batch("u"),
             Some(vec![4, 5]),
             "trusted again once drained"
         );
@@ -224,7 +244,6 @@ mod tests {
     #[test]
     fn draining_drops_what_waits_and_keeps_what_is_at_the_aggregate() {
         let mut f = Flow::default();
-        let mut users = Users::default();
         for id in 1..=3 {
             f.insert(InFlight {
                 delivery: delivery(id),
@@ -234,21 +253,15 @@ mod tests {
                 refused: None,
             });
         }
-        let (u, v) = (users.find_or_add("u"), users.find_or_add("v"));
-        queue(&mut users, u).enqueue(1);
-        assert_eq!(queue(&mut users, u).next_batch(), Some(vec![1]));
-        queue(&mut users, u).enqueue(2);
-        queue(&mut users, v).enqueue(3);
-        assert_eq!(f.drop_waiting(&mut users), 2);
-        assert_eq!(users.find("v"), None, "nothing left of v: forgotten");
-        assert!(!f.quiescent(&users));
-        queue(&mut users, u).answered(true);
-        assert!(f.quiescent(&users));
+        f.enqueue("u", 1);
+        assert_eq!(f.next_batch("u"), Some(vec![1]));
+        f.enqueue("u", 2);
+        f.enqueue("v", 3);
+        assert_eq!(f.drop_waiting(), 2);
+        assert!(!f.quiescent());
+        f.answered("u", true);
+        assert!(f.quiescent());
         assert_eq!(f.len(), 1);
-    }
-
-    fn queue(users: &mut Users, i: usize) -> &mut UserQueue {
-        &mut users.get_mut(i).expect("user").queue
     }
 
     fn delivery(id: u64) -> Delivery {

@@ -7,9 +7,8 @@
 //!   memory.
 //! - Each delivery is decoded once; undecodable ones are recorded as
 //!   rejections through the writer and acknowledged once that is durable.
-//!   Commands go to their user's queue ([`flow`], in the user's slot of
-//!   [`users`] with its live aggregate): one batch per user at its
-//!   aggregate at a time, so per-user order is kept.
+//!   Commands go to their user's queue ([`flow`]): one batch per user at
+//!   its aggregate at a time, so per-user order is kept.
 //! - Each batch's outcomes come back as `Processed` (from the journal
 //!   writer once the batch's commit is durable, or from the aggregate
 //!   after a conflict or a failure); persisted, duplicate and rejected
@@ -33,7 +32,6 @@ pub(in crate::actors) mod route;
 mod saga;
 #[cfg(test)]
 mod tests;
-mod users;
 
 pub use super::aggregate::{Outcome, Processed, Reports, Work};
 use super::writer::WriteFailed;
@@ -55,7 +53,6 @@ use route::{answer_saga, on_deliveries, send_next};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use users::Users;
 
 /// Deliveries the reader takes from the log at once (at most).
 const READ_BATCH: usize = 1024;
@@ -141,8 +138,6 @@ pub struct ConsumerState {
     permits: Arc<Semaphore>,
     reader: Option<JoinHandle<()>>,
     flow: Flow,
-    /// The users served: each one's queue and live aggregate.
-    users: Users,
     aggregates: Aggregates,
     draining: Option<RpcReplyPort<()>>,
     acks_pending: bool,
@@ -194,7 +189,6 @@ impl Actor for PartitionConsumer {
             permits,
             reader: Some(reader),
             flow: Flow::default(),
-            users: Users::default(),
             draining: None,
             acks_pending: false,
             sink: a.sink,
@@ -209,7 +203,7 @@ impl Actor for PartitionConsumer {
         state: &mut ConsumerState,
     ) -> Result<(), ActorProcessingErr> {
         stop_reader(state);
-        state.aggregates.stop_all(&mut state.users);
+        state.aggregates.stop_all();
         state.health.consumer_down();
         state.in_flight.set(0);
         state.acker.flush().await?;
@@ -226,15 +220,12 @@ impl Actor for PartitionConsumer {
             ConsumerMsg::Deliveries(batch) => on_deliveries(&myself, state, batch).await?,
             ConsumerMsg::Processed(reports) => {
                 for Processed { user_id, outcomes } in reports {
-                    let user = state.users.find_or_add(&user_id);
-                    state.aggregates.completed(&state.users, user);
+                    state.aggregates.completed(&user_id, 1);
                     let all_ok = outcomes
                         .iter()
                         .all(|(_, o)| !matches!(o, Outcome::Retry { .. }));
-                    if let Some(u) = state.users.get_mut(user) {
-                        u.queue.answered(all_ok);
-                    }
-                    on_outcomes(&myself, state, user, outcomes).await?;
+                    state.flow.answered(&user_id, all_ok);
+                    on_outcomes(&myself, state, &user_id, outcomes).await?;
                 }
             }
             ConsumerMsg::Settled { items, result } => {
@@ -290,15 +281,9 @@ impl Actor for PartitionConsumer {
                 }
             }
             ConsumerMsg::Resume(user_id) => {
-                if let Some(user) = state.users.find(&user_id) {
-                    if let Some(u) = state.users.get_mut(user) {
-                        u.queue.resume();
-                    }
-                    if state.draining.is_none() {
-                        send_next(&myself, state, user).await?;
-                    } else {
-                        state.users.forget_if_unused(user);
-                    }
+                state.flow.resume(&user_id);
+                if state.draining.is_none() {
+                    send_next(&myself, state, &user_id).await?;
                 }
             }
             ConsumerMsg::Rerecord(ids) => {
@@ -327,7 +312,7 @@ impl Actor for PartitionConsumer {
             ConsumerMsg::Tick => {
                 commit_acks(state).await?;
                 // Counted by it (`tracking_aggregates_passivated_total`).
-                state.aggregates.passivate_idle(&mut state.users);
+                state.aggregates.passivate_idle();
             }
             ConsumerMsg::ReaderStopped(reason) => {
                 if state.draining.is_none() {
@@ -340,7 +325,7 @@ impl Actor for PartitionConsumer {
                 stop_reader(state);
                 // What waits in a queue or a back-off is left unacknowledged:
                 // delivered again after the restart.
-                let dropped = state.flow.drop_waiting(&mut state.users);
+                let dropped = state.flow.drop_waiting();
                 state.permits.add_permits(dropped);
                 state.draining = Some(reply);
             }
@@ -358,20 +343,13 @@ impl Actor for PartitionConsumer {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(user) = state
-                    .aggregates
-                    .remove_by_id(&mut state.users, cell.get_id())
-                else {
+                let Some(user_id) = state.aggregates.remove_by_id(cell.get_id()) else {
                     return Ok(());
                 };
                 ev::aggregate_failed(state.partition, &error.to_string());
                 // The batch it was on is retried one delivery at a time, and
                 // dead-lettered once a delivery used up its deliveries.
-                let batch = state
-                    .users
-                    .get_mut(user)
-                    .map(|u| u.queue.aggregate_failed())
-                    .unwrap_or_default();
+                let batch = state.flow.aggregate_failed(&user_id);
                 let error = format!("aggregate failed: {error}");
                 let outcomes = batch
                     .into_iter()
@@ -383,16 +361,11 @@ impl Actor for PartitionConsumer {
                         (id, o)
                     })
                     .collect();
-                on_outcomes(&myself, state, user, outcomes).await?;
+                on_outcomes(&myself, state, &user_id, outcomes).await?;
                 finish_drain_if_done(state).await?;
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(user) = state
-                    .aggregates
-                    .remove_by_id(&mut state.users, cell.get_id())
-                {
-                    state.users.forget_if_unused(user);
-                }
+                state.aggregates.remove_by_id(cell.get_id());
             }
             _ => {}
         }

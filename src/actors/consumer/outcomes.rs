@@ -80,14 +80,13 @@ pub(super) fn record_rejections(
     });
 }
 
-/// Acts on the outcomes of user `user` (its slot, held for this call):
-/// acknowledge (dead-lettering refused commands first), or put back for a
-/// retry after a back-off, or give up on a delivery whose processing
-/// failed `max_deliveries` times.
+/// Acts on a user's outcomes: acknowledge (dead-lettering refused commands
+/// first), or put back for a retry after a back-off, or give up on a
+/// delivery whose processing failed `max_deliveries` times.
 pub(super) async fn on_outcomes(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
-    user: usize,
+    user_id: &str,
     outcomes: Vec<(u64, Outcome)>,
 ) -> Result<(), ActorProcessingErr> {
     let mut acked = Vec::new();
@@ -132,19 +131,17 @@ pub(super) async fn on_outcomes(
                 state.flow.remove(*id);
             }
             state.permits.add_permits(retry.len());
-        } else if let Some(u) = state.users.get_mut(user) {
-            if u.queue.back_off(&retry) {
-                let delay = state.config.backoff(attempt);
-                ev::retry_scheduled(state.partition, retry.len(), delay, &last_error);
-                let user_id = u.id().to_string();
-                myself.send_after(delay, move || ConsumerMsg::Resume(user_id));
-            }
+        } else if state.flow.back_off(user_id, &retry) {
+            let delay = state.config.backoff(attempt);
+            ev::retry_scheduled(state.partition, retry.len(), delay, &last_error);
+            let user = user_id.to_string();
+            myself.send_after(delay, move || ConsumerMsg::Resume(user));
         }
     }
     if state.draining.is_none() {
-        send_next(myself, state, user).await?;
+        send_next(myself, state, user_id).await?;
     } else {
-        state.users.forget_if_unused(user);
+        state.flow.forget_idle(user_id);
     }
     Ok(())
 }
@@ -270,7 +267,7 @@ pub(super) async fn commit_acks(state: &mut ConsumerState) -> Result<(), ActorPr
 pub(super) async fn finish_drain_if_done(
     state: &mut ConsumerState,
 ) -> Result<(), ActorProcessingErr> {
-    if state.draining.is_some() && state.flow.quiescent(&state.users) {
+    if state.draining.is_some() && state.flow.quiescent() {
         commit_acks(state).await?;
         state.acker.flush().await?;
         if let Some(reply) = state.draining.take() {

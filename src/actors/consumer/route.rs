@@ -23,8 +23,7 @@ pub(super) async fn on_deliveries(
         state.permits.add_permits(batch.len());
         return Ok(());
     }
-    // Their users' slots, to send each user's next batch once.
-    let mut users: Vec<usize> = Vec::new();
+    let mut users: Vec<String> = Vec::new();
     let mut rejections = Vec::new();
     let mut rejected = Vec::new();
     // Counted per batch and format: one metric update per batch, not per command.
@@ -83,12 +82,9 @@ pub(super) async fn on_deliveries(
             }
         };
         if let Some(cmd) = &command {
-            let user = state.users.find_or_add(&cmd.user_id);
-            if let Some(u) = state.users.get_mut(user) {
-                u.queue.enqueue(id);
-            }
-            if users.last() != Some(&user) {
-                users.push(user);
+            state.flow.enqueue(&cmd.user_id, id);
+            if users.last() != Some(&cmd.user_id) {
+                users.push(cmd.user_id.clone());
             }
         }
         let refused = rejected
@@ -109,7 +105,7 @@ pub(super) async fn on_deliveries(
     users.sort_unstable();
     users.dedup();
     for user in users {
-        send_next(myself, state, user).await?;
+        send_next(myself, state, &user).await?;
     }
     if !rejections.is_empty() {
         record_rejections(myself, state, rejections, rejected);
@@ -147,15 +143,14 @@ pub(super) fn answer_saga(
     );
 }
 
-/// Sends the next batch of user `user` (its slot) to its aggregate, if
-/// it may go now; else forgets the user if nothing uses it any more.
+/// Sends the user's next batch to its aggregate, if it may go now.
 pub(super) async fn send_next(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
-    user: usize,
+    user_id: &str,
 ) -> Result<(), ActorProcessingErr> {
-    let Some(batch) = state.users.get_mut(user).and_then(|u| u.queue.next_batch()) else {
-        state.users.forget_if_unused(user);
+    let Some(batch) = state.flow.next_batch(user_id) else {
+        state.flow.forget_idle(user_id);
         return Ok(());
     };
     let works: Vec<Work> = batch
@@ -170,10 +165,11 @@ pub(super) async fn send_next(
             })
         })
         .collect();
-    match state.aggregates.dispatch(&state.users, user) {
+    match state.aggregates.get(user_id) {
         Some(actor) => actor.send_message(AggregateMsg::Commands(works))?,
-        None => to_new_aggregate(myself, state, user, works).await?,
+        None => to_new_aggregate(myself, state, user_id, works).await?,
     }
+    state.aggregates.dispatched(user_id, 1);
     Ok(())
 }
 
@@ -183,29 +179,24 @@ pub(super) async fn send_next(
 async fn to_new_aggregate(
     myself: &ActorRef<ConsumerMsg>,
     state: &mut ConsumerState,
-    user: usize,
+    user_id: &str,
     works: Vec<Work>,
 ) -> Result<(), ActorProcessingErr> {
-    let Some(user_id) = state.users.get(user).map(|u| u.id().to_string()) else {
-        return Ok(());
-    };
     // Counts what it passivates (`tracking_aggregates_passivated_total`);
     // a spare actor is already recorded as this user's.
-    let (_, spare) = state.aggregates.make_room_for(&mut state.users, user);
+    let (_, spare) = state.aggregates.make_room_for(user_id);
     let works = match spare {
         None => works,
-        Some(actor) => match rebind(&actor, &user_id, works)? {
+        Some(actor) => match rebind(&actor, user_id, works)? {
             None => return Ok(()),
             Some(works) => {
-                state
-                    .aggregates
-                    .remove_by_id(&mut state.users, actor.get_id());
+                state.aggregates.remove_by_id(actor.get_id());
                 works
             }
         },
     };
     let args = AggregateArgs {
-        user_id,
+        user_id: user_id.to_string(),
         store: state.store.clone(),
         names: state.names.clone(),
         consumer: myself.get_derived(),
@@ -213,9 +204,7 @@ async fn to_new_aggregate(
     };
     let (actor, _handle) =
         Actor::spawn_linked(None, UserAggregate, args, myself.get_cell()).await?;
-    state
-        .aggregates
-        .insert(&mut state.users, user, actor.clone());
+    state.aggregates.insert(user_id.to_string(), actor.clone());
     actor.send_message(AggregateMsg::Commands(works))?;
     Ok(())
 }
