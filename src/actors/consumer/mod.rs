@@ -48,7 +48,9 @@ use outcomes::{
     settle_rejections,
 };
 use passivation::Aggregates;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort, SupervisionEvent,
+};
 use route::{answer_saga, on_deliveries, send_next};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -142,6 +144,11 @@ pub struct ConsumerState {
     draining: Option<RpcReplyPort<()>>,
     acks_pending: bool,
     sink: Option<Arc<dyn EventSink>>,
+    /// Where this partition's aggregates report, one for all of them: each
+    /// batch's handoff clones it, and a clone of a shared one touches a
+    /// reference count the CPU's caches hold (one per aggregate would be a
+    /// cold one per batch with many users).
+    reports: DerivedActorRef<Reports>,
     /// Metric handles registered once (see `internal_events::pipeline`).
     in_flight: ev::InFlight,
     processing: ev::Processing,
@@ -192,6 +199,7 @@ impl Actor for PartitionConsumer {
             draining: None,
             acks_pending: false,
             sink: a.sink,
+            reports: myself.get_derived(),
             in_flight: ev::InFlight::register(a.partition),
             processing: ev::Processing::register(),
         })

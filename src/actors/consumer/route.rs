@@ -199,7 +199,7 @@ async fn to_new_aggregate(
         user_id: user_id.to_string(),
         store: state.store.clone(),
         names: state.names.clone(),
-        consumer: myself.get_derived(),
+        consumer: state.reports.clone(),
         processing: state.processing.clone(),
     };
     let (actor, _handle) =
