@@ -81,7 +81,14 @@ fn main() -> ExitCode {
 
 async fn run(args: alpes_tracking::config::RunArgs) -> anyhow::Result<()> {
     let config = args.service_config()?;
-    app::run(config, shutdown_signal()).await
+    // Once a stop begins, it ends: by itself within the grace, or by the
+    // process exiting a margin later (see `process::exit_if_stuck`).
+    let deadline = config.shutdown_grace + process::STUCK_STOP_MARGIN;
+    let shutdown = async move {
+        shutdown_signal().await;
+        process::exit_if_stuck(deadline);
+    };
+    app::run(config, shutdown).await
 }
 
 /// Completes on SIGTERM or SIGINT.

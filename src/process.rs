@@ -1,6 +1,6 @@
 //! Process-level settings the binary applies at start: transparent huge
 //! pages off, a lower priority for the pipeline's threads and the lowest
-//! for background work. Also two readings for whoever reports them: the
+//! for background work; and a deadline on a stop once it has begun. Also two readings for whoever reports them: the
 //! process's resident set and the machine's CPU times. Here rather than in
 //! `main.rs` so that `main` stays configuration and a call to `app::run`.
 //! Linux only; elsewhere the settings do nothing and the readings are
@@ -30,6 +30,46 @@ fn warn_on_failure(failed: bool, what: &str) {
             "warning: could not {what}: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+/// How long past its grace a stop may take before the process ends
+/// itself ([`exit_if_stuck`]): the drain's grace, the supervisor's stop (5
+/// s) and closing the log, the sink and the store, each bounded on its
+/// own, fit well within it.
+pub const STUCK_STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Ends the process with exit code 70 (`EX_SOFTWARE`) if it is still
+/// running `after` from now: called when a stop begins (SIGTERM, SIGINT),
+/// so a stop always ends. A task that never yields can hold a runtime's
+/// only worker thread, and then no timeout on that runtime can fire: the
+/// Pulsar client's consumer engine, retrying a flow message on a dead
+/// connection without waiting, did so after a worker had been paused for
+/// 25 s (`loadtest/faults/pause.sh`), and the stop waited for ever. The
+/// check runs on its own OS thread for that reason. Ending the process
+/// here is a crash as far as the data goes, which loses nothing
+/// acknowledged: what was not acknowledged is delivered again.
+pub fn exit_if_stuck(after: std::time::Duration) {
+    on_stuck(after, move || {
+        eprintln!(
+            "error: the stop did not finish within {after:?}; exiting now \
+             (nothing acknowledged is lost: what was not acknowledged is delivered again)"
+        );
+        std::process::exit(70);
+    });
+}
+
+/// Runs `stuck` on a thread of its own `after` from now, unless the
+/// process has ended by then.
+fn on_stuck(after: std::time::Duration, stuck: impl FnOnce() + Send + 'static) {
+    let started = std::thread::Builder::new()
+        .name("stop-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(after);
+            stuck();
+        });
+    if let Err(e) = started {
+        eprintln!("warning: no deadline on this stop (cannot start its thread: {e})");
     }
 }
 
@@ -193,6 +233,25 @@ mod tests {
         assert_eq!(slice, Some(300_000));
         assert_eq!(nice, 5, "the nice value must stay what it was");
         assert_eq!(own_slice_ns(), before, "other threads keep theirs");
+    }
+
+    #[test]
+    fn a_stop_still_running_at_its_deadline_is_ended_and_not_before() {
+        // Given a deadline 200 ms away
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = std::time::Instant::now();
+        super::on_stuck(std::time::Duration::from_millis(200), move || {
+            let _ = tx.send(started.elapsed());
+        });
+        // Then nothing happens at once, and the action runs once it passed
+        assert!(rx.try_recv().is_err(), "ran before its deadline");
+        let ran_after = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the deadline's action ran");
+        assert!(
+            ran_after >= std::time::Duration::from_millis(200),
+            "{ran_after:?}"
+        );
     }
 
     #[test]
