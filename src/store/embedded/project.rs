@@ -50,7 +50,12 @@ impl Delta {
         let mut body = match projection {
             ProjectionKind::DailyStats => Body::Daily(Map::default()),
             ProjectionKind::Status => Body::Status(BTreeMap::new()),
-            ProjectionKind::UserStats => Body::Users(Map::default()),
+            // Room for every record's user at once: grown from empty, the
+            // map rehashed its entries a few times per apply.
+            ProjectionKind::UserStats => Body::Users(Map::with_capacity_and_hasher(
+                records.len(),
+                Default::default(),
+            )),
         };
         let mut to = checkpoint;
         let mut prev = None;

@@ -126,7 +126,8 @@ impl Inner {
             rejections: Vec::with_capacity(batch.rejections.len()),
         };
         // Users and ids appended earlier in this batch (not yet readable).
-        let mut seqs: Map<&str, u64> = Map::default();
+        let mut seqs: Map<&str, u64> =
+            Map::with_capacity_and_hasher(batch.groups.len(), Default::default());
         let mut taken: Map<&str, &str> = Map::with_capacity_and_hasher(events, Default::default());
 
         for g in &batch.groups {
