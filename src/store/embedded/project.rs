@@ -50,12 +50,7 @@ impl Delta {
         let mut body = match projection {
             ProjectionKind::DailyStats => Body::Daily(Map::default()),
             ProjectionKind::Status => Body::Status(BTreeMap::new()),
-            // Room for every record's user at once: grown from empty, the
-            // map rehashed its entries a few times per apply.
-            ProjectionKind::UserStats => Body::Users(Map::with_capacity_and_hasher(
-                records.len(),
-                Default::default(),
-            )),
+            ProjectionKind::UserStats => Body::Users(Map::default()),
         };
         let mut to = checkpoint;
         let mut prev = None;
