@@ -83,10 +83,10 @@ async fn run(args: alpes_tracking::config::RunArgs) -> anyhow::Result<()> {
     let config = args.service_config()?;
     // Once a stop begins, it ends: by itself within the grace, or by the
     // process exiting a margin later (see `process::exit_if_stuck`).
-    let deadline = config.shutdown_grace + process::STUCK_STOP_MARGIN;
+    let grace = config.shutdown_grace;
     let shutdown = async move {
         shutdown_signal().await;
-        process::exit_if_stuck(deadline);
+        process::exit_if_stuck(grace);
     };
     app::run(config, shutdown).await
 }

@@ -2,10 +2,9 @@
 //! pages off, a lower priority for the pipeline's threads and the lowest
 //! for background work; and a deadline on a stop once it has begun. Also
 //! two readings for whoever reports them: the process's resident set and
-//! the machine's CPU times. Here rather than in
-//! `main.rs` so that `main` stays configuration and a call to `app::run`.
-//! Linux only; elsewhere the settings do nothing and the readings are
-//! `None`.
+//! the machine's CPU times. Here rather than in `main.rs` so that `main`
+//! stays configuration and a call to `app::run`. Linux only; elsewhere
+//! the settings do nothing and the readings are `None`.
 
 /// Transparent huge pages off for this process. mimalloc asks the kernel
 /// for them (madvise) and the kernel then backs partly used 2 MiB ranges
@@ -38,19 +37,20 @@ fn warn_on_failure(failed: bool, what: &str) {
 /// itself ([`exit_if_stuck`]): after the drain's grace, the supervisor's
 /// stop (at most 5 s) and the closing of the log, the sink and the store
 /// take well under it.
-pub const STUCK_STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+const STUCK_STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Ends the process with exit code 70 (`EX_SOFTWARE`) if it is still
-/// running `after` from now: called when a stop begins (SIGTERM, SIGINT),
-/// so a stop always ends. A task that never yields can hold a runtime's
+/// running [`STUCK_STOP_MARGIN`] past `grace` from now: called when a stop
+/// begins (SIGTERM, SIGINT), so a stop always ends. A task that never yields can hold a runtime's
 /// only worker thread, and then no timeout on that runtime can fire (the
 /// Pulsar client's consumer engine retries a flow message on a dead
 /// connection without waiting: a worker paused past the broker's
 /// keepalive, `loadtest/faults/pause.sh`, can meet it). The check runs on
-/// its own OS thread for that reason. Ending the process
-/// here is a crash as far as the data goes, which loses nothing
-/// acknowledged: what was not acknowledged is delivered again.
-pub fn exit_if_stuck(after: std::time::Duration) {
+/// its own OS thread for that reason. Ending the process here is a crash
+/// as far as the data goes, which loses nothing acknowledged: what was not
+/// acknowledged is delivered again.
+pub fn exit_if_stuck(grace: std::time::Duration) {
+    let after = grace + STUCK_STOP_MARGIN;
     on_stuck(after, move || {
         eprintln!(
             "error: the stop did not finish within {after:?}; exiting now \
