@@ -29,10 +29,10 @@ fn main() -> ExitCode {
     };
     // Memory is held by the embedded store's process (its memory bound);
     // a worker on the shared store keeps little, and returning freed pages
-    // at once cost it about a tenth of its CPU in page faults.
+    // soon cost it about a tenth of its CPU in page faults.
     #[cfg(not(feature = "system-allocator"))]
     if worker.is_none_or(|r| r.store.scylla_nodes.is_none()) {
-        return_freed_memory_at_once();
+        return_freed_memory_soon();
     }
     init_tracing(&worker.unwrap_or(&cli.run).log_format);
     // Only a worker lowers its pipeline's priority (the load generator's
@@ -128,23 +128,36 @@ mod mimalloc_options {
     /// Its default in v3 (ms): checked before changing it, so a different
     /// mimalloc never gets another option changed.
     pub const PURGE_DELAY_DEFAULT: c_long = 1000;
+    /// How long (ms) a freed page is kept for reuse before it is returned:
+    /// long enough for the allocations a request or a batch makes and
+    /// frees, short enough that the 1,000,000-user scenario's peak stays
+    /// where returning at once puts it (205 MiB against 203).
+    pub const RETURN_AFTER_MS: c_long = 10;
 }
 
 /// mimalloc keeps freed pages for 1 s before returning them to the OS; with
 /// many threads freeing memory allocated by others (actors, the store's
 /// blocking pool) that held 50 to 60 MiB more at the peak of the
-/// 1,000,000-user scenario, at no measurable throughput cost when returned
-/// at once (`loadtest/scenarios/memory.sh`). Not for a worker on the ScyllaDB
-/// store: there the page faults cost about a tenth of its CPU
-/// (`loadtest/scenarios/stack-drain.sh`, 128 -> 112 µs per event).
+/// 1,000,000-user scenario (`loadtest/scenarios/memory.sh`). Returned at
+/// once instead (a delay of 0), a page emptied and filled again within
+/// microseconds is unmapped and faulted back in: hyper gives each HTTP/1
+/// request a fresh 8 KiB read buffer (it reads ahead while the handler
+/// still holds the request's bytes) and frees it when the request is
+/// dropped. Under full HTTP load, returning pages (`madvise`) and faulting
+/// them back in were about 7 % of an embedded worker's CPU samples.
+/// `mimalloc_options::RETURN_AFTER_MS` keeps such pages for reuse and
+/// still returns what stays free. Not for a worker on the
+/// ScyllaDB store: there the page faults cost about a tenth of its CPU
+/// (`loadtest/scenarios/stack-drain.sh`, 128 -> 112 µs per event) and it
+/// has no memory bound of its own.
 #[cfg(not(feature = "system-allocator"))]
-fn return_freed_memory_at_once() {
+fn return_freed_memory_soon() {
     use mimalloc_options::*;
     // SAFETY: both functions take and return plain integers; the option
     // is only changed if it holds v3's default for it.
     unsafe {
         if mi_option_get(PURGE_DELAY) == PURGE_DELAY_DEFAULT {
-            mi_option_set(PURGE_DELAY, 0);
+            mi_option_set(PURGE_DELAY, RETURN_AFTER_MS);
         } else {
             eprintln!("warning: mimalloc purge delay is not its default (MIMALLOC_PURGE_DELAY set?): left as it is");
         }
