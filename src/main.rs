@@ -28,8 +28,9 @@ fn main() -> ExitCode {
         Some(_) => None,
     };
     // Memory is held by the embedded store's process (its memory bound);
-    // a worker on the shared store keeps little, and returning freed pages
-    // soon cost it about a tenth of its CPU in page faults.
+    // a worker on the shared store keeps little and keeps mimalloc's
+    // default (returning freed pages at once cost it about a tenth of its
+    // CPU in page faults).
     #[cfg(not(feature = "system-allocator"))]
     if worker.is_none_or(|r| r.store.scylla_nodes.is_none()) {
         return_freed_memory_soon();
@@ -131,7 +132,7 @@ mod mimalloc_options {
     /// How long (ms) a freed page is kept for reuse before it is returned:
     /// long enough for the allocations a request or a batch makes and
     /// frees, short enough that the 1,000,000-user scenario's peak stays
-    /// where returning at once puts it (205 MiB against 203).
+    /// within a few MiB of where returning at once puts it.
     pub const RETURN_AFTER_MS: c_long = 10;
 }
 
@@ -146,10 +147,10 @@ mod mimalloc_options {
 /// dropped. Under full HTTP load, returning pages (`madvise`) and faulting
 /// them back in were about 7 % of an embedded worker's CPU samples.
 /// `mimalloc_options::RETURN_AFTER_MS` keeps such pages for reuse and
-/// still returns what stays free. Not for a worker on the
-/// ScyllaDB store: there the page faults cost about a tenth of its CPU
-/// (`loadtest/scenarios/stack-drain.sh`, 128 -> 112 µs per event) and it
-/// has no memory bound of its own.
+/// still returns what stays free. Not for a worker on the ScyllaDB store:
+/// it has no memory bound of its own, and returning its pages at once cost
+/// it about a tenth of its CPU (`loadtest/scenarios/stack-drain.sh`, 128 ->
+/// 112 µs per event with mimalloc's default).
 #[cfg(not(feature = "system-allocator"))]
 fn return_freed_memory_soon() {
     use mimalloc_options::*;
