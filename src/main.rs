@@ -27,10 +27,8 @@ fn main() -> ExitCode {
         Some(Command::Run(r)) => Some(r),
         Some(_) => None,
     };
-    // Memory is held by the embedded store's process (its memory bound);
-    // a worker on the shared store keeps little and keeps mimalloc's
-    // default (returning freed pages at once cost it about a tenth of its
-    // CPU in page faults).
+    // The embedded store's process holds the memory (its bound); a worker
+    // on the shared store keeps mimalloc's default (see the function).
     #[cfg(not(feature = "system-allocator"))]
     if worker.is_none_or(|r| r.store.scylla_nodes.is_none()) {
         return_freed_memory_soon();

@@ -41,12 +41,12 @@ const STUCK_STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(30
 
 /// Ends the process with exit code 70 (`EX_SOFTWARE`) if it is still
 /// running [`STUCK_STOP_MARGIN`] past `grace` from now: called when a stop
-/// begins (SIGTERM, SIGINT), so a stop always ends. A task that never yields can hold a runtime's
-/// only worker thread, and then no timeout on that runtime can fire (the
-/// Pulsar client's consumer engine retries a flow message on a dead
-/// connection without waiting: a worker paused past the broker's
-/// keepalive, `loadtest/faults/pause.sh`, can meet it). The check runs on
-/// its own OS thread for that reason. Ending the process here is a crash
+/// begins (SIGTERM, SIGINT), so a stop always ends. A task that never
+/// yields can hold a runtime's only worker thread, and then no timeout on
+/// that runtime can fire (the Pulsar client's consumer engine retries a
+/// flow message on a dead connection without waiting: a worker paused
+/// past the broker's keepalive, `loadtest/faults/pause.sh`, can meet it).
+/// The check runs on its own OS thread for that reason. Ending the process here is a crash
 /// as far as the data goes, which loses nothing acknowledged: what was not
 /// acknowledged is delivered again.
 pub fn exit_if_stuck(grace: std::time::Duration) {
