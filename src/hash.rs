@@ -4,7 +4,8 @@
 //! maps' iteration order unpredictable from outside as SipHash does.
 //!
 //! [`InlineStr`] is the key of the big maps of users (their last seqs, the
-//! projections' warm rows): a user id held in the map's own slot, not
+//! projections' warm rows, a consumer's queues and live aggregates): a
+//! user id held in the map's own slot, not
 //! behind a pointer, so that comparing a probed slot's key costs no
 //! second cache miss.
 

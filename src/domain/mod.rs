@@ -40,14 +40,14 @@ impl InteractionType {
         }
     }
 
-    /// Parses the wire spelling (case-insensitive, surrounding blanks ignored).
+    /// Parses the wire spelling (case-insensitive, surrounding blanks
+    /// ignored). Compares in place: every command is parsed, and a
+    /// lower-cased copy would be an allocation per command.
     pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "click" => Some(Self::Click),
-            "view" => Some(Self::View),
-            "like" => Some(Self::Like),
-            _ => None,
-        }
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
     }
 }
 

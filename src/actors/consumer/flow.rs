@@ -11,7 +11,7 @@
 //! trusted again once its queue has drained.
 
 use crate::domain::{RejectReason, TrackInteraction};
-use crate::hash::Map;
+use crate::hash::{InlineStr, Map};
 use crate::log::Delivery;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,10 +53,15 @@ impl UserQueue {
 }
 
 /// Deliveries in flight and the per-user queues.
+///
+/// With many users nearly every delivery is its user's only one in
+/// flight: its queue is made when it arrives and dropped once answered.
+/// So a queue's key is held in place ([`InlineStr`]) and a batch's ids
+/// move from the queue to the aggregate's record without a copy.
 #[derive(Default)]
 pub struct Flow {
     in_flight: Map<u64, InFlight>,
-    users: Map<String, UserQueue>,
+    users: Map<InlineStr, UserQueue>,
     /// Deliveries sent to the writer as rejections, not yet settled.
     settling: usize,
 }
@@ -93,14 +98,20 @@ impl Flow {
             None => {
                 let mut q = UserQueue::default();
                 q.queued.push_back(id);
-                self.users.insert(user.to_string(), q);
+                self.users.insert(user.into(), q);
             }
         }
     }
 
-    /// The next batch to send for `user`, if it may be sent now; it is
-    /// recorded as at the aggregate.
-    pub fn next_batch(&mut self, user: &str) -> Option<Vec<u64>> {
+    /// The next batch to send for `user`, if it may be sent now: it is
+    /// recorded as at the aggregate, and each of its deliveries is handed
+    /// to `work` (with its entry, if still in flight), which gives what to
+    /// send for it, if anything.
+    pub fn next_batch<T>(
+        &mut self,
+        user: &str,
+        mut work: impl FnMut(u64, Option<&InFlight>) -> Option<T>,
+    ) -> Option<Vec<T>> {
         let q = self.users.get_mut(user)?;
         if q.at_aggregate.is_some() || q.backing_off || q.queued.is_empty() {
             return None;
@@ -108,10 +119,15 @@ impl Flow {
         let batch: Vec<u64> = if q.suspect {
             q.queued.pop_front().into_iter().collect()
         } else {
-            q.queued.drain(..).collect()
+            // The queue's buffer becomes the batch (no copy, no allocation).
+            Vec::from(std::mem::take(&mut q.queued))
         };
-        q.at_aggregate = Some(batch.clone());
-        Some(batch)
+        let works = batch
+            .iter()
+            .filter_map(|&id| work(id, self.in_flight.get(&id)))
+            .collect();
+        q.at_aggregate = Some(batch);
+        Some(works)
     }
 
     /// The aggregate answered the user's batch.
@@ -141,7 +157,7 @@ impl Flow {
     /// queue until [`Flow::resume`]. Returns whether a back-off must be
     /// scheduled (it was not already running).
     pub fn back_off(&mut self, user: &str, ids: &[u64]) -> bool {
-        let q = self.users.entry(user.to_string()).or_default();
+        let q = self.users.entry(user.into()).or_default();
         for id in ids.iter().rev() {
             q.queued.push_front(*id);
         }
@@ -194,25 +210,25 @@ mod tests {
         let mut f = Flow::default();
         f.enqueue("u", 1);
         f.enqueue("u", 2);
-        assert_eq!(f.next_batch("u"), Some(vec![1, 2]));
+        assert_eq!(ids(&mut f, "u"), Some(vec![1, 2]));
         f.enqueue("u", 3);
-        assert_eq!(f.next_batch("u"), None, "one batch at a time");
+        assert_eq!(ids(&mut f, "u"), None, "one batch at a time");
         f.answered("u", true);
-        assert_eq!(f.next_batch("u"), Some(vec![3]));
+        assert_eq!(ids(&mut f, "u"), Some(vec![3]));
     }
 
     #[test]
     fn retried_batch_goes_first_after_the_back_off() {
         let mut f = Flow::default();
         f.enqueue("u", 1);
-        assert_eq!(f.next_batch("u"), Some(vec![1]));
+        assert_eq!(ids(&mut f, "u"), Some(vec![1]));
         f.enqueue("u", 2);
         f.answered("u", false);
         assert!(f.back_off("u", &[1]));
         assert!(!f.back_off("u", &[]), "already backing off");
-        assert_eq!(f.next_batch("u"), None, "held during the back-off");
+        assert_eq!(ids(&mut f, "u"), None, "held during the back-off");
         f.resume("u");
-        assert_eq!(f.next_batch("u"), Some(vec![1, 2]));
+        assert_eq!(ids(&mut f, "u"), Some(vec![1, 2]));
     }
 
     #[test]
@@ -221,21 +237,21 @@ mod tests {
         for id in 1..=3 {
             f.enqueue("u", id);
         }
-        assert_eq!(f.next_batch("u"), Some(vec![1, 2, 3]));
+        assert_eq!(ids(&mut f, "u"), Some(vec![1, 2, 3]));
         let failed = f.aggregate_failed("u");
         assert_eq!(failed, vec![1, 2, 3]);
         f.back_off("u", &failed);
         f.resume("u");
-        assert_eq!(f.next_batch("u"), Some(vec![1]));
+        assert_eq!(ids(&mut f, "u"), Some(vec![1]));
         f.answered("u", true);
-        assert_eq!(f.next_batch("u"), Some(vec![2]), "still one at a time");
+        assert_eq!(ids(&mut f, "u"), Some(vec![2]), "still one at a time");
         f.answered("u", true);
-        assert_eq!(f.next_batch("u"), Some(vec![3]));
+        assert_eq!(ids(&mut f, "u"), Some(vec![3]));
         f.answered("u", true);
         f.enqueue("u", 4);
         f.enqueue("u", 5);
         assert_eq!(
-            f.next_batch("u"),
+            ids(&mut f, "u"),
             Some(vec![4, 5]),
             "trusted again once drained"
         );
@@ -254,7 +270,7 @@ mod tests {
             });
         }
         f.enqueue("u", 1);
-        assert_eq!(f.next_batch("u"), Some(vec![1]));
+        assert_eq!(ids(&mut f, "u"), Some(vec![1]));
         f.enqueue("u", 2);
         f.enqueue("v", 3);
         assert_eq!(f.drop_waiting(), 2);
@@ -262,6 +278,10 @@ mod tests {
         f.answered("u", true);
         assert!(f.quiescent());
         assert_eq!(f.len(), 1);
+    }
+
+    fn ids(f: &mut Flow, user: &str) -> Option<Vec<u64>> {
+        f.next_batch(user, |id, _| Some(id))
     }
 
     fn delivery(id: u64) -> Delivery {

@@ -30,7 +30,7 @@
 //! timeout still stops the least recently used.
 
 use super::super::aggregate::AggregateMsg;
-use crate::hash::Map;
+use crate::hash::{InlineStr, Map};
 use crate::health::Health;
 use crate::internal_events as ev;
 use ractor::{ActorId, ActorRef};
@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Entry {
-    user_id: String,
+    user_id: InlineStr,
     actor: ActorRef<AggregateMsg>,
     outstanding: usize,
     generation: u64,
@@ -55,8 +55,9 @@ pub struct Aggregates {
     idle: Duration,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
-    /// User to slot.
-    live: Map<String, usize>,
+    /// User to slot. Keys held in place ([`InlineStr`]): a rebinding at
+    /// the cap, once per new user, then moves no string to the heap.
+    live: Map<InlineStr, usize>,
     /// Actor to slot.
     by_id: Map<ActorId, usize>,
     lru: VecDeque<(usize, u64)>,
@@ -100,9 +101,9 @@ impl Aggregates {
 
     /// Serves `user_id` by `actor` from now on. A user already live is
     /// served by the new actor (its old actor is no longer tracked).
-    pub fn insert(&mut self, user_id: String, actor: ActorRef<AggregateMsg>) {
+    pub fn insert(&mut self, user_id: &str, actor: ActorRef<AggregateMsg>) {
         let entry = Entry {
-            user_id,
+            user_id: user_id.into(),
             actor,
             outstanding: 0,
             generation: 0,
@@ -160,7 +161,7 @@ impl Aggregates {
     pub fn remove_by_id(&mut self, id: ActorId) -> Option<String> {
         let slot = self.by_id.remove(&id)?;
         let e = self.release(slot)?;
-        Some(e.user_id)
+        Some(e.user_id.as_str().to_owned())
     }
 
     /// Passivates least recently used idle aggregates until there is room
@@ -288,10 +289,10 @@ impl Aggregates {
     fn rebind(&mut self, slot: usize, user_id: &str) -> Option<ActorRef<AggregateMsg>> {
         debug_assert!(!self.live.contains_key(user_id), "{user_id} is live");
         let e = self.slots.get_mut(slot)?.as_mut()?;
-        let old = std::mem::replace(&mut e.user_id, user_id.to_owned());
+        let old = std::mem::replace(&mut e.user_id, user_id.into());
         let actor = e.actor.clone();
         self.live.remove(old.as_str());
-        self.live.insert(user_id.to_owned(), slot);
+        self.live.insert(user_id.into(), slot);
         self.touch(slot);
         Some(actor)
     }
@@ -366,11 +367,11 @@ mod tests {
         let health = Arc::new(Health::default());
         let mut live = Aggregates::new(health.clone(), 2, Duration::from_secs(60));
         let (a, b) = (actor().await, actor().await);
-        live.insert("a".into(), a.clone());
+        live.insert("a", a.clone());
         let (n, spare) = live.make_room_for("b");
         assert_eq!(n, 0, "room below the cap");
         assert!(spare.is_none());
-        live.insert("b".into(), b.clone());
+        live.insert("b", b.clone());
 
         // "a" is the least recently used, but busy: "b" goes.
         live.get("a");
@@ -388,7 +389,7 @@ mod tests {
         assert_eq!(live.get("c").map(|r| r.get_id()), Some(b.get_id()));
         assert_eq!(live.remove_by_id(spare.get_id()).as_deref(), Some("c"));
         assert_eq!(health.aggregates().0, 1);
-        live.insert("c".into(), spare.clone());
+        live.insert("c", spare.clone());
 
         // Every live aggregate busy: nothing to hand back.
         live.dispatched("c", 1);
@@ -407,7 +408,7 @@ mod tests {
         let (a, b, c) = (actor().await, actor().await, actor().await);
         // Given three users whose work was answered in the order a, c, b,
         for (user, r) in [("a", &a), ("b", &b), ("c", &c)] {
-            live.insert(user.into(), r.clone());
+            live.insert(user, r.clone());
             live.dispatched(user, 1);
         }
         for user in ["a", "c", "b"] {
@@ -441,13 +442,13 @@ mod tests {
         let mut live = Aggregates::new(health, 2, Duration::from_secs(60));
         let (a, b, c) = (actor().await, actor().await, actor().await);
         // Given "a" touched twice, then gone (its slot freed),
-        live.insert("a".into(), a.clone());
+        live.insert("a", a.clone());
         live.get("a");
         assert_eq!(live.remove_by_id(a.get_id()).as_deref(), Some("a"));
         assert_eq!(live.remove_by_id(a.get_id()), None, "forgotten once");
         // and "b" in that slot, then "c", then "b" used again,
-        live.insert("b".into(), b.clone());
-        live.insert("c".into(), c.clone());
+        live.insert("b", b.clone());
+        live.insert("c", c.clone());
         live.get("b");
         // when room is made at the cap, the least recently used is "c":
         // "a"'s stamps and "b"'s first one are stale.
@@ -472,7 +473,7 @@ mod tests {
             Aggregates::new(health.clone(), 1, Duration::ZERO)
         });
         let a = actor().await;
-        live.insert("a".into(), a.clone());
+        live.insert("a", a.clone());
         let (n, spare) = live.make_room_for("b");
         assert_eq!(n, 1);
         assert!(spare.is_some(), "a, handed back at the cap");

@@ -6,10 +6,11 @@ use super::outcomes::{decode, record_rejections, rejection};
 use super::{saga, ConsumerMsg, ConsumerState, InFlight, Work};
 use crate::actors::aggregate::{AggregateArgs, AggregateMsg, UserAggregate};
 use crate::domain::codec::Command;
-use crate::domain::RejectReason;
+use crate::domain::{RejectReason, TrackInteraction};
 use crate::internal_events as ev;
 use crate::log::Delivery;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use std::sync::Arc;
 
 /// Decodes new deliveries and queues them per user (undecodable ones go
 /// to the writer as rejections).
@@ -23,7 +24,9 @@ pub(super) async fn on_deliveries(
         state.permits.add_permits(batch.len());
         return Ok(());
     }
-    let mut users: Vec<String> = Vec::new();
+    // The batch's users, by their commands (a reference count each, no
+    // copy of the id).
+    let mut users: Vec<Arc<TrackInteraction>> = Vec::new();
     let mut rejections = Vec::new();
     let mut rejected = Vec::new();
     // Counted per batch and format: one metric update per batch, not per command.
@@ -48,7 +51,7 @@ pub(super) async fn on_deliveries(
             }
             Ok(Command::Track(cmd)) => {
                 tally(&mut received, cmd.format.as_str());
-                Some(std::sync::Arc::new(cmd))
+                Some(Arc::new(cmd))
             }
             Ok(Command::BuildInteractionsInfo(b)) if state.sink.is_some() => {
                 tally(&mut received, "build_interactions_info");
@@ -83,8 +86,8 @@ pub(super) async fn on_deliveries(
         };
         if let Some(cmd) = &command {
             state.flow.enqueue(&cmd.user_id, id);
-            if users.last() != Some(&cmd.user_id) {
-                users.push(cmd.user_id.clone());
+            if users.last().is_none_or(|u| u.user_id != cmd.user_id) {
+                users.push(Arc::clone(cmd));
             }
         }
         let refused = rejected
@@ -102,10 +105,10 @@ pub(super) async fn on_deliveries(
     for (format, n) in received {
         ev::commands_received(format, n);
     }
-    users.sort_unstable();
-    users.dedup();
+    users.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+    users.dedup_by(|a, b| a.user_id == b.user_id);
     for user in users {
-        send_next(myself, state, &user).await?;
+        send_next(myself, state, &user.user_id).await?;
     }
     if !rejections.is_empty() {
         record_rejections(myself, state, rejections, rejected);
@@ -149,22 +152,19 @@ pub(super) async fn send_next(
     state: &mut ConsumerState,
     user_id: &str,
 ) -> Result<(), ActorProcessingErr> {
-    let Some(batch) = state.flow.next_batch(user_id) else {
+    let works = state.flow.next_batch(user_id, |id, f| {
+        let f = f?;
+        Some(Work {
+            delivery_id: id,
+            command: f.command.clone()?,
+            published_at_ms: f.delivery.published_at_ms,
+            source: f.delivery.source(),
+        })
+    });
+    let Some(works) = works else {
         state.flow.forget_idle(user_id);
         return Ok(());
     };
-    let works: Vec<Work> = batch
-        .iter()
-        .filter_map(|id| {
-            let f = state.flow.get(*id)?;
-            Some(Work {
-                delivery_id: *id,
-                command: f.command.clone()?,
-                published_at_ms: f.delivery.published_at_ms,
-                source: f.delivery.source(),
-            })
-        })
-        .collect();
     match state.aggregates.get(user_id) {
         Some(actor) => actor.send_message(AggregateMsg::Commands(works))?,
         None => to_new_aggregate(myself, state, user_id, works).await?,
@@ -204,7 +204,7 @@ async fn to_new_aggregate(
     };
     let (actor, _handle) =
         Actor::spawn_linked(None, UserAggregate, args, myself.get_cell()).await?;
-    state.aggregates.insert(user_id.to_string(), actor.clone());
+    state.aggregates.insert(user_id, actor.clone());
     actor.send_message(AggregateMsg::Commands(works))?;
     Ok(())
 }
