@@ -5,9 +5,8 @@
 //!
 //! [`InlineStr`] is the key of the big maps of users (their last seqs, the
 //! projections' warm rows, a consumer's queues and live aggregates): a
-//! user id held in the map's own slot, not
-//! behind a pointer, so that comparing a probed slot's key costs no
-//! second cache miss.
+//! user id held in the map's own slot, not behind a pointer, so that
+//! comparing a probed slot's key costs no second cache miss.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
