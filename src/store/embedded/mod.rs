@@ -66,7 +66,7 @@
 //!   record without its entries. If that batch fails, the records are
 //!   durable but unindexed: the store refuses every write until it is
 //!   opened again, which indexes them.
-//! - [`index`] makes the entries durable every second and records the head
+//! - [`index`] makes the entries durable every 2 s and records the head
 //!   they cover (`meta/indexed`); at open, the records after it are indexed
 //!   again from the journal. A position entry never exists without its
 //!   record (entries are written after the fsync), so an index ahead of

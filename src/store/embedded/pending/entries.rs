@@ -3,7 +3,7 @@
 //!
 //! An index's keys and values are copied into one buffer of its own
 //! ([`Entries::insert`]) and its maps hold spans of it, not a heap slice
-//! per key and value: a second's entries (four or more per event) are
+//! per key and value: a checkpoint's entries (four or more per event) are
 //! then no allocation each when written, no reference count touched when
 //! sorted and no free (on another thread than the allocation's) when
 //! dropped, only one buffer. A key put again leaves its old bytes in the
@@ -17,14 +17,15 @@ use hashbrown::HashTable;
 use std::hash::BuildHasher;
 use std::ops::{Bound, RangeBounds};
 
-/// The most entries a map is given room for before they come: a second's
-/// worth at 65,000 events/s. Past a burst (a derivation at open ingests
-/// up to `MAX_UNSEALED` at once) the next maps stay small.
-const PRESIZE_MAX: usize = 1 << 16;
+/// The most entries a map is given room for before they come: a
+/// checkpoint's worth (2 s) at 65,000 events/s. Past a burst (a
+/// derivation at open ingests up to `MAX_UNSEALED` at once) the next maps
+/// stay small.
+const PRESIZE_MAX: usize = 1 << 17;
 
 /// The most bytes a buffer is given room for before they come (a
-/// second's keys and values of one index at about 65,000 events/s).
-const PRESIZE_BYTES_MAX: usize = 4 << 20;
+/// checkpoint's keys and values of one index at about 65,000 events/s).
+const PRESIZE_BYTES_MAX: usize = 8 << 20;
 
 /// Where one entry's key and value are in the buffer: the key at `at`,
 /// the value right after it.
@@ -153,7 +154,7 @@ impl Entries {
 
     /// Empty, with room for as many entries (and groups) and bytes as
     /// `like` holds, up to [`PRESIZE_MAX`] and [`PRESIZE_BYTES_MAX`]: the
-    /// entries of the next second are about as many as this one's, and a
+    /// entries of the next checkpoint are about as many as this one's, and a
     /// map grown from empty rehashes all of them a dozen times on the way.
     pub(super) fn sized_like(like: &Entries) -> Entries {
         let room = |n: usize| n.min(PRESIZE_MAX);
@@ -351,11 +352,11 @@ impl Entries {
 
     /// Calls `f` with every entry, in ascending key order (one per key),
     /// until it fails: what a checkpoint writes into the LSM, one entry at
-    /// a time (no second copy of a second's entries).
+    /// a time (no second copy of a checkpoint's entries).
     ///
     /// The hashed shapes are sorted on each key's first 16 bytes, read
     /// once ([`key_prefix`]), and the whole keys only where those are
-    /// equal: a checkpoint sorts a second's entries, and comparing whole
+    /// equal: a checkpoint sorts its entries, and comparing whole
     /// keys at every step reads each key's bytes again (a cache miss).
     pub(super) fn for_each_sorted<E>(
         &self,
@@ -403,7 +404,7 @@ impl Entries {
     }
 
     /// Empties the maps and the buffer, keeping the memory they have:
-    /// the next second's entries go into it without the allocator
+    /// the next checkpoint's entries go into it without the allocator
     /// handing back fresh pages (a page fault each, zeroed).
     pub(super) fn clear(&mut self) {
         self.bytes.clear();
@@ -414,7 +415,7 @@ impl Entries {
         }
     }
 
-    /// Whether the memory kept is more than a second's worth at the rate
+    /// Whether the memory kept is more than a checkpoint's worth at the rate
     /// [`Entries::sized_like`] presizes for (after a burst: a derivation
     /// at open): then it is not worth keeping.
     pub(super) fn oversized(&self) -> bool {

@@ -12,10 +12,10 @@
 //! ([`super::index`]) seals them, sorts them and ingests them into the
 //! LSM as tables (fjall's bulk ingestion: no skip list, no LSM journal,
 //! one entry at a time from the layer), then empties them and keeps their
-//! memory for the next second's. A memtable insert is a walk down a skip
+//! memory for the next checkpoint's. A memtable insert is a walk down a skip
 //! list of a few MiB with random keys, a cache miss per level; a hash
 //! table insert is one or two, and the sort runs once per checkpoint over
-//! a second's entries. Memory stays bounded: past
+//! its entries. Memory stays bounded: past
 //! [`MAX_UNSEALED`] entries, or [`MAX_UNSEALED_BYTES`] (a row put again
 //! leaves its old bytes in its index's buffer), a write ingests them
 //! itself.
@@ -352,6 +352,15 @@ impl Pending {
         self.read().sealed.is_some()
     }
 
+    /// What is held unsealed now.
+    pub(in crate::store::embedded) fn unsealed(&self) -> Unsealed {
+        let layers = self.read();
+        Unsealed {
+            entries: layers.active.len,
+            bytes: layers.active.bytes,
+        }
+    }
+
     /// The memory the entries held here take (estimated).
     pub(super) fn bytes(&self) -> usize {
         let layers = self.read();
@@ -359,17 +368,18 @@ impl Pending {
     }
 }
 
-/// Entries held unsealed past which they are ingested at once: about a
-/// second's worth at 85,000 events/s (six entries per event: four
-/// index entries, the user's stats row and a daily member), some 60 MiB
-/// at most.
-const MAX_UNSEALED: usize = 1 << 19;
+/// Entries held unsealed past which they are ingested at once: about
+/// two seconds' worth at 85,000 events/s (six entries per event: four
+/// index entries, the user's stats row and a daily member). The index
+/// checkpoint starts at half of it ([`Unsealed::half_full`]), so a write
+/// meets it only when checkpoints fail or fall behind.
+const MAX_UNSEALED: usize = 1 << 20;
 
 /// The bytes held unsealed (estimated, every put counted: see
-/// [`entries`]) past which they are ingested at once: above what
-/// [`MAX_UNSEALED`] entries take, reached first only when rows put again
-/// and again leave their old bytes behind.
-const MAX_UNSEALED_BYTES: usize = 64 << 20;
+/// [`entries`]) past which they are ingested at once: about what
+/// [`MAX_UNSEALED`] entries take, reached first when rows put again and
+/// again leave their old bytes behind.
+const MAX_UNSEALED_BYTES: usize = 128 << 20;
 
 /// What the memory layer holds unsealed after a commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -384,6 +394,11 @@ impl Unsealed {
     /// Past either bound: to be ingested now.
     fn over(self) -> bool {
         self.entries > MAX_UNSEALED || self.bytes > MAX_UNSEALED_BYTES
+    }
+
+    /// Past half of either bound: time for a checkpoint.
+    pub(in crate::store::embedded) fn half_full(self) -> bool {
+        self.entries > MAX_UNSEALED / 2 || self.bytes > MAX_UNSEALED_BYTES / 2
     }
 }
 

@@ -399,6 +399,16 @@ fn a_row_put_again_and_again_counts_once_as_an_entry_and_each_time_as_bytes() {
     assert!(!over(1, held.bytes));
     assert!(over(1, super::MAX_UNSEALED_BYTES + 1));
     assert!(over(super::MAX_UNSEALED + 1, 0));
+    // A checkpoint is due at half of either bound, before a write must
+    // ingest.
+    let half_full = |entries, bytes| super::Unsealed { entries, bytes }.half_full();
+    assert!(!half_full(
+        super::MAX_UNSEALED / 2,
+        super::MAX_UNSEALED_BYTES / 2
+    ));
+    assert!(half_full(super::MAX_UNSEALED / 2 + 1, 0));
+    assert!(half_full(0, super::MAX_UNSEALED_BYTES / 2 + 1));
+    assert!(!over(super::MAX_UNSEALED / 2 + 1, 0));
 }
 
 #[test]
