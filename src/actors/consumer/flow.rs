@@ -56,8 +56,9 @@ impl UserQueue {
 ///
 /// With many users nearly every delivery is its user's only one in
 /// flight: its queue is made when it arrives and dropped once answered.
-/// So a queue's key is held in place ([`InlineStr`]) and a batch's ids
-/// move from the queue to the aggregate's record without a copy.
+/// So a queue's key is held in place ([`InlineStr`], ids of up to 22
+/// bytes) and a batch's ids move from the queue to the aggregate's
+/// record without a copy.
 #[derive(Default)]
 pub struct Flow {
     in_flight: Map<u64, InFlight>,

@@ -55,8 +55,9 @@ pub struct Aggregates {
     idle: Duration,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
-    /// User to slot. Keys held in place ([`InlineStr`]): a rebinding at
-    /// the cap, once per new user, then moves no string to the heap.
+    /// User to slot. Keys held in place ([`InlineStr`], ids of up to 22
+    /// bytes): a rebinding at the cap, once per new user, then allocates
+    /// nothing.
     live: Map<InlineStr, usize>,
     /// Actor to slot.
     by_id: Map<ActorId, usize>,

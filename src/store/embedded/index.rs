@@ -5,8 +5,8 @@
 //! `target` and `last_seq` in memory ([`super::pending`]), those of
 //! `rejections` in the LSM's memtables and fjall's own log. Every
 //! [`CHECKPOINT_EVERY`] (sooner when they take half their bound), a
-//! checkpoint ingests the entries held in memory
-//! into the LSM (sorted tables, synced as they are written), makes the
+//! checkpoint ingests the entries held in memory into the LSM (sorted
+//! tables, synced as they are written), makes the
 //! rest durable (`persist(SyncAll)`) and then records in `meta/indexed`
 //! the head they covered: every index entry up to that head was in place
 //! before the checkpoint began (the head moves after a write's entries
@@ -42,8 +42,8 @@ use std::time::Duration;
 /// (`super::keyspace_options`). The keys are random, so each merge
 /// rewrites level 1 whole: a checkpoint every 2 s instead of every
 /// second halves how often, for twice the entries held in memory
-/// (`loadtest/scenarios/pipeline-steady.sh`, whose window holds the
-/// merges: fjall's thread 3.9 -> 1.5 µs per event at 30,000/s).
+/// (`loadtest/scenarios/pipeline-steady.sh`, whose minute holds several
+/// merges: fjall's thread 3.2-3.6 -> 1.2-1.4 µs per event at 30,000/s).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// How often the checkpoint thread looks at what the memory layer holds
 /// between checkpoints: past half its bound a checkpoint starts at once,

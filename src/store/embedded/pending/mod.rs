@@ -12,13 +12,12 @@
 //! ([`super::index`]) seals them, sorts them and ingests them into the
 //! LSM as tables (fjall's bulk ingestion: no skip list, no LSM journal,
 //! one entry at a time from the layer), then empties them and keeps their
-//! memory for the next checkpoint's. A memtable insert is a walk down a skip
-//! list of a few MiB with random keys, a cache miss per level; a hash
-//! table insert is one or two, and the sort runs once per checkpoint over
-//! its entries. Memory stays bounded: past
-//! [`MAX_UNSEALED`] entries, or [`MAX_UNSEALED_BYTES`] (a row put again
-//! leaves its old bytes in its index's buffer), a write ingests them
-//! itself.
+//! memory for the next checkpoint's. A memtable insert is a walk down a
+//! skip list of a few MiB with random keys, a cache miss per level; a
+//! hash table insert is one or two, and the sort runs once per checkpoint
+//! over its entries. Memory stays bounded: past [`MAX_UNSEALED`] entries,
+//! or [`MAX_UNSEALED_BYTES`] (a row put again leaves its old bytes in its
+//! index's buffer), a write ingests them itself.
 //!
 //! Readers look here first, then in the LSM: an entry leaves this layer
 //! only after the LSM holds it, so a reader that misses it here finds it
@@ -381,7 +380,7 @@ const MAX_UNSEALED: usize = 1 << 20;
 /// again leave their old bytes behind.
 const MAX_UNSEALED_BYTES: usize = 128 << 20;
 
-/// What the memory layer holds unsealed after a commit.
+/// What the memory layer holds unsealed (after a commit, or now).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Unsealed {
     /// Distinct keys.
