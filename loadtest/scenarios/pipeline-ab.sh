@@ -5,7 +5,8 @@
 # run's CPU per event without the generator, then each build's medians
 # (perf-summary.py --median: the total and every part). A setting can be
 # compared on one build: ENV_A / ENV_B are passed to each side's run
-# (e.g. ENV_B="MIMALLOC_PURGE_DELAY=50").
+# (e.g. ENV_B="MIMALLOC_PURGE_DELAY=50"). Last, each build's totals
+# divided by the generator's own µs in the same run (the machine's speed).
 #
 #   BIN_A=old/tracking BIN_B=new/tracking loadtest/scenarios/pipeline-ab.sh
 #                                      ROUNDS=3, and pipeline-profile.sh's RATE, USERS, ...
@@ -29,4 +30,23 @@ for side in a b; do
   echo "== $side: medians of $ROUNDS runs"
   python3 "$ROOT/loadtest/perf-summary.py" --median $(seq -f "$OUT/$side-%g.json" 1 "$ROUNDS")
 done
+# The in-process generator runs the same code in both builds, so its own
+# µs per event follow the machine's speed: each run's total divided by
+# them compares two builds across a machine that speeds up and slows
+# down between runs (a ratio, not µs).
+python3 - "$OUT" "$ROUNDS" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def ratio(side, r):
+    j = json.load(open(f"{out}/{side}-{r}.json"))
+    gen = next(v["us"] for k, v in j["parts"].items() if k.startswith("load generator"))
+    return j["us_without_generator"] / gen if gen else float("nan")
+pairs = [(ratio("a", r), ratio("b", r)) for r in range(1, rounds + 1)]
+lower = sum(b < a for a, b in pairs)
+print("== total / the generator's own µs, per run (the machine's speed divided out)")
+for side, i in (("a", 0), ("b", 1)):
+    vals = [p[i] for p in pairs]
+    print(f"{side}: median {statistics.median(vals):.2f} ({min(vals):.2f}-{max(vals):.2f})")
+print(f"b lower than a in {lower} of {rounds} pairs")
+PY
 echo "reports: $OUT"
