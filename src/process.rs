@@ -46,9 +46,9 @@ const STUCK_STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(30
 /// that runtime can fire (the Pulsar client's consumer engine retries a
 /// flow message on a dead connection without waiting: a worker paused
 /// past the broker's keepalive, `loadtest/faults/pause.sh`, can meet it).
-/// The check runs on its own OS thread for that reason. Ending the process here is a crash
-/// as far as the data goes, which loses nothing acknowledged: what was not
-/// acknowledged is delivered again.
+/// The check runs on its own OS thread for that reason. Ending the
+/// process here is a crash as far as the data goes, which loses nothing
+/// acknowledged: what was not acknowledged is delivered again.
 pub fn exit_if_stuck(grace: std::time::Duration) {
     let after = grace + STUCK_STOP_MARGIN;
     on_stuck(after, move || {

@@ -57,22 +57,20 @@ const CHUNK: usize = 4096;
 const WHAT: &str = "indexing the journal's records not yet indexed durably";
 
 /// Runs the periodic checkpoints on their own thread while the store lives.
-pub(super) fn start_checkpoints(inner: Weak<Inner>) -> Result<(), StoreError> {
+pub(super) fn start_checkpoints(store: Weak<Inner>) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("store-index-checkpoint".into())
         .spawn(move || loop {
             let mut waited = Duration::ZERO;
-            while waited < CHECKPOINT_EVERY {
+            let inner = loop {
                 std::thread::sleep(LOOK_EVERY);
                 waited += LOOK_EVERY;
-                match inner.upgrade() {
-                    None => return,
-                    Some(inner) if inner.pending.unsealed().half_full() => break,
-                    Some(_) => {}
+                let Some(inner) = store.upgrade() else {
+                    return;
+                };
+                if waited >= CHECKPOINT_EVERY || inner.pending.unsealed().half_full() {
+                    break inner;
                 }
-            }
-            let Some(inner) = inner.upgrade() else {
-                return;
             };
             if let Err(e) = inner.checkpoint_indexes() {
                 ev::store_error("index_checkpoint", &e);

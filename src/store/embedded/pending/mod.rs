@@ -98,6 +98,14 @@ impl Default for Maps {
 const ENTRY_OVERHEAD: usize = 64;
 
 impl Maps {
+    /// What this layer holds, as counted against the bounds.
+    fn unsealed(&self) -> Unsealed {
+        Unsealed {
+            entries: self.len,
+            bytes: self.bytes,
+        }
+    }
+
     fn len(&self) -> usize {
         self.len
     }
@@ -285,10 +293,7 @@ impl Pending {
                 active.len += 1;
             }
         }
-        Unsealed {
-            entries: active.len,
-            bytes: active.bytes,
-        }
+        active.unsealed()
     }
 
     /// The value of `key`, if it is held here.
@@ -353,11 +358,7 @@ impl Pending {
 
     /// What is held unsealed now.
     pub(in crate::store::embedded) fn unsealed(&self) -> Unsealed {
-        let layers = self.read();
-        Unsealed {
-            entries: layers.active.len,
-            bytes: layers.active.bytes,
-        }
+        self.read().active.unsealed()
     }
 
     /// The memory the entries held here take (estimated).
