@@ -61,11 +61,16 @@ us = {g: t / hz * 1e6 / max(events, 1) for g, t in groups.items()}
 gen = us.get("generator (main thread)", 0.0)
 total = sum(us.values())
 check = next((l.strip() for l in open(base + ".log") if l.startswith("check")), "check: ?")
+# The generator runs the same code in every build and run: the pipeline's
+# µs divided by its own take out most of the machine's speed, which on a
+# shared machine moves every figure by up to a half between hours.
+ratio = (total - gen) / gen if gen else float("nan")
 out = {"events": events, "rate": events / window, "us_per_event": total,
-       "us_without_generator": total - gen, "threads": us}
+       "us_without_generator": total - gen, "per_generator_us": ratio, "threads": us}
 json.dump(out, open(base + ".cpu.json", "w"), indent=1)
 print(f"{base.rsplit('/', 1)[1]}: {events / window:,.0f} events/s persisted over {window} s; "
-      f"{total - gen:.1f} us of CPU per event without the generator ({total:.1f} with it); {check}")
+      f"{total - gen:.1f} us of CPU per event without the generator ({total:.1f} with it), "
+      f"{ratio:.2f} x the generator's own; {check}")
 for g, v in sorted(us.items(), key=lambda x: -x[1]):
     if v >= 0.05:
         print(f"    {v:6.2f} us  {g}")
@@ -87,8 +92,10 @@ out, side, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rs = [json.load(open(f"{out}/{side}-{i}.cpu.json")) for i in range(1, runs + 1)]
 med = lambda xs: statistics.median(xs)
 w = [r["us_without_generator"] for r in rs]
+g = [r.get("per_generator_us", float("nan")) for r in rs]
 print(f"== {side}: median of {runs}: {med(w):.1f} us per event without the generator "
-      f"({min(w):.1f}-{max(w):.1f}), {med([r['rate'] for r in rs]):,.0f} events/s")
+      f"({min(w):.1f}-{max(w):.1f}), {med(g):.2f} x the generator's own ({min(g):.2f}-{max(g):.2f}), "
+      f"{med([r['rate'] for r in rs]):,.0f} events/s")
 names = sorted({g for r in rs for g in r["threads"]}, key=lambda g: -med([r["threads"].get(g, 0) for r in rs]))
 for g in names:
     v = med([r["threads"].get(g, 0) for r in rs])
