@@ -61,9 +61,11 @@ us = {g: t / hz * 1e6 / max(events, 1) for g, t in groups.items()}
 gen = us.get("generator (main thread)", 0.0)
 total = sum(us.values())
 check = next((l.strip() for l in open(base + ".log") if l.startswith("check")), "check: ?")
-# The generator runs the same code in every build and run: the pipeline's
-# µs divided by its own take out most of the machine's speed, which on a
-# shared machine moves every figure by up to a half between hours.
+# The generator runs the same code in every build and run, so the
+# pipeline's µs divided by its own is a gauge of the shared machine's
+# speed, and a rough one: the pipeline waits on memory far more than the
+# generator does, and neighbours' load slows the two unequally. Builds
+# are compared in interleaved pairs (BIN_A, BIN_B), not by this ratio.
 ratio = (total - gen) / gen if gen else float("nan")
 out = {"events": events, "rate": events / window, "us_per_event": total,
        "us_without_generator": total - gen, "per_generator_us": ratio, "threads": us}
