@@ -18,11 +18,13 @@ RATE=${RATE:-40000}; KILL_AT=${KILL_AT:-8}; USERS=${USERS:-100000}; CONNECTIONS=
 OUT=$RESULTS/kill9; mkdir -p "$OUT"
 DATA=$OUT/worker
 rm -rf "$DATA" "$OUT/loadgen.json"
-DAY=$(date -u +%F)
+# The status projection counts by UTC day of processing: today and
+# tomorrow, so a run across midnight is counted whole.
+FROM=$(date -u +%F); TO=$(date -u -d tomorrow +%F)
 
-# decided: accepted + rejected today (UTC day of processing), from the status projection.
+# decided: accepted + rejected since the run began, from the status projection.
 decided() {
-  curl -sf "$WORKER_URL/tracking/stats/status?from=$DAY&to=$DAY" |
+  curl -sf "$WORKER_URL/tracking/stats/status?from=$FROM&to=$TO" |
     python3 -c 'import json,sys; print(sum(i["accepted"] + i["rejected"] for i in json.load(sys.stdin)["items"]))'
 }
 
