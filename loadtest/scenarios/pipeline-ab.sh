@@ -6,7 +6,8 @@
 # (perf-summary.py --median: the total and every part). A setting can be
 # compared on one build: ENV_A / ENV_B are passed to each side's run
 # (e.g. ENV_B="MIMALLOC_PURGE_DELAY=50"). Last, each build's totals
-# divided by the generator's own µs in the same run (the machine's speed).
+# divided by the generator's own µs in the same run (a rough gauge of
+# the machine's speed, as in pipeline-steady.sh).
 #
 #   BIN_A=old/tracking BIN_B=new/tracking loadtest/scenarios/pipeline-ab.sh
 #                                      ROUNDS=3, and pipeline-profile.sh's RATE, USERS, ...
@@ -31,9 +32,10 @@ for side in a b; do
   python3 "$ROOT/loadtest/perf-summary.py" --median $(seq -f "$OUT/$side-%g.json" 1 "$ROUNDS")
 done
 # The in-process generator runs the same code in both builds, so its own
-# µs per event follow the machine's speed: each run's total divided by
-# them compares two builds across a machine that speeds up and slows
-# down between runs (a ratio, not µs).
+# µs per event follow the machine's speed, roughly: the pipeline waits on
+# memory far more than the generator, and neighbours' load slows the two
+# unequally. The ratio is printed beside the interleaved pairs above, which
+# remain the comparison of the builds.
 python3 - "$OUT" "$ROUNDS" <<'PY'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
@@ -43,7 +45,7 @@ def ratio(side, r):
     return j["us_without_generator"] / gen if gen else float("nan")
 pairs = [(ratio("a", r), ratio("b", r)) for r in range(1, rounds + 1)]
 lower = sum(b < a for a, b in pairs)
-print("== total / the generator's own µs, per run (the machine's speed divided out)")
+print("== total / the generator's own µs, per run (a rough gauge of the machine's speed)")
 for side, i in (("a", 0), ("b", 1)):
     vals = [p[i] for p in pairs]
     print(f"{side}: median {statistics.median(vals):.2f} ({min(vals):.2f}-{max(vals):.2f})")
